@@ -1,0 +1,26 @@
+//! bertsweep coordinator: stores studies and trials, decides what to try next, and serves the
+//! `bertsweep.v1.Coordinator` gRPC API to workers and the CLI.
+//!
+//! # Layout
+//! - [`spec`]: the study file (TOML) — parsing and validation into a [`spec::StudySpec`].
+//! - [`params`]: hyperparameter values and the parameters workers understand.
+//! - [`model`]: domain types — trials, studies, states, assignments.
+//! - [`sampler`]: what to try next (grid, random) behind the [`sampler::Sampler`] trait.
+//! - [`stopping`]: early-stopping decisions behind [`stopping::EarlyStopper`].
+//! - [`registry`]: the trial lifecycle state machine (leases, fencing, requeue, study end).
+//! - [`store`]: SQLite via sqlx — migrations, start-up load, group-commit writer.
+//! - [`service`]: the gRPC methods; [`service::convert`] is the only proto ↔ domain mapping.
+//! - [`server`]: wires store, registry, reaper, auth, health and reflection into a server.
+//! - [`cli`]: the `bertsweep` command line (client verbs and output formats).
+
+pub mod cli;
+pub mod error;
+pub mod model;
+pub mod params;
+pub mod registry;
+pub mod sampler;
+pub mod server;
+pub mod service;
+pub mod spec;
+pub mod stopping;
+pub mod store;

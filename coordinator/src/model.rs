@@ -1,0 +1,251 @@
+//! Domain types: studies, trials, their states, and what a worker is handed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::params::Params;
+use crate::spec::{Objective, StudySpec, Task};
+
+/// Metric name → value, as workers report them (Hugging Face names).
+pub type Metrics = BTreeMap<String, f64>;
+
+/// Where a trial is in its life. PENDING and RUNNING are live; the rest are terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrialState {
+    Pending,
+    Running,
+    Completed,
+    Pruned,
+    Failed,
+    Stopped,
+}
+
+impl TrialState {
+    /// Terminal states never change again.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TrialState::Pending | TrialState::Running)
+    }
+
+    /// Upper-case name used in the database, logs and CLI output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialState::Pending => "PENDING",
+            TrialState::Running => "RUNNING",
+            TrialState::Completed => "COMPLETED",
+            TrialState::Pruned => "PRUNED",
+            TrialState::Failed => "FAILED",
+            TrialState::Stopped => "STOPPED",
+        }
+    }
+}
+
+impl fmt::Display for TrialState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TrialState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "PENDING" => TrialState::Pending,
+            "RUNNING" => TrialState::Running,
+            "COMPLETED" => TrialState::Completed,
+            "PRUNED" => TrialState::Pruned,
+            "FAILED" => TrialState::Failed,
+            "STOPPED" => TrialState::Stopped,
+            other => return Err(format!("unknown trial state {other:?}")),
+        })
+    }
+}
+
+/// Where a study is in its life; everything but RUNNING is terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StudyState {
+    Running,
+    Completed,
+    Failed,
+    Stopped,
+}
+
+impl StudyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StudyState::Running => "RUNNING",
+            StudyState::Completed => "COMPLETED",
+            StudyState::Failed => "FAILED",
+            StudyState::Stopped => "STOPPED",
+        }
+    }
+}
+
+impl fmt::Display for StudyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StudyState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "RUNNING" => StudyState::Running,
+            "COMPLETED" => StudyState::Completed,
+            "FAILED" => StudyState::Failed,
+            "STOPPED" => StudyState::Stopped,
+            other => return Err(format!("unknown study state {other:?}")),
+        })
+    }
+}
+
+/// One trial: a set of params, its lease, and its results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trial {
+    /// Global id (database key); what workers quote in every call.
+    pub id: u64,
+    /// Owning study's id.
+    pub study_id: u64,
+    /// Owning study's name, carried so events and output need no lookup.
+    pub study: String,
+    /// 0-based number within the study, in creation order.
+    pub number: u32,
+    pub state: TrialState,
+    /// Fixed at creation; a requeued trial keeps them.
+    pub params: Params,
+    /// Objective value: final for COMPLETED, at the stopping epoch for PRUNED.
+    pub value: Option<f64>,
+    /// The metrics `value` came from.
+    pub metrics: Metrics,
+    /// Per-epoch metrics as reported (epoch starts at 1).
+    pub intermediate: BTreeMap<u32, Metrics>,
+    /// Leases handed out so far (a retry is attempt 2, …).
+    pub attempt: u32,
+    /// Worker holding (or last holding) the lease.
+    pub worker_id: String,
+    /// Fencing token of the current (or last) lease; calls quoting another are stale.
+    pub lease_token: u64,
+    /// Wall-clock ms when the lease expires unless heartbeated.
+    pub lease_expires_ms: i64,
+    /// Where the worker stored the model (empty when none).
+    pub artifact: String,
+    /// Last error reported by a worker or the reaper.
+    pub error: String,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+}
+
+impl Trial {
+    /// The last epoch a worker reported, 0 when none.
+    pub fn last_epoch(&self) -> u32 {
+        self.intermediate.keys().next_back().copied().unwrap_or(0)
+    }
+}
+
+/// A study's row, as stored; the live state around it lives in the registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudyRecord {
+    pub id: u64,
+    pub name: String,
+    pub state: StudyState,
+    /// The accepted study file, kept verbatim so a restart re-derives the same spec.
+    pub spec_toml: String,
+    /// Why the study failed or stopped.
+    pub reason: String,
+    pub created_ms: i64,
+    pub finished_ms: Option<i64>,
+}
+
+/// Counts of a study's trials by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: u32,
+    pub running: u32,
+    pub completed: u32,
+    pub pruned: u32,
+    pub failed: u32,
+    pub stopped: u32,
+}
+
+impl Counts {
+    /// Adds one trial in `state`.
+    pub fn add(&mut self, state: TrialState) {
+        match state {
+            TrialState::Pending => self.pending += 1,
+            TrialState::Running => self.running += 1,
+            TrialState::Completed => self.completed += 1,
+            TrialState::Pruned => self.pruned += 1,
+            TrialState::Failed => self.failed += 1,
+            TrialState::Stopped => self.stopped += 1,
+        }
+    }
+
+    /// Trials that are PENDING or RUNNING.
+    pub fn live(&self) -> u32 {
+        self.pending + self.running
+    }
+}
+
+/// A read-only summary of a study for the API.
+#[derive(Debug, Clone)]
+pub struct StudySummary {
+    pub record: StudyRecord,
+    pub spec: StudySpec,
+    pub counts: Counts,
+    pub best_value: Option<f64>,
+    /// Grid size for grid studies, else 0.
+    pub grid_size: u64,
+}
+
+/// What a worker receives with a lease.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    pub trial_id: u64,
+    pub study: String,
+    pub number: u32,
+    pub params: Params,
+    pub task: Task,
+    pub objective: Objective,
+    pub lease_token: u64,
+    pub lease_ttl_ms: u32,
+    pub attempt: u32,
+}
+
+/// A registered worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRecord {
+    pub id: String,
+    pub hostname: String,
+    pub devices: Vec<String>,
+    pub version: String,
+    pub registered_ms: i64,
+}
+
+/// How a worker says a trial went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Might work on another try: counts an attempt, requeued while attempts remain.
+    Retryable,
+    /// Will never work with these params (e.g. CUDA out of memory): FAILED at once.
+    Infeasible,
+    /// The worker is shutting down cleanly: requeued at once, no attempt used.
+    Released,
+}
+
+/// The early-stopping verdict returned to a worker after an epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Continue,
+    /// Stop training; the reason is shown to the user.
+    Stop(String),
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,782 @@
+//! The trial lifecycle: an in-memory state machine over every study, trial, lease and worker.
+//!
+//! The registry is the authority while the coordinator runs; SQLite is its durable image. Each
+//! operation runs under one lock, checks everything first (so a refused request changes
+//! nothing), applies its change, and returns the [`WriteOp`]s that persist it. The service sends
+//! those ops to the store's group-commit writer *before* releasing the lock (so the database sees
+//! changes in the order they happened) and answers the caller only after they are committed: an
+//! acknowledged change is never lost, even to SIGKILL.
+
+use std::collections::{BTreeSet, HashMap};
+
+use tracing::info;
+
+use crate::error::{CoordinatorError, Result};
+use crate::model::{
+    Assignment, Counts, Decision, FailureKind, Metrics, StudyRecord, StudyState, StudySummary, Trial,
+    TrialState, WorkerRecord,
+};
+use crate::params::{format_params, Params};
+use crate::sampler::{self, Sampler};
+use crate::spec::{SamplerKind, StudySpec};
+use crate::stopping::{self, EarlyStopper};
+
+/// One change to persist.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Insert or replace a study row.
+    Study(StudyRecord),
+    /// Insert or replace a trial row (not its epochs); also published to watchers.
+    Trial { trial: Trial, study_state: StudyState },
+    /// Insert or replace one epoch's metrics.
+    Epoch { trial_id: u64, epoch: u32, metrics: Metrics },
+    /// Move a running trial's lease expiry (heartbeats; not published).
+    Lease { trial_id: u64, expires_ms: i64 },
+    /// Insert a worker.
+    Worker(WorkerRecord),
+}
+
+/// The result of an operation plus what it changed.
+#[derive(Debug)]
+pub struct Outcome<T> {
+    pub value: T,
+    /// Changes to persist before answering.
+    pub ops: Vec<WriteOp>,
+    /// `true` when waiting AcquireTrial calls should look again (work or capacity appeared).
+    pub wake: bool,
+}
+
+impl<T> Outcome<T> {
+    fn new(value: T, ops: Vec<WriteOp>, wake: bool) -> Self {
+        Outcome { value, ops, wake }
+    }
+}
+
+/// What a heartbeat tells the worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatAnswer {
+    pub lease_ttl_ms: u32,
+    /// Stop training now (study stopped or trial pruned).
+    pub stop: bool,
+    pub reason: String,
+}
+
+/// Lease settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseConfig {
+    /// How long a lease lives without a heartbeat.
+    pub ttl_ms: u32,
+}
+
+/// A study with its live machinery.
+struct LiveStudy {
+    record: StudyRecord,
+    spec: StudySpec,
+    sampler: Box<dyn Sampler>,
+    stopper: Box<dyn EarlyStopper>,
+    /// Index = trial number.
+    trials: Vec<Trial>,
+    /// Requeued or not-yet-leased trials, lowest number first (they go out before new samples).
+    pending: BTreeSet<u32>,
+    /// Leased trials (the reaper's scan set).
+    running: BTreeSet<u32>,
+    counts: Counts,
+    /// The sampler has no new params left.
+    exhausted: bool,
+    grid_size: u64,
+}
+
+impl LiveStudy {
+    fn new(record: StudyRecord, spec: StudySpec) -> Self {
+        let grid_size = if spec.sampler == SamplerKind::Grid { spec.grid_size() } else { 0 };
+        LiveStudy {
+            sampler: sampler::for_spec(&spec),
+            stopper: stopping::for_spec(&spec),
+            record,
+            spec,
+            trials: Vec::new(),
+            pending: BTreeSet::new(),
+            running: BTreeSet::new(),
+            counts: Counts::default(),
+            exhausted: false,
+            grid_size,
+        }
+    }
+
+    /// Adds a trial in whatever state it is, keeping the indexes right.
+    fn push_trial(&mut self, trial: Trial) {
+        self.counts.add(trial.state);
+        match trial.state {
+            TrialState::Pending => {
+                self.pending.insert(trial.number);
+            }
+            TrialState::Running => {
+                self.running.insert(trial.number);
+            }
+            _ => {}
+        }
+        self.trials.push(trial);
+    }
+
+    /// Moves trial `number` to `to`, keeping counts and sets right and logging the change.
+    fn transition(&mut self, number: u32, to: TrialState, now: i64, detail: &str) {
+        let trial = &mut self.trials[number as usize];
+        let from = trial.state;
+        if from == to {
+            return;
+        }
+        trial.state = to;
+        match from {
+            TrialState::Pending => self.counts.pending -= 1,
+            TrialState::Running => self.counts.running -= 1,
+            TrialState::Completed => self.counts.completed -= 1,
+            TrialState::Pruned => self.counts.pruned -= 1,
+            TrialState::Failed => self.counts.failed -= 1,
+            TrialState::Stopped => self.counts.stopped -= 1,
+        }
+        self.counts.add(to);
+        self.pending.remove(&number);
+        self.running.remove(&number);
+        match to {
+            TrialState::Pending => {
+                self.pending.insert(number);
+            }
+            TrialState::Running => {
+                self.running.insert(number);
+            }
+            _ => trial.finished_ms = Some(now),
+        }
+        info!(
+            study = %self.record.name,
+            trial = number,
+            attempt = trial.attempt,
+            "trial {from} -> {to}{}{detail}",
+            if detail.is_empty() { "" } else { ": " }
+        );
+    }
+
+    fn trial_op(&self, number: u32) -> WriteOp {
+        WriteOp::Trial { trial: self.trials[number as usize].clone(), study_state: self.record.state }
+    }
+
+    /// Ends the study when its rules say so, stopping live trials of a failed study.
+    fn maybe_finish(&mut self, now: i64, ops: &mut Vec<WriteOp>) {
+        if self.record.state != StudyState::Running {
+            return;
+        }
+        if self.counts.failed >= self.spec.budget.max_failed_trials {
+            let reason = format!(
+                "{} trials failed (max_failed_trials = {})",
+                self.counts.failed, self.spec.budget.max_failed_trials
+            );
+            self.end(StudyState::Failed, reason, now, ops);
+        } else if self.counts.live() == 0
+            && (self.trials.len() as u32 >= self.spec.budget.max_trials || self.exhausted)
+        {
+            self.end(StudyState::Completed, String::new(), now, ops);
+        }
+    }
+
+    /// Moves the study to a terminal state; its live trials become STOPPED.
+    fn end(&mut self, state: StudyState, reason: String, now: i64, ops: &mut Vec<WriteOp>) {
+        self.record.state = state;
+        self.record.reason = reason.clone();
+        self.record.finished_ms = Some(now);
+        info!(study = %self.record.name, "study RUNNING -> {state}{}{reason}", if reason.is_empty() { "" } else { ": " });
+        ops.push(WriteOp::Study(self.record.clone()));
+        let live: Vec<u32> = self.pending.iter().chain(self.running.iter()).copied().collect();
+        for number in live {
+            self.trial_mut(number).error = format!("study {}", state.as_str().to_lowercase());
+            self.transition(number, TrialState::Stopped, now, "");
+            ops.push(self.trial_op(number));
+        }
+    }
+
+    fn trial_mut(&mut self, number: u32) -> &mut Trial {
+        &mut self.trials[number as usize]
+    }
+
+    fn summary(&self) -> StudySummary {
+        StudySummary {
+            record: self.record.clone(),
+            spec: self.spec.clone(),
+            counts: self.counts,
+            best_value: self.best().and_then(|t| t.value),
+            grid_size: self.grid_size,
+        }
+    }
+
+    /// The best COMPLETED trial (ties go to the lower number).
+    fn best(&self) -> Option<&Trial> {
+        let objective = &self.spec.objective;
+        self.trials
+            .iter()
+            .filter(|t| t.state == TrialState::Completed && t.value.is_some())
+            .fold(None, |best: Option<&Trial>, t| match best {
+                Some(b) if !objective.better(t.value.unwrap_or_default(), b.value.unwrap_or_default()) => Some(b),
+                _ => Some(t),
+            })
+    }
+
+    /// Requeues a trial that lost its lease, or fails it when attempts are used up.
+    fn requeue_or_fail(&mut self, number: u32, error: String, now: i64, ops: &mut Vec<WriteOp>) {
+        let attempts_left = self.trials[number as usize].attempt < self.spec.budget.max_attempts;
+        self.trial_mut(number).error = error.clone();
+        if attempts_left {
+            self.transition(number, TrialState::Pending, now, &error);
+        } else {
+            let max = self.spec.budget.max_attempts;
+            self.trial_mut(number).error = format!("{error} (gave up after {max} attempts)");
+            self.transition(number, TrialState::Failed, now, &error);
+        }
+        ops.push(self.trial_op(number));
+        self.maybe_finish(now, ops);
+    }
+}
+
+/// Every study, trial, lease and worker the coordinator knows.
+pub struct Registry {
+    studies: Vec<LiveStudy>,
+    by_name: HashMap<String, usize>,
+    /// Trial id → (study index, number).
+    trial_index: HashMap<u64, (usize, u32)>,
+    workers: HashMap<String, WorkerRecord>,
+    next_study_id: u64,
+    next_trial_id: u64,
+    /// Fencing tokens only grow, across restarts too (restored from the largest stored token).
+    next_token: u64,
+    lease: LeaseConfig,
+}
+
+/// Rows loaded from the store at start-up.
+pub struct Snapshot {
+    pub studies: Vec<StudyRecord>,
+    /// Trials with their epochs, in (study id, number) order.
+    pub trials: Vec<Trial>,
+    pub workers: Vec<WorkerRecord>,
+}
+
+/// Which trials a caller is asking about.
+fn stale(trial: &Trial) -> CoordinatorError {
+    CoordinatorError::FailedPrecondition(format!(
+        "stale lease for trial {} of study {:?}: it is {} under another lease now; stop working on it",
+        trial.number, trial.study, trial.state
+    ))
+}
+
+impl Registry {
+    /// Rebuilds the registry from stored rows. Running trials stay leased to their workers with
+    /// the same fencing tokens; each lease gets at least one TTL from now, so workers that were
+    /// retrying during the outage can heartbeat again before the reaper requeues their trials.
+    pub fn restore(snapshot: Snapshot, lease: LeaseConfig, now: i64) -> Result<Self> {
+        let mut reg = Registry::new(lease);
+        for record in snapshot.studies {
+            let spec = crate::spec::parse_study(&record.spec_toml)?;
+            reg.next_study_id = reg.next_study_id.max(record.id + 1);
+            reg.by_name.insert(record.name.clone(), reg.studies.len());
+            reg.studies.push(LiveStudy::new(record, spec));
+        }
+        let index_of: HashMap<u64, usize> =
+            reg.studies.iter().enumerate().map(|(i, s)| (s.record.id, i)).collect();
+        for mut trial in snapshot.trials {
+            let Some(&si) = index_of.get(&trial.study_id) else { continue };
+            reg.next_trial_id = reg.next_trial_id.max(trial.id + 1);
+            reg.next_token = reg.next_token.max(trial.lease_token + 1);
+            if trial.state == TrialState::Running {
+                trial.lease_expires_ms = trial.lease_expires_ms.max(now + i64::from(lease.ttl_ms));
+            }
+            trial.study = reg.studies[si].record.name.clone();
+            reg.trial_index.insert(trial.id, (si, trial.number));
+            reg.studies[si].push_trial(trial);
+        }
+        for study in &mut reg.studies {
+            if study.spec.sampler == SamplerKind::Grid && study.trials.len() as u64 >= study.grid_size {
+                study.exhausted = true;
+            }
+        }
+        for w in snapshot.workers {
+            reg.workers.insert(w.id.clone(), w);
+        }
+        Ok(reg)
+    }
+
+    /// An empty registry.
+    pub fn new(lease: LeaseConfig) -> Self {
+        Registry {
+            studies: Vec::new(),
+            by_name: HashMap::new(),
+            trial_index: HashMap::new(),
+            workers: HashMap::new(),
+            next_study_id: 1,
+            next_trial_id: 1,
+            next_token: 1,
+            lease,
+        }
+    }
+
+    /// Lease settings in force.
+    pub fn lease_config(&self) -> LeaseConfig {
+        self.lease
+    }
+
+    fn study_index(&self, name: &str) -> Result<usize> {
+        self.by_name.get(name).copied().ok_or_else(|| {
+            CoordinatorError::NotFound(format!("unknown study {name:?}; `bertsweep study list` shows the studies"))
+        })
+    }
+
+    fn trial_location(&self, trial_id: u64) -> Result<(usize, u32)> {
+        self.trial_index
+            .get(&trial_id)
+            .copied()
+            .ok_or_else(|| CoordinatorError::NotFound(format!("unknown trial id {trial_id}")))
+    }
+
+    /// Looks a trial up and checks the caller's fencing token against its lease.
+    fn leased(&self, trial_id: u64, token: u64) -> Result<(usize, u32)> {
+        let (si, number) = self.trial_location(trial_id)?;
+        let trial = &self.studies[si].trials[number as usize];
+        if token == 0 || trial.lease_token != token {
+            return Err(stale(trial));
+        }
+        Ok((si, number))
+    }
+
+    /// Registers a new study from a validated spec.
+    pub fn create_study(&mut self, spec: StudySpec, spec_toml: String, now: i64) -> Result<Outcome<StudySummary>> {
+        if self.by_name.contains_key(&spec.name) {
+            return Err(CoordinatorError::StudyExists(spec.name));
+        }
+        let record = StudyRecord {
+            id: self.next_study_id,
+            name: spec.name.clone(),
+            state: StudyState::Running,
+            spec_toml,
+            reason: String::new(),
+            created_ms: now,
+            finished_ms: None,
+        };
+        self.next_study_id += 1;
+        info!(study = %record.name, sampler = spec.sampler.as_str(), max_trials = spec.budget.max_trials, "study created");
+        let study = LiveStudy::new(record, spec);
+        let summary = study.summary();
+        let ops = vec![WriteOp::Study(study.record.clone())];
+        self.by_name.insert(study.record.name.clone(), self.studies.len());
+        self.studies.push(study);
+        Ok(Outcome::new(summary, ops, true))
+    }
+
+    /// A study's summary.
+    pub fn study(&self, name: &str) -> Result<StudySummary> {
+        Ok(self.studies[self.study_index(name)?].summary())
+    }
+
+    /// Every study, oldest first.
+    pub fn studies(&self) -> Vec<StudySummary> {
+        self.studies.iter().map(LiveStudy::summary).collect()
+    }
+
+    /// A study's trials in number order.
+    pub fn trials(&self, name: &str) -> Result<Vec<Trial>> {
+        Ok(self.studies[self.study_index(name)?].trials.clone())
+    }
+
+    /// The best COMPLETED trial of a study, or None when none has completed.
+    pub fn best_trial(&self, name: &str) -> Result<Option<Trial>> {
+        Ok(self.studies[self.study_index(name)?].best().cloned())
+    }
+
+    /// Stops a running study: PENDING and RUNNING trials become STOPPED; workers learn it on
+    /// their next heartbeat or report.
+    pub fn stop_study(&mut self, name: &str, now: i64) -> Result<Outcome<StudySummary>> {
+        let si = self.study_index(name)?;
+        let study = &mut self.studies[si];
+        if study.record.state != StudyState::Running {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "study {name:?} is already {}; nothing to stop",
+                study.record.state
+            )));
+        }
+        let mut ops = Vec::new();
+        study.end(StudyState::Stopped, "stopped by user".into(), now, &mut ops);
+        Ok(Outcome::new(study.summary(), ops, true))
+    }
+
+    /// Registers a worker and returns its id.
+    pub fn register_worker(&mut self, hostname: String, devices: Vec<String>, version: String, now: i64) -> Outcome<String> {
+        let record = WorkerRecord { id: uuid::Uuid::new_v4().to_string(), hostname, devices, version, registered_ms: now };
+        info!(worker = %record.id, hostname = %record.hostname, devices = ?record.devices, "worker registered");
+        let id = record.id.clone();
+        self.workers.insert(id.clone(), record.clone());
+        Outcome::new(id, vec![WriteOp::Worker(record)], false)
+    }
+
+    /// Leases a trial to `worker_id`: a requeued trial first, else a new sample, from the oldest
+    /// running study with spare `parallel_trials` capacity and `max_trials` budget.
+    pub fn acquire(&mut self, worker_id: &str, study_filter: Option<&str>, now: i64) -> Result<Outcome<Option<Assignment>>> {
+        if !self.workers.contains_key(worker_id) {
+            return Err(CoordinatorError::NotFound(format!(
+                "unknown worker id {worker_id:?}; call RegisterWorker first"
+            )));
+        }
+        let candidates: Vec<usize> = match study_filter {
+            Some(name) => vec![self.study_index(name)?],
+            None => (0..self.studies.len()).collect(),
+        };
+        let mut ops = Vec::new();
+        let mut wake = false;
+        for si in candidates {
+            let study = &mut self.studies[si];
+            if study.record.state != StudyState::Running || study.counts.running >= study.spec.budget.parallel_trials {
+                continue;
+            }
+            let number = match study.pending.iter().next() {
+                Some(&n) => n,
+                None => {
+                    let next = study.trials.len() as u32;
+                    if next >= study.spec.budget.max_trials || study.exhausted {
+                        continue;
+                    }
+                    let Some(params) = study.sampler.sample(next, &study.trials, &study.spec.objective) else {
+                        study.exhausted = true;
+                        study.maybe_finish(now, &mut ops);
+                        wake = true;
+                        continue;
+                    };
+                    let trial = new_trial(self.next_trial_id, study, next, params, now);
+                    self.next_trial_id += 1;
+                    self.trial_index.insert(trial.id, (si, next));
+                    info!(study = %study.record.name, trial = next, params = %format_params(&trial.params), "trial sampled");
+                    study.push_trial(trial);
+                    next
+                }
+            };
+            let token = self.next_token;
+            self.next_token += 1;
+            let ttl = self.lease.ttl_ms;
+            let trial = study.trial_mut(number);
+            trial.attempt += 1;
+            trial.worker_id = worker_id.to_string();
+            trial.lease_token = token;
+            trial.lease_expires_ms = now + i64::from(ttl);
+            trial.started_ms.get_or_insert(now);
+            trial.error.clear();
+            let detail = format!("leased to worker {worker_id}");
+            study.transition(number, TrialState::Running, now, &detail);
+            ops.push(study.trial_op(number));
+            let trial = &study.trials[number as usize];
+            let assignment = Assignment {
+                trial_id: trial.id,
+                study: study.record.name.clone(),
+                number,
+                params: trial.params.clone(),
+                task: study.spec.task.clone(),
+                objective: study.spec.objective.clone(),
+                lease_token: token,
+                lease_ttl_ms: ttl,
+                attempt: trial.attempt,
+            };
+            return Ok(Outcome::new(Some(assignment), ops, wake));
+        }
+        Ok(Outcome::new(None, ops, wake))
+    }
+
+    /// Extends a lease; tells the worker to stop when its trial was stopped or pruned.
+    pub fn heartbeat(&mut self, trial_id: u64, token: u64, now: i64) -> Result<Outcome<HeartbeatAnswer>> {
+        let (si, number) = self.leased(trial_id, token)?;
+        let ttl = self.lease.ttl_ms;
+        let study = &mut self.studies[si];
+        let trial = study.trial_mut(number);
+        match trial.state {
+            TrialState::Running => {
+                trial.lease_expires_ms = now + i64::from(ttl);
+                let op = WriteOp::Lease { trial_id, expires_ms: trial.lease_expires_ms };
+                Ok(Outcome::new(HeartbeatAnswer { lease_ttl_ms: ttl, stop: false, reason: String::new() }, vec![op], false))
+            }
+            TrialState::Stopped | TrialState::Pruned => {
+                let reason = if trial.state == TrialState::Pruned { "trial was pruned".to_string() } else { trial.error.clone() };
+                Ok(Outcome::new(HeartbeatAnswer { lease_ttl_ms: 0, stop: true, reason }, vec![], false))
+            }
+            _ => Err(stale(trial)),
+        }
+    }
+
+    /// Stores one epoch's metrics and returns the early-stopping decision.
+    pub fn report_progress(&mut self, trial_id: u64, token: u64, epoch: u32, metrics: Metrics, now: i64) -> Result<Outcome<Decision>> {
+        let (si, number) = self.leased(trial_id, token)?;
+        let ttl = self.lease.ttl_ms;
+        let study = &mut self.studies[si];
+        let objective = study.spec.objective.clone();
+        let trial = &study.trials[number as usize];
+        match trial.state {
+            TrialState::Running => {}
+            TrialState::Stopped => return Ok(Outcome::new(Decision::Stop(trial.error.clone()), vec![], false)),
+            TrialState::Pruned => return Ok(Outcome::new(Decision::Stop("trial was pruned".into()), vec![], false)),
+            _ => return Err(stale(trial)),
+        }
+        if epoch == 0 {
+            return Err(CoordinatorError::InvalidArgument("epoch must be >= 1 (epochs are counted from 1)".into()));
+        }
+        if epoch < trial.last_epoch() {
+            return Err(CoordinatorError::InvalidArgument(format!(
+                "epoch {epoch} reported after epoch {}; report epochs in order",
+                trial.last_epoch()
+            )));
+        }
+        check_metrics(&metrics, &objective.metric)?;
+        let value = metrics[&objective.metric];
+        let trial = study.trial_mut(number);
+        trial.intermediate.insert(epoch, metrics.clone());
+        trial.lease_expires_ms = now + i64::from(ttl);
+        let mut ops = vec![WriteOp::Epoch { trial_id, epoch, metrics: metrics.clone() }];
+        let decision = study.stopper.decide(&study.trials[number as usize], epoch, value, &study.trials, &objective);
+        let mut wake = false;
+        if let Decision::Stop(reason) = &decision {
+            let trial = study.trial_mut(number);
+            trial.value = Some(value);
+            trial.metrics = metrics;
+            let detail = format!("{reason} at epoch {epoch} ({} = {value})", objective.metric);
+            study.transition(number, TrialState::Pruned, now, &detail);
+            ops.push(study.trial_op(number));
+            study.maybe_finish(now, &mut ops);
+            wake = true;
+        } else {
+            ops.push(study.trial_op(number));
+        }
+        Ok(Outcome::new(decision, ops, wake))
+    }
+
+    /// Records a finished trial. Repeating the call with the same lease is harmless.
+    pub fn complete(&mut self, trial_id: u64, token: u64, metrics: Metrics, artifact: String, now: i64) -> Result<Outcome<()>> {
+        let (si, number) = self.leased(trial_id, token)?;
+        let study = &mut self.studies[si];
+        let objective = study.spec.objective.clone();
+        let trial = &study.trials[number as usize];
+        match trial.state {
+            TrialState::Running => {}
+            TrialState::Completed => return Ok(Outcome::new((), vec![], false)),
+            _ => {
+                return Err(CoordinatorError::FailedPrecondition(format!(
+                    "trial {} of study {:?} is {} and can no longer be completed",
+                    number, study.record.name, trial.state
+                )))
+            }
+        }
+        check_metrics(&metrics, &objective.metric)?;
+        let value = metrics[&objective.metric];
+        let trial = study.trial_mut(number);
+        trial.value = Some(value);
+        trial.metrics = metrics;
+        trial.artifact = artifact;
+        let detail = format!("{} = {value}", objective.metric);
+        study.transition(number, TrialState::Completed, now, &detail);
+        let mut ops = vec![study.trial_op(number)];
+        study.maybe_finish(now, &mut ops);
+        Ok(Outcome::new((), ops, true))
+    }
+
+    /// Records a failure: retryable ones are requeued while attempts remain, infeasible ones
+    /// fail at once, released ones are requeued without using an attempt.
+    pub fn fail(&mut self, trial_id: u64, token: u64, error: String, kind: FailureKind, now: i64) -> Result<Outcome<TrialState>> {
+        let (si, number) = self.leased(trial_id, token)?;
+        let study = &mut self.studies[si];
+        let trial = &study.trials[number as usize];
+        if trial.state != TrialState::Running {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "trial {} of study {:?} is {} and can no longer fail",
+                number, study.record.name, trial.state
+            )));
+        }
+        let mut error: String = error.trim().chars().take(4000).collect();
+        if error.is_empty() {
+            error = "worker reported a failure without a message".into();
+        }
+        let mut ops = Vec::new();
+        match kind {
+            FailureKind::Retryable => study.requeue_or_fail(number, error, now, &mut ops),
+            FailureKind::Infeasible => {
+                study.trial_mut(number).error = format!("infeasible: {error}");
+                study.transition(number, TrialState::Failed, now, &error);
+                ops.push(study.trial_op(number));
+                study.maybe_finish(now, &mut ops);
+            }
+            FailureKind::Released => {
+                let trial = study.trial_mut(number);
+                trial.attempt = trial.attempt.saturating_sub(1);
+                trial.error = format!("released: {error}");
+                study.transition(number, TrialState::Pending, now, "released by worker");
+                ops.push(study.trial_op(number));
+            }
+        }
+        let state = study.trials[number as usize].state;
+        Ok(Outcome::new(state, ops, true))
+    }
+
+    /// Requeues (or fails) every trial whose lease expired before `now`.
+    pub fn reap(&mut self, now: i64) -> Outcome<usize> {
+        let mut ops = Vec::new();
+        let mut reaped = 0;
+        for study in &mut self.studies {
+            let expired: Vec<u32> = study
+                .running
+                .iter()
+                .copied()
+                .filter(|&n| study.trials[n as usize].lease_expires_ms < now)
+                .collect();
+            for number in expired {
+                let worker = study.trials[number as usize].worker_id.clone();
+                study.requeue_or_fail(number, format!("lease expired: worker {worker} stopped heartbeating"), now, &mut ops);
+                reaped += 1;
+            }
+        }
+        Outcome::new(reaped, ops, reaped > 0)
+    }
+
+    /// Earliest lease expiry among running trials (the reaper sleeps until then).
+    pub fn next_expiry(&self) -> Option<i64> {
+        self.studies
+            .iter()
+            .flat_map(|s| s.running.iter().map(move |&n| s.trials[n as usize].lease_expires_ms))
+            .min()
+    }
+
+    /// The state of a study (for streams deciding when to end).
+    pub fn study_state(&self, name: &str) -> Result<StudyState> {
+        Ok(self.studies[self.study_index(name)?].record.state)
+    }
+}
+
+fn new_trial(id: u64, study: &LiveStudy, number: u32, params: Params, now: i64) -> Trial {
+    Trial {
+        id,
+        study_id: study.record.id,
+        study: study.record.name.clone(),
+        number,
+        state: TrialState::Pending,
+        params,
+        value: None,
+        metrics: Metrics::new(),
+        intermediate: Default::default(),
+        attempt: 0,
+        worker_id: String::new(),
+        lease_token: 0,
+        lease_expires_ms: 0,
+        artifact: String::new(),
+        error: String::new(),
+        created_ms: now,
+        started_ms: None,
+        finished_ms: None,
+    }
+}
+
+/// Metrics must be finite and include the objective.
+fn check_metrics(metrics: &Metrics, objective: &str) -> Result<()> {
+    if let Some((name, v)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
+        return Err(CoordinatorError::InvalidArgument(format!(
+            "metric {name} is {v}, not a finite number; report the trial with FailTrial instead"
+        )));
+    }
+    if !metrics.contains_key(objective) {
+        return Err(CoordinatorError::InvalidArgument(format!(
+            "metrics lack the study's objective {objective:?} (got: {})",
+            metrics.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse_study;
+
+    const TTL: u32 = 1000;
+
+    fn registry_with(text: &str) -> (Registry, String) {
+        let mut reg = Registry::new(LeaseConfig { ttl_ms: TTL });
+        let spec = parse_study(text).unwrap();
+        reg.create_study(spec, text.into(), 0).unwrap();
+        let worker = reg.register_worker("h".into(), vec![], "t".into(), 0).value;
+        (reg, worker)
+    }
+
+    fn metrics(acc: f64) -> Metrics {
+        [("eval_accuracy".to_string(), acc)].into_iter().collect()
+    }
+
+    #[test]
+    fn full_lifecycle_completes_the_study() {
+        let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
+        for i in 0..4 {
+            let a = reg.acquire(&w, None, 1).unwrap().value.unwrap();
+            assert_eq!(a.number, i);
+            assert_eq!(reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), 2).unwrap().value, Decision::Continue);
+            reg.complete(a.trial_id, a.lease_token, metrics(0.6 + i as f64 / 100.0), String::new(), 3).unwrap();
+        }
+        assert!(reg.acquire(&w, None, 4).unwrap().value.is_none());
+        let s = reg.study("small").unwrap();
+        assert_eq!(s.record.state, StudyState::Completed);
+        assert_eq!(reg.best_trial("small").unwrap().unwrap().number, 3);
+    }
+
+    #[test]
+    fn parallel_limit_and_stale_tokens() {
+        let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
+        let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+        let _b = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+        assert!(reg.acquire(&w, None, 0).unwrap().value.is_none(), "parallel_trials = 2");
+        // Expire a's lease: requeued with the same params, the old token is refused.
+        reg.heartbeat(a.trial_id, a.lease_token, 500).unwrap();
+        let reaped = reg.reap(500 + TTL as i64 + 1);
+        assert_eq!(reaped.value, 2);
+        let err = reg.complete(a.trial_id, a.lease_token, metrics(0.9), String::new(), 2000).unwrap_err();
+        assert!(matches!(err, CoordinatorError::FailedPrecondition(_)), "{err}");
+        let again = reg.acquire(&w, None, 2000).unwrap().value.unwrap();
+        assert_eq!(again.number, a.number, "requeued trials go out first");
+        assert_eq!(again.params, a.params);
+        assert_eq!(again.attempt, 2);
+        assert!(again.lease_token > a.lease_token);
+        assert!(reg.heartbeat(a.trial_id, a.lease_token, 2000).is_err());
+    }
+
+    #[test]
+    fn attempts_run_out_and_failures_fail_the_study() {
+        let text = crate::spec::test_support::SMALL_GRID.replace("parallel_trials = 2", "parallel_trials = 2\nmax_attempts = 2\nmax_failed_trials = 2");
+        let (mut reg, w) = registry_with(&text);
+        let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+        assert_eq!(reg.fail(a.trial_id, a.lease_token, "boom".into(), FailureKind::Retryable, 1).unwrap().value, TrialState::Pending);
+        let a2 = reg.acquire(&w, None, 2).unwrap().value.unwrap();
+        assert_eq!(reg.fail(a2.trial_id, a2.lease_token, "boom".into(), FailureKind::Retryable, 3).unwrap().value, TrialState::Failed);
+        let b = reg.acquire(&w, None, 4).unwrap().value.unwrap();
+        let c = reg.acquire(&w, None, 4).unwrap().value.unwrap();
+        assert_eq!(reg.fail(b.trial_id, b.lease_token, "oom".into(), FailureKind::Infeasible, 5).unwrap().value, TrialState::Failed);
+        let s = reg.study("small").unwrap();
+        assert_eq!(s.record.state, StudyState::Failed);
+        assert!(s.record.reason.contains("2 trials failed"));
+        let hb = reg.heartbeat(c.trial_id, c.lease_token, 6).unwrap().value;
+        assert!(hb.stop);
+    }
+
+    #[test]
+    fn released_trials_do_not_use_an_attempt_and_bad_reports_change_nothing() {
+        let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
+        let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+        assert!(reg.report_progress(a.trial_id, a.lease_token, 0, metrics(0.5), 1).is_err());
+        let nan = metrics(f64::NAN);
+        assert!(reg.report_progress(a.trial_id, a.lease_token, 1, nan, 1).is_err());
+        assert!(reg.trials("small").unwrap()[0].intermediate.is_empty());
+        reg.fail(a.trial_id, a.lease_token, "SIGTERM".into(), FailureKind::Released, 1).unwrap();
+        let again = reg.acquire(&w, None, 2).unwrap().value.unwrap();
+        assert_eq!((again.number, again.attempt), (0, 1));
+    }
+
+    #[test]
+    fn stop_study_stops_live_trials() {
+        let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
+        let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+        reg.stop_study("small", 1).unwrap();
+        assert_eq!(reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), 2).unwrap().value, Decision::Stop("study stopped".into()));
+        assert!(reg.acquire(&w, None, 2).unwrap().value.is_none());
+        assert!(reg.stop_study("small", 3).is_err());
+    }
+}

@@ -1,0 +1,142 @@
+//! Assembles the coordinator: store, registry, reaper, and the gRPC server (bertsweep.v1 plus
+//! grpc.health.v1 and server reflection), with optional bearer-token auth.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bertsweep_proto::v1::coordinator_server::CoordinatorServer;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tonic::service::Interceptor;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Status};
+use tracing::info;
+
+use crate::model::now_ms;
+use crate::registry::{LeaseConfig, Registry};
+use crate::service::{CoordinatorService, Shared};
+use crate::store::{Store, StoreError};
+
+/// How the coordinator runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `sqlite://path` (created if missing).
+    pub db_url: String,
+    /// When set, every RPC except health must carry `authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Lease lifetime without a heartbeat.
+    pub lease_ttl: Duration,
+    /// AcquireTrial long-poll when the worker does not say.
+    pub long_poll: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            db_url: "sqlite://bertsweep.db".into(),
+            token: None,
+            lease_ttl: Duration::from_secs(30),
+            long_poll: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the stored studies cannot be loaded: {0}")]
+    Restore(#[from] crate::error::CoordinatorError),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Checks `authorization: Bearer <token>`.
+#[derive(Clone)]
+struct BearerAuth {
+    expected: Option<Arc<str>>,
+}
+
+impl Interceptor for BearerAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.expected else { return Ok(request) };
+        let given = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(request),
+            Some(_) => Err(Status::unauthenticated("wrong token; check --token / BERTSWEEP_TOKEN")),
+            None => Err(Status::unauthenticated("this coordinator requires a token; pass --token or set BERTSWEEP_TOKEN")),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Opens the store, restores the registry, and serves on `listener` until `shutdown`
+/// resolves; queued writes are flushed before returning.
+pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    let ttl_ms = u32::try_from(config.lease_ttl.as_millis()).map_err(|_| ServerError::Config("lease TTL is too long".into()))?;
+    if ttl_ms < 100 {
+        return Err(ServerError::Config("lease TTL must be at least 100 ms".into()));
+    }
+    let store = Store::open(&config.db_url).await?;
+    let snapshot = store.load().await?;
+    let registry = Registry::restore(snapshot, LeaseConfig { ttl_ms }, now_ms())?;
+    let (events, _) = broadcast::channel(4096);
+    let writer = store.spawn_writer(events.clone());
+    let (work, _) = watch::channel(0u64);
+    let shared = Arc::new(Shared {
+        registry: Mutex::new(registry),
+        writer: writer.clone(),
+        events,
+        work,
+        default_wait: config.long_poll,
+        heartbeat_interval: config.lease_ttl / 3,
+    });
+    let reaper = tokio::spawn(reap_forever(shared.clone()));
+
+    let auth = BearerAuth { expected: config.token.as_deref().map(Arc::from) };
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<CoordinatorServer<CoordinatorService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(bertsweep_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
+    let reflection = tonic::service::interceptor::InterceptedService::new(reflection, auth.clone());
+    let coordinator = CoordinatorServer::with_interceptor(CoordinatorService::new(shared.clone()), auth);
+
+    let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
+    info!(%addr, db = %config.db_url, auth = config.token.is_some(), "coordinator listening");
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(coordinator)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    reaper.abort();
+    writer.close().await;
+    info!("coordinator stopped");
+    result.map_err(ServerError::from)
+}
+
+/// Requeues expired leases, waking at the next expiry (checked at least every second).
+async fn reap_forever(shared: Arc<Shared>) {
+    loop {
+        let next = shared.lock().next_expiry();
+        let wait = next.map(|at| (at - now_ms() + 1).clamp(10, 1000) as u64).unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // Reaping needs no caller to wait for the commit.
+        let _ = shared.apply(|reg, now| Ok(reg.reap(now))).await;
+    }
+}

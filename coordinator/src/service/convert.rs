@@ -1,0 +1,176 @@
+//! The one place where protobuf messages become domain types and back (coordinator side).
+
+use std::collections::HashMap;
+
+use bertsweep_proto::v1 as pb;
+use tonic::Status;
+
+use crate::error::CoordinatorError;
+use crate::model::{Assignment, Decision, FailureKind, Metrics, StudyState, StudySummary, Trial, TrialState};
+use crate::params::{ParamValue, Params};
+
+pub fn param_to_proto(v: &ParamValue) -> pb::ParamValue {
+    let kind = match v {
+        ParamValue::Int(i) => pb::param_value::Kind::IntValue(*i),
+        ParamValue::Float(f) => pb::param_value::Kind::FloatValue(*f),
+        ParamValue::Str(s) => pb::param_value::Kind::StringValue(s.clone()),
+    };
+    pb::ParamValue { kind: Some(kind) }
+}
+
+pub fn params_to_proto(params: &Params) -> HashMap<String, pb::ParamValue> {
+    params.iter().map(|(k, v)| (k.clone(), param_to_proto(v))).collect()
+}
+
+pub fn trial_state_to_proto(s: TrialState) -> pb::TrialState {
+    match s {
+        TrialState::Pending => pb::TrialState::Pending,
+        TrialState::Running => pb::TrialState::Running,
+        TrialState::Completed => pb::TrialState::Completed,
+        TrialState::Pruned => pb::TrialState::Pruned,
+        TrialState::Failed => pb::TrialState::Failed,
+        TrialState::Stopped => pb::TrialState::Stopped,
+    }
+}
+
+pub fn study_state_to_proto(s: StudyState) -> pb::StudyState {
+    match s {
+        StudyState::Running => pb::StudyState::Running,
+        StudyState::Completed => pb::StudyState::Completed,
+        StudyState::Failed => pb::StudyState::Failed,
+        StudyState::Stopped => pb::StudyState::Stopped,
+    }
+}
+
+pub fn trial_to_proto(t: &Trial) -> pb::Trial {
+    pb::Trial {
+        study: t.study.clone(),
+        number: t.number,
+        state: trial_state_to_proto(t.state) as i32,
+        params: params_to_proto(&t.params),
+        value: t.value,
+        metrics: t.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        intermediate: t
+            .intermediate
+            .iter()
+            .map(|(epoch, m)| pb::EpochMetrics { epoch: *epoch, metrics: m.iter().map(|(k, v)| (k.clone(), *v)).collect() })
+            .collect(),
+        attempt: t.attempt,
+        worker_id: t.worker_id.clone(),
+        artifact: t.artifact.clone(),
+        error: t.error.clone(),
+        created_at_ms: t.created_ms,
+        started_at_ms: t.started_ms.unwrap_or(0),
+        finished_at_ms: t.finished_ms.unwrap_or(0),
+        trial_id: t.id,
+    }
+}
+
+pub fn study_to_proto(s: &StudySummary) -> pb::Study {
+    let c = s.counts;
+    pb::Study {
+        name: s.record.name.clone(),
+        state: study_state_to_proto(s.record.state) as i32,
+        sampler: s.spec.sampler.as_str().to_string(),
+        objective_metric: s.spec.objective.metric.clone(),
+        maximize: s.spec.objective.maximize,
+        max_trials: s.spec.budget.max_trials,
+        parallel_trials: s.spec.budget.parallel_trials,
+        counts: Some(pb::StudyCounts {
+            pending: c.pending,
+            running: c.running,
+            completed: c.completed,
+            pruned: c.pruned,
+            failed: c.failed,
+            stopped: c.stopped,
+        }),
+        spec_toml: s.record.spec_toml.clone(),
+        created_at_ms: s.record.created_ms,
+        reason: s.record.reason.clone(),
+        best_value: s.best_value,
+        grid_size: s.grid_size.min(u32::MAX as u64) as u32,
+    }
+}
+
+pub fn assignment_to_proto(a: &Assignment) -> pb::Assignment {
+    pb::Assignment {
+        trial_id: a.trial_id,
+        study: a.study.clone(),
+        number: a.number,
+        params: params_to_proto(&a.params),
+        task: Some(pb::TaskSpec {
+            model: a.task.model.clone(),
+            train_file: a.task.train_file.clone(),
+            validation_file: a.task.validation_file.clone(),
+            text_column: a.task.text_column.clone(),
+            label_column: a.task.label_column.clone(),
+            max_seq_length: a.task.max_seq_length,
+            objective_metric: a.objective.metric.clone(),
+            maximize: a.objective.maximize,
+            max_train_samples: a.task.max_train_samples.unwrap_or(0),
+        }),
+        lease_token: a.lease_token,
+        lease_ttl_ms: a.lease_ttl_ms,
+        attempt: a.attempt,
+    }
+}
+
+pub fn decision_to_proto(d: &Decision) -> pb::ReportProgressResponse {
+    match d {
+        Decision::Continue => pb::ReportProgressResponse { decision: pb::Decision::Continue as i32, reason: String::new() },
+        Decision::Stop(reason) => pb::ReportProgressResponse { decision: pb::Decision::Stop as i32, reason: reason.clone() },
+    }
+}
+
+/// Metric maps from workers: names must be non-empty.
+pub fn metrics_from_proto(m: HashMap<String, f64>) -> Result<Metrics, Status> {
+    if m.is_empty() {
+        return Err(Status::invalid_argument("metrics is empty; report at least the study's objective"));
+    }
+    if m.keys().any(|k| k.trim().is_empty() || k.len() > 128) {
+        return Err(Status::invalid_argument("metric names must be 1-128 characters"));
+    }
+    Ok(m.into_iter().collect())
+}
+
+pub fn failure_kind_from_proto(kind: i32) -> Result<FailureKind, Status> {
+    match pb::FailureKind::try_from(kind) {
+        Ok(pb::FailureKind::Retryable) => Ok(FailureKind::Retryable),
+        Ok(pb::FailureKind::Infeasible) => Ok(FailureKind::Infeasible),
+        Ok(pb::FailureKind::Released) => Ok(FailureKind::Released),
+        _ => Err(Status::invalid_argument(format!(
+            "kind {kind} is not a failure kind; use RETRYABLE (1), INFEASIBLE (2) or RELEASED (3)"
+        ))),
+    }
+}
+
+/// Ids and tokens are never 0 on the wire.
+pub fn require_nonzero(field: &str, v: u64) -> Result<u64, Status> {
+    if v == 0 {
+        Err(Status::invalid_argument(format!("{field} is missing (0)")))
+    } else {
+        Ok(v)
+    }
+}
+
+/// A required name field.
+pub fn require_name<'a>(field: &str, v: &'a str) -> Result<&'a str, Status> {
+    if v.trim().is_empty() {
+        Err(Status::invalid_argument(format!("{field} is empty")))
+    } else {
+        Ok(v)
+    }
+}
+
+impl From<CoordinatorError> for Status {
+    fn from(e: CoordinatorError) -> Self {
+        let msg = e.to_string();
+        match e {
+            CoordinatorError::Spec(_) | CoordinatorError::InvalidArgument(_) => Status::invalid_argument(msg),
+            CoordinatorError::StudyExists(_) => Status::already_exists(msg),
+            CoordinatorError::NotFound(_) => Status::not_found(msg),
+            CoordinatorError::FailedPrecondition(_) => Status::failed_precondition(msg),
+            CoordinatorError::Store(_) => Status::unavailable(msg),
+        }
+    }
+}

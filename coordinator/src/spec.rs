@@ -1,0 +1,764 @@
+//! The study file (TOML): parsing, validation, and the validated [`StudySpec`].
+//!
+//! Parsing is strict: unknown keys, wrong types, empty or inverted ranges, unknown parameters
+//! and oversized grids are rejected with one line that names the problem. The same code runs in
+//! the CLI (for a `file:line` in the message) and in the coordinator (the authority).
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::params::{known_param, known_param_names, KnownParam, ParamKind, ParamValue};
+
+/// The largest grid a study may ask for; a bigger one is almost certainly a mistake.
+pub const MAX_GRID_POINTS: u64 = 100_000;
+
+/// Metrics a study may optimise (Hugging Face names, reported by workers every epoch).
+pub const OBJECTIVE_METRICS: &[&str] =
+    &["eval_accuracy", "eval_f1", "eval_precision", "eval_recall", "eval_loss"];
+
+/// Why a study file was rejected.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SpecError {
+    /// TOML syntax, unknown keys or wrong types, with the 1-based line when known.
+    #[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+    Syntax { line: Option<usize>, message: String },
+    /// A semantically invalid value.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(message: impl Into<String>) -> SpecError {
+    SpecError::Invalid(message.into())
+}
+
+/// Which search algorithm proposes parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplerKind {
+    /// Every point of the grid exactly once, in a stable order.
+    Grid,
+    /// Independent seeded draws.
+    Random,
+}
+
+impl SamplerKind {
+    /// Name as written in study files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SamplerKind::Grid => "grid",
+            SamplerKind::Random => "random",
+        }
+    }
+}
+
+/// What to optimise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objective {
+    /// One of [`OBJECTIVE_METRICS`].
+    pub metric: String,
+    /// `true` for maximize.
+    pub maximize: bool,
+}
+
+impl Objective {
+    /// `true` when `a` is strictly better than `b` under this objective.
+    pub fn better(&self, a: f64, b: f64) -> bool {
+        if self.maximize {
+            a > b
+        } else {
+            a < b
+        }
+    }
+}
+
+/// Limits on how many trials run and fail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// Trials to create in total (for grid: at most the grid size).
+    pub max_trials: u32,
+    /// Trials leased at the same time, across all workers.
+    pub parallel_trials: u32,
+    /// FAILED trials after which the study fails.
+    pub max_failed_trials: u32,
+    /// Leases a trial may lose (expired or retryable failures) before it counts as FAILED.
+    pub max_attempts: u32,
+}
+
+/// Where and how workers train; paths are resolved on the workers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub model: String,
+    pub train_file: String,
+    pub validation_file: String,
+    pub text_column: String,
+    pub label_column: String,
+    pub max_seq_length: u32,
+    /// Only the first N training rows (None = all); handy for smoke tests.
+    pub max_train_samples: Option<u32>,
+}
+
+/// The values one parameter may take.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Domain {
+    /// Always this value.
+    Fixed(ParamValue),
+    /// One of these values (order kept for the grid).
+    Categorical(Vec<ParamValue>),
+    /// A numeric range.
+    Range(RangeDomain),
+}
+
+/// A numeric range with its optional discretisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeDomain {
+    pub kind: ParamKind,
+    pub log: bool,
+    pub min: f64,
+    pub max: f64,
+    /// Lattice spacing (linear ranges only).
+    pub step: Option<f64>,
+    /// Number of evenly spaced (log-spaced for log ranges) grid points.
+    pub grid_points: Option<u32>,
+}
+
+impl RangeDomain {
+    /// The discrete points of this range, or None when it is continuous and undiscretised.
+    pub fn grid(&self) -> Option<Vec<ParamValue>> {
+        let value = |x: f64| match self.kind {
+            ParamKind::Int => ParamValue::Int(x.round() as i64),
+            ParamKind::Float => ParamValue::Float(round_sig(x)),
+        };
+        if let Some(step) = self.step {
+            let count = ((self.max - self.min) / step + 1e-9).floor() as u64 + 1;
+            return Some((0..count).map(|i| value(self.min + step * i as f64)).collect());
+        }
+        if let Some(n) = self.grid_points {
+            let n = n as usize;
+            if n == 1 {
+                return Some(vec![value(self.min)]);
+            }
+            let mut out: Vec<ParamValue> = (0..n)
+                .map(|i| {
+                    let t = i as f64 / (n - 1) as f64;
+                    if self.log {
+                        value((self.min.ln() + t * (self.max.ln() - self.min.ln())).exp())
+                    } else {
+                        value(self.min + t * (self.max - self.min))
+                    }
+                })
+                .collect();
+            out.dedup();
+            return Some(out);
+        }
+        if self.kind == ParamKind::Int {
+            return Some((self.min as i64..=self.max as i64).map(ParamValue::Int).collect());
+        }
+        None
+    }
+
+    /// Number of grid points without materialising them (for the size check).
+    fn grid_len(&self) -> Option<u64> {
+        if let Some(step) = self.step {
+            return Some(((self.max - self.min) / step + 1e-9).floor() as u64 + 1);
+        }
+        if let Some(n) = self.grid_points {
+            return Some(n as u64);
+        }
+        if self.kind == ParamKind::Int {
+            return Some((self.max - self.min) as u64 + 1);
+        }
+        None
+    }
+}
+
+/// Rounds to 12 significant digits so log-spaced points print as users expect (2.236e-5, not
+/// 2.2360679774997898e-5 noise from ln/exp).
+fn round_sig(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let text = format!("{x:.11e}");
+    text.parse().unwrap_or(x)
+}
+
+/// One searched (or fixed) parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub domain: Domain,
+}
+
+/// A validated study.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudySpec {
+    /// Unique name, `[A-Za-z0-9._-]`, at most 64 characters.
+    pub name: String,
+    pub objective: Objective,
+    pub sampler: SamplerKind,
+    /// Seed of the sampler's random streams.
+    pub seed: u64,
+    pub budget: Budget,
+    pub task: Task,
+    /// Parameters in file order (the grid's first parameter varies slowest).
+    pub parameters: Vec<ParamSpec>,
+}
+
+impl StudySpec {
+    /// Every grid point in order, when each parameter is discrete.
+    pub fn grid_axes(&self) -> Option<Vec<(String, Vec<ParamValue>)>> {
+        self.parameters
+            .iter()
+            .map(|p| {
+                let values = match &p.domain {
+                    Domain::Fixed(v) => Some(vec![v.clone()]),
+                    Domain::Categorical(vs) => Some(vs.clone()),
+                    Domain::Range(r) => r.grid(),
+                }?;
+                Some((p.name.clone(), values))
+            })
+            .collect()
+    }
+
+    /// Product of the axis sizes (0 when some parameter is not discrete).
+    pub fn grid_size(&self) -> u64 {
+        let mut size: u64 = 1;
+        for p in &self.parameters {
+            let n = match &p.domain {
+                Domain::Fixed(_) => 1,
+                Domain::Categorical(vs) => vs.len() as u64,
+                Domain::Range(r) => match r.grid_len() {
+                    Some(n) => n,
+                    None => return 0,
+                },
+            };
+            size = size.saturating_mul(n);
+        }
+        size
+    }
+}
+
+// ---- raw TOML shape ------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStudy {
+    name: String,
+    objective: RawObjective,
+    #[serde(default)]
+    algorithm: RawAlgorithm,
+    #[serde(default)]
+    early_stopping: Option<RawEarlyStopping>,
+    #[serde(default)]
+    budget: RawBudget,
+    task: RawTask,
+    parameters: IndexMap<String, RawParam>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawObjective {
+    metric: String,
+    direction: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAlgorithm {
+    sampler: Option<String>,
+    seed: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEarlyStopping {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBudget {
+    max_trials: Option<i64>,
+    parallel_trials: Option<i64>,
+    max_failed_trials: Option<i64>,
+    max_attempts: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    model: String,
+    train_file: String,
+    validation_file: String,
+    text_column: Option<String>,
+    label_column: Option<String>,
+    max_seq_length: Option<i64>,
+    max_train_samples: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParam {
+    value: Option<toml::Value>,
+    values: Option<Vec<toml::Value>>,
+    distribution: Option<String>,
+    min: Option<toml::Value>,
+    max: Option<toml::Value>,
+    step: Option<toml::Value>,
+    grid_points: Option<i64>,
+}
+
+/// Parses and validates a study file.
+pub fn parse_study(text: &str) -> Result<StudySpec, SpecError> {
+    let raw: RawStudy = toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        // toml's message can span lines; keep the first, it is the one that says what is wrong.
+        let message = e.message().lines().next().unwrap_or("invalid TOML").trim().to_string();
+        SpecError::Syntax { line, message }
+    })?;
+    validate(raw)
+}
+
+fn validate(raw: RawStudy) -> Result<StudySpec, SpecError> {
+    let name = raw.name.trim().to_string();
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(invalid(format!(
+            "name {:?}: use 1-64 characters from A-Z a-z 0-9 . _ -",
+            raw.name
+        )));
+    }
+
+    let metric = raw.objective.metric;
+    if !OBJECTIVE_METRICS.contains(&metric.as_str()) {
+        return Err(invalid(format!(
+            "objective.metric {metric:?} is not a metric workers report; use one of {}",
+            OBJECTIVE_METRICS.join(", ")
+        )));
+    }
+    let maximize = match raw.objective.direction.as_deref() {
+        None => metric != "eval_loss",
+        Some("maximize") => true,
+        Some("minimize") => false,
+        Some(other) => {
+            return Err(invalid(format!(
+                "objective.direction {other:?} is not valid; use \"maximize\" or \"minimize\""
+            )))
+        }
+    };
+
+    let sampler = match raw.algorithm.sampler.as_deref().unwrap_or("grid") {
+        "grid" => SamplerKind::Grid,
+        "random" => SamplerKind::Random,
+        other => {
+            return Err(invalid(format!(
+                "algorithm.sampler {other:?} is not a known sampler; use \"grid\" or \"random\""
+            )))
+        }
+    };
+    let seed = match raw.algorithm.seed {
+        None => 0,
+        Some(s) if s >= 0 => s as u64,
+        Some(s) => return Err(invalid(format!("algorithm.seed must be >= 0 (got {s})"))),
+    };
+    if let Some(es) = raw.early_stopping {
+        if es.kind != "none" {
+            return Err(invalid(format!(
+                "early_stopping.type {:?} is not supported by this coordinator; use \"none\"",
+                es.kind
+            )));
+        }
+    }
+
+    let task = validate_task(raw.task)?;
+
+    if raw.parameters.is_empty() {
+        return Err(invalid("[parameters] is empty; declare at least one parameter such as learning_rate"));
+    }
+    let mut parameters = Vec::with_capacity(raw.parameters.len());
+    for (pname, rp) in raw.parameters {
+        parameters.push(validate_param(&pname, rp)?);
+    }
+
+    let mut spec = StudySpec {
+        name,
+        objective: Objective { metric, maximize },
+        sampler,
+        seed,
+        budget: Budget { max_trials: 0, parallel_trials: 0, max_failed_trials: 0, max_attempts: 0 },
+        task,
+        parameters,
+    };
+
+    let grid_size = spec.grid_size();
+    if sampler == SamplerKind::Grid {
+        if let Some(p) = spec.parameters.iter().find(|p| {
+            matches!(&p.domain, Domain::Range(r) if r.grid_len().is_none())
+        }) {
+            return Err(invalid(format!(
+                "parameters.{}: a continuous range needs grid_points or step for the grid sampler",
+                p.name
+            )));
+        }
+        if grid_size > MAX_GRID_POINTS {
+            return Err(invalid(format!(
+                "the grid has {grid_size} points, more than the limit of {MAX_GRID_POINTS}; use fewer grid_points/values or sampler = \"random\""
+            )));
+        }
+    }
+    spec.budget = validate_budget(raw.budget, sampler, grid_size)?;
+    Ok(spec)
+}
+
+fn positive(field: &str, v: Option<i64>, default: Option<u32>) -> Result<u32, SpecError> {
+    match v {
+        None => default.ok_or_else(|| invalid(format!("{field} is required"))),
+        Some(v) if v >= 1 && v <= u32::MAX as i64 => Ok(v as u32),
+        Some(v) => Err(invalid(format!("{field} must be at least 1 (got {v})"))),
+    }
+}
+
+fn validate_budget(raw: RawBudget, sampler: SamplerKind, grid_size: u64) -> Result<Budget, SpecError> {
+    let max_trials = match sampler {
+        SamplerKind::Grid => {
+            let whole = grid_size.min(u32::MAX as u64) as u32;
+            positive("budget.max_trials", raw.max_trials, Some(whole))?.min(whole)
+        }
+        SamplerKind::Random => positive(
+            "budget.max_trials",
+            raw.max_trials,
+            None,
+        )
+        .map_err(|e| match raw.max_trials {
+            None => invalid("budget.max_trials is required for sampler \"random\""),
+            Some(_) => e,
+        })?,
+    };
+    let parallel_trials = positive("budget.parallel_trials", raw.parallel_trials, Some(1))?;
+    let max_attempts = positive("budget.max_attempts", raw.max_attempts, Some(3))?;
+    let max_failed_trials = positive("budget.max_failed_trials", raw.max_failed_trials, Some(max_trials))?;
+    Ok(Budget { max_trials, parallel_trials, max_failed_trials, max_attempts })
+}
+
+fn validate_task(raw: RawTask) -> Result<Task, SpecError> {
+    for (field, value) in [
+        ("task.model", &raw.model),
+        ("task.train_file", &raw.train_file),
+        ("task.validation_file", &raw.validation_file),
+    ] {
+        if value.trim().is_empty() {
+            return Err(invalid(format!("{field} is empty; give a path the workers can read")));
+        }
+    }
+    let max_seq_length = match raw.max_seq_length {
+        None => 128,
+        Some(n) if (8..=512).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(invalid(format!("task.max_seq_length must be between 8 and 512 (got {n})")))
+        }
+    };
+    let max_train_samples = match raw.max_train_samples {
+        None => None,
+        Some(n) if n >= 1 && n <= u32::MAX as i64 => Some(n as u32),
+        Some(n) => return Err(invalid(format!("task.max_train_samples must be at least 1 (got {n})"))),
+    };
+    let column = |field: &str, v: Option<String>, default: &str| -> Result<String, SpecError> {
+        let v = v.unwrap_or_else(|| default.to_string());
+        if v.trim().is_empty() {
+            Err(invalid(format!("{field} is empty")))
+        } else {
+            Ok(v)
+        }
+    };
+    Ok(Task {
+        model: raw.model,
+        train_file: raw.train_file,
+        validation_file: raw.validation_file,
+        text_column: column("task.text_column", raw.text_column, "sentence")?,
+        label_column: column("task.label_column", raw.label_column, "label")?,
+        max_seq_length,
+        max_train_samples,
+    })
+}
+
+/// Converts a TOML scalar to the parameter's kind, checking its allowed range.
+fn scalar(known: &KnownParam, field: &str, v: &toml::Value) -> Result<ParamValue, SpecError> {
+    let name = known.name;
+    let value = match (known.kind, v) {
+        (ParamKind::Int, toml::Value::Integer(i)) => ParamValue::Int(*i),
+        (ParamKind::Int, toml::Value::Float(f)) if f.fract() == 0.0 && f.is_finite() => {
+            ParamValue::Int(*f as i64)
+        }
+        (ParamKind::Float, toml::Value::Float(f)) if f.is_finite() => ParamValue::Float(*f),
+        (ParamKind::Float, toml::Value::Integer(i)) => ParamValue::Float(*i as f64),
+        (ParamKind::Int, other) => {
+            return Err(invalid(format!(
+                "parameters.{name}.{field}: expected an integer, got {}",
+                describe(other)
+            )))
+        }
+        (ParamKind::Float, other) => {
+            return Err(invalid(format!(
+                "parameters.{name}.{field}: expected a number, got {}",
+                describe(other)
+            )))
+        }
+    };
+    let x = value.as_f64().unwrap_or(f64::NAN);
+    let too_small = if known.min_exclusive { x <= known.min } else { x < known.min };
+    if too_small || x > known.max {
+        let lower = if known.min_exclusive { format!("> {}", known.min) } else { format!(">= {}", known.min) };
+        return Err(invalid(format!(
+            "parameters.{name}.{field}: {x} is out of range; {name} must be {lower} and <= {}",
+            known.max
+        )));
+    }
+    Ok(value)
+}
+
+fn describe(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => format!("the string {s:?}"),
+        toml::Value::Integer(i) => format!("the integer {i}"),
+        toml::Value::Float(f) => format!("the number {f}"),
+        toml::Value::Boolean(b) => format!("the boolean {b}"),
+        toml::Value::Datetime(d) => format!("the datetime {d}"),
+        toml::Value::Array(_) => "an array".into(),
+        toml::Value::Table(_) => "a table".into(),
+    }
+}
+
+fn validate_param(name: &str, raw: RawParam) -> Result<ParamSpec, SpecError> {
+    let known = known_param(name).ok_or_else(|| {
+        invalid(format!(
+            "parameters.{name}: unknown parameter; known parameters are {}",
+            known_param_names()
+        ))
+    })?;
+    let forms = [raw.value.is_some(), raw.values.is_some(), raw.distribution.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if forms != 1 {
+        return Err(invalid(format!(
+            "parameters.{name}: give exactly one of `value = x`, `values = [..]` or `distribution = \"uniform\"|\"log_uniform\"|\"int_uniform\"` with min/max"
+        )));
+    }
+    let range_keys = raw.min.is_some() || raw.max.is_some() || raw.step.is_some() || raw.grid_points.is_some();
+    if let Some(v) = raw.value {
+        if range_keys {
+            return Err(invalid(format!("parameters.{name}: min/max/step/grid_points only go with `distribution`")));
+        }
+        return Ok(ParamSpec { name: name.into(), domain: Domain::Fixed(scalar(known, "value", &v)?) });
+    }
+    if let Some(vs) = raw.values {
+        if range_keys {
+            return Err(invalid(format!("parameters.{name}: min/max/step/grid_points only go with `distribution`")));
+        }
+        if vs.is_empty() {
+            return Err(invalid(format!("parameters.{name}.values is empty; list at least one value")));
+        }
+        let mut out: Vec<ParamValue> = Vec::with_capacity(vs.len());
+        for v in &vs {
+            let pv = scalar(known, "values", v)?;
+            if out.iter().any(|o| o.key() == pv.key()) {
+                return Err(invalid(format!("parameters.{name}.values lists {pv} twice")));
+            }
+            out.push(pv);
+        }
+        return Ok(ParamSpec { name: name.into(), domain: Domain::Categorical(out) });
+    }
+    let distribution = raw.distribution.unwrap_or_default();
+    let (kind, log) = match distribution.as_str() {
+        "uniform" => (known.kind, false),
+        "log_uniform" => (known.kind, true),
+        "int_uniform" => (ParamKind::Int, false),
+        other => {
+            return Err(invalid(format!(
+                "parameters.{name}.distribution {other:?} is not known; use \"uniform\", \"log_uniform\" or \"int_uniform\""
+            )))
+        }
+    };
+    if kind == ParamKind::Int && known.kind == ParamKind::Float && distribution == "int_uniform" {
+        return Err(invalid(format!(
+            "parameters.{name}: {name} is a real-valued parameter; use \"uniform\" or \"log_uniform\""
+        )));
+    }
+    let min = raw.min.as_ref().ok_or_else(|| invalid(format!("parameters.{name}: min is required with distribution")))?;
+    let max = raw.max.as_ref().ok_or_else(|| invalid(format!("parameters.{name}: max is required with distribution")))?;
+    let min = scalar(known, "min", min)?.as_f64().unwrap_or_default();
+    let max = scalar(known, "max", max)?.as_f64().unwrap_or_default();
+    if min >= max {
+        return Err(invalid(format!(
+            "parameters.{name}: the range is empty or inverted (min {min} >= max {max}); use min < max or `value = {min}`"
+        )));
+    }
+    if log && min <= 0.0 {
+        return Err(invalid(format!("parameters.{name}: log_uniform needs min > 0 (got {min})")));
+    }
+    let step = match &raw.step {
+        None => None,
+        Some(v) => {
+            if log {
+                return Err(invalid(format!("parameters.{name}: step does not apply to log_uniform; use grid_points")));
+            }
+            let s = match v {
+                toml::Value::Integer(i) => *i as f64,
+                toml::Value::Float(f) => *f,
+                other => return Err(invalid(format!("parameters.{name}.step: expected a number, got {}", describe(other)))),
+            };
+            if !(s > 0.0) || !s.is_finite() {
+                return Err(invalid(format!("parameters.{name}.step must be > 0 (got {s})")));
+            }
+            if kind == ParamKind::Int && s.fract() != 0.0 {
+                return Err(invalid(format!("parameters.{name}.step must be a whole number for an integer parameter")));
+            }
+            Some(s)
+        }
+    };
+    let grid_points = match raw.grid_points {
+        None => None,
+        Some(n) if n >= 2 && n <= MAX_GRID_POINTS as i64 => Some(n as u32),
+        Some(n) => return Err(invalid(format!("parameters.{name}.grid_points must be between 2 and {MAX_GRID_POINTS} (got {n})"))),
+    };
+    if step.is_some() && grid_points.is_some() {
+        return Err(invalid(format!("parameters.{name}: give step or grid_points, not both")));
+    }
+    Ok(ParamSpec { name: name.into(), domain: Domain::Range(RangeDomain { kind, log, min, max, step, grid_points }) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "sst2-minilm"
+[objective]
+metric = "eval_accuracy"
+direction = "maximize"
+[algorithm]
+sampler = "grid"
+seed = 0
+[budget]
+parallel_trials = 4
+max_failed_trials = 3
+max_attempts = 3
+[task]
+model = "/models/bert"
+train_file = "data/train.tsv"
+validation_file = "data/dev.tsv"
+[parameters.learning_rate]
+distribution = "log_uniform"
+min = 1e-5
+max = 5e-5
+grid_points = 3
+[parameters.num_train_epochs]
+values = [2, 3, 4]
+[parameters.per_device_train_batch_size]
+values = [16, 32]
+"#;
+
+    fn err(text: &str) -> String {
+        parse_study(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_the_design_example() {
+        let spec = parse_study(GOOD).unwrap();
+        assert_eq!(spec.grid_size(), 18);
+        assert_eq!(spec.budget.max_trials, 18);
+        assert_eq!(spec.task.text_column, "sentence");
+        let axes = spec.grid_axes().unwrap();
+        assert_eq!(axes[0].0, "learning_rate");
+        assert_eq!(axes[0].1[0], ParamValue::Float(1e-5));
+        assert_eq!(axes[0].1[2], ParamValue::Float(5e-5));
+        assert_eq!(axes[1].1, vec![ParamValue::Int(2), ParamValue::Int(3), ParamValue::Int(4)]);
+    }
+
+    #[test]
+    fn rejects_unknown_and_misspelled_keys_with_a_line() {
+        let e = err(&GOOD.replace("max_attempts = 3", "max_atempts = 3"));
+        assert!(e.contains("unknown field `max_atempts`"), "{e}");
+        assert!(e.starts_with("line "), "{e}");
+        assert!(err(&format!("{GOOD}\n[extra]\nx = 1\n")).contains("unknown field `extra`"));
+    }
+
+    #[test]
+    fn rejects_wrong_types() {
+        let e = err(&GOOD.replace("parallel_trials = 4", "parallel_trials = \"four\""));
+        assert!(e.contains("invalid type"), "{e}");
+        let e = err(&GOOD.replace("values = [16, 32]", "values = [16, \"big\"]"));
+        assert!(e.contains("expected an integer"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_ranges() {
+        assert!(err(&GOOD.replace("max = 5e-5", "max = 1e-5")).contains("empty or inverted"));
+        assert!(err(&GOOD.replace("max = 5e-5", "max = 1e-6")).contains("empty or inverted"));
+        let e = err(&GOOD.replace("min = 1e-5\nmax = 5e-5", "min = 0.0\nmax = 5e-5"));
+        assert!(e.contains("out of range"), "{e}");
+        let text = GOOD.replace("[parameters.learning_rate]", "[parameters.warmup_ratio]")
+            .replace("min = 1e-5", "min = 0.0").replace("max = 5e-5", "max = 0.2");
+        assert!(err(&text).contains("log_uniform needs min > 0"));
+        assert!(err(&GOOD.replace("values = [2, 3, 4]", "values = []")).contains("is empty"));
+    }
+
+    #[test]
+    fn rejects_unknown_parameters_and_huge_grids() {
+        let e = err(&GOOD.replace("[parameters.num_train_epochs]", "[parameters.num_epochs]"));
+        assert!(e.contains("parameters.num_epochs: unknown parameter"), "{e}");
+        let e = err(&GOOD.replace("grid_points = 3", "grid_points = 50000"));
+        assert!(e.contains("more than the limit of 100000"), "{e}");
+        let e = err(&GOOD.replace("grid_points = 3\n", ""));
+        assert!(e.contains("needs grid_points or step"), "{e}");
+    }
+
+    #[test]
+    fn random_needs_max_trials_and_accepts_continuous_ranges() {
+        let text = GOOD.replace("sampler = \"grid\"", "sampler = \"random\"").replace("grid_points = 3\n", "");
+        assert!(err(&text).contains("max_trials is required"));
+        let spec = parse_study(&text.replace("[budget]", "[budget]\nmax_trials = 7")).unwrap();
+        assert_eq!(spec.budget.max_trials, 7);
+        assert_eq!(spec.sampler, SamplerKind::Random);
+    }
+
+    #[test]
+    fn rejects_unknown_sampler_metric_and_budget_zero() {
+        assert!(err(&GOOD.replace("sampler = \"grid\"", "sampler = \"bayes\"")).contains("not a known sampler"));
+        assert!(err(&GOOD.replace("eval_accuracy", "accuracy")).contains("not a metric"));
+        assert!(err(&GOOD.replace("parallel_trials = 4", "parallel_trials = 0")).contains("at least 1"));
+    }
+
+    #[test]
+    fn int_steps_and_defaults() {
+        let text = GOOD.replace("values = [2, 3, 4]", "distribution = \"int_uniform\"\nmin = 2\nmax = 4");
+        let spec = parse_study(&text).unwrap();
+        assert_eq!(spec.grid_size(), 18);
+        let text = GOOD.replace("values = [16, 32]", "distribution = \"int_uniform\"\nmin = 16\nmax = 32\nstep = 16");
+        assert_eq!(parse_study(&text).unwrap().grid_size(), 18);
+    }
+}
+
+/// Study files shared by unit tests across modules.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// A 2×2 grid over the DESIGN.md task.
+    pub const SMALL_GRID: &str = r#"
+name = "small"
+[objective]
+metric = "eval_accuracy"
+[algorithm]
+sampler = "grid"
+[budget]
+parallel_trials = 2
+[task]
+model = "m"
+train_file = "t.tsv"
+validation_file = "v.tsv"
+[parameters.learning_rate]
+values = [3e-5, 5e-5]
+[parameters.per_device_train_batch_size]
+values = [16, 32]
+"#;
+}

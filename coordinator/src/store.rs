@@ -1,0 +1,400 @@
+//! SQLite persistence through sqlx: migrations, the start-up load, and the group-commit writer.
+//!
+//! The coordinator is the only process that opens the file (it holds SQLite's exclusive lock,
+//! so a second `bertsweep serve` on the same file fails fast). The database runs in WAL mode
+//! with `synchronous = NORMAL`: a committed transaction survives a crash of the process
+//! (SIGKILL); only a power loss could drop the last commits.
+//!
+//! Writes go through one [`Writer`] task that drains every queued batch into a single
+//! transaction (group commit) and answers each batch once the commit is done. Many concurrent
+//! workers thus cost one fsync-free commit per round instead of one each.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{error, warn};
+
+use crate::model::{Metrics, StudyRecord, StudyState, Trial, TrialState, WorkerRecord};
+use crate::registry::{Snapshot, WriteOp};
+
+/// Why the database could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("database {url} is in use by another process (another `bertsweep serve`?); stop it or use another --db")]
+    Locked { url: String },
+    #[error("cannot migrate database {url}: {source}")]
+    Migrate { url: String, source: sqlx::migrate::MigrateError },
+    #[error("{0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("corrupt row in {table}: {message}")]
+    Corrupt { table: &'static str, message: String },
+    #[error("the storage writer has shut down")]
+    WriterGone,
+}
+
+/// A change that has been committed, for WatchStudy streams.
+#[derive(Debug, Clone)]
+pub enum CommittedChange {
+    Trial { trial: Trial, study_state: StudyState },
+    Study(StudyRecord),
+}
+
+/// The opened database.
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `url` (`sqlite://path` or a path).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let normalized = if url.starts_with("sqlite:") { url.to_string() } else { format!("sqlite://{url}") };
+        let options = SqliteConnectOptions::from_str(&normalized)
+            .map_err(|source| StoreError::Open { url: url.into(), source })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .locking_mode(SqliteLockingMode::Exclusive)
+            .busy_timeout(Duration::from_secs(2))
+            .foreign_keys(true);
+        if let Some(parent) = Path::new(options.get_filename()).parent() {
+            if !parent.as_os_str().is_empty() && !parent.exists() {
+                let e = std::io::Error::new(std::io::ErrorKind::NotFound, format!("directory {} does not exist", parent.display()));
+                return Err(StoreError::Open { url: url.into(), source: sqlx::Error::Io(e) });
+            }
+        }
+        // One connection: the registry in memory serves reads, so the database only sees the
+        // start-up load and the writer.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| classify_open_error(url, source))?;
+        // Take the exclusive lock now, not at the first write.
+        sqlx::query("BEGIN IMMEDIATE; COMMIT;")
+            .execute(&pool)
+            .await
+            .map_err(|source| classify_open_error(url, source))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate { url: url.into(), source })?;
+        Ok(Store { pool })
+    }
+
+    /// Reads every study, trial (with epochs) and worker.
+    pub async fn load(&self) -> Result<Snapshot, StoreError> {
+        let studies = sqlx::query("SELECT id, name, state, spec_toml, reason, created_ms, finished_ms FROM studies ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                Ok(StudyRecord {
+                    id: r.get::<i64, _>("id") as u64,
+                    name: r.get("name"),
+                    state: r.get::<String, _>("state").parse().map_err(|m| corrupt("studies", m))?,
+                    spec_toml: r.get("spec_toml"),
+                    reason: r.get("reason"),
+                    created_ms: r.get("created_ms"),
+                    finished_ms: r.get("finished_ms"),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+
+        let mut epochs: HashMap<u64, Vec<(u32, Metrics)>> = HashMap::new();
+        for r in sqlx::query("SELECT trial_id, epoch, metrics_json FROM trial_epochs ORDER BY trial_id, epoch")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            let metrics: Metrics = serde_json::from_str(&r.get::<String, _>("metrics_json"))
+                .map_err(|e| corrupt("trial_epochs", e.to_string()))?;
+            epochs.entry(r.get::<i64, _>("trial_id") as u64).or_default().push((r.get::<i64, _>("epoch") as u32, metrics));
+        }
+
+        let trials = sqlx::query(
+            "SELECT id, study_id, number, state, params_json, value, metrics_json, attempt, worker_id, lease_token, \
+             lease_expires_ms, artifact, error, created_ms, started_ms, finished_ms FROM trials ORDER BY study_id, number",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let id = r.get::<i64, _>("id") as u64;
+            Ok(Trial {
+                id,
+                study_id: r.get::<i64, _>("study_id") as u64,
+                study: String::new(),
+                number: r.get::<i64, _>("number") as u32,
+                state: r.get::<String, _>("state").parse::<TrialState>().map_err(|m| corrupt("trials", m))?,
+                params: serde_json::from_str(&r.get::<String, _>("params_json")).map_err(|e| corrupt("trials", e.to_string()))?,
+                value: r.get("value"),
+                metrics: serde_json::from_str(&r.get::<String, _>("metrics_json")).map_err(|e| corrupt("trials", e.to_string()))?,
+                intermediate: epochs.remove(&id).unwrap_or_default().into_iter().collect(),
+                attempt: r.get::<i64, _>("attempt") as u32,
+                worker_id: r.get("worker_id"),
+                lease_token: r.get::<i64, _>("lease_token") as u64,
+                lease_expires_ms: r.get("lease_expires_ms"),
+                artifact: r.get("artifact"),
+                error: r.get("error"),
+                created_ms: r.get("created_ms"),
+                started_ms: r.get("started_ms"),
+                finished_ms: r.get("finished_ms"),
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+
+        let workers = sqlx::query("SELECT id, hostname, devices, version, registered_ms FROM workers")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| WorkerRecord {
+                id: r.get("id"),
+                hostname: r.get("hostname"),
+                devices: r.get::<String, _>("devices").split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+                version: r.get("version"),
+                registered_ms: r.get("registered_ms"),
+            })
+            .collect();
+        Ok(Snapshot { studies, trials, workers })
+    }
+
+    /// Starts the group-commit writer; committed trial changes are published on `events`.
+    pub fn spawn_writer(self, events: broadcast::Sender<CommittedChange>) -> Writer {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(write_loop(self.pool, rx, events));
+        Writer { tx, task: std::sync::Arc::new(std::sync::Mutex::new(Some(task))) }
+    }
+}
+
+fn corrupt(table: &'static str, message: impl Into<String>) -> StoreError {
+    StoreError::Corrupt { table, message: message.into() }
+}
+
+fn classify_open_error(url: &str, source: sqlx::Error) -> StoreError {
+    let locked = matches!(&source, sqlx::Error::Database(e) if e.message().contains("locked") || e.message().contains("busy"));
+    if locked {
+        StoreError::Locked { url: url.into() }
+    } else {
+        StoreError::Open { url: url.into(), source }
+    }
+}
+
+/// A batch of ops and who waits for its commit.
+struct Batch {
+    ops: Vec<WriteOp>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// Handle to the group-commit writer.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::UnboundedSender<Batch>,
+    task: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+/// Resolves when a submitted batch is committed.
+pub struct Commit(Option<oneshot::Receiver<()>>);
+
+impl Commit {
+    /// Waits for the commit.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0 {
+            None => Ok(()),
+            Some(rx) => rx.await.map_err(|_| StoreError::WriterGone),
+        }
+    }
+}
+
+impl Writer {
+    /// Queues ops without waiting (call under the registry lock to keep the order of changes).
+    pub fn submit(&self, ops: Vec<WriteOp>) -> Commit {
+        if ops.is_empty() {
+            return Commit(None);
+        }
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Batch { ops, done: Some(done) }).is_err() {
+            let (_, rx) = oneshot::channel();
+            return Commit(Some(rx));
+        }
+        Commit(Some(rx))
+    }
+
+    /// Flushes everything queued and stops the writer (graceful shutdown).
+    pub async fn close(&self) {
+        let (done, rx) = oneshot::channel();
+        let _ = self.tx.send(Batch { ops: Vec::new(), done: Some(done) });
+        let _ = rx.await;
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            task.abort();
+        }
+    }
+}
+
+/// Most ops committed in one transaction (bounds latency under heavy load).
+const MAX_OPS_PER_COMMIT: usize = 8192;
+
+async fn write_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Batch>, events: broadcast::Sender<CommittedChange>) {
+    while let Some(first) = rx.recv().await {
+        let mut batches = vec![first];
+        let mut count = batches[0].ops.len();
+        while count < MAX_OPS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(b) => {
+                    count += b.ops.len();
+                    batches.push(b);
+                }
+                Err(_) => break,
+            }
+        }
+        let ops: Vec<&WriteOp> = batches.iter().flat_map(|b| b.ops.iter()).collect();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match commit(&pool, &ops).await {
+                Ok(()) => break,
+                Err(e) => {
+                    // Nothing is acknowledged until it is durable: keep the callers waiting and retry.
+                    error!("database write failed, retrying in {delay:?}: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let watched = events.receiver_count() > 0;
+        for op in ops.iter().filter(|_| watched) {
+            match op {
+                WriteOp::Trial { trial, study_state } => {
+                    let _ = events.send(CommittedChange::Trial { trial: trial.clone(), study_state: *study_state });
+                }
+                WriteOp::Study(record) => {
+                    let _ = events.send(CommittedChange::Study(record.clone()));
+                }
+                _ => {}
+            }
+        }
+        for b in batches {
+            if let Some(done) = b.done {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Rows per multi-row statement (16 columns × 1000 stays under SQLite's variable limit).
+const CHUNK: usize = 1000;
+
+async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> {
+    // Later ops on the same row win: keep the last version of each row, in first-seen order.
+    let mut studies: Vec<&StudyRecord> = Vec::new();
+    let mut trials: Vec<&Trial> = Vec::new();
+    let mut trial_pos: HashMap<u64, usize> = HashMap::new();
+    let mut epochs: Vec<(u64, u32, &Metrics)> = Vec::new();
+    let mut leases: Vec<(u64, i64)> = Vec::new();
+    let mut workers: Vec<&WorkerRecord> = Vec::new();
+    for op in ops {
+        match op {
+            WriteOp::Study(s) => studies.push(s),
+            WriteOp::Trial { trial, .. } => match trial_pos.get(&trial.id) {
+                Some(&i) => trials[i] = trial,
+                None => {
+                    trial_pos.insert(trial.id, trials.len());
+                    trials.push(trial);
+                }
+            },
+            WriteOp::Epoch { trial_id, epoch, metrics } => epochs.push((*trial_id, *epoch, metrics)),
+            WriteOp::Lease { trial_id, expires_ms } => leases.push((*trial_id, *expires_ms)),
+            WriteOp::Worker(w) => workers.push(w),
+        }
+    }
+    if studies.is_empty() && trials.is_empty() && epochs.is_empty() && leases.is_empty() && workers.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await?;
+    for s in &studies {
+        sqlx::query(
+            "INSERT INTO studies (id, name, state, spec_toml, reason, created_ms, finished_ms) VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT(id) DO UPDATE SET state = excluded.state, reason = excluded.reason, finished_ms = excluded.finished_ms",
+        )
+        .bind(s.id as i64)
+        .bind(&s.name)
+        .bind(s.state.as_str())
+        .bind(&s.spec_toml)
+        .bind(&s.reason)
+        .bind(s.created_ms)
+        .bind(s.finished_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    for w in &workers {
+        sqlx::query("INSERT OR REPLACE INTO workers (id, hostname, devices, version, registered_ms) VALUES (?, ?, ?, ?, ?)")
+            .bind(&w.id)
+            .bind(&w.hostname)
+            .bind(w.devices.join(","))
+            .bind(&w.version)
+            .bind(w.registered_ms)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for chunk in trials.chunks(CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO trials (id, study_id, number, state, params_json, value, metrics_json, attempt, worker_id, \
+             lease_token, lease_expires_ms, artifact, error, created_ms, started_ms, finished_ms) ",
+        );
+        qb.push_values(chunk, |mut b, t| {
+            b.push_bind(t.id as i64)
+                .push_bind(t.study_id as i64)
+                .push_bind(t.number as i64)
+                .push_bind(t.state.as_str())
+                .push_bind(serde_json::to_string(&t.params).unwrap_or_default())
+                .push_bind(t.value)
+                .push_bind(serde_json::to_string(&t.metrics).unwrap_or_default())
+                .push_bind(t.attempt as i64)
+                .push_bind(t.worker_id.clone())
+                .push_bind(t.lease_token as i64)
+                .push_bind(t.lease_expires_ms)
+                .push_bind(t.artifact.clone())
+                .push_bind(t.error.clone())
+                .push_bind(t.created_ms)
+                .push_bind(t.started_ms)
+                .push_bind(t.finished_ms);
+        });
+        qb.push(
+            " ON CONFLICT(id) DO UPDATE SET state = excluded.state, value = excluded.value, metrics_json = excluded.metrics_json, \
+             attempt = excluded.attempt, worker_id = excluded.worker_id, lease_token = excluded.lease_token, \
+             lease_expires_ms = excluded.lease_expires_ms, artifact = excluded.artifact, error = excluded.error, \
+             started_ms = excluded.started_ms, finished_ms = excluded.finished_ms",
+        );
+        qb.build().execute(&mut *tx).await?;
+    }
+    for chunk in epochs.chunks(CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT OR REPLACE INTO trial_epochs (trial_id, epoch, metrics_json) ");
+        qb.push_values(chunk, |mut b, (trial_id, epoch, metrics)| {
+            b.push_bind(*trial_id as i64)
+                .push_bind(*epoch as i64)
+                .push_bind(serde_json::to_string(metrics).unwrap_or_default());
+        });
+        qb.build().execute(&mut *tx).await?;
+    }
+    for (trial_id, expires_ms) in &leases {
+        // Leases only move forward, so MAX keeps a heartbeat that raced a row rewrite.
+        sqlx::query("UPDATE trials SET lease_expires_ms = MAX(lease_expires_ms, ?) WHERE id = ?")
+            .bind(expires_ms)
+            .bind(*trial_id as i64)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Logs a lagging watcher (it will resynchronise from a snapshot).
+pub fn warn_lagged(skipped: u64) {
+    warn!("a WatchStudy stream fell {skipped} events behind; sending it a fresh snapshot");
+}

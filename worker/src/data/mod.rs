@@ -1,0 +1,193 @@
+//! Labelled text data: reading TSV/CSV/JSONL files, tokenizing once per process, and
+//! turning examples into padded batches.
+//!
+//! - [`read`]: rows of one file (text + raw label), with file:line errors.
+//! - [`encode`]: token ids of a file, cached in-process so later trials reuse them.
+//! - [`batch`]: batch order (seeded shuffle, optional length grouping) and dynamic padding.
+
+pub mod batch;
+pub mod encode;
+pub mod read;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use batch::{batch_order, eval_batch_order, Batch};
+pub use encode::{encode_file, EncodedFile};
+
+use crate::tokenizer::{BertTokenizer, TokenizerError};
+
+/// Why a data file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The data file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The extension says nothing about the format.
+    #[error("{path}: unknown data format (expected .tsv, .csv, .jsonl or .json)")]
+    UnknownFormat {
+        /// The data file.
+        path: PathBuf,
+    },
+    /// A header lacks the configured column.
+    #[error("{path}:{line}: no column {column:?} (columns: {available})")]
+    MissingColumn {
+        /// The data file.
+        path: PathBuf,
+        /// 1-based line of the header (or of the JSON object).
+        line: u64,
+        /// The configured column name.
+        column: String,
+        /// The columns present, comma separated.
+        available: String,
+    },
+    /// A row cannot be parsed or lacks a value.
+    #[error("{path}:{line}: {reason}")]
+    BadRow {
+        /// The data file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file has a header but no example.
+    #[error("{path}: no examples")]
+    Empty {
+        /// The data file.
+        path: PathBuf,
+    },
+    /// Training needs at least two classes.
+    #[error("{path}: only one label value ({label:?}) in train + validation; need at least two classes")]
+    SingleClass {
+        /// The training file.
+        path: PathBuf,
+        /// The only label.
+        label: String,
+    },
+    /// Tokenizing failed.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+}
+
+/// Where examples are and how to read them: the data part of a trial.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DataSpec {
+    /// Training file (.tsv with header, .csv, .jsonl).
+    pub train_file: PathBuf,
+    /// Validation file, same formats.
+    pub validation_file: PathBuf,
+    /// Column holding the text.
+    pub text_column: String,
+    /// Column holding the label (integer or string).
+    pub label_column: String,
+    /// Use only the first N training rows.
+    pub max_train_samples: Option<usize>,
+}
+
+/// One tokenized split with labels mapped to class ids.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// Token ids per example (shared with the cache).
+    pub encoded: Arc<EncodedFile>,
+    /// Class id per example, index into [`ClassificationData::labels`].
+    pub label_ids: Vec<i64>,
+}
+
+impl Split {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.label_ids.len()
+    }
+
+    /// True when there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.label_ids.is_empty()
+    }
+
+    /// Token count per example.
+    pub fn lengths(&self) -> Vec<usize> {
+        self.encoded.ids.iter().map(Vec::len).collect()
+    }
+}
+
+/// Training and validation examples of one task.
+#[derive(Debug, Clone)]
+pub struct ClassificationData {
+    /// Training split.
+    pub train: Split,
+    /// Validation split.
+    pub validation: Split,
+    /// Class names; the index is the class id. Sorted union of train and validation labels
+    /// (numerically when all labels are integers), as transformers' run_classification does.
+    pub labels: Vec<String>,
+}
+
+impl ClassificationData {
+    /// Reads and tokenizes both files (or takes them from the cache) and maps labels to ids.
+    pub fn load(spec: &DataSpec, tokenizer: &BertTokenizer) -> Result<Self, DataError> {
+        let train = encode_file(&spec.train_file, &spec.text_column, &spec.label_column, spec.max_train_samples, tokenizer)?;
+        let validation = encode_file(&spec.validation_file, &spec.text_column, &spec.label_column, None, tokenizer)?;
+        let labels = label_list(&train, &validation)?;
+        if labels.len() < 2 {
+            return Err(DataError::SingleClass {
+                path: spec.train_file.clone(),
+                label: labels.first().cloned().unwrap_or_default(),
+            });
+        }
+        let index = |file: &EncodedFile| -> Vec<i64> {
+            file.labels
+                .iter()
+                .map(|l| labels.binary_search_by(|x| compare_labels(x, l)).expect("label in list") as i64)
+                .collect()
+        };
+        Ok(ClassificationData {
+            train: Split { label_ids: index(&train), encoded: train },
+            validation: Split { label_ids: index(&validation), encoded: validation },
+            labels,
+        })
+    }
+}
+
+/// Integers compare numerically, anything else as text (integers first).
+fn compare_labels(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<i64>(), b.parse::<i64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+        (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+        (Err(_), Err(_)) => a.cmp(b),
+    }
+}
+
+/// Sorted union of labels; integer and non-integer labels may not be mixed (a non-integer
+/// label among integers is almost always a shifted column or a stray header).
+fn label_list(train: &EncodedFile, validation: &EncodedFile) -> Result<Vec<String>, DataError> {
+    let first_int = [train, validation]
+        .iter()
+        .find_map(|f| f.labels.iter().position(|l| l.parse::<i64>().is_ok()).map(|i| (*f, i)));
+    let first_text = [train, validation]
+        .iter()
+        .find_map(|f| f.labels.iter().position(|l| l.parse::<i64>().is_err()).map(|i| (*f, i)));
+    if let (Some((int_file, int_row)), Some((file, row))) = (first_int, first_text) {
+        return Err(DataError::BadRow {
+            path: file.path.clone(),
+            line: file.lines[row],
+            reason: format!(
+                "label {:?} is not an integer, but {}:{} has integer label {:?}",
+                file.labels[row],
+                int_file.path.display(),
+                int_file.lines[int_row],
+                int_file.labels[int_row]
+            ),
+        });
+    }
+    let mut labels: Vec<String> = train.labels.iter().chain(&validation.labels).cloned().collect();
+    labels.sort_by(|a, b| compare_labels(a, b));
+    labels.dedup();
+    Ok(labels)
+}

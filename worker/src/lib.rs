@@ -1,0 +1,30 @@
+//! bertsweep-worker: fine-tunes BERT text classifiers on libtorch (through tch) for the
+//! bertsweep coordinator, or alone from the command line.
+//!
+//! # Layout
+//! - [`config`]: `config.json` of a Hugging Face BERT directory ([`config::BertConfig`]).
+//! - [`tokenizer`]: `tokenizer.json`, or a WordPiece tokenizer built from `vocab.txt`.
+//! - [`checkpoint`]: pre-trained weights (safetensors, sharded safetensors, pytorch_model.bin)
+//!   under the model's variable names, with name and shape checks.
+//! - [`bert`]: BertForSequenceClassification with Hugging Face class and variable names.
+//! - [`data`]: TSV/CSV/JSONL reading, in-process tokenization cache, batching.
+//! - [`metrics`]: accuracy and macro precision/recall/F1.
+//! - [`schedule`]: linear warm-up and decay of the learning rate.
+//! - [`train`]: one trial ([`train::run_trial`]), per-epoch evaluation, observer hooks.
+//! - [`export`]: the best epoch as a Hugging Face directory.
+//! - [`device`]: `--device` parsing and per-device settings.
+//!
+//! **Invariant:** asking for CUDA where torch sees none is an error, never a silent CPU run.
+
+pub mod bert;
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod export;
+pub mod metrics;
+pub mod schedule;
+pub mod tokenizer;
+pub mod train;
+
+pub use train::{run_trial, EpochDecision, TrainError, TrainObserver, TrialConfig, TrialOutcome};

@@ -1,0 +1,510 @@
+//! One trial: fine-tune a BERT checkpoint on a classification task, evaluating after every
+//! epoch, with transformers' Trainer defaults wherever the trial says nothing.
+//!
+//! AdamW (β 0.9/0.999, ε 1e-8; weight decay not on biases and LayerNorm weights), linear
+//! warm-up then linear decay to 0, gradient-norm clipping at 1.0, dynamic padding. On CUDA
+//! matrix products run in bf16 (see [`crate::bert`]); on the CPU in fp32.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tch::nn::OptimizerConfig;
+use tch::{nn, Device, Kind, Reduction, TchError, Tensor};
+
+use crate::bert::{self, BertForSequenceClassification};
+use crate::checkpoint::{CheckpointError, Weights};
+use crate::config::{BertConfig, ConfigError};
+use crate::data::{batch_order, eval_batch_order, Batch, ClassificationData, DataError, DataSpec, Split};
+use crate::export::{export_classifier, ExportError};
+use crate::metrics::classification_scores;
+use crate::schedule::LinearSchedule;
+use crate::tokenizer::{BertTokenizer, TokenizerError};
+
+/// Maximum L2 norm of all gradients together (transformers' `max_grad_norm`).
+pub const MAX_GRAD_NORM: f64 = 1.0;
+/// Examples per evaluation batch (evaluation order does not change the metrics).
+pub const EVAL_BATCH_SIZE: usize = 64;
+/// Metric names the objective may use.
+pub const OBJECTIVE_METRICS: &[&str] = &["eval_accuracy", "eval_f1", "eval_precision", "eval_recall", "eval_loss"];
+
+/// Everything one trial needs: the task and the hyperparameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialConfig {
+    /// Hugging Face BERT directory (config.json, weights, tokenizer).
+    pub model_dir: PathBuf,
+    /// Training data (.tsv with header, .csv, .jsonl).
+    pub train_file: PathBuf,
+    /// Validation data, evaluated after every epoch.
+    pub validation_file: PathBuf,
+    /// Column holding the text.
+    pub text_column: String,
+    /// Column holding the label (integer or string).
+    pub label_column: String,
+    /// Examples are truncated to this many tokens, [CLS] and [SEP] included.
+    pub max_seq_length: usize,
+    /// Train on the first N rows only.
+    pub max_train_samples: Option<usize>,
+    /// Peak learning rate of the encoder.
+    pub learning_rate: f64,
+    /// Passes over the training data.
+    pub num_train_epochs: usize,
+    /// Examples per optimizer step.
+    pub per_device_train_batch_size: usize,
+    /// Fraction of all steps spent warming the learning rate up from 0.
+    pub warmup_ratio: f64,
+    /// Decoupled weight decay of weights (never biases or LayerNorm weights).
+    pub weight_decay: f64,
+    /// Seeds initialisation, dropout and shuffling.
+    pub seed: u64,
+    /// The classifier's learning rate is `learning_rate × head_lr_multiplier`.
+    pub head_lr_multiplier: f64,
+    /// Embeddings and the first N encoder layers are not trained.
+    pub freeze_layers: usize,
+    /// Metric that picks the best epoch (one of [`OBJECTIVE_METRICS`]).
+    pub objective_metric: String,
+    /// Whether larger objective values are better.
+    pub maximize: bool,
+    /// Batch similar lengths together (transformers' `group_by_length`).
+    pub group_by_length: bool,
+}
+
+impl Default for TrialConfig {
+    /// transformers' defaults for the hyperparameters (weight decay 0.01, as bertsweep's
+    /// default); paths and columns are placeholders to fill in.
+    fn default() -> Self {
+        TrialConfig {
+            model_dir: PathBuf::new(),
+            train_file: PathBuf::new(),
+            validation_file: PathBuf::new(),
+            text_column: "sentence".to_owned(),
+            label_column: "label".to_owned(),
+            max_seq_length: 128,
+            max_train_samples: None,
+            learning_rate: 5e-5,
+            num_train_epochs: 3,
+            per_device_train_batch_size: 8,
+            warmup_ratio: 0.0,
+            weight_decay: 0.01,
+            seed: 42,
+            head_lr_multiplier: 1.0,
+            freeze_layers: 0,
+            objective_metric: "eval_accuracy".to_owned(),
+            maximize: true,
+            group_by_length: false,
+        }
+    }
+}
+
+/// What the observer wants after an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochDecision {
+    /// Train the next epoch.
+    Continue,
+    /// Stop now (early stopping); the trial ends with what it has.
+    Stop,
+}
+
+/// Hooks the caller (the gRPC runtime, the CLI) uses to follow and steer a trial.
+pub trait TrainObserver {
+    /// Called after each epoch's evaluation with the epoch (1-based) and its metrics.
+    fn on_epoch(&mut self, epoch: usize, metrics: &BTreeMap<String, f64>) -> EpochDecision;
+    /// Polled between batches: true ends the trial at once (lost lease, SIGTERM).
+    fn should_abort(&self) -> bool;
+    /// Called after each optimizer step with steps done and total steps of the whole run.
+    fn on_batch(&mut self, _done: usize, _total: usize) {}
+}
+
+/// How a trial ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialOutcome {
+    /// Epochs completed (trained and evaluated).
+    pub epochs_run: usize,
+    /// The epoch (1-based) with the best objective; 0 if none completed.
+    pub best_epoch: usize,
+    /// Metrics of the best epoch.
+    pub best_metrics: BTreeMap<String, f64>,
+    /// Metrics of the last completed epoch.
+    pub last_metrics: BTreeMap<String, f64>,
+    /// The observer answered [`EpochDecision::Stop`].
+    pub stopped_early: bool,
+    /// [`TrainObserver::should_abort`] said so; nothing was exported.
+    pub aborted: bool,
+    /// The exported directory, if an export directory was given and an epoch completed.
+    pub artifact: Option<PathBuf>,
+}
+
+/// Why a trial failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The hyperparameters cannot work with this model or data (retrying will not help).
+    #[error("invalid trial: {0}")]
+    InvalidTrial(String),
+    /// config.json could not be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The tokenizer could not be loaded.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// The weights could not be loaded.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A data file could not be used.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// Writing the artifact failed.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// A torch operation failed (out of memory, device error...).
+    #[error("{context}: {source}")]
+    Torch {
+        /// What the trial was doing.
+        context: String,
+        /// The torch error.
+        source: TchError,
+    },
+    /// A torch call inside tch panicked (tch's optimizer has no fallible API).
+    #[error("{context}: {message}")]
+    Panic {
+        /// What the trial was doing.
+        context: String,
+        /// The panic message.
+        message: String,
+    },
+}
+
+impl TrainError {
+    /// True when retrying the same configuration cannot succeed: out of memory (the batch
+    /// or sequence length does not fit the device) or hyperparameters invalid for the task.
+    pub fn is_infeasible(&self) -> bool {
+        let out_of_memory = |message: &str| {
+            let message = message.to_ascii_lowercase();
+            message.contains("out of memory") || message.contains("can't allocate memory")
+        };
+        match self {
+            TrainError::InvalidTrial(_) => true,
+            TrainError::Torch { source, .. } => out_of_memory(&source.to_string()),
+            TrainError::Panic { message, .. } => out_of_memory(message),
+            _ => false,
+        }
+    }
+}
+
+fn torch(context: &str) -> impl FnOnce(TchError) -> TrainError + '_ {
+    move |source| TrainError::Torch { context: context.to_owned(), source }
+}
+
+/// Fine-tunes `cfg.model_dir` on `device` and, if `export_dir` is given, exports the best
+/// epoch there. Device memory is released before it returns, whatever the outcome.
+pub fn run_trial(
+    cfg: &TrialConfig,
+    device: Device,
+    observer: &mut dyn TrainObserver,
+    export_dir: Option<&Path>,
+) -> Result<TrialOutcome, TrainError> {
+    validate(cfg)?;
+    let config = BertConfig::from_dir(&cfg.model_dir)?;
+    if cfg.max_seq_length as i64 > config.max_position_embeddings {
+        return Err(TrainError::InvalidTrial(format!(
+            "max_seq_length {} exceeds the model's max_position_embeddings {}",
+            cfg.max_seq_length, config.max_position_embeddings
+        )));
+    }
+    if cfg.freeze_layers as i64 > config.num_hidden_layers {
+        return Err(TrainError::InvalidTrial(format!(
+            "freeze_layers {} exceeds the model's {} layers",
+            cfg.freeze_layers, config.num_hidden_layers
+        )));
+    }
+    let tokenizer = BertTokenizer::from_dir(&cfg.model_dir, cfg.max_seq_length)?;
+    let spec = DataSpec {
+        train_file: cfg.train_file.clone(),
+        validation_file: cfg.validation_file.clone(),
+        text_column: cfg.text_column.clone(),
+        label_column: cfg.label_column.clone(),
+        max_train_samples: cfg.max_train_samples,
+    };
+    let data = ClassificationData::load(&spec, &tokenizer)?;
+    if device.is_cuda() {
+        crate::device::prepare_cuda();
+    }
+    // Everything on the device lives inside `Trainer` and is dropped when this returns.
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let mut trainer = Trainer::new(cfg, &config, &data, tokenizer.pad_id, device)?;
+        trainer.run(observer, export_dir)
+    }));
+    match result {
+        Ok(result) => result,
+        Err(panic) => Err(TrainError::Panic { context: "training".to_owned(), message: panic_message(&panic) }),
+    }
+}
+
+fn validate(cfg: &TrialConfig) -> Result<(), TrainError> {
+    let invalid = |m: String| Err(TrainError::InvalidTrial(m));
+    if cfg.per_device_train_batch_size == 0 {
+        return invalid("per_device_train_batch_size must be at least 1".into());
+    }
+    if cfg.num_train_epochs == 0 {
+        return invalid("num_train_epochs must be at least 1".into());
+    }
+    if cfg.max_seq_length < 2 {
+        return invalid(format!("max_seq_length {} leaves no room for [CLS] and [SEP]", cfg.max_seq_length));
+    }
+    if !(cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0) {
+        return invalid(format!("learning_rate must be positive, got {}", cfg.learning_rate));
+    }
+    if !(0.0..=1.0).contains(&cfg.warmup_ratio) {
+        return invalid(format!("warmup_ratio must be in [0, 1], got {}", cfg.warmup_ratio));
+    }
+    if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
+        return invalid(format!("weight_decay must be non-negative, got {}", cfg.weight_decay));
+    }
+    if !(cfg.head_lr_multiplier.is_finite() && cfg.head_lr_multiplier > 0.0) {
+        return invalid(format!("head_lr_multiplier must be positive, got {}", cfg.head_lr_multiplier));
+    }
+    if cfg.max_train_samples == Some(0) {
+        return invalid("max_train_samples must be at least 1".into());
+    }
+    if !OBJECTIVE_METRICS.contains(&cfg.objective_metric.as_str()) {
+        return invalid(format!("objective metric {:?} is not one of {OBJECTIVE_METRICS:?}", cfg.objective_metric));
+    }
+    Ok(())
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic without message".to_owned())
+}
+
+/// The model, optimizer and data of one running trial.
+struct Trainer<'a> {
+    cfg: &'a TrialConfig,
+    config: &'a BertConfig,
+    data: &'a ClassificationData,
+    pad_id: i64,
+    device: Device,
+    vs: nn::VarStore,
+    model: BertForSequenceClassification,
+    optimizer: nn::Optimizer,
+    schedule: LinearSchedule,
+    step: usize,
+}
+
+impl<'a> Trainer<'a> {
+    fn new(
+        cfg: &'a TrialConfig,
+        config: &'a BertConfig,
+        data: &'a ClassificationData,
+        pad_id: i64,
+        device: Device,
+    ) -> Result<Self, TrainError> {
+        tch::manual_seed(cfg.seed as i64);
+        if device.is_cuda() {
+            tch::Cuda::manual_seed_all(cfg.seed);
+        }
+        let vs = nn::VarStore::new(device);
+        let num_labels = data.labels.len() as i64;
+        let kind = bert::compute_kind_for(device);
+        let model = BertForSequenceClassification::new(&vs.root(), config, num_labels, cfg.freeze_layers, kind);
+        let weights = Weights::from_dir(&cfg.model_dir)?;
+        let report = weights.load_into(&vs)?;
+        drop(weights);
+        tracing::info!(initialized = ?report.initialized, unused = report.unused.len(), "loaded checkpoint");
+
+        let adamw = nn::AdamW { beta1: 0.9, beta2: 0.999, wd: cfg.weight_decay, eps: 1e-8, amsgrad: false };
+        let mut optimizer = adamw.build(&vs, cfg.learning_rate).map_err(torch("creating the optimizer"))?;
+        for (group, decay) in [
+            (bert::GROUP_DECAY, cfg.weight_decay),
+            (bert::GROUP_NO_DECAY, 0.0),
+            (bert::GROUP_HEAD_DECAY, cfg.weight_decay),
+            (bert::GROUP_HEAD_NO_DECAY, 0.0),
+        ] {
+            optimizer.set_weight_decay_group(group, decay);
+        }
+        let steps_per_epoch = data.train.len().div_ceil(cfg.per_device_train_batch_size);
+        let schedule = LinearSchedule::new(steps_per_epoch * cfg.num_train_epochs, cfg.warmup_ratio);
+        Ok(Trainer { cfg, config, data, pad_id, device, vs, model, optimizer, schedule, step: 0 })
+    }
+
+    fn run(&mut self, observer: &mut dyn TrainObserver, export_dir: Option<&Path>) -> Result<TrialOutcome, TrainError> {
+        let mut outcome = TrialOutcome {
+            epochs_run: 0,
+            best_epoch: 0,
+            best_metrics: BTreeMap::new(),
+            last_metrics: BTreeMap::new(),
+            stopped_early: false,
+            aborted: false,
+            artifact: None,
+        };
+        let mut best_weights: Option<HashMap<String, Tensor>> = None;
+        let mut best_value: Option<f64> = None;
+        for epoch in 1..=self.cfg.num_train_epochs {
+            let Some(train) = self.train_epoch(epoch, observer)? else {
+                outcome.aborted = true;
+                return Ok(outcome);
+            };
+            let mut metrics = self.evaluate()?;
+            metrics.insert("train_loss".to_owned(), train.loss);
+            metrics.insert("train_samples_per_second".to_owned(), train.samples_per_second);
+            metrics.insert("epoch".to_owned(), epoch as f64);
+            outcome.epochs_run = epoch;
+            let value = metrics[&self.cfg.objective_metric];
+            let improved = match best_value {
+                None => true,
+                Some(best) if self.cfg.maximize => value > best,
+                Some(best) => value < best,
+            };
+            if improved {
+                best_value = Some(value);
+                outcome.best_epoch = epoch;
+                outcome.best_metrics = metrics.clone();
+                if export_dir.is_some() {
+                    best_weights = Some(self.weights_on_cpu()?);
+                }
+            }
+            outcome.last_metrics = metrics.clone();
+            if observer.on_epoch(epoch, &metrics) == EpochDecision::Stop {
+                outcome.stopped_early = epoch < self.cfg.num_train_epochs;
+                break;
+            }
+        }
+        if let (Some(dir), Some(weights)) = (export_dir, best_weights) {
+            let dir = export_classifier(dir, self.config, &self.data.labels, &weights, &self.cfg.model_dir)?;
+            outcome.artifact = Some(dir);
+        }
+        Ok(outcome)
+    }
+
+    /// One pass over the training data; `None` if the observer aborted.
+    fn train_epoch(&mut self, epoch: usize, observer: &mut dyn TrainObserver) -> Result<Option<EpochStats>, TrainError> {
+        let split = &self.data.train;
+        let seed = self.cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(epoch as u64);
+        let batches = batch_order(&split.lengths(), self.cfg.per_device_train_batch_size, seed, self.cfg.group_by_length);
+        let total_steps = self.schedule.total_steps;
+        let started = Instant::now();
+        // Summed on the device so the loop never waits for the GPU.
+        let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
+        let mut samples = 0;
+        for indices in &batches {
+            if observer.should_abort() {
+                return Ok(None);
+            }
+            let batch = Batch::new(split, indices, self.pad_id, self.device).map_err(torch("building a batch"))?;
+            let loss = self.train_step(&batch)?;
+            loss_sum = loss_sum.f_add(&loss).map_err(torch("training step"))?;
+            samples += batch.size;
+            self.step += 1;
+            observer.on_batch(self.step, total_steps);
+        }
+        let loss_sum = f64::try_from(&loss_sum).map_err(torch("reading the training loss"))?;
+        let seconds = started.elapsed().as_secs_f64().max(1e-9);
+        Ok(Some(EpochStats {
+            loss: loss_sum / batches.len().max(1) as f64,
+            samples_per_second: samples as f64 / seconds,
+        }))
+    }
+
+    /// Forward, backward, clip, step at the scheduled learning rate; returns the detached loss.
+    fn train_step(&mut self, batch: &Batch) -> Result<Tensor, TrainError> {
+        let factor = self.schedule.factor(self.step);
+        let lr = self.cfg.learning_rate * factor;
+        let head_lr = lr * self.cfg.head_lr_multiplier;
+        self.optimizer.set_lr_group(bert::GROUP_DECAY, lr);
+        self.optimizer.set_lr_group(bert::GROUP_NO_DECAY, lr);
+        self.optimizer.set_lr_group(bert::GROUP_HEAD_DECAY, head_lr);
+        self.optimizer.set_lr_group(bert::GROUP_HEAD_NO_DECAY, head_lr);
+
+        let logits = self
+            .model
+            .forward_t(&batch.input_ids, batch.attention_mask.as_ref(), true)
+            .map_err(torch("forward pass"))?;
+        let loss = logits
+            .f_cross_entropy_loss::<Tensor>(&batch.labels, None, Reduction::Mean, -100, 0.0)
+            .map_err(torch("computing the loss"))?;
+        self.optimizer.zero_grad();
+        loss.f_backward().map_err(torch("backward pass"))?;
+        clip_grad_norm(&self.optimizer.trainable_variables(), MAX_GRAD_NORM).map_err(torch("clipping gradients"))?;
+        self.optimizer.step();
+        loss.f_detach().map_err(torch("training step"))
+    }
+
+    /// Validation metrics with transformers' names.
+    fn evaluate(&self) -> Result<BTreeMap<String, f64>, TrainError> {
+        let split: &Split = &self.data.validation;
+        let mut predictions = Vec::with_capacity(split.len());
+        let mut labels = Vec::with_capacity(split.len());
+        let mut loss_sum = 0.0;
+        let _no_grad = tch::no_grad_guard();
+        for indices in eval_batch_order(&split.lengths(), EVAL_BATCH_SIZE) {
+            let batch = Batch::new(split, &indices, self.pad_id, self.device).map_err(torch("building a batch"))?;
+            let logits = self
+                .model
+                .forward_t(&batch.input_ids, batch.attention_mask.as_ref(), false)
+                .map_err(torch("evaluation"))?;
+            let loss = logits
+                .f_cross_entropy_loss::<Tensor>(&batch.labels, None, Reduction::Sum, -100, 0.0)
+                .and_then(|l| f64::try_from(&l))
+                .map_err(torch("evaluation loss"))?;
+            loss_sum += loss;
+            let predicted = logits
+                .f_argmax(-1, false)
+                .and_then(|p| p.f_to_device(Device::Cpu))
+                .and_then(|p| Vec::<i64>::try_from(&p))
+                .map_err(torch("evaluation"))?;
+            predictions.extend(predicted);
+            labels.extend(indices.iter().map(|&i| split.label_ids[i]));
+        }
+        let scores = classification_scores(&predictions, &labels);
+        Ok(BTreeMap::from([
+            ("eval_accuracy".to_owned(), scores.accuracy),
+            ("eval_f1".to_owned(), scores.f1),
+            ("eval_precision".to_owned(), scores.precision),
+            ("eval_recall".to_owned(), scores.recall),
+            ("eval_loss".to_owned(), loss_sum / split.len().max(1) as f64),
+        ]))
+    }
+
+    /// A CPU copy of every variable, by checkpoint name (for exporting the best epoch).
+    fn weights_on_cpu(&self) -> Result<HashMap<String, Tensor>, TrainError> {
+        let _no_grad = tch::no_grad_guard();
+        self.vs
+            .variables()
+            .into_iter()
+            .map(|(name, tensor)| {
+                let mut copy = Tensor::f_empty(tensor.size(), (Kind::Float, Device::Cpu))
+                    .map_err(torch("copying the best weights"))?;
+                copy.f_copy_(&tensor).map_err(torch("copying the best weights"))?;
+                Ok((name, copy))
+            })
+            .collect()
+    }
+}
+
+/// Loss and throughput of one training epoch.
+struct EpochStats {
+    /// Mean of the step losses.
+    loss: f64,
+    /// Training examples per second, evaluation excluded.
+    samples_per_second: f64,
+}
+
+/// Scales gradients so their joint L2 norm is at most `max_norm`, as
+/// `torch.nn.utils.clip_grad_norm_` (no host synchronisation).
+pub fn clip_grad_norm(variables: &[Tensor], max_norm: f64) -> Result<(), TchError> {
+    let _no_grad = tch::no_grad_guard();
+    let mut grads: Vec<Tensor> = variables.iter().map(Tensor::grad).filter(Tensor::defined).collect();
+    if grads.is_empty() {
+        return Ok(());
+    }
+    let norms = grads.iter().map(|g| g.f_norm()).collect::<Result<Vec<_>, _>>()?;
+    let total = Tensor::f_stack(&norms, 0)?.f_norm()?;
+    let coef = total.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(max_norm)?.f_clamp_max(1.0)?;
+    for grad in &mut grads {
+        grad.f_mul_(&coef)?;
+    }
+    Ok(())
+}
