@@ -84,6 +84,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Opens the store, restores the registry, and serves on `listener` until `shutdown`
 /// resolves; queued writes are flushed before returning.
 pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    let (ready, _) = tokio::sync::oneshot::channel();
+    run_with_ready(listener, config, shutdown, ready).await
+}
+
+/// [`run`], signalling `ready` once the database is open and the server is about to accept.
+pub async fn run_with_ready(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), ServerError> {
     let ttl_ms = u32::try_from(config.lease_ttl.as_millis()).map_err(|_| ServerError::Config("lease TTL is too long".into()))?;
     if ttl_ms < 100 {
         return Err(ServerError::Config("lease TTL must be at least 100 ms".into()));
@@ -118,6 +129,7 @@ pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Fut
     let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
     info!(%addr, db = %config.db_url, auth = config.token.is_some(), "coordinator listening");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let _ = ready.send(());
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)

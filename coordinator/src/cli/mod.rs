@@ -1,1 +1,241 @@
-//! CLI
+//! The `bertsweep` command line: `serve` runs the coordinator; every other verb is a gRPC
+//! client of a running one.
+
+mod client;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bertsweep_proto::v1 as pb;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::server::{self, ServerConfig};
+use client::Client;
+
+/// Distributed hyperparameter search for fine-tuning BERT text classifiers.
+#[derive(Debug, Parser)]
+#[command(name = "bertsweep", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+/// Flags every verb accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Coordinator URL for client verbs.
+    #[arg(long, global = true, env = "BERTSWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    pub coordinator: String,
+    /// Bearer token: required by a coordinator started with --token; for `serve`, the token to require.
+    #[arg(long, global = true, env = "BERTSWEEP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the coordinator (gRPC server over a SQLite database).
+    Serve(ServeArgs),
+    /// Create, list, show or stop studies.
+    #[command(subcommand)]
+    Study(StudyCommand),
+    /// List a study's trials.
+    Trials(TrialsArgs),
+    /// Show a study's best completed trial.
+    Best(BestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// SQLite database (`sqlite://path` or a path); created if missing.
+    #[arg(long, default_value = "sqlite://bertsweep.db")]
+    pub db: String,
+    /// How long a trial lease lives without a heartbeat (e.g. 30s, 500ms, 2m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+    /// Default AcquireTrial long-poll.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub long_poll: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StudyCommand {
+    /// Create a study from a TOML study file.
+    Create { file: PathBuf },
+    /// List studies.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show one study.
+    Show {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Stop a study: running trials are told to stop, pending ones are dropped.
+    Stop { name: String },
+}
+
+#[derive(Debug, Args)]
+pub struct TrialsArgs {
+    pub name: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Keep printing trial changes until the study ends.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BestArgs {
+    pub name: String,
+    #[arg(long, value_enum, default_value_t = BestFormat::Table)]
+    pub format: BestFormat,
+}
+
+/// Output formats: aligned tables for people, json/csv for scripts.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BestFormat {
+    Table,
+    Json,
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t.find(|c: char| c.is_ascii_alphabetic()).map(|i| t.split_at(i)).unwrap_or((t, "s"));
+    let n: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration; use e.g. 30s, 500ms, 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use ms, s, m or h")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("{text:?} must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args, cli.global.token).await,
+        Command::Study(cmd) => {
+            let mut client = Client::connect(&cli.global.coordinator, cli.global.token.as_deref()).await?;
+            match cmd {
+                StudyCommand::Create { file } => {
+                    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                    // Validate locally first so the message can name the file.
+                    if let Err(e) = crate::spec::parse_study(&text) {
+                        bail!("{}: {e}", file.display());
+                    }
+                    let study = client.create_study(text).await?;
+                    println!("{}", output::created_line(&study));
+                }
+                StudyCommand::List { format } => {
+                    let studies = client.list_studies().await?;
+                    print!("{}", output::studies(&studies, format)?);
+                }
+                StudyCommand::Show { name, format } => {
+                    let study = client.get_study(&name).await?;
+                    print!("{}", output::study(&study, format)?);
+                }
+                StudyCommand::Stop { name } => {
+                    let study = client.stop_study(&name).await?;
+                    println!("stopped study {} ({} trials stopped)", study.name, study.counts.unwrap_or_default().stopped);
+                }
+            }
+            Ok(())
+        }
+        Command::Trials(args) => {
+            let mut client = Client::connect(&cli.global.coordinator, cli.global.token.as_deref()).await?;
+            if args.follow {
+                return follow(&mut client, &args.name, args.format).await;
+            }
+            let trials = client.list_trials(&args.name).await?;
+            print!("{}", output::trials(&trials, args.format)?);
+            Ok(())
+        }
+        Command::Best(args) => {
+            let mut client = Client::connect(&cli.global.coordinator, cli.global.token.as_deref()).await?;
+            let trial = client.best_trial(&args.name).await?;
+            print!("{}", output::best(&trial, args.format)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let config = ServerConfig { db_url: args.db.clone(), token, lease_ttl: args.lease_ttl, long_poll: args.long_poll };
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+    };
+    // Announce the address once the store is open and the server is about to accept.
+    let announce = tokio::spawn(async move {
+        if ready_rx.await.is_ok() {
+            println!("bertsweep coordinator listening on {addr} (db {})", args.db);
+        }
+    });
+    let result = server::run_with_ready(listener, config, shutdown, ready_tx).await;
+    announce.abort();
+    result.map_err(anyhow::Error::from)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn follow(client: &mut Client, name: &str, format: Format) -> Result<()> {
+    let mut stream = client.watch(name).await?;
+    let mut printer = output::FollowPrinter::new(format);
+    while let Some(event) = stream.message().await.map_err(client::status_error)? {
+        if let Some(line) = printer.event(&event)? {
+            println!("{line}");
+        }
+        if event.trial.is_none() && event.study_state != pb::StudyState::Running as i32 {
+            break;
+        }
+    }
+    Ok(())
+}

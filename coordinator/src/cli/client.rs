@@ -1,0 +1,93 @@
+//! A thin gRPC client for the CLI verbs, turning transport and status errors into one line.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use bertsweep_proto::v1 as pb;
+use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+type AuthFn = Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>;
+
+/// A connected coordinator client carrying the bearer token.
+pub struct Client {
+    inner: CoordinatorClient<InterceptedService<Channel, AuthFn>>,
+}
+
+/// One line for a failed RPC.
+pub fn status_error(status: Status) -> anyhow::Error {
+    let message = status.message();
+    match status.code() {
+        Code::Unavailable => anyhow!("the coordinator is unavailable: {message}"),
+        Code::DeadlineExceeded => anyhow!("the coordinator did not answer in time"),
+        _ if message.is_empty() => anyhow!("coordinator error: {:?}", status.code()),
+        _ => anyhow!("{message}"),
+    }
+}
+
+impl Client {
+    /// Connects to `url` (a bare host:port means http://host:port).
+    pub async fn connect(url: &str, token: Option<&str>) -> Result<Self> {
+        let url = if url.contains("://") { url.to_string() } else { format!("http://{url}") };
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|_| anyhow!("--coordinator {url:?} is not a valid URL; use e.g. http://127.0.0.1:50051"))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect().await.map_err(|e| {
+            // The innermost cause ("Connection refused") is the useful part.
+            let mut cause: &dyn std::error::Error = &e;
+            while let Some(next) = cause.source() {
+                cause = next;
+            }
+            let cause = cause.to_string();
+            anyhow!(
+                "cannot reach the coordinator at {url}: {cause} (is `bertsweep serve` running? set --coordinator or BERTSWEEP_COORDINATOR)"
+            )
+        })?;
+        let header = match token {
+            Some(t) => Some(
+                MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| anyhow!("the token contains characters that cannot be sent in a header"))?,
+            ),
+            None => None,
+        };
+        let auth: AuthFn = Box::new(move |mut req: Request<()>| {
+            if let Some(h) = &header {
+                req.metadata_mut().insert("authorization", h.clone());
+            }
+            Ok(req)
+        });
+        Ok(Client { inner: CoordinatorClient::with_interceptor(channel, auth) })
+    }
+
+    pub async fn create_study(&mut self, spec_toml: String) -> Result<pb::Study> {
+        Ok(self.inner.create_study(pb::CreateStudyRequest { spec_toml }).await.map_err(status_error)?.into_inner())
+    }
+
+    pub async fn list_studies(&mut self) -> Result<Vec<pb::Study>> {
+        Ok(self.inner.list_studies(pb::ListStudiesRequest {}).await.map_err(status_error)?.into_inner().studies)
+    }
+
+    pub async fn get_study(&mut self, name: &str) -> Result<pb::Study> {
+        Ok(self.inner.get_study(pb::GetStudyRequest { name: name.into() }).await.map_err(status_error)?.into_inner())
+    }
+
+    pub async fn stop_study(&mut self, name: &str) -> Result<pb::Study> {
+        Ok(self.inner.stop_study(pb::StopStudyRequest { name: name.into() }).await.map_err(status_error)?.into_inner())
+    }
+
+    pub async fn list_trials(&mut self, study: &str) -> Result<Vec<pb::Trial>> {
+        Ok(self.inner.list_trials(pb::ListTrialsRequest { study: study.into() }).await.map_err(status_error)?.into_inner().trials)
+    }
+
+    pub async fn best_trial(&mut self, study: &str) -> Result<pb::Trial> {
+        let best = self.inner.get_best_trial(pb::GetBestTrialRequest { study: study.into() }).await.map_err(status_error)?;
+        best.into_inner().trial.ok_or_else(|| anyhow!("study {study:?} has no completed trial yet"))
+    }
+
+    pub async fn watch(&mut self, study: &str) -> Result<tonic::Streaming<pb::TrialEvent>> {
+        Ok(self.inner.watch_study(pb::WatchStudyRequest { study: study.into() }).await.map_err(status_error)?.into_inner())
+    }
+}

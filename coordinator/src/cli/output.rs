@@ -1,0 +1,345 @@
+//! Output formats: aligned tables for people; json and csv that scripts can rely on.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Result;
+use bertsweep_proto::v1 as pb;
+use serde_json::{json, Map, Value};
+
+use super::{BestFormat, Format};
+use crate::params::ParamValue;
+
+fn param_value(v: &pb::ParamValue) -> ParamValue {
+    match &v.kind {
+        Some(pb::param_value::Kind::IntValue(i)) => ParamValue::Int(*i),
+        Some(pb::param_value::Kind::FloatValue(f)) => ParamValue::Float(*f),
+        Some(pb::param_value::Kind::StringValue(s)) => ParamValue::Str(s.clone()),
+        None => ParamValue::Str(String::new()),
+    }
+}
+
+fn params_sorted(t: &pb::Trial) -> BTreeMap<String, ParamValue> {
+    t.params.iter().map(|(k, v)| (k.clone(), param_value(v))).collect()
+}
+
+fn trial_state(code: i32) -> &'static str {
+    match pb::TrialState::try_from(code).unwrap_or(pb::TrialState::Unspecified) {
+        pb::TrialState::Pending => "PENDING",
+        pb::TrialState::Running => "RUNNING",
+        pb::TrialState::Completed => "COMPLETED",
+        pb::TrialState::Pruned => "PRUNED",
+        pb::TrialState::Failed => "FAILED",
+        pb::TrialState::Stopped => "STOPPED",
+        pb::TrialState::Unspecified => "UNKNOWN",
+    }
+}
+
+fn study_state(code: i32) -> &'static str {
+    match pb::StudyState::try_from(code).unwrap_or(pb::StudyState::Unspecified) {
+        pb::StudyState::Running => "RUNNING",
+        pb::StudyState::Completed => "COMPLETED",
+        pb::StudyState::Failed => "FAILED",
+        pb::StudyState::Stopped => "STOPPED",
+        pb::StudyState::Unspecified => "UNKNOWN",
+    }
+}
+
+fn fmt_value(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
+}
+
+fn last_epoch(t: &pb::Trial) -> u32 {
+    t.intermediate.iter().map(|e| e.epoch).max().unwrap_or(0)
+}
+
+/// Left-aligned columns separated by two spaces, header first.
+fn table(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        padded.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(header);
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn csv_line(cells: &[String]) -> String {
+    cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",") + "\n"
+}
+
+fn param_json(v: &ParamValue) -> Value {
+    match v {
+        ParamValue::Int(i) => json!(i),
+        ParamValue::Float(f) => json!(f),
+        ParamValue::Str(s) => json!(s),
+    }
+}
+
+fn metrics_json(m: &std::collections::HashMap<String, f64>) -> Value {
+    let sorted: BTreeMap<_, _> = m.iter().collect();
+    json!(sorted)
+}
+
+/// A trial as a stable JSON object.
+pub fn trial_json(t: &pb::Trial) -> Value {
+    let params: Map<String, Value> = params_sorted(t).iter().map(|(k, v)| (k.clone(), param_json(v))).collect();
+    let mut epochs: Vec<&pb::EpochMetrics> = t.intermediate.iter().collect();
+    epochs.sort_by_key(|e| e.epoch);
+    json!({
+        "study": t.study,
+        "number": t.number,
+        "state": trial_state(t.state),
+        "params": params,
+        "value": t.value,
+        "metrics": metrics_json(&t.metrics),
+        "epochs": epochs.iter().map(|e| json!({"epoch": e.epoch, "metrics": metrics_json(&e.metrics)})).collect::<Vec<_>>(),
+        "last_epoch": last_epoch(t),
+        "attempt": t.attempt,
+        "worker_id": if t.worker_id.is_empty() { Value::Null } else { json!(t.worker_id) },
+        "artifact": if t.artifact.is_empty() { Value::Null } else { json!(t.artifact) },
+        "error": if t.error.is_empty() { Value::Null } else { json!(t.error) },
+    })
+}
+
+/// Lists trials in the requested format.
+pub fn trials(trials: &[pb::Trial], format: Format) -> Result<String> {
+    let names: BTreeSet<String> = trials.iter().flat_map(|t| t.params.keys().cloned()).collect();
+    match format {
+        Format::Json => Ok(serde_json::to_string_pretty(&trials.iter().map(trial_json).collect::<Vec<_>>())? + "\n"),
+        Format::Table => {
+            let mut header = vec!["#".to_string(), "STATE".into()];
+            header.extend(names.iter().cloned());
+            header.extend(["VALUE".into(), "EPOCH".into(), "ATTEMPT".into(), "NOTE".into()]);
+            let rows: Vec<Vec<String>> = trials
+                .iter()
+                .map(|t| {
+                    let params = params_sorted(t);
+                    let mut row = vec![t.number.to_string(), trial_state(t.state).to_string()];
+                    row.extend(names.iter().map(|n| params.get(n).map(|v| v.to_string()).unwrap_or_default()));
+                    let note = if trial_state(t.state) == "PRUNED" {
+                        format!("pruned at epoch {}", last_epoch(t))
+                    } else {
+                        t.error.lines().next().unwrap_or("").chars().take(60).collect()
+                    };
+                    row.extend([fmt_value(t.value), last_epoch(t).to_string(), t.attempt.to_string(), note]);
+                    row
+                })
+                .collect();
+            if rows.is_empty() {
+                return Ok("no trials yet\n".into());
+            }
+            Ok(table(&header, &rows))
+        }
+        Format::Csv => {
+            let metric_names: BTreeSet<String> = trials.iter().flat_map(|t| t.metrics.keys().cloned()).collect();
+            let mut header = vec!["number".to_string(), "state".into()];
+            header.extend(names.iter().cloned());
+            header.push("value".into());
+            header.extend(metric_names.iter().cloned());
+            header.extend(["last_epoch".into(), "attempt".into(), "artifact".into(), "error".into()]);
+            let mut out = csv_line(&header);
+            for t in trials {
+                let params = params_sorted(t);
+                let mut row = vec![t.number.to_string(), trial_state(t.state).to_string()];
+                row.extend(names.iter().map(|n| params.get(n).map(|v| v.to_string()).unwrap_or_default()));
+                row.push(t.value.map(|v| v.to_string()).unwrap_or_default());
+                row.extend(metric_names.iter().map(|m| t.metrics.get(m).map(|v| v.to_string()).unwrap_or_default()));
+                row.extend([last_epoch(t).to_string(), t.attempt.to_string(), t.artifact.clone(), t.error.clone()]);
+                out.push_str(&csv_line(&row));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The best trial: `json` carries study, number, state, params, value, metrics, artifact.
+pub fn best(t: &pb::Trial, format: BestFormat) -> Result<String> {
+    match format {
+        BestFormat::Json => Ok(serde_json::to_string(&trial_json(t))? + "\n"),
+        BestFormat::Table => {
+            let mut rows = vec![
+                vec!["study".to_string(), t.study.clone()],
+                vec!["trial".into(), t.number.to_string()],
+                vec!["state".into(), trial_state(t.state).into()],
+                vec!["value".into(), fmt_value(t.value)],
+            ];
+            for (k, v) in params_sorted(t) {
+                rows.push(vec![format!("param {k}"), v.to_string()]);
+            }
+            let metrics: BTreeMap<_, _> = t.metrics.iter().collect();
+            for (k, v) in metrics {
+                rows.push(vec![format!("metric {k}"), format!("{v:.4}")]);
+            }
+            rows.push(vec!["artifact".into(), if t.artifact.is_empty() { "-".into() } else { t.artifact.clone() }]);
+            Ok(table(&["FIELD".into(), "VALUE".into()], &rows))
+        }
+    }
+}
+
+fn study_json(s: &pb::Study) -> Value {
+    let c = s.counts.unwrap_or_default();
+    json!({
+        "name": s.name,
+        "state": study_state(s.state),
+        "sampler": s.sampler,
+        "objective": s.objective_metric,
+        "direction": if s.maximize { "maximize" } else { "minimize" },
+        "max_trials": s.max_trials,
+        "parallel_trials": s.parallel_trials,
+        "counts": {"pending": c.pending, "running": c.running, "completed": c.completed, "pruned": c.pruned, "failed": c.failed, "stopped": c.stopped},
+        "best_value": s.best_value,
+        "reason": if s.reason.is_empty() { Value::Null } else { json!(s.reason) },
+    })
+}
+
+fn done(s: &pb::Study) -> u32 {
+    let c = s.counts.unwrap_or_default();
+    c.completed + c.pruned + c.failed + c.stopped
+}
+
+/// The study list.
+pub fn studies(list: &[pb::Study], format: Format) -> Result<String> {
+    match format {
+        Format::Json => Ok(serde_json::to_string_pretty(&list.iter().map(study_json).collect::<Vec<_>>())? + "\n"),
+        Format::Table | Format::Csv => {
+            let header: Vec<String> = ["NAME", "STATE", "SAMPLER", "DONE", "RUNNING", "FAILED", "BEST", "OBJECTIVE"].map(String::from).to_vec();
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|s| {
+                    let c = s.counts.unwrap_or_default();
+                    vec![
+                        s.name.clone(),
+                        study_state(s.state).into(),
+                        s.sampler.clone(),
+                        format!("{}/{}", done(s), s.max_trials),
+                        c.running.to_string(),
+                        c.failed.to_string(),
+                        fmt_value(s.best_value),
+                        format!("{} {}", if s.maximize { "max" } else { "min" }, s.objective_metric),
+                    ]
+                })
+                .collect();
+            if format == Format::Csv {
+                let mut out = csv_line(&header.iter().map(|h| h.to_lowercase()).collect::<Vec<_>>());
+                for r in &rows {
+                    out.push_str(&csv_line(r));
+                }
+                return Ok(out);
+            }
+            if rows.is_empty() {
+                return Ok("no studies yet; create one with `bertsweep study create FILE.toml`\n".into());
+            }
+            Ok(table(&header, &rows))
+        }
+    }
+}
+
+/// One study in detail.
+pub fn study(s: &pb::Study, format: Format) -> Result<String> {
+    if format == Format::Json {
+        return Ok(serde_json::to_string_pretty(&study_json(s))? + "\n");
+    }
+    let c = s.counts.unwrap_or_default();
+    let mut rows = vec![
+        vec!["name".to_string(), s.name.clone()],
+        vec!["state".into(), study_state(s.state).into()],
+        vec!["sampler".into(), s.sampler.clone()],
+        vec!["objective".into(), format!("{} {}", if s.maximize { "maximize" } else { "minimize" }, s.objective_metric)],
+        vec!["trials".into(), format!("{} done of {} ({} running, {} pending)", done(s), s.max_trials, c.running, c.pending)],
+        vec!["completed".into(), c.completed.to_string()],
+        vec!["pruned".into(), c.pruned.to_string()],
+        vec!["failed".into(), c.failed.to_string()],
+        vec!["stopped".into(), c.stopped.to_string()],
+        vec!["parallel_trials".into(), s.parallel_trials.to_string()],
+        vec!["best".into(), fmt_value(s.best_value)],
+    ];
+    if s.grid_size > 0 {
+        rows.push(vec!["grid size".into(), s.grid_size.to_string()]);
+    }
+    if !s.reason.is_empty() {
+        rows.push(vec!["reason".into(), s.reason.clone()]);
+    }
+    if format == Format::Csv {
+        let mut out = csv_line(&["field".into(), "value".into()]);
+        for r in &rows {
+            out.push_str(&csv_line(r));
+        }
+        return Ok(out);
+    }
+    Ok(table(&["FIELD".into(), "VALUE".into()], &rows))
+}
+
+/// The confirmation line of `study create`.
+pub fn created_line(s: &pb::Study) -> String {
+    format!(
+        "created study {} ({} sampler, {} trials, {} in parallel, {} {})",
+        s.name,
+        s.sampler,
+        s.max_trials,
+        s.parallel_trials,
+        if s.maximize { "maximize" } else { "minimize" },
+        s.objective_metric
+    )
+}
+
+/// Prints `trials --follow` events as they arrive.
+pub struct FollowPrinter {
+    format: Format,
+    header_done: bool,
+}
+
+impl FollowPrinter {
+    pub fn new(format: Format) -> Self {
+        FollowPrinter { format, header_done: false }
+    }
+
+    /// The line(s) for one event, or None.
+    pub fn event(&mut self, e: &pb::TrialEvent) -> Result<Option<String>> {
+        let Some(t) = &e.trial else {
+            return Ok(match self.format {
+                Format::Json => Some(json!({"study_state": study_state(e.study_state)}).to_string()),
+                _ => Some(format!("study {}", study_state(e.study_state))),
+            });
+        };
+        Ok(Some(match self.format {
+            Format::Json => trial_json(t).to_string(),
+            Format::Csv => {
+                let header = !self.header_done;
+                self.header_done = true;
+                let full = trials(std::slice::from_ref(t), Format::Csv)?;
+                let mut lines = full.lines();
+                let head = lines.next().unwrap_or_default().to_string();
+                let row = lines.next().unwrap_or_default().to_string();
+                if header { format!("{head}\n{row}") } else { row }
+            }
+            Format::Table => {
+                let params = params_sorted(t).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+                let epoch = last_epoch(t);
+                format!(
+                    "trial {:<4} {:<9} epoch {:<3} value {:<8} {}",
+                    t.number,
+                    trial_state(t.state),
+                    epoch,
+                    fmt_value(t.value),
+                    params
+                )
+            }
+        }))
+    }
+}

@@ -1,0 +1,156 @@
+//! Shared helpers for the coordinator's integration tests: an in-process server on
+//! 127.0.0.1:0 over a temporary SQLite file, and gRPC clients for scripted fake workers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bertsweep_coordinator::server::{self, ServerConfig};
+use bertsweep_proto::v1 as pb;
+use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
+use tonic::transport::Channel;
+
+pub type Client = CoordinatorClient<Channel>;
+
+/// A running in-process coordinator.
+pub struct TestServer {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(lease_ttl: Duration) -> Self {
+        Self::start_with(lease_ttl, None).await
+    }
+
+    pub async fn start_with(lease_ttl: Duration, token: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let config = ServerConfig {
+            db_url: format!("sqlite://{}", dir.path().join("test.db").display()),
+            token: token.map(String::from),
+            lease_ttl,
+            long_poll: Duration::from_secs(5),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            server::run_with_ready(listener, config, async { let _ = stopped.await; }, ready_tx).await.unwrap();
+        });
+        ready_rx.await.expect("server failed to start");
+        TestServer { url, dir, stop: Some(stop), task: Some(task) }
+    }
+
+    pub async fn client(&self) -> Client {
+        CoordinatorClient::connect(self.url.clone()).await.unwrap()
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A study file over the DESIGN.md task with the given grid and budget lines.
+pub fn study_toml(name: &str, budget: &str, parameters: &str) -> String {
+    format!(
+        r#"name = "{name}"
+[objective]
+metric = "eval_accuracy"
+[algorithm]
+sampler = "grid"
+[budget]
+{budget}
+[task]
+model = "/models/m"
+train_file = "train.tsv"
+validation_file = "dev.tsv"
+{parameters}
+"#
+    )
+}
+
+/// A grid of `n_lr` learning rates × 2 batch sizes.
+pub fn grid_params(n_lr: u32) -> String {
+    format!(
+        "[parameters.learning_rate]\ndistribution = \"log_uniform\"\nmin = 1e-5\nmax = 5e-5\ngrid_points = {n_lr}\n[parameters.per_device_train_batch_size]\nvalues = [16, 32]\n"
+    )
+}
+
+pub async fn create(client: &mut Client, toml: &str) -> pb::Study {
+    client.create_study(pb::CreateStudyRequest { spec_toml: toml.into() }).await.unwrap().into_inner()
+}
+
+pub async fn register(client: &mut Client) -> String {
+    client
+        .register_worker(pb::RegisterWorkerRequest { hostname: "test".into(), devices: vec!["cpu".into()], version: "t".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id
+}
+
+pub async fn acquire(client: &mut Client, worker: &str, wait_ms: u32) -> Option<pb::Assignment> {
+    client
+        .acquire_trial(pb::AcquireTrialRequest { worker_id: worker.into(), study: String::new(), wait_ms })
+        .await
+        .unwrap()
+        .into_inner()
+        .assignment
+}
+
+pub fn metrics(acc: f64) -> HashMap<String, f64> {
+    [("eval_accuracy".to_string(), acc), ("eval_loss".to_string(), 1.0 - acc)].into_iter().collect()
+}
+
+pub async fn report(client: &mut Client, a: &pb::Assignment, epoch: u32, acc: f64) -> Result<pb::ReportProgressResponse, tonic::Status> {
+    client
+        .report_progress(pb::ReportProgressRequest { trial_id: a.trial_id, lease_token: a.lease_token, epoch, metrics: metrics(acc) })
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn complete(client: &mut Client, a: &pb::Assignment, acc: f64) -> Result<(), tonic::Status> {
+    client
+        .complete_trial(pb::CompleteTrialRequest { trial_id: a.trial_id, lease_token: a.lease_token, metrics: metrics(acc), artifact: String::new() })
+        .await
+        .map(|_| ())
+}
+
+pub async fn study(client: &mut Client, name: &str) -> pb::Study {
+    client.get_study(pb::GetStudyRequest { name: name.into() }).await.unwrap().into_inner()
+}
+
+pub async fn trials(client: &mut Client, name: &str) -> Vec<pb::Trial> {
+    client.list_trials(pb::ListTrialsRequest { study: name.into() }).await.unwrap().into_inner().trials
+}
+
+/// Polls `check` until it returns Some or the deadline passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn param_key(params: &HashMap<String, pb::ParamValue>) -> String {
+    let mut items: Vec<String> = params.iter().map(|(k, v)| format!("{k}={:?}", v.kind)).collect();
+    items.sort();
+    items.join(",")
+}
