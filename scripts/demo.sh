@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The main job in one command (run by `make demo` after `make setup build`): start a
+# coordinator on SQLite, create the demo study, run two local CPU workers, follow the trials,
+# and print the best trial. Everything it writes goes under runs/demo/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-target/release}
+RUN=runs/demo
+STUDY=demo-reviews
+rm -rf "$RUN"
+mkdir -p "$RUN"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+"$BIN/bertsweep" serve --listen 127.0.0.1:0 --db "sqlite://$RUN/bertsweep.db" >"$RUN/serve.out" 2>"$RUN/serve.log" &
+pids+=($!)
+for _ in $(seq 300); do
+  grep -q "listening on" "$RUN/serve.out" 2>/dev/null && break
+  sleep 0.1
+done
+addr=$(awk '/listening on/ {print $5}' "$RUN/serve.out")
+[ -n "$addr" ] || { echo "error: the coordinator did not start; see $RUN/serve.log" >&2; exit 1; }
+export BERTSWEEP_COORDINATOR="http://$addr"
+echo "coordinator: $BERTSWEEP_COORDINATOR (database $RUN/bertsweep.db, log $RUN/serve.log)"
+
+"$BIN/bertsweep" study create examples/demo.toml
+
+# Two workers, one core each (this machine has two).
+for i in 1 2; do
+  "$BIN/bertsweep-worker" --study "$STUDY" --device cpu --threads 1 --artifacts "$RUN/artifacts" \
+    >"$RUN/worker$i.log" 2>&1 &
+  pids+=($!)
+done
+echo "workers: 2 on cpu (logs $RUN/worker1.log, $RUN/worker2.log)"
+
+"$BIN/bertsweep" trials "$STUDY" --follow
+echo
+"$BIN/bertsweep" trials "$STUDY"
+echo
+"$BIN/bertsweep" best "$STUDY"
