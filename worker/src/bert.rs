@@ -24,36 +24,47 @@ pub const GROUP_HEAD_NO_DECAY: usize = 3;
 /// Number of optimizer groups the model uses.
 pub const NUM_GROUPS: usize = 4;
 
-/// Creates the parameters of one sub-module: its name prefix, whether they are trained
-/// (`freeze_layers`), and which optimizer groups they belong to.
+/// The optimizer group of a variable, by its checkpoint name: the classifier apart (its own
+/// learning rate), and no weight decay for biases and LayerNorm weights (as HF Trainer's
+/// `get_decay_parameter_names`).
+pub fn param_group(name: &str) -> usize {
+    let no_decay = name.ends_with(".bias") || name.contains("LayerNorm.");
+    match (name.starts_with("classifier."), no_decay) {
+        (false, false) => GROUP_DECAY,
+        (false, true) => GROUP_NO_DECAY,
+        (true, false) => GROUP_HEAD_DECAY,
+        (true, true) => GROUP_HEAD_NO_DECAY,
+    }
+}
+
+/// Creates the parameters of one sub-module under its path, trainable or frozen
+/// (`freeze_layers`), each in the optimizer group its name implies.
 #[derive(Clone, Copy)]
 struct Params<'p, 'a> {
     path: &'p nn::Path<'a>,
     trainable: bool,
-    head: bool,
 }
 
 impl<'p, 'a> Params<'p, 'a> {
-    fn tensor(&self, name: &str, dims: &[i64], init: Init, group: usize) -> Tensor {
+    fn tensor(&self, name: &str, dims: &[i64], init: Init) -> Tensor {
         let opts = (Kind::Float, self.path.device());
         let value = match init {
             Init::Normal(std) => Tensor::randn(dims, opts) * std,
             Init::Zeros => Tensor::zeros(dims, opts),
             Init::Ones => Tensor::ones(dims, opts),
         };
+        let group = param_group(&self.path.path(name));
         self.path.set_group(group).add(name, value, self.trainable)
     }
 
-    /// A weight matrix, decayed.
+    /// A weight matrix, initialised normal(0, std).
     fn weight(&self, name: &str, dims: &[i64], std: f64) -> Tensor {
-        let group = if self.head { GROUP_HEAD_DECAY } else { GROUP_DECAY };
-        self.tensor(name, dims, Init::Normal(std), group)
+        self.tensor(name, dims, Init::Normal(std))
     }
 
-    /// A bias or LayerNorm parameter, never decayed.
-    fn no_decay(&self, name: &str, dims: &[i64], init: Init) -> Tensor {
-        let group = if self.head { GROUP_HEAD_NO_DECAY } else { GROUP_NO_DECAY };
-        self.tensor(name, dims, init, group)
+    /// A bias or LayerNorm parameter, filled with a constant.
+    fn filled(&self, name: &str, dims: &[i64], init: Init) -> Tensor {
+        self.tensor(name, dims, init)
     }
 }
 
@@ -76,7 +87,7 @@ impl Linear {
         let params = Params { path: p, ..params };
         Linear {
             weight: params.weight("weight", &[out_dim, in_dim], std),
-            bias: params.no_decay("bias", &[out_dim], Init::Zeros),
+            bias: params.filled("bias", &[out_dim], Init::Zeros),
         }
     }
 
@@ -84,8 +95,10 @@ impl Linear {
         if kind == Kind::Float {
             return xs.f_linear(&self.weight, Some(&self.bias));
         }
-        xs.f_to_kind(kind)?
-            .f_linear(&self.weight.f_to_kind(kind)?, Some(&self.bias.f_to_kind(kind)?))
+        xs.f_to_kind(kind)?.f_linear(
+            &self.weight.f_to_kind(kind)?,
+            Some(&self.bias.f_to_kind(kind)?),
+        )
     }
 }
 
@@ -101,16 +114,21 @@ impl LayerNorm {
     fn new(p: &nn::Path, params: Params, dim: i64, eps: f64) -> Self {
         let params = Params { path: p, ..params };
         LayerNorm {
-            weight: params.no_decay("weight", &[dim], Init::Ones),
-            bias: params.no_decay("bias", &[dim], Init::Zeros),
+            weight: params.filled("weight", &[dim], Init::Ones),
+            bias: params.filled("bias", &[dim], Init::Zeros),
             eps,
         }
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor, TchError> {
         let dim = self.weight.size();
-        xs.f_to_kind(Kind::Float)?
-            .f_layer_norm(&dim, Some(&self.weight), Some(&self.bias), self.eps, true)
+        xs.f_to_kind(Kind::Float)?.f_layer_norm(
+            &dim,
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
     }
 }
 
@@ -137,24 +155,30 @@ impl BertEmbeddings {
     fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
         let h = c.hidden_size;
         let std = c.initializer_range;
-        let params = Params { path: p, ..params };
-        let word_embeddings = params.weight("word_embeddings.weight", &[c.vocab_size, h], std);
+        let table = |name: &str, rows: i64| {
+            Params {
+                path: &(p / name),
+                ..params
+            }
+            .weight("weight", &[rows, h], std)
+        };
+        let word_embeddings = table("word_embeddings", c.vocab_size);
         let pad = c.pad_token_id;
         if (0..c.vocab_size).contains(&pad) {
             // nn.Embedding(padding_idx) starts the padding row at zero.
-            tch::no_grad(|| word_embeddings.get(pad).zero_());
+            let _ = tch::no_grad(|| word_embeddings.get(pad).zero_());
         }
         BertEmbeddings {
             word_embeddings,
-            position_embeddings: params.weight(
-                "position_embeddings.weight",
-                &[c.max_position_embeddings, h],
-                std,
-            ),
-            token_type_embeddings: params.weight("token_type_embeddings.weight", &[c.type_vocab_size, h], std),
+            position_embeddings: table("position_embeddings", c.max_position_embeddings),
+            token_type_embeddings: table("token_type_embeddings", c.type_vocab_size),
             layer_norm: LayerNorm::new(&(p / "LayerNorm"), params, h, c.layer_norm_eps),
             dropout: c.hidden_dropout_prob,
-            pad_token_id: if (0..c.vocab_size).contains(&pad) { pad } else { -1 },
+            pad_token_id: if (0..c.vocab_size).contains(&pad) {
+                pad
+            } else {
+                -1
+            },
         }
     }
 
@@ -163,7 +187,13 @@ impl BertEmbeddings {
     pub fn forward_t(&self, input_ids: &Tensor, train: bool) -> Result<Tensor, TchError> {
         let seq_len = input_ids.size()[1];
         // padding_idx as nn.Embedding: the [PAD] row receives no gradient.
-        let words = Tensor::f_embedding(&self.word_embeddings, input_ids, self.pad_token_id, false, false)?;
+        let words = Tensor::f_embedding(
+            &self.word_embeddings,
+            input_ids,
+            self.pad_token_id,
+            false,
+            false,
+        )?;
         let positions = self.position_embeddings.f_narrow(0, 0, seq_len)?;
         let token_type = self.token_type_embeddings.f_get(0)?;
         let summed = words.f_add(&token_type)?.f_add(&positions)?;
@@ -206,13 +236,19 @@ impl BertSelfAttention {
     ) -> Result<Tensor, TchError> {
         let size = xs.size();
         let (batch, seq) = (size[0], size[1]);
-        let heads = |t: Tensor| t.f_view([batch, seq, self.num_heads, self.head_dim])?.f_transpose(1, 2);
+        let heads = |t: Tensor| {
+            t.f_view([batch, seq, self.num_heads, self.head_dim])?
+                .f_transpose(1, 2)
+        };
         let q = heads(self.query.forward(xs, kind)?)?;
         let k = heads(self.key.forward(xs, kind)?)?;
         let v = heads(self.value.forward(xs, kind)?)?;
         let p = if train { self.dropout } else { 0.0 };
-        let context = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, p, false, None, false)?;
-        context.f_transpose(1, 2)?.f_reshape([batch, seq, self.num_heads * self.head_dim])
+        let context =
+            Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, p, false, None, false)?;
+        context
+            .f_transpose(1, 2)?
+            .f_reshape([batch, seq, self.num_heads * self.head_dim])
     }
 }
 
@@ -234,7 +270,13 @@ impl BertSelfOutput {
         }
     }
 
-    fn forward_t(&self, xs: &Tensor, input: &Tensor, kind: Kind, train: bool) -> Result<Tensor, TchError> {
+    fn forward_t(
+        &self,
+        xs: &Tensor,
+        input: &Tensor,
+        kind: Kind,
+        train: bool,
+    ) -> Result<Tensor, TchError> {
         let xs = dropout(self.dense.forward(xs, kind)?, self.dropout, train)?;
         self.layer_norm.forward(&xs.f_add(input)?)
     }
@@ -255,7 +297,13 @@ impl BertAttention {
         }
     }
 
-    fn forward_t(&self, xs: &Tensor, mask: Option<&Tensor>, kind: Kind, train: bool) -> Result<Tensor, TchError> {
+    fn forward_t(
+        &self,
+        xs: &Tensor,
+        mask: Option<&Tensor>,
+        kind: Kind,
+        train: bool,
+    ) -> Result<Tensor, TchError> {
         let attended = self.self_attention.forward_t(xs, mask, kind, train)?;
         self.output.forward_t(&attended, xs, kind, train)
     }
@@ -271,7 +319,13 @@ pub struct BertIntermediate {
 impl BertIntermediate {
     fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
         BertIntermediate {
-            dense: Linear::new(&(p / "dense"), params, c.hidden_size, c.intermediate_size, c.initializer_range),
+            dense: Linear::new(
+                &(p / "dense"),
+                params,
+                c.hidden_size,
+                c.intermediate_size,
+                c.initializer_range,
+            ),
             activation: c.hidden_act.clone(),
         }
     }
@@ -298,13 +352,25 @@ pub struct BertOutput {
 impl BertOutput {
     fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
         BertOutput {
-            dense: Linear::new(&(p / "dense"), params, c.intermediate_size, c.hidden_size, c.initializer_range),
+            dense: Linear::new(
+                &(p / "dense"),
+                params,
+                c.intermediate_size,
+                c.hidden_size,
+                c.initializer_range,
+            ),
             layer_norm: LayerNorm::new(&(p / "LayerNorm"), params, c.hidden_size, c.layer_norm_eps),
             dropout: c.hidden_dropout_prob,
         }
     }
 
-    fn forward_t(&self, xs: &Tensor, input: &Tensor, kind: Kind, train: bool) -> Result<Tensor, TchError> {
+    fn forward_t(
+        &self,
+        xs: &Tensor,
+        input: &Tensor,
+        kind: Kind,
+        train: bool,
+    ) -> Result<Tensor, TchError> {
         let xs = dropout(self.dense.forward(xs, kind)?, self.dropout, train)?;
         self.layer_norm.forward(&xs.f_add(input)?)
     }
@@ -327,7 +393,13 @@ impl BertLayer {
         }
     }
 
-    fn forward_t(&self, xs: &Tensor, mask: Option<&Tensor>, kind: Kind, train: bool) -> Result<Tensor, TchError> {
+    fn forward_t(
+        &self,
+        xs: &Tensor,
+        mask: Option<&Tensor>,
+        kind: Kind,
+        train: bool,
+    ) -> Result<Tensor, TchError> {
         let attended = self.attention.forward_t(xs, mask, kind, train)?;
         let hidden = self.intermediate.forward(&attended, kind)?;
         self.output.forward_t(&hidden, &attended, kind, train)
@@ -344,15 +416,26 @@ impl BertEncoder {
     fn new(p: &nn::Path, params: Params, c: &BertConfig, frozen_layers: usize) -> Self {
         let layers = (0..c.num_hidden_layers as usize)
             .map(|i| {
-                let params = Params { trainable: params.trainable && i >= frozen_layers, ..params };
+                let params = Params {
+                    trainable: params.trainable && i >= frozen_layers,
+                    ..params
+                };
                 BertLayer::new(&(p / "layer" / i), params, c)
             })
             .collect();
         BertEncoder { layers }
     }
 
-    fn forward_t(&self, xs: Tensor, mask: Option<&Tensor>, kind: Kind, train: bool) -> Result<Tensor, TchError> {
-        self.layers.iter().try_fold(xs, |xs, layer| layer.forward_t(&xs, mask, kind, train))
+    fn forward_t(
+        &self,
+        xs: Tensor,
+        mask: Option<&Tensor>,
+        kind: Kind,
+        train: bool,
+    ) -> Result<Tensor, TchError> {
+        self.layers
+            .iter()
+            .try_fold(xs, |xs, layer| layer.forward_t(&xs, mask, kind, train))
     }
 }
 
@@ -365,7 +448,9 @@ pub struct BertPooler {
 impl BertPooler {
     fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
         let h = c.hidden_size;
-        BertPooler { dense: Linear::new(&(p / "dense"), params, h, h, c.initializer_range) }
+        BertPooler {
+            dense: Linear::new(&(p / "dense"), params, h, h, c.initializer_range),
+        }
     }
 
     fn forward(&self, xs: &Tensor, kind: Kind) -> Result<Tensor, TchError> {
@@ -384,8 +469,14 @@ pub struct BertModel {
 
 impl BertModel {
     fn new(p: &nn::Path, c: &BertConfig, freeze_layers: usize) -> Self {
-        let trainable = Params { path: p, trainable: true, head: false };
-        let embeddings_params = Params { trainable: freeze_layers == 0, ..trainable };
+        let trainable = Params {
+            path: p,
+            trainable: true,
+        };
+        let embeddings_params = Params {
+            trainable: freeze_layers == 0,
+            ..trainable
+        };
         BertModel {
             embeddings: BertEmbeddings::new(&(p / "embeddings"), embeddings_params, c),
             encoder: BertEncoder::new(&(p / "encoder"), trainable, c, freeze_layers),
@@ -403,7 +494,9 @@ impl BertModel {
     ) -> Result<Tensor, TchError> {
         let mask = attention_mask.map(|m| additive_mask(m, kind)).transpose()?;
         let embedded = self.embeddings.forward_t(input_ids, train)?;
-        let hidden = self.encoder.forward_t(embedded, mask.as_ref(), kind, train)?;
+        let hidden = self
+            .encoder
+            .forward_t(embedded, mask.as_ref(), kind, train)?;
         self.pooler.forward(&hidden, kind)
     }
 }
@@ -445,7 +538,10 @@ impl BertForSequenceClassification {
         freeze_layers: usize,
         compute_kind: Kind,
     ) -> Self {
-        let head = Params { path: root, trainable: true, head: true };
+        let head = Params {
+            path: root,
+            trainable: true,
+        };
         BertForSequenceClassification {
             bert: BertModel::new(&(root / "bert"), config, freeze_layers),
             classifier: Linear::new(
@@ -470,9 +566,13 @@ impl BertForSequenceClassification {
         attention_mask: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor, TchError> {
-        let pooled = self.bert.forward_t(input_ids, attention_mask, self.compute_kind, train)?;
+        let pooled = self
+            .bert
+            .forward_t(input_ids, attention_mask, self.compute_kind, train)?;
         let pooled = dropout(pooled, self.dropout, train)?;
-        self.classifier.forward(&pooled, self.compute_kind)?.f_to_kind(Kind::Float)
+        self.classifier
+            .forward(&pooled, self.compute_kind)?
+            .f_to_kind(Kind::Float)
     }
 }
 
@@ -483,4 +583,176 @@ pub fn compute_kind_for(device: Device) -> Kind {
     } else {
         Kind::Float
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::Weights;
+    use crate::testing::{tiny_config, write_tiny_bert};
+
+    fn tiny(freeze_layers: usize) -> (nn::VarStore, BertForSequenceClassification) {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = BertForSequenceClassification::new(
+            &vs.root(),
+            &tiny_config(),
+            3,
+            freeze_layers,
+            Kind::Float,
+        );
+        (vs, model)
+    }
+
+    fn ids(rows: &[&[i64]]) -> (Tensor, Tensor) {
+        let longest = rows.iter().map(|r| r.len()).max().unwrap();
+        let pad = |r: &[i64], fill: i64, value: Option<i64>| {
+            let mut v: Vec<i64> = r.iter().map(|&x| value.unwrap_or(x)).collect();
+            v.resize(longest, fill);
+            v
+        };
+        let flat: Vec<i64> = rows.iter().flat_map(|r| pad(r, 0, None)).collect();
+        let mask: Vec<i64> = rows.iter().flat_map(|r| pad(r, 0, Some(1))).collect();
+        let shape = [rows.len() as i64, longest as i64];
+        (
+            Tensor::from_slice(&flat).view(shape),
+            Tensor::from_slice(&mask).view(shape),
+        )
+    }
+
+    #[test]
+    fn logits_are_batch_by_labels() {
+        let (_vs, model) = tiny(0);
+        let (input, mask) = ids(&[&[2, 5, 7, 3], &[2, 6, 3]]);
+        let logits = model.forward_t(&input, Some(&mask), false).unwrap();
+        assert_eq!(logits.size(), [2, 3]);
+        assert_eq!(logits.kind(), Kind::Float);
+        let train = model.forward_t(&input, Some(&mask), true).unwrap();
+        assert_eq!(train.size(), [2, 3]);
+    }
+
+    #[test]
+    fn padding_does_not_change_the_logits_of_a_shorter_example() {
+        let (_vs, model) = tiny(0);
+        let short: &[i64] = &[2, 5, 7, 9, 13, 24, 3];
+        let long: &[i64] = &[2, 6, 8, 10, 12, 14, 19, 20, 21, 18, 24, 3];
+        let (alone, _) = ids(&[short]);
+        let alone = model.forward_t(&alone, None, false).unwrap();
+        let (batch, mask) = ids(&[short, long]);
+        let padded = model.forward_t(&batch, Some(&mask), false).unwrap();
+        let diff = f64::try_from((padded.get(0) - alone.get(0)).abs().max()).unwrap();
+        assert!(diff < 1e-5, "padding changed logits by {diff}");
+        // Without the mask the padding would be attended to: the test has teeth.
+        let unmasked = model.forward_t(&batch, None, false).unwrap();
+        let diff = f64::try_from((unmasked.get(0) - alone.get(0)).abs().max()).unwrap();
+        assert!(diff > 1e-5);
+    }
+
+    #[test]
+    fn variables_are_named_like_checkpoint_keys() {
+        let (vs, _model) = tiny(0);
+        let names = vs.variables();
+        for key in [
+            "bert.embeddings.word_embeddings.weight",
+            "bert.embeddings.LayerNorm.weight",
+            "bert.encoder.layer.0.attention.self.query.weight",
+            "bert.encoder.layer.1.attention.output.LayerNorm.bias",
+            "bert.encoder.layer.1.intermediate.dense.weight",
+            "bert.encoder.layer.1.output.dense.bias",
+            "bert.pooler.dense.weight",
+            "classifier.weight",
+            "classifier.bias",
+        ] {
+            assert!(names.contains_key(key), "no variable {key}");
+        }
+        // 5 embedding tensors, 16 per layer, 2 pooler, 2 classifier.
+        assert_eq!(names.len(), 5 + 2 * 16 + 2 + 2);
+        assert_eq!(names["classifier.weight"].size(), [3, 32]);
+        let bias = f64::try_from(names["classifier.bias"].abs().sum(Kind::Float)).unwrap();
+        assert_eq!(bias, 0.0);
+    }
+
+    #[test]
+    fn groups_follow_hf_no_decay_rules() {
+        assert_eq!(
+            param_group("bert.encoder.layer.0.attention.self.query.weight"),
+            GROUP_DECAY
+        );
+        assert_eq!(
+            param_group("bert.embeddings.word_embeddings.weight"),
+            GROUP_DECAY
+        );
+        assert_eq!(
+            param_group("bert.encoder.layer.0.attention.self.query.bias"),
+            GROUP_NO_DECAY
+        );
+        assert_eq!(
+            param_group("bert.encoder.layer.0.output.LayerNorm.weight"),
+            GROUP_NO_DECAY
+        );
+        assert_eq!(
+            param_group("bert.embeddings.LayerNorm.weight"),
+            GROUP_NO_DECAY
+        );
+        assert_eq!(param_group("classifier.weight"), GROUP_HEAD_DECAY);
+        assert_eq!(param_group("classifier.bias"), GROUP_HEAD_NO_DECAY);
+    }
+
+    #[test]
+    fn frozen_layers_are_not_trainable() {
+        let (vs, _) = tiny(0);
+        let all = vs.trainable_variables().len();
+        let (vs, _) = tiny(1);
+        assert_eq!(vs.trainable_variables().len(), all - 5 - 16);
+        for (name, tensor) in vs.variables() {
+            let frozen =
+                name.starts_with("bert.embeddings.") || name.starts_with("bert.encoder.layer.0.");
+            assert_eq!(tensor.requires_grad(), !frozen, "{name}");
+        }
+    }
+
+    #[test]
+    fn checkpoint_loads_one_to_one_and_reports_missing_and_misshaped_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_bert(dir.path(), 7).unwrap();
+        let weights = Weights::from_dir(dir.path()).unwrap();
+        assert!(weights
+            .tensors
+            .contains_key("bert.encoder.layer.1.output.dense.weight"));
+        assert!(!weights.tensors.keys().any(|k| k.contains("position_ids")));
+        let (vs, _) = tiny(0);
+        let report = weights.load_into(&vs).unwrap();
+        assert_eq!(report.initialized, ["classifier.bias", "classifier.weight"]);
+        assert!(report.unused.is_empty());
+        let loaded = &vs.variables()["bert.encoder.layer.1.output.dense.weight"];
+        assert!(loaded.equal(&weights.tensors["bert.encoder.layer.1.output.dense.weight"]));
+
+        let mut broken = Weights {
+            tensors: HashMap::new(),
+            source: "m.safetensors".into(),
+        };
+        for (k, v) in &weights.tensors {
+            broken.tensors.insert(k.clone(), v.shallow_clone());
+        }
+        broken
+            .tensors
+            .remove("bert.encoder.layer.0.attention.self.key.bias");
+        let err = broken.load_into(&vs).unwrap_err().to_string();
+        assert!(
+            err.contains("m.safetensors")
+                && err.contains("missing tensor bert.encoder.layer.0.attention.self.key.bias"),
+            "{err}"
+        );
+        broken.tensors.insert(
+            "bert.encoder.layer.0.attention.self.key.bias".into(),
+            Tensor::zeros([31], (Kind::Float, Device::Cpu)),
+        );
+        let err = broken.load_into(&vs).unwrap_err().to_string();
+        assert!(
+            err.contains("has shape [31]") && err.contains("[32]"),
+            "{err}"
+        );
+    }
+
+    use std::collections::HashMap;
 }

@@ -97,17 +97,28 @@ impl Weights {
         if single.is_file() {
             let mut tensors = HashMap::new();
             read_safetensors(&single, &mut tensors)?;
-            Ok(Weights { tensors, source: single })
+            Ok(Weights {
+                tensors,
+                source: single,
+            })
         } else if index.is_file() {
             let mut tensors = HashMap::new();
             for shard in shard_files(&index)? {
                 read_safetensors(&dir.join(shard), &mut tensors)?;
             }
-            Ok(Weights { tensors, source: index })
+            Ok(Weights {
+                tensors,
+                source: index,
+            })
         } else if bin.is_file() {
-            Ok(Weights { tensors: read_pytorch_bin(&bin)?, source: bin })
+            Ok(Weights {
+                tensors: read_pytorch_bin(&bin)?,
+                source: bin,
+            })
         } else {
-            Err(CheckpointError::Missing { dir: dir.to_owned() })
+            Err(CheckpointError::Missing {
+                dir: dir.to_owned(),
+            })
         }
     }
 
@@ -124,11 +135,16 @@ impl Weights {
         let mut used = BTreeSet::new();
         for (name, mut var) in variables {
             let expected = var.size();
-            let may_initialize = name.starts_with("classifier.") || name.starts_with("bert.pooler.");
+            let may_initialize =
+                name.starts_with("classifier.") || name.starts_with("bert.pooler.");
             match self.tensors.get(&name) {
                 Some(value) if value.size() == expected => {
-                    tch::no_grad(|| var.f_copy_(value))
-                        .map_err(|source| CheckpointError::Torch { key: name.clone(), source })?;
+                    tch::no_grad(|| var.f_copy_(value)).map_err(|source| {
+                        CheckpointError::Torch {
+                            key: name.clone(),
+                            source,
+                        }
+                    })?;
                     used.insert(name);
                 }
                 Some(_) if name.starts_with("classifier.") => {
@@ -153,7 +169,12 @@ impl Weights {
                 }
             }
         }
-        report.unused = self.tensors.keys().filter(|k| !used.contains(*k)).cloned().collect();
+        report.unused = self
+            .tensors
+            .keys()
+            .filter(|k| !used.contains(*k))
+            .cloned()
+            .collect();
         report.unused.sort();
         Ok(report)
     }
@@ -167,7 +188,10 @@ pub fn normalize_key(key: &str) -> Option<String> {
     }
     let key = if key.starts_with("bert.") || key.starts_with("classifier.") {
         key.to_owned()
-    } else if ["embeddings.", "encoder.", "pooler."].iter().any(|p| key.starts_with(p)) {
+    } else if ["embeddings.", "encoder.", "pooler."]
+        .iter()
+        .any(|p| key.starts_with(p))
+    {
         format!("bert.{key}")
     } else {
         return None;
@@ -182,7 +206,10 @@ pub fn normalize_key(key: &str) -> Option<String> {
 }
 
 fn read_error(path: &Path, message: impl ToString) -> CheckpointError {
-    CheckpointError::Read { path: path.to_owned(), message: message.to_string() }
+    CheckpointError::Read {
+        path: path.to_owned(),
+        message: message.to_string(),
+    }
 }
 
 fn read_safetensors(path: &Path, out: &mut HashMap<String, Tensor>) -> Result<(), CheckpointError> {
@@ -190,7 +217,9 @@ fn read_safetensors(path: &Path, out: &mut HashMap<String, Tensor>) -> Result<()
     let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
     let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| read_error(path, e))?;
     for (key, view) in file.tensors() {
-        let Some(name) = normalize_key(&key) else { continue };
+        let Some(name) = normalize_key(&key) else {
+            continue;
+        };
         let kind = match view.dtype() {
             Dtype::F32 => Kind::Float,
             Dtype::F16 => Kind::Half,
@@ -220,16 +249,24 @@ fn shard_files(index: &Path) -> Result<BTreeSet<String>, CheckpointError> {
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| read_error(index, "no weight_map object"))?;
-    Ok(map.values().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+    Ok(map
+        .values()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect())
 }
 
 fn read_pytorch_bin(path: &Path) -> Result<HashMap<String, Tensor>, CheckpointError> {
     let named = Tensor::loadz_multi(path).map_err(|e| {
-        read_error(path, format!("{e} (convert it to model.safetensors with transformers' save_pretrained)"))
+        read_error(
+            path,
+            format!("{e} (convert it to model.safetensors with transformers' save_pretrained)"),
+        )
     })?;
     let mut out = HashMap::new();
     for (key, tensor) in named {
-        let Some(name) = normalize_key(&key) else { continue };
+        let Some(name) = normalize_key(&key) else {
+            continue;
+        };
         if !tensor.is_floating_point() {
             return Err(CheckpointError::Dtype {
                 path: path.to_owned(),
@@ -237,7 +274,9 @@ fn read_pytorch_bin(path: &Path) -> Result<HashMap<String, Tensor>, CheckpointEr
                 dtype: format!("{:?}", tensor.kind()),
             });
         }
-        let tensor = tensor.f_to_kind(Kind::Float).map_err(|e| read_error(path, e))?;
+        let tensor = tensor
+            .f_to_kind(Kind::Float)
+            .map_err(|e| read_error(path, e))?;
         out.insert(name, tensor);
     }
     Ok(out)
@@ -249,18 +288,30 @@ mod tests {
 
     #[test]
     fn normalizes_every_known_naming() {
-        assert_eq!(normalize_key("embeddings.word_embeddings.weight").unwrap(), "bert.embeddings.word_embeddings.weight");
+        assert_eq!(
+            normalize_key("embeddings.word_embeddings.weight").unwrap(),
+            "bert.embeddings.word_embeddings.weight"
+        );
         assert_eq!(
             normalize_key("encoder.layer.3.attention.self.query.weight").unwrap(),
             "bert.encoder.layer.3.attention.self.query.weight"
         );
-        assert_eq!(normalize_key("bert.pooler.dense.bias").unwrap(), "bert.pooler.dense.bias");
-        assert_eq!(normalize_key("classifier.weight").unwrap(), "classifier.weight");
+        assert_eq!(
+            normalize_key("bert.pooler.dense.bias").unwrap(),
+            "bert.pooler.dense.bias"
+        );
+        assert_eq!(
+            normalize_key("classifier.weight").unwrap(),
+            "classifier.weight"
+        );
         assert_eq!(
             normalize_key("bert.embeddings.LayerNorm.gamma").unwrap(),
             "bert.embeddings.LayerNorm.weight"
         );
-        assert_eq!(normalize_key("embeddings.LayerNorm.beta").unwrap(), "bert.embeddings.LayerNorm.bias");
+        assert_eq!(
+            normalize_key("embeddings.LayerNorm.beta").unwrap(),
+            "bert.embeddings.LayerNorm.bias"
+        );
         assert!(normalize_key("embeddings.position_ids").is_none());
         assert!(normalize_key("bert.embeddings.position_ids").is_none());
         assert!(normalize_key("cls.predictions.bias").is_none());

@@ -49,8 +49,13 @@ pub fn export_classifier(
     std::fs::create_dir_all(dir).map_err(io(dir))?;
 
     let config_path = dir.join("config.json");
-    let json = serde_json::to_string_pretty(&config.for_sequence_classification(labels))
-        .map_err(|e| ExportError::Serialize { path: config_path.clone(), message: e.to_string() })?;
+    let json =
+        serde_json::to_string_pretty(&config.for_sequence_classification(labels)).map_err(|e| {
+            ExportError::Serialize {
+                path: config_path.clone(),
+                message: e.to_string(),
+            }
+        })?;
     std::fs::write(&config_path, json + "\n").map_err(io(&config_path))?;
 
     let model_path = dir.join("model.safetensors");
@@ -68,8 +73,14 @@ pub fn export_classifier(
 
 /// Writes `tensors` as fp32 safetensors with `{"format":"pt"}` metadata (transformers
 /// refuses files without it).
-pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<(), ExportError> {
-    let serialize = |message: String| ExportError::Serialize { path: path.to_owned(), message };
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+) -> Result<(), ExportError> {
+    let serialize = |message: String| ExportError::Serialize {
+        path: path.to_owned(),
+        message,
+    };
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     let mut buffers = Vec::with_capacity(names.len());
@@ -93,5 +104,108 @@ pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Resu
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| serialize(e.to_string()))?;
     let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
-    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| serialize(e.to_string()))
+    safetensors::serialize_to_file(views, Some(metadata), path)
+        .map_err(|e| serialize(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tch::{nn, Device, Reduction};
+
+    use super::*;
+    use crate::bert::BertForSequenceClassification;
+    use crate::checkpoint::Weights;
+    use crate::data::{Batch, ClassificationData, DataSpec};
+    use crate::testing::{write_tiny_bert, write_tiny_task};
+    use crate::tokenizer::BertTokenizer;
+    use crate::train::{run_trial, EpochDecision, TrainObserver, TrialConfig};
+
+    struct Quiet;
+    impl TrainObserver for Quiet {
+        fn on_epoch(&mut self, _: usize, _: &BTreeMap<String, f64>) -> EpochDecision {
+            EpochDecision::Continue
+        }
+        fn should_abort(&self) -> bool {
+            false
+        }
+    }
+
+    /// Mean validation cross-entropy of the model stored in `dir`.
+    fn eval_loss(dir: &Path, cfg: &TrialConfig) -> f64 {
+        let config = BertConfig::from_dir(dir).unwrap();
+        let tokenizer = BertTokenizer::from_dir(dir, cfg.max_seq_length).unwrap();
+        let spec = DataSpec {
+            train_file: cfg.train_file.clone(),
+            validation_file: cfg.validation_file.clone(),
+            text_column: cfg.text_column.clone(),
+            label_column: cfg.label_column.clone(),
+            max_train_samples: None,
+        };
+        let data = ClassificationData::load(&spec, &tokenizer).unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = BertForSequenceClassification::new(&vs.root(), &config, 2, 0, Kind::Float);
+        let report = Weights::from_dir(dir).unwrap().load_into(&vs).unwrap();
+        assert!(
+            report.initialized.is_empty() && report.unused.is_empty(),
+            "{report:?}"
+        );
+        let all: Vec<usize> = (0..data.validation.len()).collect();
+        let batch = Batch::new(&data.validation, &all, tokenizer.pad_id, Device::Cpu).unwrap();
+        let logits = tch::no_grad(|| {
+            model.forward_t(&batch.input_ids, batch.attention_mask.as_ref(), false)
+        })
+        .unwrap();
+        f64::try_from(logits.cross_entropy_loss::<Tensor>(
+            &batch.labels,
+            None,
+            Reduction::Mean,
+            -100,
+            0.0,
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn exports_the_best_epoch_as_a_loadable_hf_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let model_dir = write_tiny_bert(&dir.path().join("model"), 5).unwrap();
+        let (train_file, validation_file) = write_tiny_task(dir.path(), 96, 40).unwrap();
+        // "Maximise eval_loss" makes an early epoch the best, so exporting the last would show.
+        let cfg = TrialConfig {
+            model_dir,
+            train_file,
+            validation_file,
+            learning_rate: 3e-3,
+            num_train_epochs: 5,
+            objective_metric: "eval_loss".into(),
+            maximize: true,
+            ..TrialConfig::default()
+        };
+        let out = dir.path().join("export");
+        let outcome = run_trial(&cfg, Device::Cpu, &mut Quiet, Some(&out)).unwrap();
+        assert_eq!(outcome.artifact.as_deref(), Some(out.as_path()));
+        assert!(outcome.best_epoch < outcome.epochs_run, "{outcome:?}");
+        let exported = eval_loss(&out, &cfg);
+        assert!(
+            (exported - outcome.best_metrics["eval_loss"]).abs() < 1e-5,
+            "{exported} vs {outcome:?}"
+        );
+
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+        assert_eq!(config["id2label"]["1"], "1");
+        assert_eq!(config["label2id"]["0"], 0);
+        assert_eq!(config["num_labels"], 2);
+        assert!(out.join("vocab.txt").is_file() && out.join("tokenizer_config.json").is_file());
+        let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(meta.metadata().as_ref().unwrap()["format"], "pt");
+        assert!(meta
+            .tensors()
+            .contains_key("bert.encoder.layer.1.output.LayerNorm.weight"));
+    }
 }

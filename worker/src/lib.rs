@@ -13,8 +13,12 @@
 //! - [`train`]: one trial ([`train::run_trial`]), per-epoch evaluation, observer hooks.
 //! - [`export`]: the best epoch as a Hugging Face directory.
 //! - [`device`]: `--device` parsing and per-device settings.
+//! - [`runtime`]: coordinator mode — register, acquire, train, heartbeat, report, complete.
+//! - [`testing`]: a tiny random BERT and task, for tests here and in other crates.
 //!
 //! **Invariant:** asking for CUDA where torch sees none is an error, never a silent CPU run.
+
+#![warn(missing_docs)]
 
 pub mod bert;
 pub mod checkpoint;
@@ -23,7 +27,9 @@ pub mod data;
 pub mod device;
 pub mod export;
 pub mod metrics;
+pub mod runtime;
 pub mod schedule;
+pub mod testing;
 pub mod tokenizer;
 pub mod train;
 

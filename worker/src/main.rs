@@ -1,1 +1,49 @@
-fn main(){}
+//! `bertsweep-worker`: thin glue over the library. Errors print as one line with their
+//! whole chain and exit 1; nothing here panics on bad input.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Fine-tunes BERT text classifiers for bertsweep.
+#[derive(Debug, Parser)]
+#[command(name = "bertsweep-worker", version, about)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// What to do; without a subcommand the worker serves a coordinator's trials.
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: cmd::serve::ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one fine-tuning locally, without a coordinator, printing one line per epoch.
+    Train(cmd::train::TrainArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Train(args)) => cmd::train::run(args),
+        None => cmd::serve::run(cli.serve),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Subcommands of the binary.
+
+pub mod serve;
+pub mod train;

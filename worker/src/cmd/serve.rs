@@ -1,0 +1,88 @@
+//! The default mode: serve a coordinator's trials until stopped.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use bertsweep_worker::device::{parse_devices, set_cpu_threads};
+use bertsweep_worker::runtime::{self, WorkerOptions};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Flags of the coordinator mode.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Coordinator URL.
+    #[arg(long, env = "BERTSWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    coordinator: String,
+    /// Bearer token of a coordinator started with --token.
+    #[arg(long, env = "BERTSWEEP_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// cpu, cuda, cuda:N, or all (one trial at a time on every visible GPU).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Only take trials of this study, and exit once it has ended.
+    #[arg(long)]
+    study: Option<String>,
+    /// Exit after this many trials.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_trials: Option<u64>,
+    /// Exported models go to DIR/<study>/<trial number>/.
+    #[arg(long, default_value = "artifacts")]
+    artifacts: PathBuf,
+    /// CPU threads for torch (default: every core).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    threads: Option<u64>,
+    /// Batch examples of similar length together (less padding, much faster on CPU).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    group_by_length: bool,
+}
+
+/// Runs the worker until SIGINT/SIGTERM, --max-trials, or the end of --study.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let devices = parse_devices(&args.device)?;
+    set_cpu_threads(args.threads.map(|t| t as usize));
+    std::fs::create_dir_all(&args.artifacts).with_context(|| format!("cannot create --artifacts {}", args.artifacts.display()))?;
+    let options = WorkerOptions {
+        coordinator: args.coordinator,
+        token: args.token,
+        devices,
+        study: args.study,
+        max_trials: args.max_trials.map(|n| n as usize),
+        artifacts: args.artifacts,
+        group_by_length: args.group_by_length,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            warn!("stopping: releasing the current trial (press Ctrl-C again to exit at once)");
+            let _ = stop_tx.send(true);
+            wait_for_signal().await;
+            std::process::exit(130);
+        });
+        let summary = runtime::run(options, stop_rx).await?;
+        info!(trials = summary.trials, "worker finished");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,136 @@
+//! The one place where protobuf messages become worker types and back (worker side).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use bertsweep_proto::v1 as pb;
+
+use crate::train::TrialConfig;
+
+/// Why an assignment cannot be turned into a training run (the trial is infeasible).
+#[derive(Debug, thiserror::Error)]
+pub enum AssignmentError {
+    /// The coordinator sent no task spec.
+    #[error("the assignment has no task")]
+    NoTask,
+    /// A parameter is unknown to this worker or has the wrong type.
+    #[error("parameter {name}: {message}")]
+    Param {
+        /// The parameter's name.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn number(name: &str, v: &pb::ParamValue) -> Result<f64, AssignmentError> {
+    match &v.kind {
+        Some(pb::param_value::Kind::FloatValue(f)) => Ok(*f),
+        Some(pb::param_value::Kind::IntValue(i)) => Ok(*i as f64),
+        _ => Err(AssignmentError::Param { name: name.into(), message: "expected a number".into() }),
+    }
+}
+
+fn whole(name: &str, v: &pb::ParamValue) -> Result<usize, AssignmentError> {
+    let x = number(name, v)?;
+    if x < 0.0 || x.fract() != 0.0 {
+        return Err(AssignmentError::Param { name: name.into(), message: format!("expected a non-negative integer, got {x}") });
+    }
+    Ok(x as usize)
+}
+
+/// Builds the training run for an assignment; unknown parameters are refused (the coordinator
+/// validates them, so one here means mismatched versions).
+pub fn trial_config(a: &pb::Assignment, group_by_length: bool) -> Result<TrialConfig, AssignmentError> {
+    let task = a.task.as_ref().ok_or(AssignmentError::NoTask)?;
+    let mut cfg = TrialConfig {
+        model_dir: PathBuf::from(&task.model),
+        train_file: PathBuf::from(&task.train_file),
+        validation_file: PathBuf::from(&task.validation_file),
+        text_column: task.text_column.clone(),
+        label_column: task.label_column.clone(),
+        max_seq_length: task.max_seq_length as usize,
+        max_train_samples: (task.max_train_samples > 0).then_some(task.max_train_samples as usize),
+        objective_metric: task.objective_metric.clone(),
+        maximize: task.maximize,
+        group_by_length,
+        ..TrialConfig::default()
+    };
+    for (name, value) in &a.params {
+        match name.as_str() {
+            "learning_rate" => cfg.learning_rate = number(name, value)?,
+            "num_train_epochs" => cfg.num_train_epochs = whole(name, value)?,
+            "per_device_train_batch_size" => cfg.per_device_train_batch_size = whole(name, value)?,
+            "warmup_ratio" => cfg.warmup_ratio = number(name, value)?,
+            "weight_decay" => cfg.weight_decay = number(name, value)?,
+            "seed" => cfg.seed = whole(name, value)? as u64,
+            "head_lr_multiplier" => cfg.head_lr_multiplier = number(name, value)?,
+            "freeze_layers" => cfg.freeze_layers = whole(name, value)?,
+            other => {
+                return Err(AssignmentError::Param { name: other.into(), message: "this worker does not know this parameter; upgrade it".into() })
+            }
+        }
+    }
+    Ok(cfg)
+}
+
+/// Metrics for the wire.
+pub fn metrics_to_proto(m: &BTreeMap<String, f64>) -> HashMap<String, f64> {
+    m.iter().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.clone(), *v)).collect()
+}
+
+/// `name=value` pairs for logs.
+pub fn describe_params(a: &pb::Assignment) -> String {
+    let mut items: Vec<String> = a
+        .params
+        .iter()
+        .map(|(k, v)| match &v.kind {
+            Some(pb::param_value::Kind::FloatValue(f)) => format!("{k}={f}"),
+            Some(pb::param_value::Kind::IntValue(i)) => format!("{k}={i}"),
+            Some(pb::param_value::Kind::StringValue(s)) => format!("{k}={s}"),
+            None => format!("{k}=?"),
+        })
+        .collect();
+    items.sort();
+    items.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(params: &[(&str, pb::param_value::Kind)]) -> pb::Assignment {
+        pb::Assignment {
+            params: params.iter().map(|(k, v)| (k.to_string(), pb::ParamValue { kind: Some(v.clone()) })).collect(),
+            task: Some(pb::TaskSpec { model: "m".into(), max_seq_length: 64, objective_metric: "eval_f1".into(), maximize: true, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn maps_every_known_parameter() {
+        use pb::param_value::Kind::*;
+        let a = assignment(&[
+            ("learning_rate", FloatValue(3e-5)),
+            ("num_train_epochs", IntValue(2)),
+            ("per_device_train_batch_size", IntValue(16)),
+            ("seed", IntValue(7)),
+            ("head_lr_multiplier", FloatValue(10.0)),
+            ("freeze_layers", IntValue(2)),
+            ("warmup_ratio", FloatValue(0.1)),
+            ("weight_decay", FloatValue(0.0)),
+        ]);
+        let cfg = trial_config(&a, true).unwrap();
+        assert_eq!((cfg.learning_rate, cfg.num_train_epochs, cfg.per_device_train_batch_size, cfg.seed), (3e-5, 2, 16, 7));
+        assert_eq!((cfg.head_lr_multiplier, cfg.freeze_layers, cfg.warmup_ratio, cfg.weight_decay), (10.0, 2, 0.1, 0.0));
+        assert_eq!((cfg.max_seq_length, cfg.objective_metric.as_str()), (64, "eval_f1"));
+    }
+
+    #[test]
+    fn refuses_unknown_or_mistyped_parameters() {
+        use pb::param_value::Kind::*;
+        assert!(trial_config(&assignment(&[("dropout", FloatValue(0.1))]), true).is_err());
+        assert!(trial_config(&assignment(&[("num_train_epochs", FloatValue(2.5))]), true).is_err());
+        assert!(trial_config(&assignment(&[("learning_rate", StringValue("x".into()))]), true).is_err());
+    }
+}
