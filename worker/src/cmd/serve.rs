@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Exported models go to DIR/<study>/<trial number>/.
     #[arg(long, default_value = "artifacts")]
     artifacts: PathBuf,
+    /// Do not export models (metrics only; e.g. for recording learning curves).
+    #[arg(long)]
+    no_export: bool,
     /// CPU threads for torch (default: every core).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     threads: Option<u64>,
@@ -42,14 +45,16 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let devices = parse_devices(&args.device)?;
     set_cpu_threads(args.threads.map(|t| t as usize));
-    std::fs::create_dir_all(&args.artifacts).with_context(|| format!("cannot create --artifacts {}", args.artifacts.display()))?;
+    if !args.no_export {
+        std::fs::create_dir_all(&args.artifacts).with_context(|| format!("cannot create --artifacts {}", args.artifacts.display()))?;
+    }
     let options = WorkerOptions {
         coordinator: args.coordinator,
         token: args.token,
         devices,
         study: args.study,
         max_trials: args.max_trials.map(|n| n as usize),
-        artifacts: args.artifacts,
+        artifacts: (!args.no_export).then_some(args.artifacts),
         group_by_length: args.group_by_length,
         progress: std::io::stderr().is_terminal(),
     };

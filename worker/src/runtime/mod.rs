@@ -37,8 +37,8 @@ pub struct WorkerOptions {
     pub study: Option<String>,
     /// Stop after this many trials (all devices together).
     pub max_trials: Option<usize>,
-    /// Models are exported to `<artifacts>/<study>/<trial number>/`.
-    pub artifacts: PathBuf,
+    /// Models are exported to `<artifacts>/<study>/<trial number>/`; None exports nothing.
+    pub artifacts: Option<PathBuf>,
     /// Batch similar lengths together (less padding, faster).
     pub group_by_length: bool,
     /// Draw progress bars (on a terminal) instead of log lines.
@@ -203,7 +203,7 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: pb::Assignment) {
     };
     let lease = Arc::new(LeaseState::default());
     let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), a.clone(), lease.clone()));
-    let export_dir = ctx.options.artifacts.join(&a.study).join(a.number.to_string());
+    let export_dir = ctx.options.artifacts.as_ref().map(|dir| dir.join(&a.study).join(a.number.to_string()));
     let observer = RemoteObserver::new(
         tokio::runtime::Handle::current(),
         ctx.client.clone(),
@@ -214,7 +214,7 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: pb::Assignment) {
     );
     let trained = tokio::task::spawn_blocking(move || {
         let mut observer = observer;
-        let result = run_trial(&cfg, device, &mut observer, Some(&export_dir));
+        let result = run_trial(&cfg, device, &mut observer, export_dir.as_deref());
         observer.finish();
         result
     })
