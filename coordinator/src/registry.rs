@@ -16,7 +16,7 @@ use crate::model::{
     Assignment, Counts, Decision, FailureKind, Metrics, StudyRecord, StudyState, StudySummary, Trial,
     TrialState, WorkerRecord,
 };
-use crate::params::{format_params, Params};
+use crate::params::{config_key, format_params, ParamValue, Params};
 use crate::sampler::{self, Sampler};
 use crate::spec::{SamplerKind, StudySpec};
 use crate::stopping::{self, EarlyStopper};
@@ -50,6 +50,19 @@ impl<T> Outcome<T> {
     fn new(value: T, ops: Vec<WriteOp>, wake: bool) -> Self {
         Outcome { value, ops, wake }
     }
+}
+
+/// A configuration (params without the seed) and how its seed repeats did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Configuration {
+    pub params: Params,
+    /// Trial numbers running this configuration.
+    pub trials: Vec<u32>,
+    /// Objective values of its COMPLETED trials.
+    pub values: Vec<f64>,
+    /// Mean and sample standard deviation of `values`.
+    pub mean: Option<f64>,
+    pub std: Option<f64>,
 }
 
 /// What a heartbeat tells the worker.
@@ -192,6 +205,61 @@ impl LiveStudy {
         }
     }
 
+    /// Params for new trial `number`: the first trial of each configuration asks the sampler;
+    /// its seed repeats copy them with `seed` = 1, 2, … (`algorithm.repeats`).
+    fn next_params(&self, number: u32) -> Option<Params> {
+        let repeats = self.spec.repeats.max(1);
+        let (config, repeat) = (number / repeats, number % repeats);
+        let mut params = if repeat == 0 {
+            self.sampler.sample(config, &self.trials, &self.spec.objective)?
+        } else {
+            self.trials[(number - repeat) as usize].params.clone()
+        };
+        if repeats > 1 {
+            params.insert("seed".into(), ParamValue::Int(repeat as i64));
+        }
+        Some(params)
+    }
+
+    /// Configurations (params without `seed`) ranked by the mean objective of their COMPLETED
+    /// trials; configurations with no completed trial come last.
+    fn configurations(&self) -> Vec<Configuration> {
+        let mut configs: Vec<Configuration> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for t in &self.trials {
+            let key = config_key(&t.params);
+            let i = *index.entry(key).or_insert_with(|| {
+                let mut params = t.params.clone();
+                params.remove("seed");
+                configs.push(Configuration { params, trials: Vec::new(), values: Vec::new(), mean: None, std: None });
+                configs.len() - 1
+            });
+            configs[i].trials.push(t.number);
+            if let (TrialState::Completed, Some(v)) = (t.state, t.value) {
+                configs[i].values.push(v);
+            }
+        }
+        for c in &mut configs {
+            if !c.values.is_empty() {
+                let n = c.values.len() as f64;
+                let mean = c.values.iter().sum::<f64>() / n;
+                // Sample standard deviation (n - 1), 0 for a single value.
+                let var = if c.values.len() > 1 { c.values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+                c.mean = Some(mean);
+                c.std = Some(var.sqrt());
+            }
+        }
+        let objective = &self.spec.objective;
+        configs.sort_by(|a, b| match (a.mean, b.mean) {
+            (Some(x), Some(y)) if objective.better(x, y) => std::cmp::Ordering::Less,
+            (Some(x), Some(y)) if objective.better(y, x) => std::cmp::Ordering::Greater,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            _ => a.trials[0].cmp(&b.trials[0]),
+        });
+        configs
+    }
+
     fn trial_mut(&mut self, number: u32) -> &mut Trial {
         &mut self.trials[number as usize]
     }
@@ -201,16 +269,28 @@ impl LiveStudy {
             record: self.record.clone(),
             spec: self.spec.clone(),
             counts: self.counts,
-            best_value: self.best().and_then(|t| t.value),
+            best_value: if self.spec.repeats > 1 {
+                self.configurations().first().and_then(|c| c.mean)
+            } else {
+                self.best().and_then(|t| t.value)
+            },
             grid_size: self.grid_size,
         }
     }
 
-    /// The best COMPLETED trial (ties go to the lower number).
+    /// The best COMPLETED trial (ties go to the lower number). With seed repeats, the best
+    /// trial of the configuration with the best mean.
     fn best(&self) -> Option<&Trial> {
+        if self.spec.repeats > 1 {
+            let best_config = self.configurations().into_iter().next().filter(|c| c.mean.is_some())?;
+            return self.best_of(best_config.trials.iter().map(|&n| &self.trials[n as usize]));
+        }
+        self.best_of(self.trials.iter())
+    }
+
+    fn best_of<'a>(&'a self, trials: impl Iterator<Item = &'a Trial>) -> Option<&'a Trial> {
         let objective = &self.spec.objective;
-        self.trials
-            .iter()
+        trials
             .filter(|t| t.state == TrialState::Completed && t.value.is_some())
             .fold(None, |best: Option<&Trial>, t| match best {
                 Some(b) if !objective.better(t.value.unwrap_or_default(), b.value.unwrap_or_default()) => Some(b),
@@ -290,7 +370,7 @@ impl Registry {
             reg.studies[si].push_trial(trial);
         }
         for study in &mut reg.studies {
-            if study.spec.sampler == SamplerKind::Grid && study.trials.len() as u64 >= study.grid_size {
+            if study.spec.sampler == SamplerKind::Grid && study.trials.len() as u64 >= study.grid_size * study.spec.repeats as u64 {
                 study.exhausted = true;
             }
         }
@@ -386,6 +466,11 @@ impl Registry {
         Ok(self.studies[self.study_index(name)?].best().cloned())
     }
 
+    /// A study's configurations ranked by mean objective (see `algorithm.repeats`).
+    pub fn configurations(&self, name: &str) -> Result<Vec<Configuration>> {
+        Ok(self.studies[self.study_index(name)?].configurations())
+    }
+
     /// Stops a running study: PENDING and RUNNING trials become STOPPED; workers learn it on
     /// their next heartbeat or report.
     pub fn stop_study(&mut self, name: &str, now: i64) -> Result<Outcome<StudySummary>> {
@@ -437,7 +522,7 @@ impl Registry {
                     if next >= study.spec.budget.max_trials || study.exhausted {
                         continue;
                     }
-                    let Some(params) = study.sampler.sample(next, &study.trials, &study.spec.objective) else {
+                    let Some(params) = study.next_params(next) else {
                         study.exhausted = true;
                         study.maybe_finish(now, &mut ops);
                         wake = true;
@@ -768,6 +853,55 @@ mod tests {
         reg.fail(a.trial_id, a.lease_token, "SIGTERM".into(), FailureKind::Released, 1).unwrap();
         let again = reg.acquire(&w, None, 2).unwrap().value.unwrap();
         assert_eq!((again.number, again.attempt), (0, 1));
+    }
+
+    #[test]
+    fn repeats_run_each_configuration_with_every_seed_and_rank_by_mean() {
+        let text = crate::spec::test_support::SMALL_GRID.replace("sampler = \"grid\"", "sampler = \"grid\"\nrepeats = 2");
+        let (mut reg, w) = registry_with(&text);
+        // Config 0 (two seeds: 0.80, 0.70 → mean 0.75); config 1 (0.78, 0.77 → mean 0.775).
+        let values = [0.80, 0.70, 0.78, 0.77];
+        let mut seen = Vec::new();
+        for v in values {
+            let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+            seen.push(a.params.clone());
+            reg.complete(a.trial_id, a.lease_token, metrics(v), String::new(), 1).unwrap();
+        }
+        assert_eq!(seen[0]["seed"], ParamValue::Int(0));
+        assert_eq!(seen[1]["seed"], ParamValue::Int(1));
+        assert_eq!(config_key(&seen[0]), config_key(&seen[1]));
+        assert_ne!(config_key(&seen[1]), config_key(&seen[2]));
+        let configs = reg.configurations("small").unwrap();
+        assert_eq!(configs[0].trials, vec![2, 3]);
+        assert!((configs[0].mean.unwrap() - 0.775).abs() < 1e-12);
+        assert!((configs[0].std.unwrap() - (0.00005f64).sqrt()).abs() < 1e-9);
+        // The best trial comes from the best configuration, not the single best trial (0.80).
+        assert_eq!(reg.best_trial("small").unwrap().unwrap().number, 2);
+        assert!((reg.study("small").unwrap().best_value.unwrap() - 0.775).abs() < 1e-12);
+    }
+
+    #[test]
+    fn asha_prunes_through_report_progress_and_pruned_trials_keep_metrics() {
+        let text = crate::spec::test_support::SMALL_GRID.replace("parallel_trials = 2", "parallel_trials = 4")
+            + "[parameters.num_train_epochs]\nvalue = 3\n[early_stopping]\ntype = \"asha\"\nreduction_factor = 2\n";
+        let (mut reg, w) = registry_with(&text);
+        let a: Vec<Assignment> = (0..4).map(|_| reg.acquire(&w, None, 0).unwrap().value.unwrap()).collect();
+        assert_eq!(reg.report_progress(a[0].trial_id, a[0].lease_token, 1, metrics(0.8), 1).unwrap().value, Decision::Continue);
+        let d = reg.report_progress(a[1].trial_id, a[1].lease_token, 1, metrics(0.5), 1).unwrap().value;
+        assert!(matches!(d, Decision::Stop(_)), "{d:?}");
+        let pruned = &reg.trials("small").unwrap()[1];
+        assert_eq!(pruned.state, TrialState::Pruned);
+        assert_eq!((pruned.value, pruned.last_epoch()), (Some(0.5), 1));
+        // A pruned trial is terminal: further reports answer stop, completion is refused.
+        assert!(matches!(reg.report_progress(a[1].trial_id, a[1].lease_token, 2, metrics(0.9), 2).unwrap().value, Decision::Stop(_)));
+        assert!(reg.complete(a[1].trial_id, a[1].lease_token, metrics(0.9), String::new(), 2).is_err());
+        // It counts toward the budget: the grid's 4 trials end the study.
+        for t in [&a[0], &a[2], &a[3]] {
+            reg.report_progress(t.trial_id, t.lease_token, 1, metrics(0.9), 3).unwrap();
+            reg.complete(t.trial_id, t.lease_token, metrics(0.9), String::new(), 3).unwrap();
+        }
+        let s = reg.study("small").unwrap();
+        assert_eq!((s.record.state, s.counts.pruned, s.counts.completed), (StudyState::Completed, 1, 3));
     }
 
     #[test]

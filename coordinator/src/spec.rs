@@ -38,6 +38,8 @@ pub enum SamplerKind {
     Grid,
     /// Independent seeded draws.
     Random,
+    /// Tree-structured Parzen Estimator (after random start-up trials).
+    Tpe,
 }
 
 impl SamplerKind {
@@ -46,6 +48,7 @@ impl SamplerKind {
         match self {
             SamplerKind::Grid => "grid",
             SamplerKind::Random => "random",
+            SamplerKind::Tpe => "tpe",
         }
     }
 }
@@ -66,6 +69,30 @@ impl Objective {
             a > b
         } else {
             a < b
+        }
+    }
+}
+
+/// When to stop trials early, from their per-epoch objective.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EarlyStopping {
+    /// Every trial runs all its epochs.
+    None,
+    /// Asynchronous successive halving: rungs at `min_epochs × reduction_factor^k`; at each rung
+    /// a trial continues only if it is in the top 1/`reduction_factor` of the trials there.
+    Asha { min_epochs: u32, reduction_factor: u32 },
+    /// Stop a trial worse than the median of completed trials at the same epoch, once
+    /// `warmup_trials` trials have completed and from epoch `min_epochs` on.
+    Median { min_epochs: u32, warmup_trials: u32 },
+}
+
+impl EarlyStopping {
+    /// Name as written in study files.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EarlyStopping::None => "none",
+            EarlyStopping::Asha { .. } => "asha",
+            EarlyStopping::Median { .. } => "median",
         }
     }
 }
@@ -196,6 +223,11 @@ pub struct StudySpec {
     pub sampler: SamplerKind,
     /// Seed of the sampler's random streams.
     pub seed: u64,
+    /// Each sampled configuration runs as this many trials with seeds 0..repeats.
+    pub repeats: u32,
+    /// TPE: configurations drawn at random before the model takes over.
+    pub startup_trials: u32,
+    pub early_stopping: EarlyStopping,
     pub budget: Budget,
     pub task: Task,
     /// Parameters in file order (the grid's first parameter varies slowest).
@@ -265,6 +297,8 @@ struct RawObjective {
 struct RawAlgorithm {
     sampler: Option<String>,
     seed: Option<i64>,
+    repeats: Option<i64>,
+    startup_trials: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -272,6 +306,9 @@ struct RawAlgorithm {
 struct RawEarlyStopping {
     #[serde(rename = "type")]
     kind: String,
+    min_epochs: Option<i64>,
+    reduction_factor: Option<i64>,
+    warmup_trials: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -351,9 +388,10 @@ fn validate(raw: RawStudy) -> Result<StudySpec, SpecError> {
     let sampler = match raw.algorithm.sampler.as_deref().unwrap_or("grid") {
         "grid" => SamplerKind::Grid,
         "random" => SamplerKind::Random,
+        "tpe" => SamplerKind::Tpe,
         other => {
             return Err(invalid(format!(
-                "algorithm.sampler {other:?} is not a known sampler; use \"grid\" or \"random\""
+                "algorithm.sampler {other:?} is not a known sampler; use \"grid\", \"random\" or \"tpe\""
             )))
         }
     };
@@ -362,17 +400,21 @@ fn validate(raw: RawStudy) -> Result<StudySpec, SpecError> {
         Some(s) if s >= 0 => s as u64,
         Some(s) => return Err(invalid(format!("algorithm.seed must be >= 0 (got {s})"))),
     };
-    if let Some(es) = raw.early_stopping {
-        if es.kind != "none" {
-            return Err(invalid(format!(
-                "early_stopping.type {:?} is not supported by this coordinator; use \"none\"",
-                es.kind
-            )));
-        }
+    let repeats = match raw.algorithm.repeats {
+        None => 1,
+        Some(n) if (1..=1000).contains(&n) => n as u32,
+        Some(n) => return Err(invalid(format!("algorithm.repeats must be between 1 and 1000 (got {n})"))),
+    };
+    if raw.algorithm.startup_trials.is_some() && sampler != SamplerKind::Tpe {
+        return Err(invalid("algorithm.startup_trials only applies to sampler = \"tpe\""));
     }
+    let early_stopping = validate_early_stopping(raw.early_stopping)?;
 
     let task = validate_task(raw.task)?;
 
+    if repeats > 1 && raw.parameters.contains_key("seed") {
+        return Err(invalid("parameters.seed cannot be searched together with algorithm.repeats (repeats set the seed); remove one"));
+    }
     if raw.parameters.is_empty() {
         return Err(invalid("[parameters] is empty; declare at least one parameter such as learning_rate"));
     }
@@ -386,6 +428,9 @@ fn validate(raw: RawStudy) -> Result<StudySpec, SpecError> {
         objective: Objective { metric, maximize },
         sampler,
         seed,
+        repeats,
+        startup_trials: 0,
+        early_stopping,
         budget: Budget { max_trials: 0, parallel_trials: 0, max_failed_trials: 0, max_attempts: 0 },
         task,
         parameters,
@@ -407,7 +452,20 @@ fn validate(raw: RawStudy) -> Result<StudySpec, SpecError> {
             )));
         }
     }
-    spec.budget = validate_budget(raw.budget, sampler, grid_size)?;
+    spec.budget = validate_budget(raw.budget, sampler, grid_size.saturating_mul(repeats as u64))?;
+    if spec.budget.max_trials % repeats != 0 {
+        return Err(invalid(format!(
+            "budget.max_trials ({}) must be a multiple of algorithm.repeats ({repeats}) so every configuration runs with every seed",
+            spec.budget.max_trials
+        )));
+    }
+    let configurations = spec.budget.max_trials / repeats;
+    spec.startup_trials = match raw.algorithm.startup_trials {
+        None => (configurations / 10).max(5).min(configurations),
+        Some(n) if n >= 1 && n <= u32::MAX as i64 => n as u32,
+        Some(n) => return Err(invalid(format!("algorithm.startup_trials must be at least 1 (got {n})"))),
+    };
+    check_early_stopping_has_epochs(&spec)?;
     Ok(spec)
 }
 
@@ -425,13 +483,13 @@ fn validate_budget(raw: RawBudget, sampler: SamplerKind, grid_size: u64) -> Resu
             let whole = grid_size.min(u32::MAX as u64) as u32;
             positive("budget.max_trials", raw.max_trials, Some(whole))?.min(whole)
         }
-        SamplerKind::Random => positive(
+        SamplerKind::Random | SamplerKind::Tpe => positive(
             "budget.max_trials",
             raw.max_trials,
             None,
         )
         .map_err(|e| match raw.max_trials {
-            None => invalid("budget.max_trials is required for sampler \"random\""),
+            None => invalid(format!("budget.max_trials is required for sampler \"{}\"", sampler.as_str())),
             Some(_) => e,
         })?,
     };
@@ -440,6 +498,77 @@ fn validate_budget(raw: RawBudget, sampler: SamplerKind, grid_size: u64) -> Resu
     let max_failed_trials = positive("budget.max_failed_trials", raw.max_failed_trials, Some(max_trials))?;
     Ok(Budget { max_trials, parallel_trials, max_failed_trials, max_attempts })
 }
+
+fn validate_early_stopping(raw: Option<RawEarlyStopping>) -> Result<EarlyStopping, SpecError> {
+    let Some(raw) = raw else { return Ok(EarlyStopping::None) };
+    let min_epochs = match raw.min_epochs {
+        None => 1,
+        Some(n) if (1..=1000).contains(&n) => n as u32,
+        Some(n) => return Err(invalid(format!("early_stopping.min_epochs must be at least 1 (got {n})"))),
+    };
+    let only = |field: &str, kind: &str| invalid(format!("early_stopping.{field} only applies to type = \"{kind}\""));
+    match raw.kind.as_str() {
+        "none" => {
+            if raw.min_epochs.is_some() || raw.reduction_factor.is_some() || raw.warmup_trials.is_some() {
+                return Err(invalid("early_stopping type \"none\" takes no other settings"));
+            }
+            Ok(EarlyStopping::None)
+        }
+        "asha" => {
+            if raw.warmup_trials.is_some() {
+                return Err(only("warmup_trials", "median"));
+            }
+            let reduction_factor = match raw.reduction_factor {
+                None => 3,
+                Some(n) if (2..=100).contains(&n) => n as u32,
+                Some(n) => return Err(invalid(format!("early_stopping.reduction_factor must be at least 2 (got {n})"))),
+            };
+            Ok(EarlyStopping::Asha { min_epochs, reduction_factor })
+        }
+        "median" => {
+            if raw.reduction_factor.is_some() {
+                return Err(only("reduction_factor", "asha"));
+            }
+            let warmup_trials = match raw.warmup_trials {
+                None => 5,
+                Some(n) if (0..=100_000).contains(&n) => n as u32,
+                Some(n) => return Err(invalid(format!("early_stopping.warmup_trials must be >= 0 (got {n})"))),
+            };
+            Ok(EarlyStopping::Median { min_epochs, warmup_trials })
+        }
+        other => Err(invalid(format!(
+            "early_stopping.type {other:?} is not known; use \"none\", \"asha\" or \"median\""
+        ))),
+    }
+}
+
+/// Early stopping acts on the objective reported after every epoch; it needs trials that run
+/// past the first decision point.
+fn check_early_stopping_has_epochs(spec: &StudySpec) -> Result<(), SpecError> {
+    let min_epochs = match spec.early_stopping {
+        EarlyStopping::None => return Ok(()),
+        EarlyStopping::Asha { min_epochs, .. } | EarlyStopping::Median { min_epochs, .. } => min_epochs,
+    };
+    let longest = spec
+        .parameters
+        .iter()
+        .find(|p| p.name == "num_train_epochs")
+        .map(|p| match &p.domain {
+            Domain::Fixed(v) => v.as_f64().unwrap_or(0.0),
+            Domain::Categorical(vs) => vs.iter().filter_map(ParamValue::as_f64).fold(0.0, f64::max),
+            Domain::Range(r) => r.max,
+        })
+        .unwrap_or(DEFAULT_EPOCHS as f64) as u32;
+    if longest <= min_epochs {
+        return Err(invalid(format!(
+            "early_stopping needs a per-epoch objective to act on, but no trial runs more than {longest} epochs (min_epochs = {min_epochs}); lower min_epochs or search longer num_train_epochs"
+        )));
+    }
+    Ok(())
+}
+
+/// Epochs a trial trains when the study does not set num_train_epochs (the worker's default).
+pub const DEFAULT_EPOCHS: u32 = 3;
 
 fn validate_task(raw: RawTask) -> Result<Task, SpecError> {
     for (field, value) in [
@@ -728,6 +857,35 @@ values = [16, 32]
         assert!(err(&GOOD.replace("sampler = \"grid\"", "sampler = \"bayes\"")).contains("not a known sampler"));
         assert!(err(&GOOD.replace("eval_accuracy", "accuracy")).contains("not a metric"));
         assert!(err(&GOOD.replace("parallel_trials = 4", "parallel_trials = 0")).contains("at least 1"));
+    }
+
+    #[test]
+    fn tpe_repeats_and_early_stopping() {
+        let tpe = GOOD.replace("sampler = \"grid\"", "sampler = \"tpe\"\nrepeats = 2").replace("[budget]", "[budget]\nmax_trials = 20");
+        let spec = parse_study(&format!("{tpe}\n[early_stopping]\ntype = \"asha\"\nreduction_factor = 2\n")).unwrap();
+        assert_eq!((spec.sampler, spec.repeats, spec.startup_trials), (SamplerKind::Tpe, 2, 5));
+        assert_eq!(spec.early_stopping, EarlyStopping::Asha { min_epochs: 1, reduction_factor: 2 });
+        let grid = parse_study(&GOOD.replace("seed = 0", "seed = 0\nrepeats = 3")).unwrap();
+        assert_eq!(grid.budget.max_trials, 54, "grid × repeats");
+        let median = parse_study(&format!("{GOOD}\n[early_stopping]\ntype = \"median\"\nwarmup_trials = 2\nmin_epochs = 1\n")).unwrap();
+        assert_eq!(median.early_stopping, EarlyStopping::Median { min_epochs: 1, warmup_trials: 2 });
+    }
+
+    #[test]
+    fn rejects_bad_search_settings() {
+        let es = |body: &str| err(&format!("{GOOD}\n[early_stopping]\n{body}\n"));
+        assert!(es("type = \"hyperband\"").contains("early_stopping.type \"hyperband\" is not known"));
+        assert!(es("type = \"asha\"\nreduction_factor = 1").contains("reduction_factor must be at least 2"));
+        assert!(es("type = \"asha\"\nmin_epochs = 0").contains("min_epochs must be at least 1"));
+        assert!(es("type = \"asha\"\nmin_epochs = 4").contains("needs a per-epoch objective"));
+        assert!(es("type = \"median\"\nreduction_factor = 3").contains("only applies to type = \"asha\""));
+        assert!(es("type = \"asha\"\npatience = 3").contains("unknown field `patience`"));
+        assert!(err(&GOOD.replace("seed = 0", "seed = 0\nrepeats = 0")).contains("repeats must be between 1 and 1000"));
+        assert!(err(&GOOD.replace("sampler = \"grid\"", "sampler = \"optuna\"")).contains("not a known sampler"));
+        let seeded = GOOD.replace("seed = 0", "seed = 0\nrepeats = 2") + "[parameters.seed]\nvalues = [1, 2]\n";
+        assert!(err(&seeded).contains("cannot be searched together with algorithm.repeats"));
+        let odd = GOOD.replace("seed = 0", "seed = 0\nrepeats = 2").replace("[budget]", "[budget]\nmax_trials = 5");
+        assert!(err(&odd).contains("multiple of algorithm.repeats"));
     }
 
     #[test]

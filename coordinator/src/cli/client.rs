@@ -78,13 +78,16 @@ impl Client {
         Ok(self.inner.stop_study(pb::StopStudyRequest { name: name.into() }).await.map_err(status_error)?.into_inner())
     }
 
-    pub async fn list_trials(&mut self, study: &str) -> Result<Vec<pb::Trial>> {
-        Ok(self.inner.list_trials(pb::ListTrialsRequest { study: study.into() }).await.map_err(status_error)?.into_inner().trials)
+    pub async fn list_trials(&mut self, study: &str) -> Result<pb::ListTrialsResponse> {
+        Ok(self.inner.list_trials(pb::ListTrialsRequest { study: study.into() }).await.map_err(status_error)?.into_inner())
     }
 
-    pub async fn best_trial(&mut self, study: &str) -> Result<pb::Trial> {
-        let best = self.inner.get_best_trial(pb::GetBestTrialRequest { study: study.into() }).await.map_err(status_error)?;
-        best.into_inner().trial.ok_or_else(|| anyhow!("study {study:?} has no completed trial yet"))
+    pub async fn best_trial(&mut self, study: &str) -> Result<pb::BestTrial> {
+        let best = self.inner.get_best_trial(pb::GetBestTrialRequest { study: study.into() }).await.map_err(status_error)?.into_inner();
+        if best.trial.is_none() {
+            return Err(anyhow!("study {study:?} has no completed trial yet"));
+        }
+        Ok(best)
     }
 
     pub async fn watch(&mut self, study: &str) -> Result<tonic::Streaming<pb::TrialEvent>> {

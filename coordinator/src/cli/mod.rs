@@ -169,14 +169,14 @@ pub async fn run(cli: Cli) -> Result<()> {
             if args.follow {
                 return follow(&mut client, &args.name, args.format).await;
             }
-            let trials = client.list_trials(&args.name).await?;
-            print!("{}", output::trials(&trials, args.format)?);
+            let listing = client.list_trials(&args.name).await?;
+            print!("{}", output::trials(&listing.trials, &listing.configurations, args.format)?);
             Ok(())
         }
         Command::Best(args) => {
             let mut client = Client::connect(&cli.global.coordinator, cli.global.token.as_deref()).await?;
-            let trial = client.best_trial(&args.name).await?;
-            print!("{}", output::best(&trial, args.format)?);
+            let best = client.best_trial(&args.name).await?;
+            print!("{}", output::best(&best, args.format)?);
             Ok(())
         }
     }

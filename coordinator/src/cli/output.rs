@@ -96,6 +96,25 @@ fn metrics_json(m: &std::collections::HashMap<String, f64>) -> Value {
     json!(sorted)
 }
 
+/// The configuration a trial belongs to, if the listing has one with several trials.
+fn config_of<'a>(configs: &'a [pb::Configuration], number: u32) -> Option<&'a pb::Configuration> {
+    configs.iter().find(|c| c.trials.contains(&number))
+}
+
+fn config_json(c: Option<&pb::Configuration>) -> Value {
+    match c {
+        Some(c) => json!({"mean": c.mean, "std": c.std, "completed": c.completed, "trials": c.trials}),
+        None => Value::Null,
+    }
+}
+
+/// A trial as a stable JSON object; `config` is its configuration over seed repeats.
+pub fn trial_json_with(t: &pb::Trial, config: Option<&pb::Configuration>) -> Value {
+    let mut v = trial_json(t);
+    v["config"] = config_json(config);
+    v
+}
+
 /// A trial as a stable JSON object.
 pub fn trial_json(t: &pb::Trial) -> Value {
     let params: Map<String, Value> = params_sorted(t).iter().map(|(k, v)| (k.clone(), param_json(v))).collect();
@@ -117,11 +136,15 @@ pub fn trial_json(t: &pb::Trial) -> Value {
     })
 }
 
-/// Lists trials in the requested format.
-pub fn trials(trials: &[pb::Trial], format: Format) -> Result<String> {
+/// Lists trials in the requested format; with seed repeats, tables also rank configurations
+/// by their mean objective and json/csv carry each trial's configuration mean and std.
+pub fn trials(trials: &[pb::Trial], configs: &[pb::Configuration], format: Format) -> Result<String> {
     let names: BTreeSet<String> = trials.iter().flat_map(|t| t.params.keys().cloned()).collect();
+    let repeated = configs.iter().any(|c| c.trials.len() > 1);
     match format {
-        Format::Json => Ok(serde_json::to_string_pretty(&trials.iter().map(trial_json).collect::<Vec<_>>())? + "\n"),
+        Format::Json => Ok(serde_json::to_string_pretty(
+            &trials.iter().map(|t| trial_json_with(t, config_of(configs, t.number).filter(|_| repeated))).collect::<Vec<_>>(),
+        )? + "\n"),
         Format::Table => {
             let mut header = vec!["#".to_string(), "STATE".into()];
             header.extend(names.iter().cloned());
@@ -144,7 +167,11 @@ pub fn trials(trials: &[pb::Trial], format: Format) -> Result<String> {
             if rows.is_empty() {
                 return Ok("no trials yet\n".into());
             }
-            Ok(table(&header, &rows))
+            let mut out = table(&header, &rows);
+            if repeated {
+                out.push_str(&configurations_table(configs));
+            }
+            Ok(out)
         }
         Format::Csv => {
             let metric_names: BTreeSet<String> = trials.iter().flat_map(|t| t.metrics.keys().cloned()).collect();
@@ -153,6 +180,9 @@ pub fn trials(trials: &[pb::Trial], format: Format) -> Result<String> {
             header.push("value".into());
             header.extend(metric_names.iter().cloned());
             header.extend(["last_epoch".into(), "attempt".into(), "artifact".into(), "error".into()]);
+            if repeated {
+                header.extend(["config_mean".into(), "config_std".into()]);
+            }
             let mut out = csv_line(&header);
             for t in trials {
                 let params = params_sorted(t);
@@ -161,6 +191,11 @@ pub fn trials(trials: &[pb::Trial], format: Format) -> Result<String> {
                 row.push(t.value.map(|v| v.to_string()).unwrap_or_default());
                 row.extend(metric_names.iter().map(|m| t.metrics.get(m).map(|v| v.to_string()).unwrap_or_default()));
                 row.extend([last_epoch(t).to_string(), t.attempt.to_string(), t.artifact.clone(), t.error.clone()]);
+                if repeated {
+                    let c = config_of(configs, t.number);
+                    row.push(c.and_then(|c| c.mean).map(|v| v.to_string()).unwrap_or_default());
+                    row.push(c.and_then(|c| c.std).map(|v| v.to_string()).unwrap_or_default());
+                }
                 out.push_str(&csv_line(&row));
             }
             Ok(out)
@@ -168,10 +203,38 @@ pub fn trials(trials: &[pb::Trial], format: Format) -> Result<String> {
     }
 }
 
-/// The best trial: `json` carries study, number, state, params, value, metrics, artifact.
-pub fn best(t: &pb::Trial, format: BestFormat) -> Result<String> {
+/// Configurations ranked by mean objective over their seeds.
+fn configurations_table(configs: &[pb::Configuration]) -> String {
+    let names: BTreeSet<String> = configs.iter().flat_map(|c| c.params.keys().cloned()).collect();
+    let mut header = vec!["RANK".to_string()];
+    header.extend(names.iter().cloned());
+    header.extend(["DONE".into(), "MEAN".into(), "STD".into(), "TRIALS".into()]);
+    let rows: Vec<Vec<String>> = configs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let params: BTreeMap<String, ParamValue> = c.params.iter().map(|(k, v)| (k.clone(), param_value(v))).collect();
+            let mut row = vec![(i + 1).to_string()];
+            row.extend(names.iter().map(|n| params.get(n).map(|v| v.to_string()).unwrap_or_default()));
+            row.extend([
+                format!("{}/{}", c.completed, c.trials.len()),
+                fmt_value(c.mean),
+                fmt_value(c.std),
+                c.trials.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
+            ]);
+            row
+        })
+        .collect();
+    format!("\nconfigurations ranked by mean over seeds:\n{}", table(&header, &rows))
+}
+
+/// The best trial: `json` carries study, number, state, params, value, metrics, artifact, and
+/// `config` (mean/std over seed repeats, or null).
+pub fn best(best: &pb::BestTrial, format: BestFormat) -> Result<String> {
+    let Some(t) = &best.trial else { return Ok(String::new()) };
+    let config = best.configuration.as_ref().filter(|c| c.trials.len() > 1);
     match format {
-        BestFormat::Json => Ok(serde_json::to_string(&trial_json(t))? + "\n"),
+        BestFormat::Json => Ok(serde_json::to_string(&trial_json_with(t, config))? + "\n"),
         BestFormat::Table => {
             let mut rows = vec![
                 vec!["study".to_string(), t.study.clone()],
@@ -187,6 +250,11 @@ pub fn best(t: &pb::Trial, format: BestFormat) -> Result<String> {
                 rows.push(vec![format!("metric {k}"), format!("{v:.4}")]);
             }
             rows.push(vec!["artifact".into(), if t.artifact.is_empty() { "-".into() } else { t.artifact.clone() }]);
+            if let Some(c) = config {
+                rows.push(vec!["config mean".into(), fmt_value(c.mean)]);
+                rows.push(vec!["config std".into(), fmt_value(c.std)]);
+                rows.push(vec!["config trials".into(), format!("{} ({} completed)", c.trials.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","), c.completed)]);
+            }
             Ok(table(&["FIELD".into(), "VALUE".into()], &rows))
         }
     }
@@ -204,6 +272,8 @@ fn study_json(s: &pb::Study) -> Value {
         "parallel_trials": s.parallel_trials,
         "counts": {"pending": c.pending, "running": c.running, "completed": c.completed, "pruned": c.pruned, "failed": c.failed, "stopped": c.stopped},
         "best_value": s.best_value,
+        "repeats": s.repeats,
+        "early_stopping": s.early_stopping,
         "reason": if s.reason.is_empty() { Value::Null } else { json!(s.reason) },
     })
 }
@@ -267,6 +337,8 @@ pub fn study(s: &pb::Study, format: Format) -> Result<String> {
         vec!["failed".into(), c.failed.to_string()],
         vec!["stopped".into(), c.stopped.to_string()],
         vec!["parallel_trials".into(), s.parallel_trials.to_string()],
+        vec!["early stopping".into(), s.early_stopping.clone()],
+        vec!["seed repeats".into(), s.repeats.to_string()],
         vec!["best".into(), fmt_value(s.best_value)],
     ];
     if s.grid_size > 0 {
@@ -322,7 +394,7 @@ impl FollowPrinter {
             Format::Csv => {
                 let header = !self.header_done;
                 self.header_done = true;
-                let full = trials(std::slice::from_ref(t), Format::Csv)?;
+                let full = trials(std::slice::from_ref(t), &[], Format::Csv)?;
                 let mut lines = full.lines();
                 let head = lines.next().unwrap_or_default().to_string();
                 let row = lines.next().unwrap_or_default().to_string();

@@ -7,9 +7,11 @@
 
 mod grid;
 mod random;
+mod tpe;
 
 pub use grid::GridSampler;
 pub use random::RandomSampler;
+pub use tpe::TpeSampler;
 
 use crate::model::Trial;
 use crate::params::Params;
@@ -17,9 +19,11 @@ use crate::spec::{Objective, SamplerKind, StudySpec};
 
 /// Proposes parameters for new trials.
 pub trait Sampler: Send + Sync {
-    /// Parameters for trial `number`, or None when the search space is exhausted. `trials`
-    /// holds every earlier trial of the study (index = number), live ones included.
-    fn sample(&self, number: u32, trials: &[Trial], objective: &Objective) -> Option<Params>;
+    /// Parameters for configuration `config_index` (the trial number, or trial number /
+    /// repeats when each configuration runs with several seeds), or None when the search space
+    /// is exhausted. `trials` holds every earlier trial of the study (index = number), live
+    /// ones included.
+    fn sample(&self, config_index: u32, trials: &[Trial], objective: &Objective) -> Option<Params>;
 }
 
 /// The sampler a study file asks for.
@@ -27,5 +31,6 @@ pub fn for_spec(spec: &StudySpec) -> Box<dyn Sampler> {
     match spec.sampler {
         SamplerKind::Grid => Box::new(GridSampler::new(spec)),
         SamplerKind::Random => Box::new(RandomSampler::new(spec)),
+        SamplerKind::Tpe => Box::new(TpeSampler::new(spec)),
     }
 }

@@ -22,7 +22,7 @@ impl RandomSampler {
 }
 
 /// One draw from a domain; shared with model-based samplers for their start-up trials.
-pub fn draw(domain: &Domain, rng: &mut impl Rng) -> ParamValue {
+pub(crate) fn draw(domain: &Domain, rng: &mut impl Rng) -> ParamValue {
     match domain {
         Domain::Fixed(v) => v.clone(),
         Domain::Categorical(vs) => vs[rng.gen_range(0..vs.len())].clone(),

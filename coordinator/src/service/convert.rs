@@ -8,6 +8,7 @@ use tonic::Status;
 use crate::error::CoordinatorError;
 use crate::model::{Assignment, Decision, FailureKind, Metrics, StudyState, StudySummary, Trial, TrialState};
 use crate::params::{ParamValue, Params};
+use crate::registry::Configuration;
 
 pub fn param_to_proto(v: &ParamValue) -> pb::ParamValue {
     let kind = match v {
@@ -89,6 +90,18 @@ pub fn study_to_proto(s: &StudySummary) -> pb::Study {
         reason: s.record.reason.clone(),
         best_value: s.best_value,
         grid_size: s.grid_size.min(u32::MAX as u64) as u32,
+        repeats: s.spec.repeats,
+        early_stopping: s.spec.early_stopping.as_str().to_string(),
+    }
+}
+
+pub fn configuration_to_proto(c: &Configuration) -> pb::Configuration {
+    pb::Configuration {
+        params: params_to_proto(&c.params),
+        trials: c.trials.clone(),
+        completed: c.values.len() as u32,
+        mean: c.mean,
+        std: c.std,
     }
 }
 

@@ -107,15 +107,27 @@ impl Coordinator for CoordinatorService {
 
     async fn list_trials(&self, request: Request<pb::ListTrialsRequest>) -> Result<Response<pb::ListTrialsResponse>, Status> {
         let name = request.into_inner().study;
-        let trials = self.shared.lock().trials(require_name("study", &name)?)?;
-        Ok(Response::new(pb::ListTrialsResponse { trials: trials.iter().map(trial_to_proto).collect() }))
+        let (trials, configurations) = {
+            let registry = self.shared.lock();
+            (registry.trials(require_name("study", &name)?)?, registry.configurations(&name)?)
+        };
+        Ok(Response::new(pb::ListTrialsResponse {
+            trials: trials.iter().map(trial_to_proto).collect(),
+            configurations: configurations.iter().map(configuration_to_proto).collect(),
+        }))
     }
 
     async fn get_best_trial(&self, request: Request<pb::GetBestTrialRequest>) -> Result<Response<pb::BestTrial>, Status> {
         let name = request.into_inner().study;
-        let best = self.shared.lock().best_trial(require_name("study", &name)?)?;
+        let (best, configurations) = {
+            let registry = self.shared.lock();
+            (registry.best_trial(require_name("study", &name)?)?, registry.configurations(&name)?)
+        };
         match best {
-            Some(t) => Ok(Response::new(pb::BestTrial { trial: Some(trial_to_proto(&t)) })),
+            Some(t) => {
+                let configuration = configurations.iter().find(|c| c.trials.contains(&t.number)).map(configuration_to_proto);
+                Ok(Response::new(pb::BestTrial { trial: Some(trial_to_proto(&t)), configuration }))
+            }
             None => Err(Status::not_found(format!("study {name:?} has no completed trial yet"))),
         }
     }
