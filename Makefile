@@ -9,7 +9,7 @@ VENV := .venv
 SST2_DIR ?= $(abspath ../shared/data/sst2)
 export SST2_DIR
 
-.PHONY: setup build build-release demo test bench bench-coordinator bench-worker
+.PHONY: setup build build-release demo test bench bench-coordinator bench-worker bench-search
 
 setup: $(VENV)/.ready
 
@@ -35,10 +35,13 @@ demo: build
 test: setup
 	cargo test --workspace
 
-bench: bench-coordinator bench-worker
+bench: bench-coordinator bench-worker bench-search
 
 bench-coordinator:
 	cargo bench -p bertsweep-coordinator --bench lifecycle
 
 bench-worker: setup
 	cargo bench -p bertsweep-worker --bench train_throughput
+
+bench-search:
+	cargo bench -p bertsweep-coordinator --bench search_efficiency

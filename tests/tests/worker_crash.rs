@@ -5,12 +5,9 @@ use std::time::Duration;
 
 use bertsweep_tests::*;
 
-#[test]
-fn killed_worker_trial_is_requeued_and_completed_by_another() {
-    let Some(model) = minilm_dir() else { return skip("no MiniLM checkpoint; run `make setup`") };
+/// A one-trial study on the demo reviews (3 epochs, so there is time to interrupt it).
+fn one_trial_study(dir: &std::path::Path, model: &std::path::Path) -> std::path::PathBuf {
     let root = workspace_root();
-    let dir = tempfile::tempdir().unwrap();
-    let coordinator = Coordinator::start(&dir.path().join("crash.db"), "2s");
     let study = format!(
         r#"name = "crash"
 [objective]
@@ -37,18 +34,31 @@ value = 3
         train = root.join("examples/data/reviews-train.tsv").display(),
         dev = root.join("examples/data/reviews-dev.tsv").display()
     );
-    let file = dir.path().join("study.toml");
+    let file = dir.join("study.toml");
     std::fs::write(&file, study).unwrap();
-    assert!(coordinator.cli(&["study", "create", file.to_str().unwrap()]).status.success());
+    file
+}
 
-    let artifacts = dir.path().join("artifacts");
-    let mut first = coordinator.worker("crash", &artifacts, &dir.path().join("first.log"));
-    // Wait until the first worker is mid-trial (an epoch reported), then SIGKILL it.
+/// Waits until the study's only trial is mid-way (an epoch reported).
+fn wait_mid_trial(coordinator: &Coordinator) {
     eventually("the first epoch report", Duration::from_secs(300), || {
         let trials = coordinator.trials("crash");
         trials.first().filter(|t| t["state"] == "RUNNING" && t["last_epoch"].as_u64() >= Some(1)).map(|_| ())
     });
-    first.kill().unwrap();
+}
+
+#[test]
+fn killed_worker_trial_is_requeued_and_completed_by_another() {
+    let Some(model) = minilm_dir() else { return skip("no MiniLM checkpoint; run `make setup`") };
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(&dir.path().join("crash.db"), "2s");
+    let file = one_trial_study(dir.path(), &model);
+    assert!(coordinator.cli(&["study", "create", file.to_str().unwrap()]).status.success());
+
+    let artifacts = dir.path().join("artifacts");
+    let mut first = coordinator.worker("crash", &artifacts, &dir.path().join("first.log"));
+    wait_mid_trial(&coordinator);
+    first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
 
     let mut second = coordinator.worker("crash", &artifacts, &dir.path().join("second.log"));
@@ -60,4 +70,28 @@ value = 3
     assert_eq!(t["state"], "COMPLETED", "{t}");
     assert_eq!(t["attempt"], 2, "the trial was leased a second time: {t}");
     assert_eq!(coordinator.study_state("crash"), "COMPLETED");
+}
+
+#[test]
+fn sigterm_releases_the_trial_for_immediate_requeue() {
+    let Some(model) = minilm_dir() else { return skip("no MiniLM checkpoint; run `make setup`") };
+    let dir = tempfile::tempdir().unwrap();
+    // A long lease: only the worker's release can requeue the trial within the test.
+    let coordinator = Coordinator::start(&dir.path().join("term.db"), "10m");
+    let file = one_trial_study(dir.path(), &model);
+    assert!(coordinator.cli(&["study", "create", file.to_str().unwrap()]).status.success());
+    let artifacts = dir.path().join("artifacts");
+    let mut first = coordinator.worker("crash", &artifacts, &dir.path().join("first.log"));
+    wait_mid_trial(&coordinator);
+    let term = std::process::Command::new("kill").args(["-TERM", &first.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let status = first.wait().unwrap();
+    assert!(status.success(), "a worker stopped by SIGTERM exits cleanly");
+    let t = coordinator.trials("crash")[0].clone();
+    assert_eq!(t["state"], "PENDING", "released at once, not after the lease: {t}");
+    assert_eq!(t["attempt"], 0, "a release does not use an attempt: {t}");
+    assert!(t["error"].as_str().unwrap_or_default().contains("released"), "{t}");
+    let mut second = coordinator.worker("crash", &artifacts, &dir.path().join("second.log"));
+    assert!(second.wait().unwrap().success());
+    assert_eq!(coordinator.trials("crash")[0]["state"], "COMPLETED");
 }
