@@ -46,9 +46,14 @@ pub struct Coordinator {
 impl Coordinator {
     /// Starts a coordinator on a free port over `db`.
     pub fn start(db: &Path, lease_ttl: &str) -> Self {
-        let log = std::fs::File::create(db.with_extension("log")).expect("log file");
+        Self::start_on("127.0.0.1:0", db, lease_ttl)
+    }
+
+    /// Starts a coordinator on `listen` over `db` (appending to `<db>.log`).
+    pub fn start_on(listen: &str, db: &Path, lease_ttl: &str) -> Self {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(db.with_extension("log")).expect("log file");
         let mut child = Command::new(binary("bertsweep"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--lease-ttl", lease_ttl, "--db"])
+            .args(["serve", "--listen", listen, "--lease-ttl", lease_ttl, "--db"])
             .arg(db)
             .stdout(Stdio::piped())
             .stderr(log)
