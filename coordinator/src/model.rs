@@ -249,3 +249,29 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// A trial with the given params and state and nothing else, for unit tests of samplers and
+/// stoppers.
+#[cfg(test)]
+pub(crate) fn test_trial(number: u32, params: Params, state: TrialState) -> Trial {
+    Trial {
+        id: number as u64 + 1,
+        study_id: 1,
+        study: "s".into(),
+        number,
+        state,
+        params,
+        value: None,
+        metrics: Metrics::new(),
+        intermediate: Default::default(),
+        attempt: 1,
+        worker_id: String::new(),
+        lease_token: 0,
+        lease_expires_ms: 0,
+        artifact: String::new(),
+        error: String::new(),
+        created_ms: 0,
+        started_ms: None,
+        finished_ms: None,
+    }
+}

@@ -146,7 +146,6 @@ impl EarlyStopper for MedianStopping {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Metrics;
     use crate::params::Params;
 
     fn objective(maximize: bool) -> Objective {
@@ -158,24 +157,8 @@ mod tests {
         let mut params = Params::new();
         params.insert("num_train_epochs".into(), ParamValue::Int(epochs));
         Trial {
-            id: number as u64 + 1,
-            study_id: 1,
-            study: "s".into(),
-            number,
-            state,
-            params,
-            value: None,
-            metrics: Metrics::new(),
             intermediate: values.iter().enumerate().map(|(i, v)| (i as u32 + 1, [(metric.to_string(), *v)].into_iter().collect())).collect(),
-            attempt: 1,
-            worker_id: String::new(),
-            lease_token: 0,
-            lease_expires_ms: 0,
-            artifact: String::new(),
-            error: String::new(),
-            created_ms: 0,
-            started_ms: None,
-            finished_ms: None,
+            ..crate::model::test_trial(number, params, state)
         }
     }
 

@@ -126,3 +126,36 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
 pub fn skip(reason: &str) {
     eprintln!("SKIPPED: {reason}");
 }
+
+/// A one-trial study named `name` on the project's demo reviews: MiniLM, 160 training rows,
+/// 3 epochs (time enough to interrupt it mid-way). Returns the study file written in `dir`.
+pub fn one_trial_review_study(dir: &Path, name: &str, model: &Path, max_attempts: u32) -> PathBuf {
+    let root = workspace_root();
+    let study = format!(
+        r#"name = "{name}"
+[objective]
+metric = "eval_accuracy"
+[budget]
+parallel_trials = 1
+max_attempts = {max_attempts}
+[task]
+model = "{model}"
+train_file = "{train}"
+validation_file = "{dev}"
+max_seq_length = 64
+max_train_samples = 160
+[parameters.learning_rate]
+value = 5e-5
+[parameters.per_device_train_batch_size]
+value = 16
+[parameters.num_train_epochs]
+value = 3
+"#,
+        model = model.display(),
+        train = root.join("examples/data/reviews-train.tsv").display(),
+        dev = root.join("examples/data/reviews-dev.tsv").display()
+    );
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, study).expect("write study file");
+    file
+}

@@ -9,7 +9,6 @@ use bertsweep_tests::*;
 #[test]
 fn worker_rides_through_a_coordinator_restart() {
     let Some(model) = minilm_dir() else { return skip("no MiniLM checkpoint; run `make setup`") };
-    let root = workspace_root();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("restart.db");
     let addr = {
@@ -17,31 +16,7 @@ fn worker_rides_through_a_coordinator_restart() {
         probe.local_addr().unwrap().to_string()
     };
     let mut coordinator = Coordinator::start_on(&addr, &db, "30s");
-    let study = format!(
-        r#"name = "restart"
-[objective]
-metric = "eval_accuracy"
-[budget]
-parallel_trials = 1
-[task]
-model = "{model}"
-train_file = "{train}"
-validation_file = "{dev}"
-max_seq_length = 64
-max_train_samples = 160
-[parameters.learning_rate]
-value = 5e-5
-[parameters.per_device_train_batch_size]
-value = 16
-[parameters.num_train_epochs]
-value = 3
-"#,
-        model = model.display(),
-        train = root.join("examples/data/reviews-train.tsv").display(),
-        dev = root.join("examples/data/reviews-dev.tsv").display()
-    );
-    let file = dir.path().join("study.toml");
-    std::fs::write(&file, study).unwrap();
+    let file = one_trial_review_study(dir.path(), "restart", &model, 3);
     assert!(coordinator.cli(&["study", "create", file.to_str().unwrap()]).status.success());
     let mut worker = coordinator.worker("restart", &dir.path().join("artifacts"), &dir.path().join("worker.log"));
     eventually("the first epoch report", Duration::from_secs(300), || {

@@ -5,38 +5,9 @@ use std::time::Duration;
 
 use bertsweep_tests::*;
 
-/// A one-trial study on the demo reviews (3 epochs, so there is time to interrupt it).
+/// The one-trial study these tests interrupt.
 fn one_trial_study(dir: &std::path::Path, model: &std::path::Path) -> std::path::PathBuf {
-    let root = workspace_root();
-    let study = format!(
-        r#"name = "crash"
-[objective]
-metric = "eval_accuracy"
-[algorithm]
-sampler = "grid"
-[budget]
-parallel_trials = 1
-max_attempts = 3
-[task]
-model = "{model}"
-train_file = "{train}"
-validation_file = "{dev}"
-max_seq_length = 64
-max_train_samples = 160
-[parameters.learning_rate]
-value = 5e-5
-[parameters.per_device_train_batch_size]
-value = 16
-[parameters.num_train_epochs]
-value = 3
-"#,
-        model = model.display(),
-        train = root.join("examples/data/reviews-train.tsv").display(),
-        dev = root.join("examples/data/reviews-dev.tsv").display()
-    );
-    let file = dir.join("study.toml");
-    std::fs::write(&file, study).unwrap();
-    file
+    one_trial_review_study(dir, "crash", model, 3)
 }
 
 /// Waits until the study's only trial is mid-way (an epoch reported).

@@ -290,7 +290,6 @@ fn erf(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Metrics;
     use crate::sampler::RandomSampler;
     use crate::spec::parse_study;
 
@@ -313,26 +312,7 @@ mod tests {
     }
 
     fn trial(number: u32, params: Params, value: Option<f64>, state: TrialState) -> Trial {
-        Trial {
-            id: number as u64 + 1,
-            study_id: 1,
-            study: "t".into(),
-            number,
-            state,
-            params,
-            value,
-            metrics: Metrics::new(),
-            intermediate: Default::default(),
-            attempt: 1,
-            worker_id: String::new(),
-            lease_token: 0,
-            lease_expires_ms: 0,
-            artifact: String::new(),
-            error: String::new(),
-            created_ms: 0,
-            started_ms: None,
-            finished_ms: None,
-        }
+        Trial { value, ..crate::model::test_trial(number, params, state) }
     }
 
     /// Runs `n` sequential trials and returns the best value found.
