@@ -181,3 +181,43 @@ async fn bearer_token_on_and_off() {
     assert!(bertsweep(&open.url, &["study", "list"]).status.success());
     open.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeats_rank_configurations_and_pruned_trials_show_their_epoch() {
+    let server = TestServer::start(Duration::from_secs(30)).await;
+    let url = server.url.clone();
+    let text = study_toml("rep", "parallel_trials = 4", &grid_params(2))
+        .replace("sampler = \"grid\"", "sampler = \"grid\"\nrepeats = 2")
+        + "[parameters.num_train_epochs]\nvalue = 3\n[early_stopping]\ntype = \"asha\"\nreduction_factor = 2\n";
+    let file = write(server.dir.path(), "rep.toml", &text);
+    let created = bertsweep(&url, &["study", "create", &file]);
+    assert!(created.status.success(), "{created:?}");
+    let mut c = server.client().await;
+    let w = register(&mut c).await;
+    // 4 configurations × 2 seeds, one trial at a time. Epoch-1 values rise with the trial
+    // number except trial 1, the only one below the median of its rung: ASHA (top half) stops it.
+    let epoch1 = [0.70, 0.40, 0.72, 0.74, 0.76, 0.78, 0.80, 0.82];
+    for (i, acc) in epoch1.iter().enumerate() {
+        let a = acquire(&mut c, &w, 1000).await.unwrap();
+        assert_eq!(a.number as usize, i);
+        let r = report(&mut c, &a, 1, *acc).await.unwrap();
+        if r.decision == bertsweep_proto::v1::Decision::Stop as i32 {
+            continue;
+        }
+        complete(&mut c, &a, acc + 0.05).await.unwrap();
+    }
+    let table = stdout(&bertsweep(&url, &["trials", "rep"]));
+    let row1 = table.lines().nth(2).unwrap();
+    assert!(row1.starts_with("1  PRUNED") && row1.ends_with("pruned at epoch 1"), "{table}");
+    assert!(table.contains("configurations ranked by mean over seeds:"), "{table}");
+    let ranked: Vec<&str> = table.lines().skip_while(|l| !l.starts_with("RANK")).collect();
+    assert!(ranked[0].contains("MEAN") && ranked[0].contains("STD"), "{table}");
+    assert!(ranked[1].starts_with("1 ") && ranked[1].contains("0.8600") && ranked[1].ends_with("6,7"), "{table}");
+    let best: serde_json::Value = serde_json::from_str(&stdout(&bertsweep(&url, &["best", "rep", "--format", "json"]))).unwrap();
+    assert_eq!(best["number"], 7);
+    assert!((best["config"]["mean"].as_f64().unwrap() - 0.86).abs() < 1e-9, "{best}");
+    assert_eq!(best["config"]["trials"], serde_json::json!([6, 7]));
+    let csv = stdout(&bertsweep(&url, &["trials", "rep", "--format", "csv"]));
+    assert!(csv.lines().next().unwrap().ends_with(",config_mean,config_std"), "{csv}");
+    server.shutdown().await;
+}
