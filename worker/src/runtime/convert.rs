@@ -85,6 +85,7 @@ pub fn describe_params(a: &pb::Assignment) -> String {
         .params
         .iter()
         .map(|(k, v)| match &v.kind {
+            Some(pb::param_value::Kind::FloatValue(f)) if *f != 0.0 && f.abs() < 1e-3 => format!("{k}={f:e}"),
             Some(pb::param_value::Kind::FloatValue(f)) => format!("{k}={f}"),
             Some(pb::param_value::Kind::IntValue(i)) => format!("{k}={i}"),
             Some(pb::param_value::Kind::StringValue(s)) => format!("{k}={s}"),
