@@ -26,5 +26,11 @@ table = {
     "command": "scripts/record_curves.sh",
     "records": records,
 }
-json.dump(table, sys.stdout, indent=1)
-sys.stdout.write("\n")
+# One record per line: small, and diffs stay readable.
+out = sys.stdout
+out.write("{\n")
+out.write(f' "description": {json.dumps(table["description"])},\n')
+out.write(f' "command": {json.dumps(table["command"])},\n')
+out.write(' "records": [\n')
+out.write(",\n".join("  " + json.dumps(r, separators=(",", ":")) for r in records))
+out.write("\n ]\n}\n")

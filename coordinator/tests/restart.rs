@@ -10,8 +10,18 @@ use std::process::{Child, Command, Stdio};
 use bertsweep_proto::v1 as pb;
 use common::*;
 
+/// A `bertsweep serve` process, killed on drop so a failing assertion leaks nothing.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `bertsweep serve` on a free port and returns the process and its URL.
-fn spawn_serve(db: &Path) -> (Child, String) {
+fn spawn_serve(db: &Path) -> (Serve, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bertsweep"))
         .args(["serve", "--listen", "127.0.0.1:0", "--lease-ttl", "20s", "--db"])
         .arg(db)
@@ -22,7 +32,7 @@ fn spawn_serve(db: &Path) -> (Child, String) {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr = line.split_whitespace().nth(4).unwrap_or_else(|| panic!("unexpected banner {line:?}"));
-    (child, format!("http://{addr}"))
+    (Serve(child), format!("http://{addr}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,10 +52,10 @@ async fn sigkill_and_restart_lose_nothing_acknowledged() {
     report(&mut c, &running, 1, 0.55).await.unwrap();
     let before = trials(&mut c, "durable").await;
 
-    first.kill().unwrap(); // SIGKILL
-    first.wait().unwrap();
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
 
-    let (mut second, url) = spawn_serve(&db);
+    let (second, url) = spawn_serve(&db);
     // Only one coordinator may open the file.
     let third = Command::new(env!("CARGO_BIN_EXE_bertsweep"))
         .args(["serve", "--listen", "127.0.0.1:0", "--db"])
@@ -74,6 +84,5 @@ async fn sigkill_and_restart_lose_nothing_acknowledged() {
     let s = study(&mut c, "durable").await;
     assert_eq!(s.state, pb::StudyState::Completed as i32);
     assert_eq!(s.best_value, Some(0.9));
-    second.kill().unwrap();
-    second.wait().unwrap();
+    drop(second);
 }
