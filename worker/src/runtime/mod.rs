@@ -221,7 +221,9 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: pb::Assignment) {
     .await;
     heartbeat.abort();
 
-    let reason = lease.reason();
+    // A trial that trained to the end is reported even if a shutdown arrived meanwhile.
+    let finished = matches!(&trained, Ok(Ok(o)) if !o.aborted && !o.stopped_early && o.epochs_run > 0);
+    let reason = lease.reason().filter(|r| !(finished && *r == AbortReason::Shutdown));
     match (trained, reason) {
         (_, Some(AbortReason::Shutdown)) => {
             info!(trial = %label, "released: the worker is shutting down");
