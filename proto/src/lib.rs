@@ -1,10 +1,45 @@
 //! Generated protobuf types, client and server for `bertsweep.v1` (see
-//! `bertsweep/v1/coordinator.proto`). Nothing hand-written lives here except the descriptor
-//! set used by gRPC server reflection.
+//! `bertsweep/v1/coordinator.proto`), the descriptor set used by gRPC server reflection, and
+//! the client-side bearer-token interceptor every client (CLI, worker) shares.
 
 /// Package `bertsweep.v1`.
 pub mod v1 {
     tonic::include_proto!("bertsweep.v1");
+}
+
+/// Client-side authentication.
+pub mod auth {
+    use tonic::metadata::{Ascii, MetadataValue};
+    use tonic::service::Interceptor;
+    use tonic::{Request, Status};
+
+    /// The token cannot be sent as a header value.
+    #[derive(Debug, thiserror::Error)]
+    #[error("the token contains characters that cannot be sent in a header")]
+    pub struct BadToken;
+
+    /// Adds `authorization: Bearer <token>` to every call when a token is set.
+    #[derive(Clone, Default)]
+    pub struct BearerToken(Option<MetadataValue<Ascii>>);
+
+    impl BearerToken {
+        /// A token for `--token` / `BERTSWEEP_TOKEN` (None sends no header).
+        pub fn new(token: Option<&str>) -> Result<Self, BadToken> {
+            match token {
+                Some(t) => Ok(BearerToken(Some(MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| BadToken)?))),
+                None => Ok(BearerToken(None)),
+            }
+        }
+    }
+
+    impl Interceptor for BearerToken {
+        fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+            if let Some(header) = &self.0 {
+                request.metadata_mut().insert("authorization", header.clone());
+            }
+            Ok(request)
+        }
+    }
 }
 
 /// Encoded `FileDescriptorSet` of the API, for `tonic-reflection`.

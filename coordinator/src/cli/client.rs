@@ -5,16 +5,14 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use bertsweep_proto::v1 as pb;
 use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
-use tonic::metadata::MetadataValue;
+use bertsweep_proto::auth::BearerToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
-
-type AuthFn = Box<dyn FnMut(Request<()>) -> Result<Request<()>, Status> + Send>;
+use tonic::{Code, Status};
 
 /// A connected coordinator client carrying the bearer token.
 pub struct Client {
-    inner: CoordinatorClient<InterceptedService<Channel, AuthFn>>,
+    inner: CoordinatorClient<InterceptedService<Channel, BearerToken>>,
 }
 
 /// One line for a failed RPC.
@@ -47,18 +45,7 @@ impl Client {
                 "cannot reach the coordinator at {url}: {cause} (is `bertsweep serve` running? set --coordinator or BERTSWEEP_COORDINATOR)"
             )
         })?;
-        let header = match token {
-            Some(t) => Some(
-                MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| anyhow!("the token contains characters that cannot be sent in a header"))?,
-            ),
-            None => None,
-        };
-        let auth: AuthFn = Box::new(move |mut req: Request<()>| {
-            if let Some(h) = &header {
-                req.metadata_mut().insert("authorization", h.clone());
-            }
-            Ok(req)
-        });
+        let auth = BearerToken::new(token)?;
         Ok(Client { inner: CoordinatorClient::with_interceptor(channel, auth) })
     }
 

@@ -4,26 +4,12 @@
 use std::future::Future;
 use std::time::Duration;
 
+use bertsweep_proto::auth::BearerToken;
 use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::{Code, Status};
 use tracing::warn;
-
-/// Adds `authorization: Bearer <token>` to every call when a token is set.
-#[derive(Clone)]
-pub struct BearerToken(Option<MetadataValue<Ascii>>);
-
-impl Interceptor for BearerToken {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(header) = &self.0 {
-            request.metadata_mut().insert("authorization", header.clone());
-        }
-        Ok(request)
-    }
-}
 
 /// A cloneable client (clones share one HTTP/2 connection).
 pub type Client = CoordinatorClient<InterceptedService<Channel, BearerToken>>;
@@ -34,9 +20,9 @@ pub enum ClientError {
     /// The --coordinator value does not parse as a URL.
     #[error("--coordinator {0:?} is not a valid URL; use e.g. http://127.0.0.1:50051")]
     BadUrl(String),
-    #[error("the token contains characters that cannot be sent in a header")]
     /// The token cannot be a header value.
-    BadToken,
+    #[error(transparent)]
+    BadToken(#[from] bertsweep_proto::auth::BadToken),
 }
 
 /// A lazily connecting client: the first call (and every call after a restart) reconnects.
@@ -48,11 +34,8 @@ pub fn connect(url: &str, token: Option<&str>) -> Result<Client, ClientError> {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_while_idle(true);
-    let header = match token {
-        Some(t) => Some(MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| ClientError::BadToken)?),
-        None => None,
-    };
-    Ok(CoordinatorClient::with_interceptor(endpoint.connect_lazy(), BearerToken(header)))
+    let auth = BearerToken::new(token)?;
+    Ok(CoordinatorClient::with_interceptor(endpoint.connect_lazy(), auth))
 }
 
 /// Errors worth retrying: the coordinator is unreachable, restarting or overloaded.
