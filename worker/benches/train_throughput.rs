@@ -10,23 +10,13 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
 use bertsweep_worker::device::set_cpu_threads;
-use bertsweep_worker::{run_trial, EpochDecision, TrainObserver, TrialConfig};
+use bertsweep_worker::{run_trial, RunToEnd, TrialConfig};
 use tch::Device;
 
-struct Quiet;
-impl TrainObserver for Quiet {
-    fn on_epoch(&mut self, _: usize, _: &BTreeMap<String, f64>) -> EpochDecision {
-        EpochDecision::Continue
-    }
-    fn should_abort(&self) -> bool {
-        false
-    }
-}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -73,7 +63,7 @@ fn main() {
             group_by_length,
             ..cfg.clone()
         };
-        let outcome = run_trial(&cfg, Device::Cpu, &mut Quiet, None).expect("worker trial");
+        let outcome = run_trial(&cfg, Device::Cpu, &mut RunToEnd, None).expect("worker trial");
         let m = &outcome.last_metrics;
         let (sps, acc) = (m["train_samples_per_second"], m["eval_accuracy"]);
         println!("worker (tch), group_by_length={group_by_length}: {sps:.1} train samples/s, dev accuracy {acc:.4}");

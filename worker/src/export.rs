@@ -110,7 +110,6 @@ pub fn write_safetensors(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use tch::{nn, Device, Reduction};
 
@@ -120,17 +119,8 @@ mod tests {
     use crate::data::{Batch, ClassificationData, DataSpec};
     use crate::testing::{write_tiny_bert, write_tiny_task};
     use crate::tokenizer::BertTokenizer;
-    use crate::train::{run_trial, EpochDecision, TrainObserver, TrialConfig};
+    use crate::train::{run_trial, RunToEnd, TrialConfig};
 
-    struct Quiet;
-    impl TrainObserver for Quiet {
-        fn on_epoch(&mut self, _: usize, _: &BTreeMap<String, f64>) -> EpochDecision {
-            EpochDecision::Continue
-        }
-        fn should_abort(&self) -> bool {
-            false
-        }
-    }
 
     /// Mean validation cross-entropy of the model stored in `dir`.
     fn eval_loss(dir: &Path, cfg: &TrialConfig) -> f64 {
@@ -184,7 +174,7 @@ mod tests {
             ..TrialConfig::default()
         };
         let out = dir.path().join("export");
-        let outcome = run_trial(&cfg, Device::Cpu, &mut Quiet, Some(&out)).unwrap();
+        let outcome = run_trial(&cfg, Device::Cpu, &mut RunToEnd, Some(&out)).unwrap();
         assert_eq!(outcome.artifact.as_deref(), Some(out.as_path()));
         assert!(outcome.best_epoch < outcome.epochs_run, "{outcome:?}");
         let exported = eval_loss(&out, &cfg);

@@ -33,4 +33,4 @@ pub mod testing;
 pub mod tokenizer;
 pub mod train;
 
-pub use train::{run_trial, EpochDecision, TrainError, TrainObserver, TrialConfig, TrialOutcome};
+pub use train::{run_trial, EpochDecision, RunToEnd, TrainError, TrainObserver, TrialConfig, TrialOutcome};

@@ -124,6 +124,20 @@ pub trait TrainObserver {
     fn on_batch(&mut self, _done: usize, _total: usize) {}
 }
 
+/// An observer that lets every trial run to its last epoch (benchmarks, tests, library use).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunToEnd;
+
+impl TrainObserver for RunToEnd {
+    fn on_epoch(&mut self, _epoch: usize, _metrics: &BTreeMap<String, f64>) -> EpochDecision {
+        EpochDecision::Continue
+    }
+
+    fn should_abort(&self) -> bool {
+        false
+    }
+}
+
 /// How a trial ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrialOutcome {

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use bertsweep_worker::bert::BertForSequenceClassification;
@@ -12,7 +11,7 @@ use bertsweep_worker::checkpoint::Weights;
 use bertsweep_worker::config::BertConfig;
 use bertsweep_worker::testing::{write_tiny_bert, write_tiny_task};
 use bertsweep_worker::tokenizer::BertTokenizer;
-use bertsweep_worker::{run_trial, EpochDecision, TrainObserver, TrialConfig};
+use bertsweep_worker::{run_trial, RunToEnd, TrialConfig};
 use tch::{nn, Device, Kind, Tensor};
 
 const TEXTS: &[&str] = &[
@@ -93,6 +92,35 @@ fn reference_logits(
     Tensor::read_safetensors(&out).unwrap().remove(0).1
 }
 
+/// Tokenizes TEXTS with the tokenizer in `dir`, asserting transformers gives the same ids.
+fn tokenize_like_transformers(python: &Path, dir: &Path) -> (Vec<Vec<i64>>, i64) {
+    let tokenizer = BertTokenizer::from_dir(dir, 128).unwrap();
+    let ids = tokenizer
+        .encode_batch(TEXTS.iter().map(|t| t.to_string()).collect())
+        .unwrap();
+    assert_eq!(ids, reference_ids(python, dir, 128), "tokenization differs for {}", dir.display());
+    (ids, tokenizer.pad_id)
+}
+
+/// Asserts our logits for the model in `dir` are within 1e-4 of transformers'.
+fn assert_logits_match(
+    python: &Path,
+    dir: &Path,
+    num_labels: i64,
+    classifier: Option<&Path>,
+    input_ids: &Tensor,
+    mask: &Tensor,
+) {
+    let ours = our_logits(dir, num_labels, classifier, input_ids, mask);
+    let theirs = reference_logits(python, dir, num_labels, classifier, input_ids, mask);
+    let diff = max_abs_diff(&ours, &theirs);
+    println!("{}: max |ours - transformers| = {diff:.2e}", dir.display());
+    assert!(
+        diff < 1e-4,
+        "logits differ by {diff}\nours {ours}\ntransformers {theirs}"
+    );
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size());
     f64::try_from((a - b).abs().max()).unwrap()
@@ -116,20 +144,12 @@ fn minilm_logits_match_transformers() {
     let (Some(python), Some(dir)) = (common::python(), common::minilm_dir()) else {
         return;
     };
-    let tokenizer = BertTokenizer::from_dir(&dir, 128).unwrap();
-    let ids = tokenizer
-        .encode_batch(TEXTS.iter().map(|t| t.to_string()).collect())
-        .unwrap();
-    assert_eq!(
-        ids,
-        reference_ids(&python, &dir, 128),
-        "tokenization differs"
-    );
+    let (ids, pad_id) = tokenize_like_transformers(&python, &dir);
     assert!(
         ids.iter().map(Vec::len).min() < ids.iter().map(Vec::len).max(),
         "inputs need padding"
     );
-    let (input_ids, mask) = padded(&ids, tokenizer.pad_id);
+    let (input_ids, mask) = padded(&ids, pad_id);
 
     // A random 3-way classifier, given to both sides through a file.
     let tmp = tempfile::tempdir().unwrap();
@@ -143,14 +163,7 @@ fn minilm_logits_match_transformers() {
     )
     .unwrap();
 
-    let ours = our_logits(&dir, 3, Some(&classifier), &input_ids, &mask);
-    let theirs = reference_logits(&python, &dir, 3, Some(&classifier), &input_ids, &mask);
-    let diff = max_abs_diff(&ours, &theirs);
-    println!("MiniLM logits: max |ours - transformers| = {diff:.2e}");
-    assert!(
-        diff < 1e-4,
-        "logits differ by {diff}\nours {ours}\ntransformers {theirs}"
-    );
+    assert_logits_match(&python, &dir, 3, Some(&classifier), &input_ids, &mask);
 }
 
 #[test]
@@ -174,15 +187,6 @@ fn vocab_txt_fallback_tokenizes_like_tokenizer_json() {
     assert_eq!(from_json, from_vocab);
 }
 
-struct Quiet;
-impl TrainObserver for Quiet {
-    fn on_epoch(&mut self, _: usize, _: &BTreeMap<String, f64>) -> EpochDecision {
-        EpochDecision::Continue
-    }
-    fn should_abort(&self) -> bool {
-        false
-    }
-}
 
 #[test]
 fn exported_minilm_loads_in_transformers_with_our_logits() {
@@ -202,28 +206,13 @@ fn exported_minilm_loads_in_transformers_with_our_logits() {
         ..TrialConfig::default()
     };
     let export = tmp.path().join("export");
-    let outcome = run_trial(&cfg, Device::Cpu, &mut Quiet, Some(&export)).unwrap();
+    let outcome = run_trial(&cfg, Device::Cpu, &mut RunToEnd, Some(&export)).unwrap();
     assert_eq!(outcome.artifact.as_deref(), Some(export.as_path()));
     assert!(export.join("tokenizer.json").is_file());
 
-    let tokenizer = BertTokenizer::from_dir(&export, 128).unwrap();
-    let ids = tokenizer
-        .encode_batch(TEXTS.iter().map(|t| t.to_string()).collect())
-        .unwrap();
-    assert_eq!(
-        ids,
-        reference_ids(&python, &export, 128),
-        "exported tokenizer differs"
-    );
-    let (input_ids, mask) = padded(&ids, tokenizer.pad_id);
-    let ours = our_logits(&export, 2, None, &input_ids, &mask);
-    let theirs = reference_logits(&python, &export, 2, None, &input_ids, &mask);
-    let diff = max_abs_diff(&ours, &theirs);
-    println!("exported model logits: max |ours - transformers| = {diff:.2e}");
-    assert!(
-        diff < 1e-4,
-        "logits differ by {diff}\nours {ours}\ntransformers {theirs}"
-    );
+    let (ids, pad_id) = tokenize_like_transformers(&python, &export);
+    let (input_ids, mask) = padded(&ids, pad_id);
+    assert_logits_match(&python, &export, 2, None, &input_ids, &mask);
 }
 
 #[test]
