@@ -11,6 +11,7 @@
 //! - [`store`]: SQLite via sqlx — migrations, start-up load, group-commit writer.
 //! - [`service`]: the gRPC methods; [`service::convert`] is the only proto ↔ domain mapping.
 //! - [`server`]: wires store, registry, reaper, auth, health and reflection into a server.
+//! - [`text`]: safe names and bounded error text (how much of an input a message may quote).
 //! - [`cli`]: the `bertsweep` command line (client verbs and output formats).
 
 pub mod cli;
@@ -24,3 +25,4 @@ pub mod service;
 pub mod spec;
 pub mod stopping;
 pub mod store;
+pub mod text;

@@ -118,8 +118,12 @@ pub struct Trial {
     pub value: Option<f64>,
     /// The metrics `value` came from.
     pub metrics: Metrics,
-    /// Per-epoch metrics as reported (epoch starts at 1).
+    /// Per-epoch metrics of the current (or last) attempt, as reported (epoch starts at 1).
+    /// Ordering, early stopping and the value go by these alone.
     pub intermediate: BTreeMap<u32, Metrics>,
+    /// Epochs reported by earlier attempts whose lease was lost or released, kept for the
+    /// record (a requeued trial starts a fresh curve).
+    pub earlier_attempts: Vec<PastEpoch>,
     /// Leases handed out so far (a retry is attempt 2, …).
     pub attempt: u32,
     /// Worker holding (or last holding) the lease.
@@ -142,6 +146,48 @@ impl Trial {
     pub fn last_epoch(&self) -> u32 {
         self.intermediate.keys().next_back().copied().unwrap_or(0)
     }
+
+    /// Moves the current attempt's epochs to `earlier_attempts` (the lease is gone; the next
+    /// attempt starts a fresh curve).
+    pub fn archive_attempt(&mut self) {
+        let attempt = self.attempt;
+        for (epoch, metrics) in std::mem::take(&mut self.intermediate) {
+            self.earlier_attempts.push(PastEpoch { attempt, epoch, metrics });
+        }
+    }
+}
+
+/// One epoch reported by an attempt that did not finish the trial.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PastEpoch {
+    /// The attempt that reported it.
+    pub attempt: u32,
+    /// Epoch within that attempt (from 1).
+    pub epoch: u32,
+    /// What it reported.
+    pub metrics: Metrics,
+}
+
+/// Most metrics one report may carry (the worker sends about ten).
+pub const MAX_METRICS_PER_REPORT: usize = 64;
+
+/// Checks a reported metric map: 1–64 entries, names `[a-z0-9_]{1,64}`, finite values.
+pub fn validate_metrics(metrics: &Metrics) -> Result<(), String> {
+    if metrics.is_empty() {
+        return Err("metrics is empty; report at least the study's objective".into());
+    }
+    if metrics.len() > MAX_METRICS_PER_REPORT {
+        return Err(format!("{} metrics in one report; at most {MAX_METRICS_PER_REPORT} are accepted", metrics.len()));
+    }
+    for (name, v) in metrics {
+        if !crate::text::is_metric_name(name) {
+            return Err(format!("metric name {} is not 1-64 characters of a-z 0-9 _", crate::text::quote(name)));
+        }
+        if !v.is_finite() {
+            return Err(format!("metric {name} is {v}, not a finite number; report the trial with FailTrial instead"));
+        }
+    }
+    Ok(())
 }
 
 /// A study's row, as stored; the live state around it lives in the registry.
@@ -264,6 +310,7 @@ pub(crate) fn test_trial(number: u32, params: Params, state: TrialState) -> Tria
         value: None,
         metrics: Metrics::new(),
         intermediate: Default::default(),
+        earlier_attempts: Vec::new(),
         attempt: 1,
         worker_id: String::new(),
         lease_token: 0,

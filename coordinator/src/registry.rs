@@ -13,10 +13,11 @@ use tracing::info;
 
 use crate::error::{CoordinatorError, Result};
 use crate::model::{
-    Assignment, Counts, Decision, FailureKind, Metrics, StudyRecord, StudyState, StudySummary, Trial,
-    TrialState, WorkerRecord,
+    validate_metrics, Assignment, Counts, Decision, FailureKind, Metrics, StudyRecord, StudyState,
+    StudySummary, Trial, TrialState, WorkerRecord,
 };
 use crate::params::{config_key, format_params, ParamValue, Params};
+use crate::text::quote;
 use crate::sampler::{self, Sampler};
 use crate::spec::{SamplerKind, StudySpec};
 use crate::stopping::{self, EarlyStopper};
@@ -28,8 +29,8 @@ pub enum WriteOp {
     Study(StudyRecord),
     /// Insert or replace a trial row (not its epochs); also published to watchers.
     Trial { trial: Trial, study_state: StudyState },
-    /// Insert or replace one epoch's metrics.
-    Epoch { trial_id: u64, epoch: u32, metrics: Metrics },
+    /// Insert one epoch's metrics of the lease `lease_token` (attempt `attempt`).
+    Epoch { trial_id: u64, lease_token: u64, attempt: u32, epoch: u32, metrics: Metrics },
     /// Move a running trial's lease expiry (heartbeats; not published).
     Lease { trial_id: u64, expires_ms: i64 },
     /// Insert a worker.
@@ -49,6 +50,11 @@ pub struct Outcome<T> {
 impl<T> Outcome<T> {
     fn new(value: T, ops: Vec<WriteOp>, wake: bool) -> Self {
         Outcome { value, ops, wake }
+    }
+
+    /// The same changes with another value.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        Outcome { value: f(self.value), ops: self.ops, wake: self.wake }
     }
 }
 
@@ -303,6 +309,7 @@ impl LiveStudy {
         let attempts_left = self.trials[number as usize].attempt < self.spec.budget.max_attempts;
         self.trial_mut(number).error = error.clone();
         if attempts_left {
+            self.trial_mut(number).archive_attempt();
             self.transition(number, TrialState::Pending, now, &error);
         } else {
             let max = self.spec.budget.max_attempts;
@@ -351,7 +358,7 @@ impl Registry {
     pub fn restore(snapshot: Snapshot, lease: LeaseConfig, now: i64) -> Result<Self> {
         let mut reg = Registry::new(lease);
         for record in snapshot.studies {
-            let spec = crate::spec::parse_study(&record.spec_toml)?;
+            let spec = crate::spec::parse_stored_study(&record.spec_toml)?;
             reg.next_study_id = reg.next_study_id.max(record.id + 1);
             reg.by_name.insert(record.name.clone(), reg.studies.len());
             reg.studies.push(LiveStudy::new(record, spec));
@@ -401,7 +408,7 @@ impl Registry {
 
     fn study_index(&self, name: &str) -> Result<usize> {
         self.by_name.get(name).copied().ok_or_else(|| {
-            CoordinatorError::NotFound(format!("unknown study {name:?}; `bertsweep study list` shows the studies"))
+            CoordinatorError::NotFound(format!("unknown study {}; `bertsweep study list` shows the studies", quote(name)))
         })
     }
 
@@ -461,6 +468,30 @@ impl Registry {
         Ok(self.studies[self.study_index(name)?].trials.clone())
     }
 
+    /// Up to `limit` of a study's trials from number `from` on, and how many trials it has.
+    pub fn trials_page(&self, name: &str, from: u32, limit: usize) -> Result<(Vec<Trial>, u32)> {
+        let trials = &self.studies[self.study_index(name)?].trials;
+        let start = (from as usize).min(trials.len());
+        let end = start.saturating_add(limit).min(trials.len());
+        Ok((trials[start..end].to_vec(), trials.len() as u32))
+    }
+
+    /// Up to `limit` studies whose id is at least `from_id`, oldest first, and the id of the
+    /// next study when there are more.
+    pub fn studies_page(&self, from_id: u64, limit: usize) -> (Vec<StudySummary>, Option<u64>) {
+        // Studies are pushed in id order and never removed.
+        let start = self.studies.partition_point(|s| s.record.id < from_id);
+        let end = start.saturating_add(limit).min(self.studies.len());
+        let page = self.studies[start..end].iter().map(LiveStudy::summary).collect();
+        (page, self.studies.get(end).map(|s| s.record.id))
+    }
+
+    /// `Some((state, reason))` when the study has ended.
+    pub fn study_end(&self, name: &str) -> Result<Option<(StudyState, String)>> {
+        let record = &self.studies[self.study_index(name)?].record;
+        Ok((record.state != StudyState::Running).then(|| (record.state, record.reason.clone())))
+    }
+
     /// The best COMPLETED trial of a study, or None when none has completed.
     pub fn best_trial(&self, name: &str) -> Result<Option<Trial>> {
         Ok(self.studies[self.study_index(name)?].best().cloned())
@@ -501,7 +532,8 @@ impl Registry {
     pub fn acquire(&mut self, worker_id: &str, study_filter: Option<&str>, now: i64) -> Result<Outcome<Option<Assignment>>> {
         if !self.workers.contains_key(worker_id) {
             return Err(CoordinatorError::NotFound(format!(
-                "unknown worker id {worker_id:?}; call RegisterWorker first"
+                "unknown worker id {}; call RegisterWorker first",
+                quote(worker_id)
             )));
         }
         let candidates: Vec<usize> = match study_filter {
@@ -586,7 +618,12 @@ impl Registry {
         }
     }
 
-    /// Stores one epoch's metrics and returns the early-stopping decision.
+    /// Stores one epoch of the current attempt and returns the early-stopping decision.
+    ///
+    /// Epochs run from 1 to the trial's `num_train_epochs`, in order, counted afresh by every
+    /// attempt. Repeating an epoch with the same metrics is answered like the first time (a
+    /// worker retrying after a lost reply); with other metrics it is refused, as is an epoch
+    /// before the last one.
     pub fn report_progress(&mut self, trial_id: u64, token: u64, epoch: u32, metrics: Metrics, now: i64) -> Result<Outcome<Decision>> {
         let (si, number) = self.leased(trial_id, token)?;
         let ttl = self.lease.ttl_ms;
@@ -599,21 +636,36 @@ impl Registry {
             TrialState::Pruned => return Ok(Outcome::new(Decision::Stop("trial was pruned".into()), vec![], false)),
             _ => return Err(stale(trial)),
         }
-        if epoch == 0 {
-            return Err(CoordinatorError::InvalidArgument("epoch must be >= 1 (epochs are counted from 1)".into()));
-        }
-        if epoch < trial.last_epoch() {
+        let max_epoch = stopping::planned_epochs(trial);
+        if epoch == 0 || epoch > max_epoch {
             return Err(CoordinatorError::InvalidArgument(format!(
-                "epoch {epoch} reported after epoch {}; report epochs in order",
-                trial.last_epoch()
+                "epoch {epoch} is outside 1..={max_epoch} (the trial's num_train_epochs); epochs are counted from 1"
             )));
         }
         check_metrics(&metrics, &objective.metric)?;
+        if let Some(earlier) = trial.intermediate.get(&epoch) {
+            if *earlier == metrics {
+                // A retried report: same answer, nothing new to store.
+                return Ok(Outcome::new(Decision::Continue, vec![], false));
+            }
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "epoch {epoch} of trial {number} (attempt {}) was already reported with other metrics; an epoch is reported once",
+                trial.attempt
+            )));
+        }
+        if epoch < trial.last_epoch() {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "epoch {epoch} reported after epoch {} in attempt {} of trial {number}; report epochs in order",
+                trial.last_epoch(),
+                trial.attempt
+            )));
+        }
         let value = metrics[&objective.metric];
+        let attempt = trial.attempt;
         let trial = study.trial_mut(number);
         trial.intermediate.insert(epoch, metrics.clone());
         trial.lease_expires_ms = now + i64::from(ttl);
-        let mut ops = vec![WriteOp::Epoch { trial_id, epoch, metrics: metrics.clone() }];
+        let mut ops = vec![WriteOp::Epoch { trial_id, lease_token: token, attempt, epoch, metrics: metrics.clone() }];
         let decision = study.stopper.decide(&study.trials[number as usize], epoch, value, &study.trials, &objective);
         let mut wake = false;
         if let Decision::Stop(reason) = &decision {
@@ -631,15 +683,25 @@ impl Registry {
         Ok(Outcome::new(decision, ops, wake))
     }
 
-    /// Records a finished trial. Repeating the call with the same lease is harmless.
+    /// Records a finished trial. Repeating the call with the same content is harmless; with
+    /// other metrics or another artifact it is refused.
     pub fn complete(&mut self, trial_id: u64, token: u64, metrics: Metrics, artifact: String, now: i64) -> Result<Outcome<()>> {
         let (si, number) = self.leased(trial_id, token)?;
         let study = &mut self.studies[si];
         let objective = study.spec.objective.clone();
+        check_metrics(&metrics, &objective.metric)?;
         let trial = &study.trials[number as usize];
         match trial.state {
             TrialState::Running => {}
-            TrialState::Completed => return Ok(Outcome::new((), vec![], false)),
+            TrialState::Completed if trial.metrics == metrics && trial.artifact == artifact => {
+                return Ok(Outcome::new((), vec![], false))
+            }
+            TrialState::Completed => {
+                return Err(CoordinatorError::FailedPrecondition(format!(
+                    "trial {number} of study {:?} was already completed with other metrics or artifact; it is completed once",
+                    study.record.name
+                )))
+            }
             _ => {
                 return Err(CoordinatorError::FailedPrecondition(format!(
                     "trial {} of study {:?} is {} and can no longer be completed",
@@ -647,7 +709,6 @@ impl Registry {
                 )))
             }
         }
-        check_metrics(&metrics, &objective.metric)?;
         let value = metrics[&objective.metric];
         let trial = study.trial_mut(number);
         trial.value = Some(value);
@@ -687,6 +748,7 @@ impl Registry {
             }
             FailureKind::Released => {
                 let trial = study.trial_mut(number);
+                trial.archive_attempt();
                 trial.attempt = trial.attempt.saturating_sub(1);
                 trial.error = format!("released: {error}");
                 study.transition(number, TrialState::Pending, now, "released by worker");
@@ -742,6 +804,7 @@ fn new_trial(id: u64, study: &LiveStudy, number: u32, params: Params, now: i64) 
         value: None,
         metrics: Metrics::new(),
         intermediate: Default::default(),
+        earlier_attempts: Vec::new(),
         attempt: 0,
         worker_id: String::new(),
         lease_token: 0,
@@ -754,13 +817,9 @@ fn new_trial(id: u64, study: &LiveStudy, number: u32, params: Params, now: i64) 
     }
 }
 
-/// Metrics must be finite and include the objective.
+/// Metrics must be well-formed (see [`validate_metrics`]) and include the objective.
 fn check_metrics(metrics: &Metrics, objective: &str) -> Result<()> {
-    if let Some((name, v)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
-        return Err(CoordinatorError::InvalidArgument(format!(
-            "metric {name} is {v}, not a finite number; report the trial with FailTrial instead"
-        )));
-    }
+    validate_metrics(metrics).map_err(CoordinatorError::InvalidArgument)?;
     if !metrics.contains_key(objective) {
         return Err(CoordinatorError::InvalidArgument(format!(
             "metrics lack the study's objective {objective:?} (got: {})",
@@ -897,7 +956,7 @@ mod tests {
         assert!(reg.complete(a[1].trial_id, a[1].lease_token, metrics(0.9), String::new(), 2).is_err());
         // It counts toward the budget: the grid's 4 trials end the study.
         for t in [&a[0], &a[2], &a[3]] {
-            reg.report_progress(t.trial_id, t.lease_token, 1, metrics(0.9), 3).unwrap();
+            reg.report_progress(t.trial_id, t.lease_token, 2, metrics(0.9), 3).unwrap();
             reg.complete(t.trial_id, t.lease_token, metrics(0.9), String::new(), 3).unwrap();
         }
         let s = reg.study("small").unwrap();

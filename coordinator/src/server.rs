@@ -118,12 +118,17 @@ pub async fn run_with_ready(
     let auth = BearerAuth { expected: config.token.as_deref().map(Arc::from) };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<CoordinatorServer<CoordinatorService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(bertsweep_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServerError::Config(format!("reflection: {e}")))?;
-    let reflection = tonic::service::interceptor::InterceptedService::new(reflection, auth.clone());
+    // Reflection in both versions: grpcurl and newer tools speak v1, older clients v1alpha.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(bertsweep_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e: tonic_reflection::server::Error| ServerError::Config(format!("reflection: {e}"));
+    let reflection_v1 = reflection_builder().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha().map_err(reflection_error)?;
+    let reflection_v1 = tonic::service::interceptor::InterceptedService::new(reflection_v1, auth.clone());
+    let reflection_v1alpha = tonic::service::interceptor::InterceptedService::new(reflection_v1alpha, auth.clone());
     let coordinator = CoordinatorServer::with_interceptor(CoordinatorService::new(shared.clone()), auth);
 
     let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
@@ -131,8 +136,10 @@ pub async fn run_with_ready(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let _ = ready.send(());
     let result = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(crate::service::wire_errors::caller_error_codes))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(coordinator)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

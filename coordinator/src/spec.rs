@@ -27,8 +27,9 @@ pub enum SpecError {
     Invalid(String),
 }
 
+/// A semantic error; bounded, since messages quote values from the file.
 fn invalid(message: impl Into<String>) -> SpecError {
-    SpecError::Invalid(message.into())
+    SpecError::Invalid(crate::text::bounded(&message.into()))
 }
 
 /// Which search algorithm proposes parameters.
@@ -155,7 +156,7 @@ impl RangeDomain {
             ParamKind::Float => ParamValue::Float(round_sig(x)),
         };
         if let Some(step) = self.step {
-            let count = ((self.max - self.min) / step + 1e-9).floor() as u64 + 1;
+            let count = step_count(self.min, self.max, step);
             return Some((0..count).map(|i| value(self.min + step * i as f64)).collect());
         }
         if let Some(n) = self.grid_points {
@@ -185,7 +186,7 @@ impl RangeDomain {
     /// Number of grid points without materialising them (for the size check).
     fn grid_len(&self) -> Option<u64> {
         if let Some(step) = self.step {
-            return Some(((self.max - self.min) / step + 1e-9).floor() as u64 + 1);
+            return Some(step_count(self.min, self.max, step));
         }
         if let Some(n) = self.grid_points {
             return Some(n as u64);
@@ -194,6 +195,17 @@ impl RangeDomain {
             return Some((self.max - self.min) as u64 + 1);
         }
         None
+    }
+}
+
+/// Lattice points `min, min + step, …` up to `max`, saturating at `u64::MAX` (a step of 1e-300
+/// must read as "too many points", never wrap around to zero).
+fn step_count(min: f64, max: f64, step: f64) -> u64 {
+    let count = ((max - min) / step + 1e-9).floor() + 1.0;
+    if count.is_finite() && count < u64::MAX as f64 {
+        count as u64
+    } else {
+        u64::MAX
     }
 }
 
@@ -344,26 +356,48 @@ struct RawParam {
     grid_points: Option<i64>,
 }
 
+/// How strictly a study file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strictness {
+    /// `study create`: every rule.
+    New,
+    /// A study already in the database: rules added after it was accepted (safe names,
+    /// `max_trials` within the grid) are not applied again, so an upgrade never locks a
+    /// coordinator out of its own database.
+    Stored,
+}
+
 /// Parses and validates a study file.
 pub fn parse_study(text: &str) -> Result<StudySpec, SpecError> {
+    parse(text, Strictness::New)
+}
+
+/// Parses a study file the coordinator accepted earlier (see [`Strictness::Stored`]).
+pub fn parse_stored_study(text: &str) -> Result<StudySpec, SpecError> {
+    parse(text, Strictness::Stored)
+}
+
+fn parse(text: &str, strictness: Strictness) -> Result<StudySpec, SpecError> {
     let raw: RawStudy = toml::from_str(text).map_err(|e| {
         let line = e.span().map(|span| text[..span.start.min(text.len())].lines().count().max(1));
         // toml's message can span lines; keep the first, it is the one that says what is wrong.
-        let message = e.message().lines().next().unwrap_or("invalid TOML").trim().to_string();
+        // It may quote the input (an unknown key), so it is bounded like every other message.
+        let message = crate::text::bounded(e.message().lines().next().unwrap_or("invalid TOML").trim());
         SpecError::Syntax { line, message }
     })?;
-    validate(raw)
+    validate(raw, strictness)
 }
 
-fn validate(raw: RawStudy) -> Result<StudySpec, SpecError> {
+fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpec, SpecError> {
     let name = raw.name.trim().to_string();
-    if name.is_empty()
-        || name.len() > 64
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+    let name_ok = match strictness {
+        Strictness::New => crate::text::is_study_name(&name),
+        Strictness::Stored => !name.is_empty(),
+    };
+    if !name_ok {
         return Err(invalid(format!(
-            "name {:?}: use 1-64 characters from A-Z a-z 0-9 . _ -",
-            raw.name
+            "name {}: use 1-64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit",
+            crate::text::quote(&raw.name)
         )));
     }
 
@@ -447,12 +481,16 @@ fn validate(raw: RawStudy) -> Result<StudySpec, SpecError> {
             )));
         }
         if grid_size > MAX_GRID_POINTS {
+            let size = if grid_size == u64::MAX { "more than 2^64".to_string() } else { grid_size.to_string() };
             return Err(invalid(format!(
-                "the grid has {grid_size} points, more than the limit of {MAX_GRID_POINTS}; use fewer grid_points/values or sampler = \"random\""
+                "the grid has {size} points, more than the limit of {MAX_GRID_POINTS}; use fewer grid_points/values, a larger step, or sampler = \"random\""
             )));
         }
+        if grid_size == 0 {
+            return Err(invalid("the grid has no points, so the study could never run a trial; check the parameters"));
+        }
     }
-    spec.budget = validate_budget(raw.budget, sampler, grid_size.saturating_mul(repeats as u64))?;
+    spec.budget = validate_budget(raw.budget, sampler, grid_size.saturating_mul(repeats as u64), strictness)?;
     if spec.budget.max_trials % repeats != 0 {
         return Err(invalid(format!(
             "budget.max_trials ({}) must be a multiple of algorithm.repeats ({repeats}) so every configuration runs with every seed",
@@ -477,11 +515,17 @@ fn positive(field: &str, v: Option<i64>, default: Option<u32>) -> Result<u32, Sp
     }
 }
 
-fn validate_budget(raw: RawBudget, sampler: SamplerKind, grid_size: u64) -> Result<Budget, SpecError> {
+fn validate_budget(raw: RawBudget, sampler: SamplerKind, grid_size: u64, strictness: Strictness) -> Result<Budget, SpecError> {
     let max_trials = match sampler {
         SamplerKind::Grid => {
             let whole = grid_size.min(u32::MAX as u64) as u32;
-            positive("budget.max_trials", raw.max_trials, Some(whole))?.min(whole)
+            let asked = positive("budget.max_trials", raw.max_trials, Some(whole))?;
+            if asked > whole && strictness == Strictness::New {
+                return Err(invalid(format!(
+                    "budget.max_trials = {asked} is more than the grid's {whole} trials (grid points × repeats); use at most {whole}, or leave it out to run the whole grid"
+                )));
+            }
+            asked.min(whole)
         }
         SamplerKind::Random | SamplerKind::Tpe => positive(
             "budget.max_trials",
@@ -661,7 +705,8 @@ fn describe(v: &toml::Value) -> String {
 fn validate_param(name: &str, raw: RawParam) -> Result<ParamSpec, SpecError> {
     let known = known_param(name).ok_or_else(|| {
         invalid(format!(
-            "parameters.{name}: unknown parameter; known parameters are {}",
+            "parameters.{}: unknown parameter; known parameters are {}",
+            crate::text::shown(name),
             known_param_names()
         ))
     })?;

@@ -19,7 +19,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, warn};
 
-use crate::model::{Metrics, StudyRecord, StudyState, Trial, TrialState, WorkerRecord};
+use crate::model::{Metrics, PastEpoch, StudyRecord, StudyState, Trial, TrialState, WorkerRecord};
 use crate::registry::{Snapshot, WriteOp};
 
 /// Why the database could not be opened, read or written.
@@ -108,14 +108,21 @@ impl Store {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
 
-        let mut epochs: HashMap<u64, Vec<(u32, Metrics)>> = HashMap::new();
-        for r in sqlx::query("SELECT trial_id, epoch, metrics_json FROM trial_epochs ORDER BY trial_id, epoch")
-            .fetch_all(&self.pool)
-            .await?
+        let mut epochs: HashMap<u64, Vec<StoredEpoch>> = HashMap::new();
+        for r in sqlx::query(
+            "SELECT trial_id, lease_token, attempt, epoch, metrics_json FROM trial_epochs ORDER BY trial_id, lease_token, epoch",
+        )
+        .fetch_all(&self.pool)
+        .await?
         {
             let metrics: Metrics = serde_json::from_str(&r.get::<String, _>("metrics_json"))
                 .map_err(|e| corrupt("trial_epochs", e.to_string()))?;
-            epochs.entry(r.get::<i64, _>("trial_id") as u64).or_default().push((r.get::<i64, _>("epoch") as u32, metrics));
+            epochs.entry(r.get::<i64, _>("trial_id") as u64).or_default().push(StoredEpoch {
+                lease_token: r.get::<i64, _>("lease_token") as u64,
+                attempt: r.get::<i64, _>("attempt") as u32,
+                epoch: r.get::<i64, _>("epoch") as u32,
+                metrics,
+            });
         }
 
         let trials = sqlx::query(
@@ -127,7 +134,7 @@ impl Store {
         .into_iter()
         .map(|r| {
             let id = r.get::<i64, _>("id") as u64;
-            Ok(Trial {
+            let mut trial = Trial {
                 id,
                 study_id: r.get::<i64, _>("study_id") as u64,
                 study: String::new(),
@@ -136,7 +143,8 @@ impl Store {
                 params: serde_json::from_str(&r.get::<String, _>("params_json")).map_err(|e| corrupt("trials", e.to_string()))?,
                 value: r.get("value"),
                 metrics: serde_json::from_str(&r.get::<String, _>("metrics_json")).map_err(|e| corrupt("trials", e.to_string()))?,
-                intermediate: epochs.remove(&id).unwrap_or_default().into_iter().collect(),
+                intermediate: Default::default(),
+                earlier_attempts: Vec::new(),
                 attempt: r.get::<i64, _>("attempt") as u32,
                 worker_id: r.get("worker_id"),
                 lease_token: r.get::<i64, _>("lease_token") as u64,
@@ -146,7 +154,9 @@ impl Store {
                 created_ms: r.get("created_ms"),
                 started_ms: r.get("started_ms"),
                 finished_ms: r.get("finished_ms"),
-            })
+            };
+            split_epochs(&mut trial, epochs.remove(&id).unwrap_or_default());
+            Ok(trial)
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
 
@@ -170,6 +180,26 @@ impl Store {
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(write_loop(self.pool, rx, events));
         Writer { tx, task: std::sync::Arc::new(std::sync::Mutex::new(Some(task))) }
+    }
+}
+
+/// One `trial_epochs` row.
+struct StoredEpoch {
+    lease_token: u64,
+    attempt: u32,
+    epoch: u32,
+    metrics: Metrics,
+}
+
+/// The epochs of the trial's current lease are its curve; a PENDING trial has none (its last
+/// lease is gone), and every other lease's epochs are earlier attempts, oldest first.
+fn split_epochs(trial: &mut Trial, rows: Vec<StoredEpoch>) {
+    for row in rows {
+        if row.lease_token == trial.lease_token && trial.state != TrialState::Pending {
+            trial.intermediate.insert(row.epoch, row.metrics);
+        } else {
+            trial.earlier_attempts.push(PastEpoch { attempt: row.attempt, epoch: row.epoch, metrics: row.metrics });
+        }
     }
 }
 
@@ -295,7 +325,7 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
     let mut studies: Vec<&StudyRecord> = Vec::new();
     let mut trials: Vec<&Trial> = Vec::new();
     let mut trial_pos: HashMap<u64, usize> = HashMap::new();
-    let mut epochs: Vec<(u64, u32, &Metrics)> = Vec::new();
+    let mut epochs: Vec<(u64, u64, u32, u32, &Metrics)> = Vec::new();
     let mut leases: Vec<(u64, i64)> = Vec::new();
     let mut workers: Vec<&WorkerRecord> = Vec::new();
     for op in ops {
@@ -308,7 +338,9 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
                     trials.push(trial);
                 }
             },
-            WriteOp::Epoch { trial_id, epoch, metrics } => epochs.push((*trial_id, *epoch, metrics)),
+            WriteOp::Epoch { trial_id, lease_token, attempt, epoch, metrics } => {
+                epochs.push((*trial_id, *lease_token, *attempt, *epoch, metrics))
+            }
             WriteOp::Lease { trial_id, expires_ms } => leases.push((*trial_id, *expires_ms)),
             WriteOp::Worker(w) => workers.push(w),
         }
@@ -374,9 +406,12 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
         qb.build().execute(&mut *tx).await?;
     }
     for chunk in epochs.chunks(CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT OR REPLACE INTO trial_epochs (trial_id, epoch, metrics_json) ");
-        qb.push_values(chunk, |mut b, (trial_id, epoch, metrics)| {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT OR REPLACE INTO trial_epochs (trial_id, lease_token, attempt, epoch, metrics_json) ");
+        qb.push_values(chunk, |mut b, (trial_id, lease_token, attempt, epoch, metrics)| {
             b.push_bind(*trial_id as i64)
+                .push_bind(*lease_token as i64)
+                .push_bind(*attempt as i64)
                 .push_bind(*epoch as i64)
                 .push_bind(serde_json::to_string(metrics).unwrap_or_default());
         });

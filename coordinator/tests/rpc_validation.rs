@@ -61,6 +61,6 @@ async fn malformed_requests_change_nothing() {
     assert_eq!(trials(&mut c, "v").await, before, "refused requests changed nothing");
     report(&mut c, &a, 2, 0.6).await.unwrap();
     let err = report(&mut c, &a, 1, 0.6).await.unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "epochs go forward");
+    assert_eq!(err.code(), Code::FailedPrecondition, "epochs go forward");
     server.shutdown().await;
 }

@@ -15,9 +15,9 @@ pub struct Client {
     inner: CoordinatorClient<InterceptedService<Channel, BearerToken>>,
 }
 
-/// One line for a failed RPC.
+/// One line for a failed RPC (bounded: a message never floods the terminal).
 pub fn status_error(status: Status) -> anyhow::Error {
-    let message = status.message();
+    let message = &crate::text::bounded(status.message());
     match status.code() {
         Code::Unavailable => anyhow!("the coordinator is unavailable: {message}"),
         Code::DeadlineExceeded => anyhow!("the coordinator did not answer in time"),
@@ -53,8 +53,19 @@ impl Client {
         Ok(self.inner.create_study(pb::CreateStudyRequest { spec_toml }).await.map_err(status_error)?.into_inner())
     }
 
+    /// Every study, page by page.
     pub async fn list_studies(&mut self) -> Result<Vec<pb::Study>> {
-        Ok(self.inner.list_studies(pb::ListStudiesRequest {}).await.map_err(status_error)?.into_inner().studies)
+        let mut studies = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListStudiesRequest { page_size: 0, page_token };
+            let page = self.inner.list_studies(request).await.map_err(status_error)?.into_inner();
+            studies.extend(page.studies);
+            if page.next_page_token.is_empty() {
+                return Ok(studies);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     pub async fn get_study(&mut self, name: &str) -> Result<pb::Study> {
@@ -65,8 +76,34 @@ impl Client {
         Ok(self.inner.stop_study(pb::StopStudyRequest { name: name.into() }).await.map_err(status_error)?.into_inner())
     }
 
-    pub async fn list_trials(&mut self, study: &str) -> Result<pb::ListTrialsResponse> {
-        Ok(self.inner.list_trials(pb::ListTrialsRequest { study: study.into() }).await.map_err(status_error)?.into_inner())
+    /// Every trial of a study in number order, page by page.
+    pub async fn list_trials(&mut self, study: &str) -> Result<Vec<pb::Trial>> {
+        let mut trials = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListTrialsRequest { study: study.into(), page_size: 0, page_token };
+            let page = self.inner.list_trials(request).await.map_err(status_error)?.into_inner();
+            trials.extend(page.trials);
+            if page.next_page_token.is_empty() {
+                return Ok(trials);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// Every configuration of a study, best mean first, page by page.
+    pub async fn list_configurations(&mut self, study: &str) -> Result<Vec<pb::Configuration>> {
+        let mut configurations = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListConfigurationsRequest { study: study.into(), page_size: 0, page_token };
+            let page = self.inner.list_configurations(request).await.map_err(status_error)?.into_inner();
+            configurations.extend(page.configurations);
+            if page.next_page_token.is_empty() {
+                return Ok(configurations);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     pub async fn best_trial(&mut self, study: &str) -> Result<pb::BestTrial> {

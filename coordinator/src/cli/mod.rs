@@ -144,7 +144,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
                     // Validate locally first so the message can name the file.
                     if let Err(e) = crate::spec::parse_study(&text) {
-                        bail!("{}: {e}", file.display());
+                        bail!("{}: {}", file.display(), crate::text::bounded(&e.to_string()));
                     }
                     let study = client.create_study(text).await?;
                     println!("{}", output::created_line(&study));
@@ -169,8 +169,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             if args.follow {
                 return follow(&mut client, &args.name, args.format).await;
             }
-            let listing = client.list_trials(&args.name).await?;
-            print!("{}", output::trials(&listing.trials, &listing.configurations, args.format)?);
+            let study = client.get_study(&args.name).await?;
+            let trials = client.list_trials(&args.name).await?;
+            // Configurations only mean something with seed repeats.
+            let configurations = if study.repeats > 1 { client.list_configurations(&args.name).await? } else { Vec::new() };
+            print!("{}", output::trials(&trials, &configurations, args.format)?);
             Ok(())
         }
         Command::Best(args) => {

@@ -96,9 +96,18 @@ fn metrics_json(m: &std::collections::HashMap<String, f64>) -> Value {
     json!(sorted)
 }
 
-/// The configuration a trial belongs to, if the listing has one with several trials.
-fn config_of<'a>(configs: &'a [pb::Configuration], number: u32) -> Option<&'a pb::Configuration> {
-    configs.iter().find(|c| c.trials.contains(&number))
+/// Trial number → its configuration, built once per listing (studies reach 100,000 trials).
+struct ConfigIndex<'a>(std::collections::HashMap<u32, &'a pb::Configuration>);
+
+impl<'a> ConfigIndex<'a> {
+    fn new(configs: &'a [pb::Configuration]) -> Self {
+        ConfigIndex(configs.iter().flat_map(|c| c.trials.iter().map(move |&n| (n, c))).collect())
+    }
+
+    /// The configuration a trial belongs to, if the listing has one.
+    fn of(&self, number: u32) -> Option<&'a pb::Configuration> {
+        self.0.get(&number).copied()
+    }
 }
 
 fn config_json(c: Option<&pb::Configuration>) -> Value {
@@ -128,6 +137,11 @@ pub fn trial_json(t: &pb::Trial) -> Value {
         "value": t.value,
         "metrics": metrics_json(&t.metrics),
         "epochs": epochs.iter().map(|e| json!({"epoch": e.epoch, "metrics": metrics_json(&e.metrics)})).collect::<Vec<_>>(),
+        "earlier_attempts": t
+            .earlier_attempts
+            .iter()
+            .map(|e| json!({"attempt": e.attempt, "epoch": e.epoch, "metrics": metrics_json(&e.metrics)}))
+            .collect::<Vec<_>>(),
         "last_epoch": last_epoch(t),
         "attempt": t.attempt,
         "worker_id": if t.worker_id.is_empty() { Value::Null } else { json!(t.worker_id) },
@@ -141,9 +155,10 @@ pub fn trial_json(t: &pb::Trial) -> Value {
 pub fn trials(trials: &[pb::Trial], configs: &[pb::Configuration], format: Format) -> Result<String> {
     let names: BTreeSet<String> = trials.iter().flat_map(|t| t.params.keys().cloned()).collect();
     let repeated = configs.iter().any(|c| c.trials.len() > 1);
+    let index = ConfigIndex::new(configs);
     match format {
         Format::Json => Ok(serde_json::to_string_pretty(
-            &trials.iter().map(|t| trial_json_with(t, config_of(configs, t.number).filter(|_| repeated))).collect::<Vec<_>>(),
+            &trials.iter().map(|t| trial_json_with(t, index.of(t.number).filter(|_| repeated))).collect::<Vec<_>>(),
         )? + "\n"),
         Format::Table => {
             let mut header = vec!["#".to_string(), "STATE".into()];
@@ -192,7 +207,7 @@ pub fn trials(trials: &[pb::Trial], configs: &[pb::Configuration], format: Forma
                 row.extend(metric_names.iter().map(|m| t.metrics.get(m).map(|v| v.to_string()).unwrap_or_default()));
                 row.extend([last_epoch(t).to_string(), t.attempt.to_string(), t.artifact.clone(), t.error.clone()]);
                 if repeated {
-                    let c = config_of(configs, t.number);
+                    let c = index.of(t.number);
                     row.push(c.and_then(|c| c.mean).map(|v| v.to_string()).unwrap_or_default());
                     row.push(c.and_then(|c| c.std).map(|v| v.to_string()).unwrap_or_default());
                 }

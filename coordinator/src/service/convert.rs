@@ -50,11 +50,16 @@ pub fn trial_to_proto(t: &Trial) -> pb::Trial {
         state: trial_state_to_proto(t.state) as i32,
         params: params_to_proto(&t.params),
         value: t.value,
-        metrics: t.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        metrics: metrics_to_proto(&t.metrics),
         intermediate: t
             .intermediate
             .iter()
-            .map(|(epoch, m)| pb::EpochMetrics { epoch: *epoch, metrics: m.iter().map(|(k, v)| (k.clone(), *v)).collect() })
+            .map(|(epoch, m)| pb::EpochMetrics { epoch: *epoch, metrics: metrics_to_proto(m), attempt: t.attempt })
+            .collect(),
+        earlier_attempts: t
+            .earlier_attempts
+            .iter()
+            .map(|e| pb::EpochMetrics { epoch: e.epoch, metrics: metrics_to_proto(&e.metrics), attempt: e.attempt })
             .collect(),
         attempt: t.attempt,
         worker_id: t.worker_id.clone(),
@@ -135,15 +140,15 @@ pub fn decision_to_proto(d: &Decision) -> pb::ReportProgressResponse {
     }
 }
 
-/// Metric maps from workers: names must be non-empty.
+fn metrics_to_proto(m: &Metrics) -> HashMap<String, f64> {
+    m.iter().map(|(k, v)| (k.clone(), *v)).collect()
+}
+
+/// Metric maps from workers, checked by [`crate::model::validate_metrics`].
 pub fn metrics_from_proto(m: HashMap<String, f64>) -> Result<Metrics, Status> {
-    if m.is_empty() {
-        return Err(Status::invalid_argument("metrics is empty; report at least the study's objective"));
-    }
-    if m.keys().any(|k| k.trim().is_empty() || k.len() > 128) {
-        return Err(Status::invalid_argument("metric names must be 1-128 characters"));
-    }
-    Ok(m.into_iter().collect())
+    let metrics: Metrics = m.into_iter().collect();
+    crate::model::validate_metrics(&metrics).map_err(Status::invalid_argument)?;
+    Ok(metrics)
 }
 
 pub fn failure_kind_from_proto(kind: i32) -> Result<FailureKind, Status> {
@@ -166,18 +171,29 @@ pub fn require_nonzero(field: &str, v: u64) -> Result<u64, Status> {
     }
 }
 
-/// A required name field.
+/// Longest name (study or worker id) a request may carry; no stored name is longer.
+pub const MAX_NAME_BYTES: usize = 64;
+
+/// A required name field (a study name or worker id): non-empty and at most 64 bytes, so a
+/// lookup of an oversized name is refused without echoing it.
 pub fn require_name<'a>(field: &str, v: &'a str) -> Result<&'a str, Status> {
     if v.trim().is_empty() {
         Err(Status::invalid_argument(format!("{field} is empty")))
+    } else if v.len() > MAX_NAME_BYTES {
+        Err(Status::invalid_argument(format!(
+            "{field} is {} bytes long; names are at most {MAX_NAME_BYTES} characters",
+            v.len()
+        )))
     } else {
         Ok(v)
     }
 }
 
 impl From<CoordinatorError> for Status {
+    /// The one place domain errors become statuses; messages are bounded here, whatever they
+    /// quote.
     fn from(e: CoordinatorError) -> Self {
-        let msg = e.to_string();
+        let msg = crate::text::bounded(&e.to_string());
         match e {
             CoordinatorError::Spec(_) | CoordinatorError::InvalidArgument(_) => Status::invalid_argument(msg),
             CoordinatorError::StudyExists(_) => Status::already_exists(msg),

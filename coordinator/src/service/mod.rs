@@ -2,6 +2,9 @@
 //! persisting its changes, and answering once they are committed.
 
 pub mod convert;
+pub mod paging;
+mod watch;
+pub mod wire_errors;
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,16 +13,17 @@ use std::time::Duration;
 use bertsweep_proto::v1 as pb;
 use bertsweep_proto::v1::coordinator_server::Coordinator;
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::Result as CoordResult;
-use crate::model::{now_ms, StudyState};
+use crate::model::now_ms;
 use crate::registry::{Outcome, Registry};
 use crate::spec::parse_study;
 use crate::store::{CommittedChange, Writer};
 use convert::*;
+use watch::WATCH_BUFFER;
 
 /// Longest AcquireTrial long-poll a client may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -33,7 +37,7 @@ pub struct Shared {
     /// Committed changes, for WatchStudy.
     pub events: broadcast::Sender<CommittedChange>,
     /// Bumped whenever waiting AcquireTrial calls should look for work again.
-    pub work: watch::Sender<u64>,
+    pub work: tokio::sync::watch::Sender<u64>,
     /// AcquireTrial long-poll when the client does not say.
     pub default_wait: Duration,
     /// How often workers should heartbeat (a third of the lease TTL).
@@ -93,9 +97,16 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(study_to_proto(&summary)))
     }
 
-    async fn list_studies(&self, _request: Request<pb::ListStudiesRequest>) -> Result<Response<pb::ListStudiesResponse>, Status> {
-        let studies = self.shared.lock().studies();
-        Ok(Response::new(pb::ListStudiesResponse { studies: studies.iter().map(study_to_proto).collect() }))
+    async fn list_studies(&self, request: Request<pb::ListStudiesRequest>) -> Result<Response<pb::ListStudiesResponse>, Status> {
+        let r = request.into_inner();
+        let page = paging::page_request(r.page_size, &r.page_token)?;
+        let (studies, mut next) = self.shared.lock().studies_page(page.start, page.size);
+        let ids: Vec<u64> = studies.iter().map(|s| s.record.id).collect();
+        let (studies, kept) = paging::fit(studies.iter().map(study_to_proto).collect());
+        if kept < ids.len() {
+            next = Some(ids[kept]);
+        }
+        Ok(Response::new(pb::ListStudiesResponse { studies, next_page_token: paging::next_token(next) }))
     }
 
     async fn stop_study(&self, request: Request<pb::StopStudyRequest>) -> Result<Response<pb::Study>, Status> {
@@ -106,15 +117,30 @@ impl Coordinator for CoordinatorService {
     }
 
     async fn list_trials(&self, request: Request<pb::ListTrialsRequest>) -> Result<Response<pb::ListTrialsResponse>, Status> {
-        let name = request.into_inner().study;
-        let (trials, configurations) = {
-            let registry = self.shared.lock();
-            (registry.trials(require_name("study", &name)?)?, registry.configurations(&name)?)
-        };
-        Ok(Response::new(pb::ListTrialsResponse {
-            trials: trials.iter().map(trial_to_proto).collect(),
-            configurations: configurations.iter().map(configuration_to_proto).collect(),
-        }))
+        let r = request.into_inner();
+        let page = paging::page_request(r.page_size, &r.page_token)?;
+        let from = u32::try_from(page.start).unwrap_or(u32::MAX);
+        let (trials, total) = self.shared.lock().trials_page(require_name("study", &r.study)?, from, page.size)?;
+        let (trials, kept) = paging::fit(trials.iter().map(trial_to_proto).collect());
+        let next = from as u64 + kept as u64;
+        let next = (next < total as u64).then_some(next);
+        Ok(Response::new(pb::ListTrialsResponse { trials, next_page_token: paging::next_token(next) }))
+    }
+
+    async fn list_configurations(
+        &self,
+        request: Request<pb::ListConfigurationsRequest>,
+    ) -> Result<Response<pb::ListConfigurationsResponse>, Status> {
+        let r = request.into_inner();
+        let page = paging::page_request(r.page_size, &r.page_token)?;
+        let configurations = self.shared.lock().configurations(require_name("study", &r.study)?)?;
+        let total = configurations.len() as u64;
+        let start = page.start.min(total) as usize;
+        let end = start.saturating_add(page.size).min(configurations.len());
+        let (configurations, kept) = paging::fit(configurations[start..end].iter().map(configuration_to_proto).collect());
+        let next = start as u64 + kept as u64;
+        let next = (next < total).then_some(next);
+        Ok(Response::new(pb::ListConfigurationsResponse { configurations, next_page_token: paging::next_token(next) }))
     }
 
     async fn get_best_trial(&self, request: Request<pb::GetBestTrialRequest>) -> Result<Response<pb::BestTrial>, Status> {
@@ -138,61 +164,10 @@ impl Coordinator for CoordinatorService {
         let name = request.into_inner().study;
         require_name("study", &name)?;
         // Subscribe before the snapshot so no change falls between the two.
-        let mut events = self.shared.events.subscribe();
-        let (snapshot, state) = {
-            let registry = self.shared.lock();
-            (registry.trials(&name)?, registry.study_state(&name)?)
-        };
-        let (tx, rx) = mpsc::channel(256);
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            let send_snapshot = |trials: Vec<crate::model::Trial>, state: StudyState| {
-                let tx = tx.clone();
-                async move {
-                    for t in &trials {
-                        let event = pb::TrialEvent { trial: Some(trial_to_proto(t)), snapshot: true, study_state: study_state_to_proto(state) as i32 };
-                        if tx.send(Ok(event)).await.is_err() {
-                            return false;
-                        }
-                    }
-                    true
-                }
-            };
-            if !send_snapshot(snapshot, state).await {
-                return;
-            }
-            if state != StudyState::Running {
-                let _ = tx.send(Ok(pb::TrialEvent { trial: None, snapshot: false, study_state: study_state_to_proto(state) as i32 })).await;
-                return;
-            }
-            loop {
-                match events.recv().await {
-                    Ok(CommittedChange::Trial { trial, study_state }) if trial.study == name => {
-                        let event = pb::TrialEvent { trial: Some(trial_to_proto(&trial)), snapshot: false, study_state: study_state_to_proto(study_state) as i32 };
-                        if tx.send(Ok(event)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(CommittedChange::Study(record)) if record.name == name && record.state != StudyState::Running => {
-                        let _ = tx.send(Ok(pb::TrialEvent { trial: None, snapshot: false, study_state: study_state_to_proto(record.state) as i32 })).await;
-                        return;
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                        crate::store::warn_lagged(skipped);
-                        let snapshot = {
-                            let registry = shared.lock();
-                            registry.trials(&name).ok().zip(registry.study_state(&name).ok())
-                        };
-                        let Some((trials, state)) = snapshot else { return };
-                        if !send_snapshot(trials, state).await {
-                            return;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
+        let events = self.shared.events.subscribe();
+        self.shared.lock().study_state(&name)?;
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        tokio::spawn(watch::run(self.shared.clone(), name, events, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -211,6 +186,9 @@ impl Coordinator for CoordinatorService {
     async fn acquire_trial(&self, request: Request<pb::AcquireTrialRequest>) -> Result<Response<pb::AcquireTrialResponse>, Status> {
         let r = request.into_inner();
         require_name("worker_id", &r.worker_id)?;
+        if !r.study.is_empty() {
+            require_name("study", &r.study)?;
+        }
         let wait = match r.wait_ms {
             0 => self.shared.default_wait,
             ms if Duration::from_millis(ms as u64) > MAX_WAIT => {
@@ -221,15 +199,31 @@ impl Coordinator for CoordinatorService {
         let study = (!r.study.is_empty()).then_some(r.study.as_str());
         let deadline = tokio::time::Instant::now() + wait;
         let mut work = self.shared.work.subscribe();
+        let empty = pb::AcquireTrialResponse { assignment: None, study_state: pb::StudyState::Unspecified as i32, reason: String::new() };
         loop {
             work.borrow_and_update();
-            let assignment = self.shared.apply(|reg, now| reg.acquire(&r.worker_id, study, now)).await?;
+            let (assignment, ended) = self
+                .shared
+                .apply(|reg, now| {
+                    let outcome = reg.acquire(&r.worker_id, study, now)?;
+                    // A worker waiting on one study learns at once that it has ended.
+                    let ended = match (&outcome.value, study) {
+                        (None, Some(name)) => reg.study_end(name)?,
+                        _ => None,
+                    };
+                    Ok(outcome.map(|a| (a, ended)))
+                })
+                .await?;
             if let Some(a) = assignment {
-                return Ok(Response::new(pb::AcquireTrialResponse { assignment: Some(assignment_to_proto(&a)) }));
+                return Ok(Response::new(pb::AcquireTrialResponse { assignment: Some(assignment_to_proto(&a)), ..empty }));
+            }
+            if let Some((state, reason)) = ended {
+                let study_state = study_state_to_proto(state) as i32;
+                return Ok(Response::new(pb::AcquireTrialResponse { study_state, reason, ..empty }));
             }
             match tokio::time::timeout_at(deadline, work.changed()).await {
                 Ok(Ok(())) => continue,
-                _ => return Ok(Response::new(pb::AcquireTrialResponse { assignment: None })),
+                _ => return Ok(Response::new(empty)),
             }
         }
     }

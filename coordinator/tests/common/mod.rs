@@ -28,10 +28,20 @@ impl TestServer {
 
     pub async fn start_with(lease_ttl: Duration, token: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let db_url = format!("sqlite://{}", dir.path().join("test.db").display());
+        Self::start_in(dir, lease_ttl, token, db_url).await
+    }
+
+    /// A server over an existing database (its own temporary directory stays empty).
+    pub async fn start_on_db(lease_ttl: Duration, db_url: &str) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), lease_ttl, None, db_url.to_string()).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, lease_ttl: Duration, token: Option<&str>, db_url: String) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let config = ServerConfig {
-            db_url: format!("sqlite://{}", dir.path().join("test.db").display()),
+            db_url,
             token: token.map(String::from),
             lease_ttl,
             long_poll: Duration::from_secs(5),
@@ -47,6 +57,18 @@ impl TestServer {
 
     pub async fn client(&self) -> Client {
         CoordinatorClient::connect(self.url.clone()).await.unwrap()
+    }
+
+    /// Shuts down and hands back the directory holding the database.
+    pub async fn stop_keeping_files(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let empty = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, empty)
     }
 
     pub async fn shutdown(mut self) {
@@ -129,8 +151,19 @@ pub async fn study(client: &mut Client, name: &str) -> pb::Study {
     client.get_study(pb::GetStudyRequest { name: name.into() }).await.unwrap().into_inner()
 }
 
+/// Every trial of a study, following the pages.
 pub async fn trials(client: &mut Client, name: &str) -> Vec<pb::Trial> {
-    client.list_trials(pb::ListTrialsRequest { study: name.into() }).await.unwrap().into_inner().trials
+    let mut out = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListTrialsRequest { study: name.into(), page_size: 0, page_token };
+        let page = client.list_trials(request).await.unwrap().into_inner();
+        out.extend(page.trials);
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 /// Polls `check` until it returns Some or the deadline passes.

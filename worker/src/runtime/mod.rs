@@ -8,10 +8,11 @@
 pub mod client;
 pub mod convert;
 mod observer;
+pub mod paths;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bertsweep_proto::v1 as pb;
@@ -90,7 +91,10 @@ pub fn device_name(d: Device) -> String {
 struct Context {
     client: Client,
     options: WorkerOptions,
-    worker_id: String,
+    /// What RegisterWorker sent, to register again under a new id.
+    registration: pb::RegisterWorkerRequest,
+    /// This worker's id; replaced when the coordinator no longer knows it (a new database).
+    worker_id: Mutex<String>,
     heartbeat_interval: Duration,
     taken: AtomicUsize,
     done: AtomicUsize,
@@ -110,7 +114,7 @@ pub async fn run(options: WorkerOptions, shutdown: watch::Receiver<bool>) -> Res
     let registered = {
         let mut shutdown = shutdown.clone();
         tokio::select! {
-            r = with_retry("register", None, || { let mut c = client.clone(); let req = request.clone(); async move { c.register_worker(req).await } }) => r.map_err(|s| rpc_error("RegisterWorker", s))?.into_inner(),
+            r = register(&client, &request) => r?,
             _ = shutdown.wait_for(|s| *s) => return Ok(Summary::default()),
         }
     };
@@ -118,7 +122,8 @@ pub async fn run(options: WorkerOptions, shutdown: watch::Receiver<bool>) -> Res
     let ctx = Arc::new(Context {
         client,
         heartbeat_interval: Duration::from_millis(registered.heartbeat_interval_ms.max(100) as u64),
-        worker_id: registered.worker_id,
+        worker_id: Mutex::new(registered.worker_id),
+        registration: request,
         taken: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
         shutdown,
@@ -144,6 +149,65 @@ pub async fn run(options: WorkerOptions, shutdown: watch::Receiver<bool>) -> Res
     }
 }
 
+async fn register(client: &Client, request: &pb::RegisterWorkerRequest) -> Result<pb::RegisterWorkerResponse, RuntimeError> {
+    let call = || {
+        let mut c = client.clone();
+        let req = request.clone();
+        async move { c.register_worker(req).await }
+    };
+    Ok(with_retry("register", None, call).await.map_err(|s| rpc_error("RegisterWorker", s))?.into_inner())
+}
+
+impl Context {
+    fn worker_id(&self) -> String {
+        self.worker_id.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Registers again after the coordinator answered NOT_FOUND for `stale_id` (it runs on a
+    /// new database). Device slots share the worker, so only the first to notice registers.
+    async fn reregister(&self, stale_id: &str) -> Result<(), RuntimeError> {
+        if self.worker_id() != stale_id {
+            return Ok(());
+        }
+        let registered = register(&self.client, &self.registration).await?;
+        let mut id = self.worker_id.lock().unwrap_or_else(|p| p.into_inner());
+        if *id == stale_id {
+            warn!(old = %stale_id, new = %registered.worker_id, "the coordinator no longer knew this worker; registered again");
+            *id = registered.worker_id;
+        }
+        Ok(())
+    }
+}
+
+/// Asks for a trial; a NOT_FOUND for this worker's id registers again once and retries (a
+/// NOT_FOUND right after registering is about the study, and is returned).
+async fn acquire(ctx: &Context, shutdown: &mut watch::Receiver<bool>) -> Option<Result<pb::AcquireTrialResponse, RuntimeError>> {
+    let mut registered_again = false;
+    loop {
+        let worker_id = ctx.worker_id();
+        let request = pb::AcquireTrialRequest { worker_id: worker_id.clone(), study: ctx.options.study.clone().unwrap_or_default(), wait_ms: 20_000 };
+        let call = || {
+            let mut c = ctx.client.clone();
+            let req = request.clone();
+            async move { c.acquire_trial(req).await }
+        };
+        let acquired = tokio::select! {
+            r = with_retry("acquire", None, call) => r,
+            _ = shutdown.wait_for(|s| *s) => return None,
+        };
+        match acquired {
+            Ok(r) => return Some(Ok(r.into_inner())),
+            Err(s) if s.code() == Code::NotFound && !registered_again => {
+                registered_again = true;
+                if let Err(e) = ctx.reregister(&worker_id).await {
+                    return Some(Err(e));
+                }
+            }
+            Err(s) => return Some(Err(rpc_error("AcquireTrial", s))),
+        }
+    }
+}
+
 /// One device: acquire and train until told to stop.
 async fn slot_loop(ctx: Arc<Context>, device: Device) -> Result<(), RuntimeError> {
     let mut shutdown = ctx.shutdown.clone();
@@ -156,19 +220,17 @@ async fn slot_loop(ctx: Arc<Context>, device: Device) -> Result<(), RuntimeError
                 return Ok(());
             }
         }
-        let request = pb::AcquireTrialRequest {
-            worker_id: ctx.worker_id.clone(),
-            study: ctx.options.study.clone().unwrap_or_default(),
-            wait_ms: 20_000,
-        };
-        let acquired = tokio::select! {
-            r = with_retry("acquire", None, || { let mut c = ctx.client.clone(); let req = request.clone(); async move { c.acquire_trial(req).await } }) => r,
-            _ = shutdown.wait_for(|s| *s) => return Ok(()),
-        };
-        let assignment = acquired.map_err(|s| rpc_error("AcquireTrial", s))?.into_inner().assignment;
-        let Some(assignment) = assignment else {
+        let Some(acquired) = acquire(&ctx, &mut shutdown).await else { return Ok(()) };
+        let acquired = acquired?;
+        let Some(assignment) = acquired.assignment else {
             if ctx.options.max_trials.is_some() {
                 ctx.taken.fetch_sub(1, Ordering::SeqCst);
+            }
+            if acquired.study_state != pb::StudyState::Unspecified as i32 && acquired.study_state != pb::StudyState::Running as i32 {
+                let study = ctx.options.study.clone().unwrap_or_default();
+                let reason = if acquired.reason.is_empty() { String::new() } else { format!(" ({})", acquired.reason) };
+                info!(study = %study, "study has ended{reason}; nothing left to do");
+                return Ok(());
             }
             if let Some(study) = &ctx.options.study {
                 if study_has_ended(&ctx.client, study).await? {
@@ -201,9 +263,14 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: pb::Assignment) {
         Ok(cfg) => cfg,
         Err(e) => return fail(ctx, &a, pb::FailureKind::Infeasible, e.to_string()).await,
     };
+    let export_dir = match ctx.options.artifacts.as_ref().map(|dir| paths::join_inside(dir, &[&a.study, &a.number.to_string()])) {
+        None => None,
+        Some(Ok(dir)) => Some(dir),
+        Some(Err(e)) => return fail(ctx, &a, pb::FailureKind::Infeasible, e.to_string()).await,
+    };
     let lease = Arc::new(LeaseState::default());
     let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), a.clone(), lease.clone()));
-    let export_dir = ctx.options.artifacts.as_ref().map(|dir| dir.join(&a.study).join(a.number.to_string()));
+
     let observer = RemoteObserver::new(
         tokio::runtime::Handle::current(),
         ctx.client.clone(),
@@ -231,7 +298,8 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: pb::Assignment) {
         }
         (_, Some(AbortReason::LeaseLost(why))) => warn!(trial = %label, "abandoned: {why}"),
         (_, Some(AbortReason::Stopped(why))) => info!(trial = %label, "stopped by the coordinator: {why}"),
-        (_, Some(AbortReason::Rejected(why))) => fail(ctx, &a, pb::FailureKind::Infeasible, why).await,
+        // The coordinator refusing a report says nothing about the parameters: never infeasible.
+        (_, Some(AbortReason::Rejected(why))) => fail(ctx, &a, pb::FailureKind::Retryable, why).await,
         (Err(join), None) => fail(ctx, &a, pb::FailureKind::Retryable, format!("training thread panicked: {join}")).await,
         (Ok(Err(e)), None) => {
             let kind = if e.is_infeasible() { pb::FailureKind::Infeasible } else { pb::FailureKind::Retryable };
