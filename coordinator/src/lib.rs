@@ -12,10 +12,12 @@
 //! - [`service`]: the gRPC methods; [`service::convert`] is the only proto ↔ domain mapping.
 //! - [`server`]: wires store, registry, reaper, auth, health and reflection into a server.
 //! - [`text`]: safe names and bounded error text (how much of an input a message may quote).
+//! - [`fixtures`]: large databases built in-process, for scale tests and benchmarks.
 //! - [`cli`]: the `bertsweep` command line (client verbs and output formats).
 
 pub mod cli;
 pub mod error;
+pub mod fixtures;
 pub mod model;
 pub mod params;
 pub mod registry;

@@ -220,6 +220,8 @@ fn classify_open_error(url: &str, source: sqlx::Error) -> StoreError {
 struct Batch {
     ops: Vec<WriteOp>,
     done: Option<oneshot::Sender<()>>,
+    /// Commit, then close the database (and its exclusive lock) before answering.
+    shutdown: bool,
 }
 
 /// Handle to the group-commit writer.
@@ -249,17 +251,18 @@ impl Writer {
             return Commit(None);
         }
         let (done, rx) = oneshot::channel();
-        if self.tx.send(Batch { ops, done: Some(done) }).is_err() {
+        if self.tx.send(Batch { ops, done: Some(done), shutdown: false }).is_err() {
             let (_, rx) = oneshot::channel();
             return Commit(Some(rx));
         }
         Commit(Some(rx))
     }
 
-    /// Flushes everything queued and stops the writer (graceful shutdown).
+    /// Flushes everything queued, closes the database (releasing its lock) and stops the
+    /// writer (graceful shutdown).
     pub async fn close(&self) {
         let (done, rx) = oneshot::channel();
-        let _ = self.tx.send(Batch { ops: Vec::new(), done: Some(done) });
+        let _ = self.tx.send(Batch { ops: Vec::new(), done: Some(done), shutdown: true });
         let _ = rx.await;
         let task = self.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
@@ -309,10 +312,17 @@ async fn write_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Batch>, ev
                 _ => {}
             }
         }
+        let shutdown = batches.iter().any(|b| b.shutdown);
+        if shutdown {
+            pool.close().await;
+        }
         for b in batches {
             if let Some(done) = b.done {
                 let _ = done.send(());
             }
+        }
+        if shutdown {
+            return;
         }
     }
 }

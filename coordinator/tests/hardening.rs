@@ -170,55 +170,6 @@ async fn reports_are_bounded_and_repeats_are_idempotent_or_refused() {
     server.shutdown().await;
 }
 
-/// Raw bytes as a request body, to send what no generated client would.
-#[derive(Clone, Default)]
-struct RawCodec;
-
-struct RawEncoder;
-struct RawDecoder;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl tonic::codec::Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        use bytes::BufMut;
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawDecoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
-        use bytes::Buf;
-        let mut out = vec![0; src.remaining()];
-        src.copy_to_slice(&mut out);
-        Ok(Some(out))
-    }
-}
-
-async fn raw_call(url: &str, method: &str, body: Vec<u8>) -> tonic::Status {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string()).unwrap().connect().await.unwrap();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let path = http::uri::PathAndQuery::from_maybe_shared(format!("/bertsweep.v1.Coordinator/{method}")).unwrap();
-    grpc.unary(tonic::Request::new(body), path, RawCodec).await.unwrap_err()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_and_oversized_requests_get_the_callers_codes() {
     let server = TestServer::start(Duration::from_secs(30)).await;

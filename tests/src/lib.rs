@@ -92,8 +92,15 @@ impl Coordinator {
 
     /// Starts a CPU worker for `study`, logging to `log`.
     pub fn worker(&self, study: &str, artifacts: &Path, log: &Path) -> Child {
+        self.worker_with(&["--study", study], artifacts, log)
+    }
+
+    /// Starts a CPU worker with extra flags (`--study NAME`, `--max-trials N`, …).
+    pub fn worker_with(&self, extra: &[&str], artifacts: &Path, log: &Path) -> Child {
         Command::new(binary("bertsweep-worker"))
-            .args(["--coordinator", &self.url, "--study", study, "--device", "cpu", "--threads", "1", "--artifacts"])
+            .args(["--coordinator", &self.url, "--device", "cpu", "--threads", "1"])
+            .args(extra)
+            .arg("--artifacts")
             .arg(artifacts)
             .current_dir(workspace_root())
             .stdout(std::fs::File::create(log).expect("log"))

@@ -1,0 +1,352 @@
+//! Time-bounded fuzzing of the study-file parser and of every RPC's validation, with zero
+//! panics allowed.
+//!
+//! `BERTSWEEP_FUZZ_SECS` sets how long each target runs (default 5; `.ci/run` uses 60), and
+//! `BERTSWEEP_FUZZ_SEED` replays a run (the seed is printed when a case fails). Inputs are
+//! mutations of the project's own study files and of well-formed requests, salted with the
+//! values that broke earlier versions (tiny steps, huge budgets, unsafe names, long strings,
+//! non-finite numbers, out-of-range epochs).
+//!
+//! What must hold for every input:
+//! - the parser never panics; an accepted study is runnable (its first trial can be leased) and
+//!   obeys the name and budget rules; a refusal is one bounded line;
+//! - every RPC answers OK or a caller's code (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,
+//!   FAILED_PRECONDITION, RESOURCE_EXHAUSTED) with a bounded message, never INTERNAL, UNKNOWN
+//!   or a dropped connection; the registry's counts stay consistent and `parallel_trials` holds.
+
+mod common;
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use bertsweep_coordinator::registry::{LeaseConfig, Registry};
+use bertsweep_coordinator::spec::{parse_study, SamplerKind};
+use bertsweep_coordinator::text::is_study_name;
+use bertsweep_proto::v1 as pb;
+use common::*;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tonic::Code;
+
+fn budget() -> Duration {
+    let secs = std::env::var("BERTSWEEP_FUZZ_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0f64);
+    Duration::from_secs_f64(secs.max(0.1))
+}
+
+fn rng() -> (ChaCha8Rng, u64) {
+    let seed = std::env::var("BERTSWEEP_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    (ChaCha8Rng::seed_from_u64(seed), seed)
+}
+
+/// The project's study files: the seed corpus.
+fn corpus() -> Vec<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut files: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    files.push(study_toml("corpus", "parallel_trials = 2", &grid_params(3)));
+    files.sort();
+    files
+}
+
+/// Tokens that have broken parsers before, and the schema's own words.
+const DICTIONARY: &[&str] = &[
+    "1e-300", "1e-18", "1e308", "-1", "0", "0.0", "-0.0", "nan", "inf", "-inf", "4294967296", "9223372036854775807", "\"..\"",
+    "\".\"", "\"-rf\"", "\"--help\"", "\"\"", "\"a/b\"", "[]", "[1, 1]", "{}", "true", "\"grid\"", "\"random\"", "\"tpe\"",
+    "\"asha\"", "\"median\"", "\"log_uniform\"", "\"int_uniform\"", "\"uniform\"", "name", "step", "grid_points", "max_trials",
+    "parallel_trials", "max_failed_trials", "max_attempts", "repeats", "min_epochs", "reduction_factor", "values", "value",
+    "min", "max", "distribution", "[parameters.seed]", "[parameters.num_train_epochs]", "[early_stopping]", "[budget]",
+    "=", "\n", "[", "]", "\"", "'", "#", ".", ",",
+];
+
+fn mutate(rng: &mut ChaCha8Rng, text: &str) -> String {
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    for _ in 0..rng.gen_range(1..=4) {
+        if lines.is_empty() {
+            lines.push(String::new());
+        }
+        let i = rng.gen_range(0..lines.len());
+        match rng.gen_range(0..8) {
+            // Replace the value of a `key = value` line.
+            0 | 1 => {
+                if let Some((key, _)) = lines[i].split_once('=') {
+                    lines[i] = format!("{key}= {}", DICTIONARY.choose(rng).unwrap());
+                }
+            }
+            2 => lines.insert(i, format!("{} = {}", DICTIONARY.choose(rng).unwrap(), DICTIONARY.choose(rng).unwrap())),
+            3 => {
+                lines.remove(i);
+            }
+            4 => {
+                let copy = lines[i].clone();
+                lines.insert(rng.gen_range(0..=lines.len()), copy);
+            }
+            5 => {
+                let j = rng.gen_range(0..lines.len());
+                lines.swap(i, j);
+            }
+            // A long value: the kind of input that once came back whole in errors.
+            6 => {
+                if let Some((key, _)) = lines[i].split_once('=') {
+                    let long = "x".repeat(rng.gen_range(65..20_000));
+                    lines[i] = format!("{key}= \"{long}\"");
+                }
+            }
+            _ => {
+                let mut bytes = lines[i].clone().into_bytes();
+                if !bytes.is_empty() {
+                    let k = rng.gen_range(0..bytes.len());
+                    bytes[k] = rng.gen_range(0x20..0x7f);
+                }
+                lines[i] = String::from_utf8_lossy(&bytes).into_owned();
+            }
+        }
+    }
+    lines.join("\n")
+}
+
+/// Checks one input against the parser's contract; returns a description of a violation.
+fn check_study_file(text: &str) -> Result<(), String> {
+    let parsed = catch_unwind(|| parse_study(text)).map_err(|_| "parse_study panicked".to_string())?;
+    let spec = match parsed {
+        Err(e) => {
+            let message = e.to_string();
+            if message.contains('\n') || message.chars().count() > 700 {
+                return Err(format!("refusal is not one bounded line ({} chars)", message.chars().count()));
+            }
+            return Ok(());
+        }
+        Ok(spec) => spec,
+    };
+    if !is_study_name(&spec.name) {
+        return Err(format!("accepted an unsafe name {:?}", spec.name));
+    }
+    if spec.budget.max_trials == 0 || spec.budget.parallel_trials == 0 {
+        return Err("accepted a zero budget".into());
+    }
+    if spec.sampler == SamplerKind::Grid {
+        let whole = spec.grid_size().saturating_mul(spec.repeats as u64);
+        if whole == 0 || spec.budget.max_trials as u64 > whole {
+            return Err(format!("grid of {whole} trials accepted with max_trials {}", spec.budget.max_trials));
+        }
+    }
+    // Accepted means runnable: the first trial can be leased.
+    let runnable = catch_unwind(AssertUnwindSafe(|| {
+        let mut registry = Registry::new(LeaseConfig { ttl_ms: 1000 });
+        registry.create_study(spec.clone(), text.to_string(), 0).ok()?;
+        let worker = registry.register_worker("fuzz".into(), vec![], "fuzz".into(), 0).value;
+        registry.acquire(&worker, Some(&spec.name), 1).ok()?.value
+    }))
+    .map_err(|_| "creating or leasing from an accepted study panicked".to_string())?;
+    if runnable.is_none() {
+        return Err("accepted a study whose first trial cannot be leased".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn study_file_parser_never_panics_and_accepts_only_runnable_studies() {
+    let (mut rng, seed) = rng();
+    let corpus = corpus();
+    let deadline = Instant::now() + budget();
+    let mut cases = 0u64;
+    // Quiet the default hook: panics are caught and reported with their input instead.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut failure = None;
+    while Instant::now() < deadline && failure.is_none() {
+        let base = corpus.choose(&mut rng).unwrap();
+        let mut text = mutate(&mut rng, base);
+        if rng.gen_bool(0.2) {
+            text = mutate(&mut rng, &text);
+        }
+        if let Err(why) = check_study_file(&text) {
+            failure = Some((why, text));
+        }
+        cases += 1;
+    }
+    std::panic::set_hook(hook);
+    if let Some((why, text)) = failure {
+        panic!("study-file fuzz (BERTSWEEP_FUZZ_SEED={seed}) after {cases} cases: {why}\n--- input ---\n{text}");
+    }
+    eprintln!("study-file fuzz: {cases} cases, seed {seed}, no panics");
+}
+
+/// A string from the shapes that matter: real names, empty, long, unicode, path tricks.
+fn name(rng: &mut ChaCha8Rng, real: &[String]) -> String {
+    match rng.gen_range(0..8) {
+        0..=2 if !real.is_empty() => real.choose(rng).unwrap().clone(),
+        3 => String::new(),
+        4 => "n".repeat(rng.gen_range(60..70_000)),
+        5 => ["..", ".", "-rf", "é", "a/b", " ", "\u{0}"].choose(rng).unwrap().to_string(),
+        _ => format!("w{}", rng.gen_range(0..1000)),
+    }
+}
+
+fn number(rng: &mut ChaCha8Rng, real: &[u64]) -> u64 {
+    match rng.gen_range(0..6) {
+        0..=2 if !real.is_empty() => *real.choose(rng).unwrap(),
+        3 => 0,
+        4 => u64::MAX,
+        _ => rng.gen_range(1..10_000),
+    }
+}
+
+fn random_metrics(rng: &mut ChaCha8Rng) -> HashMap<String, f64> {
+    let mut m = HashMap::new();
+    if rng.gen_bool(0.8) {
+        m.insert("eval_accuracy".to_string(), rng.gen_range(0.0..1.0));
+    }
+    let extra = match rng.gen_range(0..10) {
+        0 => rng.gen_range(60..300),
+        _ => rng.gen_range(0..6),
+    };
+    for i in 0..extra {
+        let key = match rng.gen_range(0..6) {
+            0 => String::new(),
+            1 => "Eval-Acc".into(),
+            2 => "m".repeat(rng.gen_range(1..200)),
+            _ => format!("metric_{i}"),
+        };
+        let value = *[0.5, f64::NAN, f64::INFINITY, -1e308, 0.0].choose(rng).unwrap();
+        m.insert(key, value);
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invariants() {
+    let (mut rng, seed) = rng();
+    let server = TestServer::start(Duration::from_millis(400)).await;
+    let channel = tonic::transport::Endpoint::from_shared(server.url.clone()).unwrap().connect().await.unwrap();
+    let mut c = pb::coordinator_client::CoordinatorClient::new(channel.clone());
+    let corpus = corpus();
+    let mut studies: Vec<String> = Vec::new();
+    let mut workers: Vec<String> = Vec::new();
+    let mut trial_ids: Vec<u64> = Vec::new();
+    let mut tokens: Vec<u64> = Vec::new();
+    let deadline = Instant::now() + budget();
+    let mut calls = 0u64;
+    const METHODS: &[&str] = &[
+        "CreateStudy", "GetStudy", "ListStudies", "StopStudy", "ListTrials", "ListConfigurations", "GetBestTrial",
+        "RegisterWorker", "AcquireTrial", "Heartbeat", "ReportProgress", "CompleteTrial", "FailTrial",
+    ];
+    while Instant::now() < deadline {
+        calls += 1;
+        let what = rng.gen_range(0..16);
+        let result: Result<(), tonic::Status> = match what {
+            0 | 1 => {
+                let base = corpus.choose(&mut rng).unwrap();
+                let text = if rng.gen_bool(0.3) {
+                    // A fresh valid study now and then, so leases and reports have something to hit.
+                    study_toml(&format!("f{calls}"), "parallel_trials = 2\nmax_attempts = 2", &grid_params(rng.gen_range(2..4)))
+                } else {
+                    mutate(&mut rng, base)
+                };
+                c.create_study(pb::CreateStudyRequest { spec_toml: text }).await.map(|r| studies.push(r.into_inner().name))
+            }
+            2 => c.get_study(pb::GetStudyRequest { name: name(&mut rng, &studies) }).await.map(drop),
+            3 => {
+                let page_token = if rng.gen_bool(0.5) { String::new() } else { name(&mut rng, &[]) };
+                c.list_studies(pb::ListStudiesRequest { page_size: rng.gen(), page_token }).await.map(drop)
+            }
+            4 => c.stop_study(pb::StopStudyRequest { name: name(&mut rng, &studies) }).await.map(drop),
+            5 => {
+                let page_token = if rng.gen_bool(0.5) { String::new() } else { rng.gen::<u32>().to_string() };
+                let request = pb::ListTrialsRequest { study: name(&mut rng, &studies), page_size: rng.gen(), page_token };
+                c.list_trials(request).await.map(drop)
+            }
+            6 => c.get_best_trial(pb::GetBestTrialRequest { study: name(&mut rng, &studies) }).await.map(drop),
+            7 => {
+                let request = pb::RegisterWorkerRequest {
+                    hostname: name(&mut rng, &[]),
+                    devices: (0..rng.gen_range(0..80)).map(|i| format!("cuda:{i}")).collect(),
+                    version: name(&mut rng, &[]),
+                };
+                c.register_worker(request).await.map(|r| workers.push(r.into_inner().worker_id))
+            }
+            8 | 9 => {
+                let study = if rng.gen_bool(0.5) { String::new() } else { name(&mut rng, &studies) };
+                let wait_ms = *[1u32, 20, 0, 60_001, u32::MAX].choose(&mut rng).unwrap();
+                let wait_ms = if wait_ms == 0 { 1 } else { wait_ms };
+                let request = pb::AcquireTrialRequest { worker_id: name(&mut rng, &workers), study, wait_ms };
+                c.acquire_trial(request).await.map(|r| {
+                    if let Some(a) = r.into_inner().assignment {
+                        trial_ids.push(a.trial_id);
+                        tokens.push(a.lease_token);
+                    }
+                })
+            }
+            10 => {
+                let request = pb::HeartbeatRequest { trial_id: number(&mut rng, &trial_ids), lease_token: number(&mut rng, &tokens) };
+                c.heartbeat(request).await.map(drop)
+            }
+            11 | 12 => {
+                let epoch = *[0u32, 1, 2, 3, 4, u32::MAX].choose(&mut rng).unwrap();
+                let request = pb::ReportProgressRequest {
+                    trial_id: number(&mut rng, &trial_ids),
+                    lease_token: number(&mut rng, &tokens),
+                    epoch,
+                    metrics: random_metrics(&mut rng),
+                };
+                c.report_progress(request).await.map(drop)
+            }
+            13 => {
+                let request = pb::CompleteTrialRequest {
+                    trial_id: number(&mut rng, &trial_ids),
+                    lease_token: number(&mut rng, &tokens),
+                    metrics: random_metrics(&mut rng),
+                    artifact: if rng.gen_bool(0.9) { String::new() } else { "a".repeat(rng.gen_range(1..6000)) },
+                };
+                c.complete_trial(request).await.map(drop)
+            }
+            14 => {
+                let request = pb::FailTrialRequest {
+                    trial_id: number(&mut rng, &trial_ids),
+                    lease_token: number(&mut rng, &tokens),
+                    error: name(&mut rng, &[]),
+                    kind: rng.gen_range(-1..5),
+                };
+                c.fail_trial(request).await.map(drop)
+            }
+            _ => {
+                // Bytes that are not the method's message (or are, by chance).
+                let method = METHODS.choose(&mut rng).unwrap();
+                let body: Vec<u8> = (0..rng.gen_range(0..64)).map(|_| rng.gen()).collect();
+                let status = raw_call_on(channel.clone(), method, body).await;
+                if status.code() == Code::Ok {
+                    Ok(())
+                } else {
+                    Err(status)
+                }
+            }
+        };
+        if let Err(status) = result {
+            let allowed = [Code::InvalidArgument, Code::NotFound, Code::AlreadyExists, Code::FailedPrecondition, Code::ResourceExhausted];
+            assert!(
+                allowed.contains(&status.code()),
+                "call kind {what} (BERTSWEEP_FUZZ_SEED={seed}, call {calls}) answered {:?}: {}",
+                status.code(),
+                status.message()
+            );
+            assert!(status.message().len() <= 800, "call kind {what} (seed {seed}): a {}-byte message", status.message().len());
+        }
+    }
+    // Invariants: every study's counts add up and parallel_trials holds.
+    for name in &studies {
+        let s = study(&mut c, name).await;
+        let counts = s.counts.unwrap_or_default();
+        let listed = trials(&mut c, name).await;
+        let sum = counts.pending + counts.running + counts.completed + counts.pruned + counts.failed + counts.stopped;
+        assert_eq!(sum as usize, listed.len(), "study {name} (seed {seed}): counts {counts:?} vs {} trials", listed.len());
+        assert!(counts.running <= s.parallel_trials, "study {name} (seed {seed}): {} running > {}", counts.running, s.parallel_trials);
+        assert!(listed.len() as u32 <= s.max_trials);
+    }
+    eprintln!("rpc fuzz: {calls} calls, {} studies, seed {seed}", studies.len());
+    server.shutdown().await;
+}
