@@ -9,7 +9,7 @@ VENV := .venv
 SST2_DIR ?= $(abspath ../shared/data/sst2)
 export SST2_DIR
 
-.PHONY: setup build build-release demo test bench bench-coordinator bench-worker bench-search
+.PHONY: setup build build-release demo test bench bench-coordinator bench-worker bench-search bench-scale
 
 setup: $(VENV)/.ready
 
@@ -35,7 +35,7 @@ demo: build
 test: setup
 	cargo test --workspace
 
-bench: bench-coordinator bench-worker bench-search
+bench: bench-coordinator bench-worker bench-search bench-scale
 
 bench-coordinator:
 	cargo bench -p bertsweep-coordinator --bench lifecycle
@@ -45,3 +45,8 @@ bench-worker: setup
 
 bench-search:
 	cargo bench -p bertsweep-coordinator --bench search_efficiency
+
+# Paged listings over 10,000 studies / 100,000 trials, and serve's memory under 50 idle watchers.
+bench-scale:
+	cargo bench -p bertsweep-coordinator --bench paging
+	cargo bench -p bertsweep-coordinator --bench watch_memory

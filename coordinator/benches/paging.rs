@@ -7,11 +7,10 @@
 //! Run: `cargo bench -p bertsweep-coordinator --bench paging` (STUDIES and TRIALS override the
 //! sizes).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
-use bertsweep_coordinator::fixtures::{populate, Population};
+use bertsweep_coordinator::fixtures::{populate, Population, ServeProcess};
 use bertsweep_proto::v1 as pb;
 use prost::Message;
 
@@ -39,18 +38,9 @@ async fn main() {
     let populate_s = t0.elapsed().as_secs_f64();
 
     let t0 = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bertsweep"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let serve = ServeProcess::start(env!("CARGO_BIN_EXE_bertsweep"), &db, &[]).unwrap();
     let start_s = t0.elapsed().as_secs_f64();
-    let url = format!("http://{}", line.split_whitespace().nth(4).unwrap());
+    let url = serve.url.clone();
 
     let (list_s, list_lines) = timed(&url, &["study", "list", "--format", "csv"]);
     let (trials_s, trial_lines) = timed(&url, &["trials", "big", "--format", "csv"]);
@@ -73,8 +63,7 @@ async fn main() {
         }
         token = page.next_page_token;
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serve);
     println!(
         "{}",
         serde_json::json!({

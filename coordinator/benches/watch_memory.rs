@@ -7,23 +7,10 @@
 //! Run: `cargo bench -p bertsweep-coordinator --bench watch_memory` (WATCHERS and TRIALS
 //! override 50 and 10,000).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bertsweep_coordinator::fixtures::{populate, Population};
+use bertsweep_coordinator::fixtures::{populate, Population, ServeProcess};
 use bertsweep_proto::v1 as pb;
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 fn env_or(name: &str, default: u32) -> u32 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -37,18 +24,8 @@ async fn main() {
     let db = dir.path().join("watch.db");
     populate(&format!("sqlite://{}", db.display()), Population { small_studies: 0, big_trials: trials, epochs: 4 }).await.unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bertsweep"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(&db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = format!("http://{}", line.split_whitespace().nth(4).unwrap());
-    let pid = child.id();
+    let serve = ServeProcess::start(env!("CARGO_BIN_EXE_bertsweep"), &db, &[]).unwrap();
+    let url = serve.url.clone();
 
     // One full read first, as a user's `bertsweep trials` would, so idle includes warm caches.
     let mut client = pb::coordinator_client::CoordinatorClient::connect(url.clone()).await.unwrap();
@@ -64,7 +41,7 @@ async fn main() {
         }
         token = page.next_page_token;
     }
-    let idle = rss_mib(pid);
+    let idle = serve.rss_mib();
 
     let mut streams = Vec::new();
     for _ in 0..watchers {
@@ -73,17 +50,16 @@ async fn main() {
         s.message().await.unwrap();
         streams.push((c, s));
     }
-    let with_watchers = rss_mib(pid);
+    let with_watchers = serve.rss_mib();
     drop(streams);
     // Wait for the server to notice the disconnects and free what it held (settles in < 10 s).
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut after = rss_mib(pid);
+    let mut after = serve.rss_mib();
     while Instant::now() < deadline && after > idle * 1.2 {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        after = rss_mib(pid);
+        after = serve.rss_mib();
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serve);
     println!(
         "{}",
         serde_json::json!({

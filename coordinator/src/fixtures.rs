@@ -116,3 +116,53 @@ pub async fn populate(db_url: &str, population: Population) -> Result<(), StoreE
     writer.close().await;
     Ok(())
 }
+
+/// A `bertsweep serve` process on a free loopback port, killed (SIGKILL) on drop.
+pub struct ServeProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl ServeProcess {
+    /// Starts `bin serve --listen 127.0.0.1:0 --db DB EXTRA…` and waits for its banner.
+    /// Tests and benchmarks pass `env!("CARGO_BIN_EXE_bertsweep")` as `bin`.
+    pub fn start(bin: &str, db: &std::path::Path, extra: &[&str]) -> std::io::Result<Self> {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .arg("--db")
+            .arg(db)
+            .env("RUST_LOG", std::env::var("BERTSWEEP_SERVE_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        // "bertsweep coordinator listening on ADDR (db …)"
+        let addr = line.split_whitespace().nth(4).ok_or_else(|| std::io::Error::other(format!("unexpected banner {line:?}")))?;
+        Ok(ServeProcess { url: format!("http://{addr}"), child })
+    }
+
+    /// Resident memory of the process in MiB (0 when it cannot be read).
+    pub fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

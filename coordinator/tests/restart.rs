@@ -3,36 +3,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use bertsweep_coordinator::fixtures::ServeProcess;
 
 use bertsweep_proto::v1 as pb;
 use common::*;
 
-/// A `bertsweep serve` process, killed on drop so a failing assertion leaks nothing.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `bertsweep serve` on a free port and returns the process and its URL.
-fn spawn_serve(db: &Path) -> (Serve, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bertsweep"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--lease-ttl", "20s", "--db"])
-        .arg(db)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split_whitespace().nth(4).unwrap_or_else(|| panic!("unexpected banner {line:?}"));
-    (Serve(child), format!("http://{addr}"))
+fn spawn_serve(db: &Path) -> (ServeProcess, String) {
+    let serve = ServeProcess::start(env!("CARGO_BIN_EXE_bertsweep"), db, &["--lease-ttl", "20s"]).unwrap();
+    let url = serve.url.clone();
+    (serve, url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,8 +35,8 @@ async fn sigkill_and_restart_lose_nothing_acknowledged() {
     report(&mut c, &running, 1, 0.55).await.unwrap();
     let before = trials(&mut c, "durable").await;
 
-    first.0.kill().unwrap(); // SIGKILL
-    first.0.wait().unwrap();
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
 
     let (second, url) = spawn_serve(&db);
     // Only one coordinator may open the file.

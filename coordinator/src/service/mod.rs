@@ -2,6 +2,7 @@
 //! persisting its changes, and answering once they are committed.
 
 pub mod convert;
+mod memory;
 pub mod paging;
 mod watch;
 pub mod wire_errors;

@@ -25,11 +25,18 @@ const SNAPSHOT_CHUNK: usize = 64;
 
 type Sink = mpsc::Sender<Result<pb::TrialEvent, Status>>;
 
-/// Runs the stream until the study ends, the client leaves, or the server shuts down.
-pub async fn run(shared: Arc<Shared>, name: String, mut events: broadcast::Receiver<CommittedChange>, tx: Sink) {
-    match send_snapshot(&shared, &name, &tx).await {
+/// Runs the stream until the study ends, the client leaves, or the server shuts down, then
+/// lets the allocator hand what the stream used back to the system.
+pub async fn run(shared: Arc<Shared>, name: String, events: broadcast::Receiver<CommittedChange>, tx: Sink) {
+    stream(&shared, &name, events, &tx).await;
+    drop(tx);
+    super::memory::release_freed_memory();
+}
+
+async fn stream(shared: &Shared, name: &str, mut events: broadcast::Receiver<CommittedChange>, tx: &Sink) {
+    match send_snapshot(shared, name, tx).await {
         Some(StudyState::Running) => {}
-        Some(ended) => return send_final(&tx, ended).await,
+        Some(ended) => return send_final(tx, ended).await,
         None => return,
     }
     loop {
@@ -45,14 +52,14 @@ pub async fn run(shared: Arc<Shared>, name: String, mut events: broadcast::Recei
                 }
             }
             Ok(CommittedChange::Study(record)) if record.name == name && record.state != StudyState::Running => {
-                return send_final(&tx, record.state).await;
+                return send_final(tx, record.state).await;
             }
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
                 crate::store::warn_lagged(skipped);
-                match send_snapshot(&shared, &name, &tx).await {
+                match send_snapshot(shared, name, tx).await {
                     Some(StudyState::Running) => {}
-                    Some(ended) => return send_final(&tx, ended).await,
+                    Some(ended) => return send_final(tx, ended).await,
                     None => return,
                 }
             }
