@@ -29,6 +29,19 @@ pub struct ServerConfig {
     pub lease_ttl: Duration,
     /// AcquireTrial long-poll when the worker does not say.
     pub long_poll: Duration,
+    /// TLS on the gRPC port (None = plaintext).
+    pub tls: Option<ServerTls>,
+}
+
+/// The server's TLS material, as PEM bytes.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// Certificate chain the server presents (`--tls-cert`).
+    pub cert_pem: Vec<u8>,
+    /// Its private key (`--tls-key`).
+    pub key_pem: Vec<u8>,
+    /// CA whose client certificates are required (`--tls-client-ca`: mutual TLS).
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for ServerConfig {
@@ -38,6 +51,7 @@ impl Default for ServerConfig {
             token: None,
             lease_ttl: Duration::from_secs(30),
             long_poll: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -71,14 +85,21 @@ impl Interceptor for BearerAuth {
             .and_then(|v| v.strip_prefix("Bearer "));
         match given {
             Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(request),
-            Some(_) => Err(Status::unauthenticated("wrong token; check --token / BERTSWEEP_TOKEN")),
-            None => Err(Status::unauthenticated("this coordinator requires a token; pass --token or set BERTSWEEP_TOKEN")),
+            Some(_) => Err(Status::unauthenticated("wrong token; check --token-file / --token / BERTSWEEP_TOKEN")),
+            None => Err(Status::unauthenticated("this coordinator requires a token; pass --token-file (or --token, BERTSWEEP_TOKEN)")),
         }
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares a presented token with the expected one in time that depends only on the
+/// expected token's length (no early exit on the first differing byte or on a length
+/// mismatch).
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, e) in expected.iter().enumerate() {
+        diff |= given.get(i).copied().unwrap_or(0) ^ e;
+    }
+    diff == 0
 }
 
 /// Opens the store, restores the registry, and serves on `listener` until `shutdown`
@@ -98,6 +119,21 @@ pub async fn run_with_ready(
     let ttl_ms = u32::try_from(config.lease_ttl.as_millis()).map_err(|_| ServerError::Config("lease TTL is too long".into()))?;
     if ttl_ms < 100 {
         return Err(ServerError::Config("lease TTL must be at least 100 ms".into()));
+    }
+    if config.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        return Err(ServerError::Config("the token is empty; set a non-empty secret".into()));
+    }
+    // TLS material is checked before the database is touched: a refused start changes nothing.
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let mut tls_config = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+        if let Some(ca) = &tls.client_ca_pem {
+            tls_config = tls_config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        builder = builder
+            .tls_config(tls_config)
+            .map_err(|e| ServerError::Config(format!("invalid TLS certificate or key: {}", bertsweep_proto::connect::innermost(&e))))?;
     }
     let store = Store::open(&config.db_url).await?;
     let snapshot = store.load().await?;
@@ -132,10 +168,10 @@ pub async fn run_with_ready(
     let coordinator = CoordinatorServer::with_interceptor(CoordinatorService::new(shared.clone()), auth);
 
     let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
-    info!(%addr, db = %config.db_url, auth = config.token.is_some(), "coordinator listening");
+    info!(%addr, db = %config.db_url, auth = config.token.is_some(), tls = config.tls.is_some(), "coordinator listening");
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let _ = ready.send(());
-    let result = tonic::transport::Server::builder()
+    let result = builder
         .layer(tower::util::MapResponseLayer::new(crate::service::wire_errors::caller_error_codes))
         .add_service(health_service)
         .add_service(reflection_v1)

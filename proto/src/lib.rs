@@ -1,11 +1,14 @@
 //! Generated protobuf types, client and server for `bertsweep.v1` (see
 //! `bertsweep/v1/coordinator.proto`), the descriptor set used by gRPC server reflection, and
-//! the client-side bearer-token interceptor every client (CLI, worker) shares.
+//! what every client (CLI, worker) shares: the bearer-token interceptor ([`auth`]) and the
+//! connection settings — URL, TLS, token files, failure explanations ([`connect`]).
 
 /// Package `bertsweep.v1`.
 pub mod v1 {
     tonic::include_proto!("bertsweep.v1");
 }
+
+pub mod connect;
 
 /// Client-side authentication.
 pub mod auth {

@@ -40,7 +40,10 @@ pub fn sst2_dir() -> Option<PathBuf> {
 /// A running `bertsweep serve`, killed on drop.
 pub struct Coordinator {
     pub child: Child,
+    /// `http://ADDR`, or `https://ADDR` when started with TLS.
     pub url: String,
+    /// Environment the CLI and workers started through this value get (CA, token file, …).
+    pub client_env: Vec<(String, String)>,
 }
 
 impl Coordinator {
@@ -51,9 +54,16 @@ impl Coordinator {
 
     /// Starts a coordinator on `listen` over `db` (appending to `<db>.log`).
     pub fn start_on(listen: &str, db: &Path, lease_ttl: &str) -> Self {
+        Self::start_with(listen, db, lease_ttl, &[])
+    }
+
+    /// [`Coordinator::start_on`] with extra `serve` flags (`--tls-cert …` makes the URL https).
+    pub fn start_with(listen: &str, db: &Path, lease_ttl: &str, extra: &[&str]) -> Self {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(db.with_extension("log")).expect("log file");
         let mut child = Command::new(binary("bertsweep"))
-            .args(["serve", "--listen", listen, "--lease-ttl", lease_ttl, "--db"])
+            .args(["serve", "--listen", listen, "--lease-ttl", lease_ttl])
+            .args(extra)
+            .arg("--db")
             .arg(db)
             .stdout(Stdio::piped())
             .stderr(log)
@@ -62,7 +72,8 @@ impl Coordinator {
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("banner");
         let addr = line.split_whitespace().nth(4).unwrap_or_else(|| panic!("unexpected banner {line:?}")).to_string();
-        Coordinator { child, url: format!("http://{addr}") }
+        let scheme = if extra.contains(&"--tls-cert") { "https" } else { "http" };
+        Coordinator { child, url: format!("{scheme}://{addr}"), client_env: Vec::new() }
     }
 
     /// Runs a CLI verb against this coordinator.
@@ -71,6 +82,7 @@ impl Coordinator {
             .env("BERTSWEEP_COORDINATOR", &self.url)
             .env_remove("BERTSWEEP_TOKEN")
             .env("RUST_LOG", "off")
+            .envs(self.client_env.iter().map(|(k, v)| (k, v)))
             .args(args)
             .output()
             .expect("run bertsweep")
@@ -98,6 +110,7 @@ impl Coordinator {
     /// Starts a CPU worker with extra flags (`--study NAME`, `--max-trials N`, …).
     pub fn worker_with(&self, extra: &[&str], artifacts: &Path, log: &Path) -> Child {
         Command::new(binary("bertsweep-worker"))
+            .envs(self.client_env.iter().map(|(k, v)| (k, v)))
             .args(["--coordinator", &self.url, "--device", "cpu", "--threads", "1"])
             .args(extra)
             .arg("--artifacts")

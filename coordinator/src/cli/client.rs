@@ -1,24 +1,31 @@
 //! A thin gRPC client for the CLI verbs, turning transport and status errors into one line.
 
-use std::time::Duration;
-
 use anyhow::{anyhow, Result};
 use bertsweep_proto::v1 as pb;
 use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
 use bertsweep_proto::auth::BearerToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use bertsweep_proto::connect;
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// A connected coordinator client carrying the bearer token.
 pub struct Client {
     inner: CoordinatorClient<InterceptedService<Channel, BearerToken>>,
+    /// For explaining failures of later calls.
+    url: String,
 }
 
-/// One line for a failed RPC (bounded: a message never floods the terminal).
-pub fn status_error(status: Status) -> anyhow::Error {
+/// One line for a failed RPC (bounded: a message never floods the terminal). Transport
+/// failures are explained by cause (certificates, TLS against plaintext, unreachable).
+pub fn status_error(url: &str, status: Status) -> anyhow::Error {
     let message = &crate::text::bounded(status.message());
     match status.code() {
+        // A transport failure (tonic attaches the cause as the status' source).
+        Code::Unavailable | Code::Unknown | Code::Internal if std::error::Error::source(&status).is_some() || status.message().contains("h2 protocol error") => {
+            let cause = std::error::Error::source(&status).map(connect::innermost).unwrap_or_else(|| status.message().to_string());
+            anyhow!("{}", connect::explain_failure(url, &crate::text::bounded(&cause)))
+        }
         Code::Unavailable => anyhow!("the coordinator is unavailable: {message}"),
         Code::DeadlineExceeded => anyhow!("the coordinator did not answer in time"),
         _ if message.is_empty() => anyhow!("coordinator error: {:?}", status.code()),
@@ -27,30 +34,21 @@ pub fn status_error(status: Status) -> anyhow::Error {
 }
 
 impl Client {
-    /// Connects to `url` (a bare host:port means http://host:port).
-    pub async fn connect(url: &str, token: Option<&str>) -> Result<Self> {
-        let url = if url.contains("://") { url.to_string() } else { format!("http://{url}") };
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|_| anyhow!("--coordinator {url:?} is not a valid URL; use e.g. http://127.0.0.1:50051"))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        let channel = endpoint.connect().await.map_err(|e| {
-            // The innermost cause ("Connection refused") is the useful part.
-            let mut cause: &dyn std::error::Error = &e;
-            while let Some(next) = cause.source() {
-                cause = next;
-            }
-            let cause = cause.to_string();
-            anyhow!(
-                "cannot reach the coordinator at {url}: {cause} (is `bertsweep serve` running? set --coordinator or BERTSWEEP_COORDINATOR)"
-            )
-        })?;
+    /// The coordinator URL this client talks to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Connects to `url` (a bare host:port means http://host:port; https:// uses TLS).
+    pub async fn connect(url: &str, token: Option<&str>, tls: &connect::ClientTls) -> Result<Self> {
+        let endpoint = connect::endpoint(url, tls)?;
+        let channel = endpoint.connect().await.map_err(|e| anyhow!("{}", connect::explain_failure(url, &connect::innermost(&e))))?;
         let auth = BearerToken::new(token)?;
-        Ok(Client { inner: CoordinatorClient::with_interceptor(channel, auth) })
+        Ok(Client { inner: CoordinatorClient::with_interceptor(channel, auth), url: url.to_string() })
     }
 
     pub async fn create_study(&mut self, spec_toml: String) -> Result<pb::Study> {
-        Ok(self.inner.create_study(pb::CreateStudyRequest { spec_toml }).await.map_err(status_error)?.into_inner())
+        Ok(self.inner.create_study(pb::CreateStudyRequest { spec_toml }).await.map_err(|s| status_error(&self.url, s))?.into_inner())
     }
 
     /// Every study, page by page.
@@ -59,7 +57,7 @@ impl Client {
         let mut page_token = String::new();
         loop {
             let request = pb::ListStudiesRequest { page_size: 0, page_token };
-            let page = self.inner.list_studies(request).await.map_err(status_error)?.into_inner();
+            let page = self.inner.list_studies(request).await.map_err(|s| status_error(&self.url, s))?.into_inner();
             studies.extend(page.studies);
             if page.next_page_token.is_empty() {
                 return Ok(studies);
@@ -69,11 +67,11 @@ impl Client {
     }
 
     pub async fn get_study(&mut self, name: &str) -> Result<pb::Study> {
-        Ok(self.inner.get_study(pb::GetStudyRequest { name: name.into() }).await.map_err(status_error)?.into_inner())
+        Ok(self.inner.get_study(pb::GetStudyRequest { name: name.into() }).await.map_err(|s| status_error(&self.url, s))?.into_inner())
     }
 
     pub async fn stop_study(&mut self, name: &str) -> Result<pb::Study> {
-        Ok(self.inner.stop_study(pb::StopStudyRequest { name: name.into() }).await.map_err(status_error)?.into_inner())
+        Ok(self.inner.stop_study(pb::StopStudyRequest { name: name.into() }).await.map_err(|s| status_error(&self.url, s))?.into_inner())
     }
 
     /// Every trial of a study in number order, page by page.
@@ -82,7 +80,7 @@ impl Client {
         let mut page_token = String::new();
         loop {
             let request = pb::ListTrialsRequest { study: study.into(), page_size: 0, page_token };
-            let page = self.inner.list_trials(request).await.map_err(status_error)?.into_inner();
+            let page = self.inner.list_trials(request).await.map_err(|s| status_error(&self.url, s))?.into_inner();
             trials.extend(page.trials);
             if page.next_page_token.is_empty() {
                 return Ok(trials);
@@ -97,7 +95,7 @@ impl Client {
         let mut page_token = String::new();
         loop {
             let request = pb::ListConfigurationsRequest { study: study.into(), page_size: 0, page_token };
-            let page = self.inner.list_configurations(request).await.map_err(status_error)?.into_inner();
+            let page = self.inner.list_configurations(request).await.map_err(|s| status_error(&self.url, s))?.into_inner();
             configurations.extend(page.configurations);
             if page.next_page_token.is_empty() {
                 return Ok(configurations);
@@ -107,7 +105,7 @@ impl Client {
     }
 
     pub async fn best_trial(&mut self, study: &str) -> Result<pb::BestTrial> {
-        let best = self.inner.get_best_trial(pb::GetBestTrialRequest { study: study.into() }).await.map_err(status_error)?.into_inner();
+        let best = self.inner.get_best_trial(pb::GetBestTrialRequest { study: study.into() }).await.map_err(|s| status_error(&self.url, s))?.into_inner();
         if best.trial.is_none() {
             return Err(anyhow!("study {study:?} has no completed trial yet"));
         }
@@ -115,6 +113,6 @@ impl Client {
     }
 
     pub async fn watch(&mut self, study: &str) -> Result<tonic::Streaming<pb::TrialEvent>> {
-        Ok(self.inner.watch_study(pb::WatchStudyRequest { study: study.into() }).await.map_err(status_error)?.into_inner())
+        Ok(self.inner.watch_study(pb::WatchStudyRequest { study: study.into() }).await.map_err(|s| status_error(&self.url, s))?.into_inner())
     }
 }

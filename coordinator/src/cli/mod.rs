@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use bertsweep_proto::v1 as pb;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::server::{self, ServerConfig};
+use crate::server::{self, ServerConfig, ServerTls};
 use client::Client;
 
 /// Distributed hyperparameter search for fine-tuning BERT text classifiers.
@@ -31,9 +31,39 @@ pub struct GlobalArgs {
     /// Coordinator URL for client verbs.
     #[arg(long, global = true, env = "BERTSWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
     pub coordinator: String,
-    /// Bearer token: required by a coordinator started with --token; for `serve`, the token to require.
+    /// Bearer token: required by a coordinator started with a token; for `serve`, the token to
+    /// require. Prefer --token-file: a command line is visible to every local user.
     #[arg(long, global = true, env = "BERTSWEEP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// File holding the bearer token (a Kubernetes Secret, a systemd credential, …).
+    #[arg(long, global = true, env = "BERTSWEEP_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA bundle to trust for an https:// coordinator (default: the system roots).
+    #[arg(long, global = true, env = "BERTSWEEP_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for a coordinator that requires one (mutual TLS).
+    #[arg(long, global = true, env = "BERTSWEEP_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, global = true, env = "BERTSWEEP_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// The token from --token or --token-file.
+    fn token(&self) -> Result<Option<String>> {
+        Ok(bertsweep_proto::connect::resolve_token(self.token.clone(), self.token_file.as_deref())?)
+    }
+
+    /// A connected client for the client verbs.
+    async fn client(&self) -> Result<Client> {
+        let tls = bertsweep_proto::connect::ClientTls {
+            ca_cert: self.ca_cert.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        };
+        Client::connect(&self.coordinator, self.token()?.as_deref(), &tls).await
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +93,19 @@ pub struct ServeArgs {
     /// Default AcquireTrial long-poll.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub long_poll: Duration,
+    /// PEM certificate chain: serve gRPC over TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: require client certificates it signed (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Listen on a non-loopback address without a token (anyone who reaches the port can then
+    /// create, stop and read studies).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,9 +179,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args, cli.global.token).await,
+        Command::Serve(args) => serve(args, cli.global.token()?).await,
         Command::Study(cmd) => {
-            let mut client = Client::connect(&cli.global.coordinator, cli.global.token.as_deref()).await?;
+            let mut client = cli.global.client().await?;
             match cmd {
                 StudyCommand::Create { file } => {
                     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -165,7 +208,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Trials(args) => {
-            let mut client = Client::connect(&cli.global.coordinator, cli.global.token.as_deref()).await?;
+            let mut client = cli.global.client().await?;
             if args.follow {
                 return follow(&mut client, &args.name, args.format).await;
             }
@@ -177,7 +220,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Best(args) => {
-            let mut client = Client::connect(&cli.global.coordinator, cli.global.token.as_deref()).await?;
+            let mut client = cli.global.client().await?;
             let best = client.best_trial(&args.name).await?;
             print!("{}", output::best(&best, args.format)?);
             Ok(())
@@ -185,12 +228,33 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Reads a PEM file named by a `serve` flag.
+fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
+}
+
 async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
+    // Secure by default: a token is required wherever someone else could connect.
+    if token.is_none() && !args.listen.ip().is_loopback() && !args.insecure {
+        bail!(
+            "refusing to listen on {} without a token: anyone who can reach it could create, stop and read studies; set --token-file (or --token), or pass --insecure to accept that",
+            args.listen
+        );
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTls {
+            cert_pem: read_pem("--tls-cert", cert)?,
+            key_pem: read_pem("--tls-key", key)?,
+            client_ca_pem: args.tls_client_ca.as_deref().map(|ca| read_pem("--tls-client-ca", ca)).transpose()?,
+        }),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let config = ServerConfig { db_url: args.db.clone(), token, lease_ttl: args.lease_ttl, long_poll: args.long_poll };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let config = ServerConfig { db_url: args.db.clone(), token, lease_ttl: args.lease_ttl, long_poll: args.long_poll, tls };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async {
         shutdown_signal().await;
@@ -199,7 +263,7 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
     // Announce the address once the store is open and the server is about to accept.
     let announce = tokio::spawn(async move {
         if ready_rx.await.is_ok() {
-            println!("bertsweep coordinator listening on {addr} (db {})", args.db);
+            println!("bertsweep coordinator listening on {addr} (db {}, {scheme})", args.db);
         }
     });
     let result = server::run_with_ready(listener, config, shutdown, ready_tx).await;
@@ -232,7 +296,7 @@ async fn shutdown_signal() {
 async fn follow(client: &mut Client, name: &str, format: Format) -> Result<()> {
     let mut stream = client.watch(name).await?;
     let mut printer = output::FollowPrinter::new(format);
-    while let Some(event) = stream.message().await.map_err(client::status_error)? {
+    while let Some(event) = stream.message().await.map_err(|s| client::status_error(client.url(), s))? {
         if let Some(line) = printer.event(&event)? {
             println!("{line}");
         }

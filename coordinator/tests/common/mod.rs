@@ -45,6 +45,7 @@ impl TestServer {
             token: token.map(String::from),
             lease_ttl,
             long_poll: Duration::from_secs(5),
+            tls: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -15,9 +15,21 @@ pub struct ServeArgs {
     /// Coordinator URL.
     #[arg(long, env = "BERTSWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
     coordinator: String,
-    /// Bearer token of a coordinator started with --token.
+    /// Bearer token of a coordinator started with one (prefer --token-file).
     #[arg(long, env = "BERTSWEEP_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// File holding the bearer token (a Kubernetes Secret, a systemd credential, …).
+    #[arg(long, env = "BERTSWEEP_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// PEM CA bundle to trust for an https:// coordinator (default: the system roots).
+    #[arg(long, env = "BERTSWEEP_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for a coordinator that requires one (mutual TLS).
+    #[arg(long, env = "BERTSWEEP_CLIENT_CERT")]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, env = "BERTSWEEP_CLIENT_KEY")]
+    client_key: Option<PathBuf>,
     /// cpu, cuda, cuda:N, or all (one trial at a time on every visible GPU).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -48,9 +60,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if !args.no_export {
         std::fs::create_dir_all(&args.artifacts).with_context(|| format!("cannot create --artifacts {}", args.artifacts.display()))?;
     }
+    let token = bertsweep_proto::connect::resolve_token(args.token, args.token_file.as_deref())?;
+    let tls = bertsweep_proto::connect::ClientTls { ca_cert: args.ca_cert, client_cert: args.client_cert, client_key: args.client_key };
     let options = WorkerOptions {
         coordinator: args.coordinator,
-        token: args.token,
+        token,
+        tls,
         devices,
         study: args.study,
         max_trials: args.max_trials.map(|n| n as usize),

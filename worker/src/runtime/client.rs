@@ -7,7 +7,8 @@ use std::time::Duration;
 use bertsweep_proto::auth::BearerToken;
 use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use bertsweep_proto::connect;
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracing::warn;
 
@@ -17,23 +18,31 @@ pub type Client = CoordinatorClient<InterceptedService<Channel, BearerToken>>;
 /// Why the worker cannot talk to the coordinator at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The --coordinator value does not parse as a URL.
-    #[error("--coordinator {0:?} is not a valid URL; use e.g. http://127.0.0.1:50051")]
-    BadUrl(String),
+    /// The --coordinator value, a TLS file or flag combination is unusable.
+    #[error(transparent)]
+    Settings(#[from] connect::ConnectError),
     /// The token cannot be a header value.
     #[error(transparent)]
     BadToken(#[from] bertsweep_proto::auth::BadToken),
+    /// A problem retrying cannot fix: a certificate the client or server refuses, TLS against
+    /// plaintext.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A lazily connecting client: the first call (and every call after a restart) reconnects.
-pub fn connect(url: &str, token: Option<&str>) -> Result<Client, ClientError> {
-    let url = if url.contains("://") { url.to_string() } else { format!("http://{url}") };
-    let endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|_| ClientError::BadUrl(url.clone()))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
+///
+/// One connection attempt is made first: a certificate or TLS mismatch is reported at once
+/// (one line naming the cause), while an unreachable coordinator is left to the callers'
+/// retries, so a worker may start before its coordinator.
+pub async fn connect(url: &str, token: Option<&str>, tls: &connect::ClientTls) -> Result<Client, ClientError> {
+    let endpoint = connect::endpoint(url, tls)?;
+    if let Err(e) = endpoint.connect().await {
+        let explained = connect::explain_failure(url, &connect::innermost(&e));
+        if !explained.starts_with("cannot reach") {
+            return Err(ClientError::Refused(explained));
+        }
+    }
     let auth = BearerToken::new(token)?;
     Ok(CoordinatorClient::with_interceptor(endpoint.connect_lazy(), auth))
 }

@@ -30,8 +30,10 @@ use observer::{AbortReason, LeaseState, RemoteObserver};
 pub struct WorkerOptions {
     /// Coordinator URL.
     pub coordinator: String,
-    /// Bearer token for a coordinator started with --token.
+    /// Bearer token for a coordinator started with one.
     pub token: Option<String>,
+    /// CA and client certificate for an https:// coordinator.
+    pub tls: bertsweep_proto::connect::ClientTls,
     /// One trial at a time per device.
     pub devices: Vec<Device>,
     /// Only take trials of this study, and exit once it has ended.
@@ -104,7 +106,7 @@ struct Context {
 
 /// Runs until `shutdown` turns true, `max_trials` are done, or the `--study` has ended.
 pub async fn run(options: WorkerOptions, shutdown: watch::Receiver<bool>) -> Result<Summary, RuntimeError> {
-    let client = client::connect(&options.coordinator, options.token.as_deref())?;
+    let client = client::connect(&options.coordinator, options.token.as_deref(), &options.tls).await?;
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into());
     let request = pb::RegisterWorkerRequest {
         hostname,
