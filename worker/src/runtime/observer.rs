@@ -2,16 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-use bertsweep_proto::v1 as pb;
 use tokio::runtime::Handle;
-use tonic::Code;
 use tracing::info;
 
-use super::client::{with_retry, Client};
-use super::convert::metrics_to_proto;
+use super::coordinator::{Assignment, Lease, Verdict};
+use super::Context;
 use crate::train::{EpochDecision, TrainObserver};
 
 /// Why training was told to stop early.
@@ -56,27 +53,18 @@ impl LeaseState {
 /// The [`TrainObserver`] of a coordinator trial.
 pub struct RemoteObserver {
     handle: Handle,
-    client: Client,
-    trial_id: u64,
-    lease_token: u64,
-    lease_ttl: Duration,
+    ctx: Arc<Context>,
+    trial: Lease,
     label: String,
     epochs: usize,
-    lease: std::sync::Arc<LeaseState>,
+    lease: Arc<LeaseState>,
     bar: Option<indicatif::ProgressBar>,
 }
 
 impl RemoteObserver {
-    pub fn new(
-        handle: Handle,
-        client: Client,
-        a: &pb::Assignment,
-        lease: std::sync::Arc<LeaseState>,
-        bars: Option<&indicatif::MultiProgress>,
-        epochs: usize,
-    ) -> Self {
-        let label = format!("{}/{}", a.study, a.number);
-        let bar = bars.map(|m| {
+    pub(super) fn new(handle: Handle, ctx: Arc<Context>, a: &Assignment, lease: Arc<LeaseState>, epochs: usize) -> Self {
+        let label = a.label();
+        let bar = ctx.bars.as_ref().map(|m| {
             let bar = m.add(indicatif::ProgressBar::new(1));
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {msg} ({elapsed})")
@@ -86,17 +74,7 @@ impl RemoteObserver {
             bar.set_prefix(format!("trial {label}"));
             bar
         });
-        RemoteObserver {
-            handle,
-            client,
-            trial_id: a.trial_id,
-            lease_token: a.lease_token,
-            lease_ttl: Duration::from_millis(a.lease_ttl_ms.max(1000) as u64),
-            label,
-            epochs,
-            lease,
-            bar,
-        }
+        RemoteObserver { handle, ctx, trial: a.lease, label, epochs, lease, bar }
     }
 
     /// Removes the progress bar.
@@ -125,34 +103,21 @@ impl TrainObserver for RemoteObserver {
             }
             None => info!(trial = %self.label, "{line}"),
         }
-        let request = pb::ReportProgressRequest {
-            trial_id: self.trial_id,
-            lease_token: self.lease_token,
-            epoch: epoch as u32,
-            metrics: metrics_to_proto(metrics),
-        };
-        let client = self.client.clone();
-        let result = self.handle.block_on(with_retry("report progress", Some(self.lease_ttl), || {
-            let mut c = client.clone();
-            let req = request.clone();
-            async move { c.report_progress(req).await }
-        }));
-        match result {
-            Ok(r) if r.get_ref().decision == pb::Decision::Stop as i32 => {
-                self.lease.abort(AbortReason::Stopped(r.into_inner().reason));
+        let verdict = self.handle.block_on(self.ctx.coordinator.report(&self.trial, epoch, metrics));
+        match verdict {
+            Verdict::Continue => EpochDecision::Continue,
+            Verdict::Stop(why) => {
+                self.lease.abort(AbortReason::Stopped(why));
                 EpochDecision::Stop
             }
-            Ok(_) => EpochDecision::Continue,
-            Err(s) if matches!(s.code(), Code::FailedPrecondition | Code::NotFound) => {
-                self.lease.abort(AbortReason::LeaseLost(s.message().to_string()));
+            Verdict::LeaseLost(why) => {
+                self.lease.abort(AbortReason::LeaseLost(why));
                 EpochDecision::Stop
             }
-            Err(s) if s.code() == Code::InvalidArgument => {
-                self.lease.abort(AbortReason::Rejected(format!("metrics of epoch {epoch} refused: {}", s.message())));
+            Verdict::Rejected(why) => {
+                self.lease.abort(AbortReason::Rejected(format!("metrics of epoch {epoch} refused: {why}")));
                 EpochDecision::Stop
             }
-            // Still unreachable after a lease TTL: keep training; the completion call retries.
-            Err(_) => EpochDecision::Continue,
         }
     }
 

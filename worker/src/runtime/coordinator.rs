@@ -1,0 +1,347 @@
+//! The worker's one door to the coordinator: typed calls (acquire → [`Acquired`], report and
+//! heartbeat → [`Verdict`], complete, fail, release) that own retries, backoff and the
+//! classification of gRPC statuses. Protobuf types stay in here and in [`super::convert`]; the
+//! rest of the runtime never sees a `Status` or a retry closure.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bertsweep_proto::v1 as pb;
+use tonic::{Code, Status};
+use tracing::{info, warn};
+
+use super::client::{self, with_retry, Client};
+use super::convert::{self, AssignmentError};
+use super::RuntimeError;
+use crate::train::TrialConfig;
+
+/// How long completion and failure reports keep retrying an unreachable coordinator.
+const FINAL_REPORT_PATIENCE: Duration = Duration::from_secs(600);
+
+/// A lease on one trial: what every call about the trial quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The trial's id.
+    pub trial_id: u64,
+    /// The lease's fencing token.
+    pub token: u64,
+    /// How long the lease lives without a heartbeat.
+    pub ttl: Duration,
+}
+
+/// A leased trial.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// The lease to quote.
+    pub lease: Lease,
+    /// The study's name.
+    pub study: String,
+    /// The trial's number in the study.
+    pub number: u32,
+    /// 1 for the first lease, 2 for the first retry, …
+    pub attempt: u32,
+    /// The metric the study optimises.
+    pub objective: String,
+    /// What the coordinator sent, for [`Assignment::trial_config`] and logs.
+    raw: pb::Assignment,
+}
+
+impl Assignment {
+    /// `study/number`, for logs.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.study, self.number)
+    }
+
+    /// `name=value` pairs of the parameters, for logs.
+    pub fn describe_params(&self) -> String {
+        convert::describe_params(&self.raw)
+    }
+
+    /// The training run this assignment asks for.
+    pub fn trial_config(&self, group_by_length: bool) -> Result<TrialConfig, AssignmentError> {
+        convert::trial_config(&self.raw, group_by_length)
+    }
+}
+
+/// What AcquireTrial gave.
+#[derive(Debug)]
+pub enum Acquired {
+    /// A trial to train.
+    Trial(Box<Assignment>),
+    /// Nothing to do right now (the long-poll ran out).
+    NoWork,
+    /// The requested study has ended; why.
+    StudyEnded(String),
+}
+
+/// The coordinator's answer to a report or heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep training (also when the coordinator stayed unreachable for a lease's length:
+    /// the final report retries for longer).
+    Continue,
+    /// Stop: the trial was pruned or its study stopped.
+    Stop(String),
+    /// The lease is gone (expired and requeued elsewhere): abandon the trial.
+    LeaseLost(String),
+    /// The report itself was refused (e.g. metrics out of bounds).
+    Rejected(String),
+}
+
+/// How a trial failed, as the worker sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Another attempt might succeed.
+    Retryable,
+    /// These parameters can never work here (out of memory, invalid for the task).
+    Infeasible,
+}
+
+/// A connected coordinator and this worker's registration.
+pub struct Coordinator {
+    client: Client,
+    /// What RegisterWorker sent, to register again under a new id.
+    registration: pb::RegisterWorkerRequest,
+    /// This worker's id; replaced when the coordinator no longer knows it (a new database).
+    worker_id: Mutex<String>,
+    /// How often to heartbeat a lease.
+    heartbeat_interval: Duration,
+}
+
+fn rpc_error(what: &'static str, status: Status) -> RuntimeError {
+    match status.code() {
+        Code::Unauthenticated => RuntimeError::Refused(status.message().to_string()),
+        _ => RuntimeError::Rpc { what, message: status.message().to_string() },
+    }
+}
+
+impl Coordinator {
+    /// Connects (see [`client::connect`]) and registers this worker with its devices,
+    /// retrying while the coordinator is unreachable.
+    pub async fn register(
+        url: &str,
+        token: Option<&str>,
+        tls: &bertsweep_proto::connect::ClientTls,
+        devices: Vec<String>,
+    ) -> Result<Self, RuntimeError> {
+        let client = client::connect(url, token, tls).await?;
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into());
+        let registration = pb::RegisterWorkerRequest { hostname, devices, version: env!("CARGO_PKG_VERSION").into() };
+        let registered = register_call(&client, &registration).await?;
+        info!(worker = %registered.worker_id, coordinator = %url, devices = ?registration.devices, "registered");
+        Ok(Coordinator {
+            client,
+            heartbeat_interval: Duration::from_millis(registered.heartbeat_interval_ms.max(100) as u64),
+            worker_id: Mutex::new(registered.worker_id),
+            registration,
+        })
+    }
+
+    /// How often leases should be heartbeated.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+
+    fn worker_id(&self) -> String {
+        self.worker_id.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Registers again after the coordinator answered NOT_FOUND for `stale_id`. Device slots
+    /// share the worker, so only the first to notice registers.
+    async fn reregister(&self, stale_id: &str) -> Result<(), RuntimeError> {
+        if self.worker_id() != stale_id {
+            return Ok(());
+        }
+        let registered = register_call(&self.client, &self.registration).await?;
+        let mut id = self.worker_id.lock().unwrap_or_else(|p| p.into_inner());
+        if *id == stale_id {
+            warn!(old = %stale_id, new = %registered.worker_id, "the coordinator no longer knew this worker; registered again");
+            *id = registered.worker_id;
+        }
+        Ok(())
+    }
+
+    /// Asks for a trial (long-polling up to 20 s), retrying while the coordinator is
+    /// unreachable. A NOT_FOUND for this worker's id registers again once and retries; one
+    /// right after registering is about the study, and is returned.
+    pub async fn acquire(&self, study: Option<&str>) -> Result<Acquired, RuntimeError> {
+        let mut registered_again = false;
+        loop {
+            let worker_id = self.worker_id();
+            let request = pb::AcquireTrialRequest { worker_id: worker_id.clone(), study: study.unwrap_or_default().into(), wait_ms: 20_000 };
+            let call = || {
+                let mut c = self.client.clone();
+                let req = request.clone();
+                async move { c.acquire_trial(req).await }
+            };
+            match with_retry("acquire", None, call).await {
+                Ok(r) => return Ok(acquired(r.into_inner())),
+                Err(s) if s.code() == Code::NotFound && !registered_again => {
+                    registered_again = true;
+                    self.reregister(&worker_id).await?;
+                }
+                Err(s) => return Err(rpc_error("AcquireTrial", s)),
+            }
+        }
+    }
+
+    /// Whether `study` has ended (for coordinators that do not say so in AcquireTrial).
+    pub async fn study_ended(&self, study: &str) -> Result<bool, RuntimeError> {
+        let request = pb::GetStudyRequest { name: study.into() };
+        let call = || {
+            let mut c = self.client.clone();
+            let req = request.clone();
+            async move { c.get_study(req).await }
+        };
+        let s = with_retry("get study", None, call).await.map_err(|s| rpc_error("GetStudy", s))?.into_inner();
+        Ok(s.state != pb::StudyState::Running as i32)
+    }
+
+    /// Extends the lease, retrying for up to a lease's length.
+    pub async fn heartbeat(&self, lease: &Lease) -> Verdict {
+        let request = pb::HeartbeatRequest { trial_id: lease.trial_id, lease_token: lease.token };
+        let call = || {
+            let mut c = self.client.clone();
+            let req = request.clone();
+            async move { c.heartbeat(req).await }
+        };
+        match with_retry("heartbeat", Some(lease.ttl), call).await {
+            Ok(r) if r.get_ref().stop => Verdict::Stop(r.into_inner().reason),
+            Ok(_) => Verdict::Continue,
+            Err(s) => verdict_of_error("heartbeat", s),
+        }
+    }
+
+    /// Reports one epoch's metrics, retrying for up to a lease's length.
+    pub async fn report(&self, lease: &Lease, epoch: usize, metrics: &BTreeMap<String, f64>) -> Verdict {
+        let request = pb::ReportProgressRequest {
+            trial_id: lease.trial_id,
+            lease_token: lease.token,
+            epoch: epoch as u32,
+            metrics: convert::metrics_to_proto(metrics),
+        };
+        let call = || {
+            let mut c = self.client.clone();
+            let req = request.clone();
+            async move { c.report_progress(req).await }
+        };
+        match with_retry("report progress", Some(lease.ttl), call).await {
+            Ok(r) if r.get_ref().decision == pb::Decision::Stop as i32 => Verdict::Stop(r.into_inner().reason),
+            Ok(_) => Verdict::Continue,
+            Err(s) => verdict_of_error("report", s),
+        }
+    }
+
+    /// Completes the trial with its final metrics and exported model path, retrying an
+    /// unreachable coordinator for up to ten minutes. Err is the coordinator's refusal.
+    pub async fn complete(&self, lease: &Lease, metrics: &BTreeMap<String, f64>, artifact: Option<String>) -> Result<(), String> {
+        let request = pb::CompleteTrialRequest {
+            trial_id: lease.trial_id,
+            lease_token: lease.token,
+            metrics: convert::metrics_to_proto(metrics),
+            artifact: artifact.unwrap_or_default(),
+        };
+        let call = || {
+            let mut c = self.client.clone();
+            let req = request.clone();
+            async move { c.complete_trial(req).await }
+        };
+        with_retry("complete", Some(FINAL_REPORT_PATIENCE), call).await.map(drop).map_err(|s| s.message().to_string())
+    }
+
+    /// Reports a failed trial, retrying an unreachable coordinator for up to ten minutes.
+    pub async fn fail(&self, lease: &Lease, failure: Failure, message: String) -> Result<(), String> {
+        let kind = match failure {
+            Failure::Retryable => pb::FailureKind::Retryable,
+            Failure::Infeasible => pb::FailureKind::Infeasible,
+        };
+        let request = pb::FailTrialRequest { trial_id: lease.trial_id, lease_token: lease.token, error: message, kind: kind as i32 };
+        let call = || {
+            let mut c = self.client.clone();
+            let req = request.clone();
+            async move { c.fail_trial(req).await }
+        };
+        with_retry("fail", Some(FINAL_REPORT_PATIENCE), call).await.map(drop).map_err(|s| s.message().to_string())
+    }
+
+    /// Hands the trial back because the worker is shutting down: one quick try (the lease
+    /// expires anyway when the coordinator is unreachable).
+    pub async fn release(&self, lease: &Lease) -> Result<(), String> {
+        let request = pb::FailTrialRequest {
+            trial_id: lease.trial_id,
+            lease_token: lease.token,
+            error: "worker shut down".into(),
+            kind: pb::FailureKind::Released as i32,
+        };
+        let mut c = self.client.clone();
+        match tokio::time::timeout(Duration::from_secs(5), c.fail_trial(request)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(s)) => Err(s.message().to_string()),
+            Err(_) => Err("no answer within 5 s".into()),
+        }
+    }
+}
+
+async fn register_call(client: &Client, request: &pb::RegisterWorkerRequest) -> Result<pb::RegisterWorkerResponse, RuntimeError> {
+    let call = || {
+        let mut c = client.clone();
+        let req = request.clone();
+        async move { c.register_worker(req).await }
+    };
+    Ok(with_retry("register", None, call).await.map_err(|s| rpc_error("RegisterWorker", s))?.into_inner())
+}
+
+fn acquired(response: pb::AcquireTrialResponse) -> Acquired {
+    match response.assignment {
+        Some(a) => Acquired::Trial(Box::new(Assignment {
+            lease: Lease { trial_id: a.trial_id, token: a.lease_token, ttl: Duration::from_millis(a.lease_ttl_ms.max(1000) as u64) },
+            study: a.study.clone(),
+            number: a.number,
+            attempt: a.attempt,
+            objective: a.task.as_ref().map(|t| t.objective_metric.clone()).unwrap_or_default(),
+            raw: a,
+        })),
+        None if response.study_state != pb::StudyState::Unspecified as i32 && response.study_state != pb::StudyState::Running as i32 => {
+            Acquired::StudyEnded(response.reason)
+        }
+        None => Acquired::NoWork,
+    }
+}
+
+/// How a failed report or heartbeat reads: a lost lease, a refused report, or (still
+/// unreachable after a lease's length) carry on.
+fn verdict_of_error(what: &str, status: Status) -> Verdict {
+    match status.code() {
+        Code::FailedPrecondition | Code::NotFound => Verdict::LeaseLost(status.message().to_string()),
+        Code::InvalidArgument => Verdict::Rejected(status.message().to_string()),
+        _ => {
+            warn!("{what} failed: {}", status.message());
+            Verdict::Continue
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_become_verdicts() {
+        assert_eq!(verdict_of_error("r", Status::failed_precondition("stale")), Verdict::LeaseLost("stale".into()));
+        assert_eq!(verdict_of_error("r", Status::not_found("gone")), Verdict::LeaseLost("gone".into()));
+        assert_eq!(verdict_of_error("r", Status::invalid_argument("65 metrics")), Verdict::Rejected("65 metrics".into()));
+        assert_eq!(verdict_of_error("r", Status::unavailable("down")), Verdict::Continue);
+    }
+
+    #[test]
+    fn acquire_answers_become_typed() {
+        let ended = pb::AcquireTrialResponse { assignment: None, study_state: pb::StudyState::Stopped as i32, reason: "stopped by user".into() };
+        assert!(matches!(acquired(ended), Acquired::StudyEnded(r) if r == "stopped by user"));
+        assert!(matches!(acquired(pb::AcquireTrialResponse::default()), Acquired::NoWork));
+        let a = pb::Assignment { trial_id: 7, lease_token: 9, lease_ttl_ms: 30_000, study: "s".into(), number: 3, attempt: 2, ..Default::default() };
+        let Acquired::Trial(t) = acquired(pb::AcquireTrialResponse { assignment: Some(a), ..Default::default() }) else { panic!() };
+        assert_eq!(t.lease, Lease { trial_id: 7, token: 9, ttl: Duration::from_secs(30) });
+        assert_eq!((t.label(), t.attempt), ("s/3".to_string(), 2));
+    }
+}
