@@ -42,10 +42,7 @@ fn check_pytorch_version(lib_dir: &Path) {
     if let Some(found) = found {
         let release = found.split('+').next().unwrap_or_default();
         if release != EXPECTED_TORCH {
-            panic!(
-                "tch 0.24.0 needs PyTorch {EXPECTED_TORCH}, but {} is {found}",
-                version_py.display()
-            );
+            panic!("tch 0.24.0 needs PyTorch {EXPECTED_TORCH}, but {} is {found}", version_py.display());
         }
     }
 }

@@ -60,16 +60,24 @@ async fn connect(url: &str) -> CoordinatorClient<Channel> {
 }
 
 fn metrics(epoch: u32) -> HashMap<String, f64> {
-    [("eval_accuracy".to_string(), 0.5 + epoch as f64 / 10.0), ("eval_loss".to_string(), 0.7), ("train_loss".to_string(), 0.6)]
-        .into_iter()
-        .collect()
+    [
+        ("eval_accuracy".to_string(), 0.5 + epoch as f64 / 10.0),
+        ("eval_loss".to_string(), 0.7),
+        ("train_loss".to_string(), 0.6),
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// One worker's loop: returns lifecycle latencies (ms) and the error count.
 async fn worker(url: String, start_at: Instant, stop_at: Instant) -> (Vec<f64>, u64) {
     let mut c = connect(&url).await;
     let w = c
-        .register_worker(pb::RegisterWorkerRequest { hostname: "bench".into(), devices: vec![], version: "bench".into() })
+        .register_worker(pb::RegisterWorkerRequest {
+            hostname: "bench".into(),
+            devices: vec![],
+            version: "bench".into(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -86,11 +94,21 @@ async fn worker(url: String, start_at: Instant, stop_at: Instant) -> (Vec<f64>, 
                 .assignment
                 .ok_or_else(|| tonic::Status::not_found("no trial"))?;
             for epoch in 1..=2 {
-                c.report_progress(pb::ReportProgressRequest { trial_id: a.trial_id, lease_token: a.lease_token, epoch, metrics: metrics(epoch) })
-                    .await?;
-            }
-            c.complete_trial(pb::CompleteTrialRequest { trial_id: a.trial_id, lease_token: a.lease_token, metrics: metrics(2), artifact: String::new() })
+                c.report_progress(pb::ReportProgressRequest {
+                    trial_id: a.trial_id,
+                    lease_token: a.lease_token,
+                    epoch,
+                    metrics: metrics(epoch),
+                })
                 .await?;
+            }
+            c.complete_trial(pb::CompleteTrialRequest {
+                trial_id: a.trial_id,
+                lease_token: a.lease_token,
+                metrics: metrics(2),
+                artifact: String::new(),
+            })
+            .await?;
             Ok(())
         }
         .await;
@@ -114,7 +132,9 @@ async fn run(workers: usize, seconds: f64) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, url) = spawn_server(&dir.path().join("bench.db"));
     let mut c = connect(&url).await;
-    c.create_study(pb::CreateStudyRequest { spec_toml: STUDY.replace("PARALLEL", &workers.to_string()) }).await.unwrap();
+    c.create_study(pb::CreateStudyRequest { spec_toml: STUDY.replace("PARALLEL", &workers.to_string()) })
+        .await
+        .unwrap();
     let warmup = Duration::from_millis(500);
     let start_at = Instant::now() + warmup;
     let stop_at = start_at + Duration::from_secs_f64(seconds);
@@ -171,14 +191,17 @@ print(n / (time.time() - t0))
             let rate: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(f64::NAN);
             serde_json::json!({"reference": "optuna RDBStorage sqlite, 1 process, measured now", "workers": 1, "trials_per_s": rate.round()})
         }
-        _ => serde_json::json!({"reference": "optuna RDBStorage sqlite (not installed here; figure from DESIGN.md)", "workers": 1, "trials_per_s": 33}),
+        _ => {
+            serde_json::json!({"reference": "optuna RDBStorage sqlite (not installed here; figure from DESIGN.md)", "workers": 1, "trials_per_s": 33})
+        }
     }
 }
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: run a tiny smoke then.
     let full = std::env::args().any(|a| a == "--bench");
-    let seconds: f64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(if full { 5.0 } else { 0.3 });
+    let seconds: f64 =
+        std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(if full { 5.0 } else { 0.3 });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     for workers in [1, 32, 256] {
         let line = runtime.block_on(run(workers, seconds));

@@ -21,7 +21,8 @@ fn env_or(name: &str, default: u32) -> u32 {
 /// Runs a CLI verb; returns (seconds, output lines).
 fn timed(url: &str, args: &[&str]) -> (f64, usize) {
     let t0 = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_bertsweep")).env("BERTSWEEP_COORDINATOR", url).args(args).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_bertsweep")).env("BERTSWEEP_COORDINATOR", url).args(args).output().unwrap();
     assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     let secs = t0.elapsed().as_secs_f64();
     ((secs * 100.0).round() / 100.0, String::from_utf8_lossy(&out.stdout).lines().count())
@@ -34,7 +35,12 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("paging.db");
     let t0 = Instant::now();
-    populate(&format!("sqlite://{}", db.display()), Population { small_studies: studies, big_trials: trials, epochs: 3 }).await.unwrap();
+    populate(
+        &format!("sqlite://{}", db.display()),
+        Population { small_studies: studies, big_trials: trials, epochs: 3 },
+    )
+    .await
+    .unwrap();
     let populate_s = t0.elapsed().as_secs_f64();
 
     let t0 = Instant::now();

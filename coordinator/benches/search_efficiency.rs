@@ -100,11 +100,21 @@ fn number(v: &pb::ParamValue) -> f64 {
 /// (cost in epochs when the trial ended, its value and configuration if it completed)
 type Event = (u64, Option<(f64, String)>);
 
-async fn simulated_worker(url: String, study: String, table: Arc<HashMap<String, Record>>, cost: Arc<Mutex<u64>>, log: Arc<Mutex<Vec<Event>>>) {
+async fn simulated_worker(
+    url: String,
+    study: String,
+    table: Arc<HashMap<String, Record>>,
+    cost: Arc<Mutex<u64>>,
+    log: Arc<Mutex<Vec<Event>>>,
+) {
     let mut c = CoordinatorClient::<Channel>::connect(url).await.unwrap();
     let w = c.register_worker(pb::RegisterWorkerRequest::default()).await.unwrap().into_inner().worker_id;
     loop {
-        let r = c.acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), study: study.clone(), wait_ms: 200 }).await.unwrap().into_inner();
+        let r = c
+            .acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), study: study.clone(), wait_ms: 200 })
+            .await
+            .unwrap()
+            .into_inner();
         let Some(a) = r.assignment else {
             let s = c.get_study(pb::GetStudyRequest { name: study.clone() }).await.unwrap().into_inner();
             if s.state != pb::StudyState::Running as i32 {
@@ -113,13 +123,22 @@ async fn simulated_worker(url: String, study: String, table: Arc<HashMap<String,
             continue;
         };
         let p = &a.params;
-        let (lr, epochs, batch) = (number(&p["learning_rate"]), number(&p["num_train_epochs"]) as i64, number(&p["per_device_train_batch_size"]) as i64);
+        let (lr, epochs, batch) = (
+            number(&p["learning_rate"]),
+            number(&p["num_train_epochs"]) as i64,
+            number(&p["per_device_train_batch_size"]) as i64,
+        );
         let record = &table[&key(lr, epochs, batch, number(&p["seed"]) as i64)];
         let mut pruned = false;
         for (i, metrics) in record.epochs.iter().enumerate() {
             *cost.lock().unwrap() += 1;
             let answer = c
-                .report_progress(pb::ReportProgressRequest { trial_id: a.trial_id, lease_token: a.lease_token, epoch: i as u32 + 1, metrics: metrics.clone() })
+                .report_progress(pb::ReportProgressRequest {
+                    trial_id: a.trial_id,
+                    lease_token: a.lease_token,
+                    epoch: i as u32 + 1,
+                    metrics: metrics.clone(),
+                })
                 .await
                 .unwrap()
                 .into_inner();
@@ -134,9 +153,14 @@ async fn simulated_worker(url: String, study: String, table: Arc<HashMap<String,
         }
         let best = record.best_epoch().clone();
         let value = best["eval_accuracy"];
-        c.complete_trial(pb::CompleteTrialRequest { trial_id: a.trial_id, lease_token: a.lease_token, metrics: best, artifact: String::new() })
-            .await
-            .unwrap();
+        c.complete_trial(pb::CompleteTrialRequest {
+            trial_id: a.trial_id,
+            lease_token: a.lease_token,
+            metrics: best,
+            artifact: String::new(),
+        })
+        .await
+        .unwrap();
         log.lock().unwrap().push((*cost.lock().unwrap(), Some((value, config(lr, epochs, batch)))));
     }
 }
@@ -152,7 +176,8 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let path = std::env::var("CURVES").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/curves/sst2-minilm-curves.json").into());
+    let path = std::env::var("CURVES")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/curves/sst2-minilm-curves.json").into());
     let seeds: u64 = std::env::var("SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let workers: usize = std::env::var("WORKERS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
     let text = match std::fs::read_to_string(&path) {
@@ -167,14 +192,23 @@ fn main() {
     let grid_epochs: u64 = table.records.iter().map(|r| r.epochs.len() as u64).sum();
     let mut by_config: HashMap<String, Vec<f64>> = HashMap::new();
     for r in &table.records {
-        by_config.entry(config(r.learning_rate, r.num_train_epochs, r.per_device_train_batch_size)).or_default().push(r.best_epoch()["eval_accuracy"]);
+        by_config
+            .entry(config(r.learning_rate, r.num_train_epochs, r.per_device_train_batch_size))
+            .or_default()
+            .push(r.best_epoch()["eval_accuracy"]);
     }
-    let quality: HashMap<String, f64> = by_config.iter().map(|(k, v)| (k.clone(), v.iter().sum::<f64>() / v.len() as f64)).collect();
-    let (best_config, table_best) = quality.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|(k, v)| (k.clone(), *v)).expect("records");
+    let quality: HashMap<String, f64> =
+        by_config.iter().map(|(k, v)| (k.clone(), v.iter().sum::<f64>() / v.len() as f64)).collect();
+    let (best_config, table_best) =
+        quality.iter().max_by(|a, b| a.1.total_cmp(b.1)).map(|(k, v)| (k.clone(), *v)).expect("records");
     let single_best = table.records.iter().map(|r| r.best_epoch()["eval_accuracy"]).fold(f64::MIN, f64::max);
     let target = table_best - 0.005;
     let table: Arc<HashMap<String, Record>> = Arc::new(
-        table.records.into_iter().map(|r| (key(r.learning_rate, r.num_train_epochs, r.per_device_train_batch_size, r.seed), r)).collect(),
+        table
+            .records
+            .into_iter()
+            .map(|r| (key(r.learning_rate, r.num_train_epochs, r.per_device_train_batch_size, r.seed), r))
+            .collect(),
     );
     println!(
         "{}",

@@ -22,7 +22,9 @@ async fn main() {
     let trials = env_or("TRIALS", 10_000);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("watch.db");
-    populate(&format!("sqlite://{}", db.display()), Population { small_studies: 0, big_trials: trials, epochs: 4 }).await.unwrap();
+    populate(&format!("sqlite://{}", db.display()), Population { small_studies: 0, big_trials: trials, epochs: 4 })
+        .await
+        .unwrap();
 
     let serve = ServeProcess::start(env!("CARGO_BIN_EXE_bertsweep"), &db, &[]).unwrap();
     let url = serve.url.clone();

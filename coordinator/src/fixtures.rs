@@ -72,7 +72,8 @@ pub async fn populate(db_url: &str, population: Population) -> Result<(), StoreE
     let store = Store::open(db_url).await?;
     let snapshot = store.load().await?;
     let lease = LeaseConfig { ttl_ms: 3_600_000 };
-    let mut registry = Registry::restore(snapshot, lease, 0).map_err(|e| StoreError::Corrupt { table: "fixture", message: e.to_string() })?;
+    let mut registry = Registry::restore(snapshot, lease, 0)
+        .map_err(|e| StoreError::Corrupt { table: "fixture", message: e.to_string() })?;
     let (events, _) = broadcast::channel(16);
     let writer = store.spawn_writer(events);
     let fixture = |e: crate::error::CoordinatorError| StoreError::Corrupt { table: "fixture", message: e.to_string() };
@@ -85,7 +86,12 @@ pub async fn populate(db_url: &str, population: Population) -> Result<(), StoreE
             pending.push(writer.submit(std::mem::take(ops)));
         }
     };
-    let mut run_study = |registry: &mut Registry, ops: &mut Vec<WriteOp>, name: &str, trials: u32, epochs: u32| -> Result<(), StoreError> {
+    let mut run_study = |registry: &mut Registry,
+                         ops: &mut Vec<WriteOp>,
+                         name: &str,
+                         trials: u32,
+                         epochs: u32|
+     -> Result<(), StoreError> {
         let text = random_study(name, trials, epochs.max(1));
         let spec = parse_study(&text).map_err(|e| fixture(e.into()))?;
         ops.extend(registry.create_study(spec, text, 1).map_err(fixture)?.ops);
@@ -93,9 +99,16 @@ pub async fn populate(db_url: &str, population: Population) -> Result<(), StoreE
             let now = 2 + i64::from(n);
             let acquired = registry.acquire(&worker, Some(name), now).map_err(fixture)?;
             ops.extend(acquired.ops);
-            let a = acquired.value.ok_or_else(|| fixture(crate::error::CoordinatorError::NotFound("no trial to lease".into())))?;
+            let a = acquired
+                .value
+                .ok_or_else(|| fixture(crate::error::CoordinatorError::NotFound("no trial to lease".into())))?;
             for epoch in 1..=epochs {
-                ops.extend(registry.report_progress(a.trial_id, a.lease_token, epoch, epoch_metrics(n, epoch), now).map_err(fixture)?.ops);
+                ops.extend(
+                    registry
+                        .report_progress(a.trial_id, a.lease_token, epoch, epoch_metrics(n, epoch), now)
+                        .map_err(fixture)?
+                        .ops,
+                );
             }
             let last = epoch_metrics(n, epochs.max(1));
             ops.extend(registry.complete(a.trial_id, a.lease_token, last, String::new(), now).map_err(fixture)?.ops);
@@ -143,7 +156,10 @@ impl ServeProcess {
         let mut line = String::new();
         std::io::BufReader::new(stdout).read_line(&mut line)?;
         // "bertsweep coordinator listening on ADDR (db …)"
-        let addr = line.split_whitespace().nth(4).ok_or_else(|| std::io::Error::other(format!("unexpected banner {line:?}")))?;
+        let addr = line
+            .split_whitespace()
+            .nth(4)
+            .ok_or_else(|| std::io::Error::other(format!("unexpected banner {line:?}")))?;
         Ok(ServeProcess { url: format!("http://{addr}"), child })
     }
 

@@ -83,7 +83,13 @@ pub struct KnownParam {
 pub const KNOWN_PARAMS: &[KnownParam] = &[
     KnownParam { name: "learning_rate", kind: ParamKind::Float, min: 0.0, min_exclusive: true, max: 1.0 },
     KnownParam { name: "num_train_epochs", kind: ParamKind::Int, min: 1.0, min_exclusive: false, max: 1000.0 },
-    KnownParam { name: "per_device_train_batch_size", kind: ParamKind::Int, min: 1.0, min_exclusive: false, max: 65536.0 },
+    KnownParam {
+        name: "per_device_train_batch_size",
+        kind: ParamKind::Int,
+        min: 1.0,
+        min_exclusive: false,
+        max: 65536.0,
+    },
     KnownParam { name: "warmup_ratio", kind: ParamKind::Float, min: 0.0, min_exclusive: false, max: 1.0 },
     KnownParam { name: "weight_decay", kind: ParamKind::Float, min: 0.0, min_exclusive: false, max: 10.0 },
     KnownParam { name: "seed", kind: ParamKind::Int, min: 0.0, min_exclusive: false, max: 4294967295.0 },

@@ -13,14 +13,14 @@ use tracing::info;
 
 use crate::error::{CoordinatorError, Result};
 use crate::model::{
-    validate_metrics, Assignment, Counts, Decision, FailureKind, Metrics, StudyRecord, StudyState,
-    StudySummary, Trial, TrialState, WorkerRecord,
+    validate_metrics, Assignment, Counts, Decision, FailureKind, Metrics, StudyRecord, StudyState, StudySummary, Trial,
+    TrialState, WorkerRecord,
 };
 use crate::params::{config_key, format_params, ParamValue, Params};
-use crate::text::quote;
 use crate::sampler::{self, Sampler};
 use crate::spec::{SamplerKind, StudySpec};
 use crate::stopping::{self, EarlyStopper};
+use crate::text::quote;
 
 /// One change to persist.
 #[derive(Debug, Clone)]
@@ -189,8 +189,7 @@ impl LiveStudy {
                 self.counts.failed, self.spec.budget.max_failed_trials
             );
             self.end(StudyState::Failed, reason, now, ops);
-        } else if self.counts.live() == 0
-            && (self.trials.len() as u32 >= self.spec.budget.max_trials || self.exhausted)
+        } else if self.counts.live() == 0 && (self.trials.len() as u32 >= self.spec.budget.max_trials || self.exhausted)
         {
             self.end(StudyState::Completed, String::new(), now, ops);
         }
@@ -250,7 +249,11 @@ impl LiveStudy {
                 let n = c.values.len() as f64;
                 let mean = c.values.iter().sum::<f64>() / n;
                 // Sample standard deviation (n - 1), 0 for a single value.
-                let var = if c.values.len() > 1 { c.values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+                let var = if c.values.len() > 1 {
+                    c.values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+                } else {
+                    0.0
+                };
                 c.mean = Some(mean);
                 c.std = Some(var.sqrt());
             }
@@ -296,12 +299,13 @@ impl LiveStudy {
 
     fn best_of<'a>(&'a self, trials: impl Iterator<Item = &'a Trial>) -> Option<&'a Trial> {
         let objective = &self.spec.objective;
-        trials
-            .filter(|t| t.state == TrialState::Completed && t.value.is_some())
-            .fold(None, |best: Option<&Trial>, t| match best {
+        trials.filter(|t| t.state == TrialState::Completed && t.value.is_some()).fold(
+            None,
+            |best: Option<&Trial>, t| match best {
                 Some(b) if !objective.better(t.value.unwrap_or_default(), b.value.unwrap_or_default()) => Some(b),
                 _ => Some(t),
-            })
+            },
+        )
     }
 
     /// Requeues a trial that lost its lease, or fails it when attempts are used up.
@@ -363,8 +367,7 @@ impl Registry {
             reg.by_name.insert(record.name.clone(), reg.studies.len());
             reg.studies.push(LiveStudy::new(record, spec));
         }
-        let index_of: HashMap<u64, usize> =
-            reg.studies.iter().enumerate().map(|(i, s)| (s.record.id, i)).collect();
+        let index_of: HashMap<u64, usize> = reg.studies.iter().enumerate().map(|(i, s)| (s.record.id, i)).collect();
         for mut trial in snapshot.trials {
             let Some(&si) = index_of.get(&trial.study_id) else { continue };
             reg.next_trial_id = reg.next_trial_id.max(trial.id + 1);
@@ -377,7 +380,9 @@ impl Registry {
             reg.studies[si].push_trial(trial);
         }
         for study in &mut reg.studies {
-            if study.spec.sampler == SamplerKind::Grid && study.trials.len() as u64 >= study.grid_size * study.spec.repeats as u64 {
+            if study.spec.sampler == SamplerKind::Grid
+                && study.trials.len() as u64 >= study.grid_size * study.spec.repeats as u64
+            {
                 study.exhausted = true;
             }
         }
@@ -408,7 +413,10 @@ impl Registry {
 
     fn study_index(&self, name: &str) -> Result<usize> {
         self.by_name.get(name).copied().ok_or_else(|| {
-            CoordinatorError::NotFound(format!("unknown study {}; `bertsweep study list` shows the studies", quote(name)))
+            CoordinatorError::NotFound(format!(
+                "unknown study {}; `bertsweep study list` shows the studies",
+                quote(name)
+            ))
         })
     }
 
@@ -519,8 +527,15 @@ impl Registry {
     }
 
     /// Registers a worker and returns its id.
-    pub fn register_worker(&mut self, hostname: String, devices: Vec<String>, version: String, now: i64) -> Outcome<String> {
-        let record = WorkerRecord { id: uuid::Uuid::new_v4().to_string(), hostname, devices, version, registered_ms: now };
+    pub fn register_worker(
+        &mut self,
+        hostname: String,
+        devices: Vec<String>,
+        version: String,
+        now: i64,
+    ) -> Outcome<String> {
+        let record =
+            WorkerRecord { id: uuid::Uuid::new_v4().to_string(), hostname, devices, version, registered_ms: now };
         info!(worker = %record.id, hostname = %record.hostname, devices = ?record.devices, "worker registered");
         let id = record.id.clone();
         self.workers.insert(id.clone(), record.clone());
@@ -529,7 +544,12 @@ impl Registry {
 
     /// Leases a trial to `worker_id`: a requeued trial first, else a new sample, from the oldest
     /// running study with spare `parallel_trials` capacity and `max_trials` budget.
-    pub fn acquire(&mut self, worker_id: &str, study_filter: Option<&str>, now: i64) -> Result<Outcome<Option<Assignment>>> {
+    pub fn acquire(
+        &mut self,
+        worker_id: &str,
+        study_filter: Option<&str>,
+        now: i64,
+    ) -> Result<Outcome<Option<Assignment>>> {
         if !self.workers.contains_key(worker_id) {
             return Err(CoordinatorError::NotFound(format!(
                 "unknown worker id {}; call RegisterWorker first",
@@ -608,10 +628,18 @@ impl Registry {
             TrialState::Running => {
                 trial.lease_expires_ms = now + i64::from(ttl);
                 let op = WriteOp::Lease { trial_id, expires_ms: trial.lease_expires_ms };
-                Ok(Outcome::new(HeartbeatAnswer { lease_ttl_ms: ttl, stop: false, reason: String::new() }, vec![op], false))
+                Ok(Outcome::new(
+                    HeartbeatAnswer { lease_ttl_ms: ttl, stop: false, reason: String::new() },
+                    vec![op],
+                    false,
+                ))
             }
             TrialState::Stopped | TrialState::Pruned => {
-                let reason = if trial.state == TrialState::Pruned { "trial was pruned".to_string() } else { trial.error.clone() };
+                let reason = if trial.state == TrialState::Pruned {
+                    "trial was pruned".to_string()
+                } else {
+                    trial.error.clone()
+                };
                 Ok(Outcome::new(HeartbeatAnswer { lease_ttl_ms: 0, stop: true, reason }, vec![], false))
             }
             _ => Err(stale(trial)),
@@ -624,7 +652,14 @@ impl Registry {
     /// attempt. Repeating an epoch with the same metrics is answered like the first time (a
     /// worker retrying after a lost reply); with other metrics it is refused, as is an epoch
     /// before the last one.
-    pub fn report_progress(&mut self, trial_id: u64, token: u64, epoch: u32, metrics: Metrics, now: i64) -> Result<Outcome<Decision>> {
+    pub fn report_progress(
+        &mut self,
+        trial_id: u64,
+        token: u64,
+        epoch: u32,
+        metrics: Metrics,
+        now: i64,
+    ) -> Result<Outcome<Decision>> {
         let (si, number) = self.leased(trial_id, token)?;
         let ttl = self.lease.ttl_ms;
         let study = &mut self.studies[si];
@@ -685,7 +720,14 @@ impl Registry {
 
     /// Records a finished trial. Repeating the call with the same content is harmless; with
     /// other metrics or another artifact it is refused.
-    pub fn complete(&mut self, trial_id: u64, token: u64, metrics: Metrics, artifact: String, now: i64) -> Result<Outcome<()>> {
+    pub fn complete(
+        &mut self,
+        trial_id: u64,
+        token: u64,
+        metrics: Metrics,
+        artifact: String,
+        now: i64,
+    ) -> Result<Outcome<()>> {
         let (si, number) = self.leased(trial_id, token)?;
         let study = &mut self.studies[si];
         let objective = study.spec.objective.clone();
@@ -723,7 +765,14 @@ impl Registry {
 
     /// Records a failure: retryable ones are requeued while attempts remain, infeasible ones
     /// fail at once, released ones are requeued without using an attempt.
-    pub fn fail(&mut self, trial_id: u64, token: u64, error: String, kind: FailureKind, now: i64) -> Result<Outcome<TrialState>> {
+    pub fn fail(
+        &mut self,
+        trial_id: u64,
+        token: u64,
+        error: String,
+        kind: FailureKind,
+        now: i64,
+    ) -> Result<Outcome<TrialState>> {
         let (si, number) = self.leased(trial_id, token)?;
         let study = &mut self.studies[si];
         let trial = &study.trials[number as usize];
@@ -764,15 +813,16 @@ impl Registry {
         let mut ops = Vec::new();
         let mut reaped = 0;
         for study in &mut self.studies {
-            let expired: Vec<u32> = study
-                .running
-                .iter()
-                .copied()
-                .filter(|&n| study.trials[n as usize].lease_expires_ms < now)
-                .collect();
+            let expired: Vec<u32> =
+                study.running.iter().copied().filter(|&n| study.trials[n as usize].lease_expires_ms < now).collect();
             for number in expired {
                 let worker = study.trials[number as usize].worker_id.clone();
-                study.requeue_or_fail(number, format!("lease expired: worker {worker} stopped heartbeating"), now, &mut ops);
+                study.requeue_or_fail(
+                    number,
+                    format!("lease expired: worker {worker} stopped heartbeating"),
+                    now,
+                    &mut ops,
+                );
                 reaped += 1;
             }
         }
@@ -781,10 +831,7 @@ impl Registry {
 
     /// Earliest lease expiry among running trials (the reaper sleeps until then).
     pub fn next_expiry(&self) -> Option<i64> {
-        self.studies
-            .iter()
-            .flat_map(|s| s.running.iter().map(move |&n| s.trials[n as usize].lease_expires_ms))
-            .min()
+        self.studies.iter().flat_map(|s| s.running.iter().map(move |&n| s.trials[n as usize].lease_expires_ms)).min()
     }
 
     /// The state of a study (for streams deciding when to end).
@@ -854,7 +901,10 @@ mod tests {
         for i in 0..4 {
             let a = reg.acquire(&w, None, 1).unwrap().value.unwrap();
             assert_eq!(a.number, i);
-            assert_eq!(reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), 2).unwrap().value, Decision::Continue);
+            assert_eq!(
+                reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), 2).unwrap().value,
+                Decision::Continue
+            );
             reg.complete(a.trial_id, a.lease_token, metrics(0.6 + i as f64 / 100.0), String::new(), 3).unwrap();
         }
         assert!(reg.acquire(&w, None, 4).unwrap().value.is_none());
@@ -885,15 +935,25 @@ mod tests {
 
     #[test]
     fn attempts_run_out_and_failures_fail_the_study() {
-        let text = crate::spec::test_support::SMALL_GRID.replace("parallel_trials = 2", "parallel_trials = 2\nmax_attempts = 2\nmax_failed_trials = 2");
+        let text = crate::spec::test_support::SMALL_GRID
+            .replace("parallel_trials = 2", "parallel_trials = 2\nmax_attempts = 2\nmax_failed_trials = 2");
         let (mut reg, w) = registry_with(&text);
         let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
-        assert_eq!(reg.fail(a.trial_id, a.lease_token, "boom".into(), FailureKind::Retryable, 1).unwrap().value, TrialState::Pending);
+        assert_eq!(
+            reg.fail(a.trial_id, a.lease_token, "boom".into(), FailureKind::Retryable, 1).unwrap().value,
+            TrialState::Pending
+        );
         let a2 = reg.acquire(&w, None, 2).unwrap().value.unwrap();
-        assert_eq!(reg.fail(a2.trial_id, a2.lease_token, "boom".into(), FailureKind::Retryable, 3).unwrap().value, TrialState::Failed);
+        assert_eq!(
+            reg.fail(a2.trial_id, a2.lease_token, "boom".into(), FailureKind::Retryable, 3).unwrap().value,
+            TrialState::Failed
+        );
         let b = reg.acquire(&w, None, 4).unwrap().value.unwrap();
         let c = reg.acquire(&w, None, 4).unwrap().value.unwrap();
-        assert_eq!(reg.fail(b.trial_id, b.lease_token, "oom".into(), FailureKind::Infeasible, 5).unwrap().value, TrialState::Failed);
+        assert_eq!(
+            reg.fail(b.trial_id, b.lease_token, "oom".into(), FailureKind::Infeasible, 5).unwrap().value,
+            TrialState::Failed
+        );
         let s = reg.study("small").unwrap();
         assert_eq!(s.record.state, StudyState::Failed);
         assert!(s.record.reason.contains("2 trials failed"));
@@ -916,7 +976,8 @@ mod tests {
 
     #[test]
     fn repeats_run_each_configuration_with_every_seed_and_rank_by_mean() {
-        let text = crate::spec::test_support::SMALL_GRID.replace("sampler = \"grid\"", "sampler = \"grid\"\nrepeats = 2");
+        let text =
+            crate::spec::test_support::SMALL_GRID.replace("sampler = \"grid\"", "sampler = \"grid\"\nrepeats = 2");
         let (mut reg, w) = registry_with(&text);
         // Config 0 (two seeds: 0.80, 0.70 → mean 0.75); config 1 (0.78, 0.77 → mean 0.775).
         let values = [0.80, 0.70, 0.78, 0.77];
@@ -945,14 +1006,20 @@ mod tests {
             + "[parameters.num_train_epochs]\nvalue = 3\n[early_stopping]\ntype = \"asha\"\nreduction_factor = 2\n";
         let (mut reg, w) = registry_with(&text);
         let a: Vec<Assignment> = (0..4).map(|_| reg.acquire(&w, None, 0).unwrap().value.unwrap()).collect();
-        assert_eq!(reg.report_progress(a[0].trial_id, a[0].lease_token, 1, metrics(0.8), 1).unwrap().value, Decision::Continue);
+        assert_eq!(
+            reg.report_progress(a[0].trial_id, a[0].lease_token, 1, metrics(0.8), 1).unwrap().value,
+            Decision::Continue
+        );
         let d = reg.report_progress(a[1].trial_id, a[1].lease_token, 1, metrics(0.5), 1).unwrap().value;
         assert!(matches!(d, Decision::Stop(_)), "{d:?}");
         let pruned = &reg.trials("small").unwrap()[1];
         assert_eq!(pruned.state, TrialState::Pruned);
         assert_eq!((pruned.value, pruned.last_epoch()), (Some(0.5), 1));
         // A pruned trial is terminal: further reports answer stop, completion is refused.
-        assert!(matches!(reg.report_progress(a[1].trial_id, a[1].lease_token, 2, metrics(0.9), 2).unwrap().value, Decision::Stop(_)));
+        assert!(matches!(
+            reg.report_progress(a[1].trial_id, a[1].lease_token, 2, metrics(0.9), 2).unwrap().value,
+            Decision::Stop(_)
+        ));
         assert!(reg.complete(a[1].trial_id, a[1].lease_token, metrics(0.9), String::new(), 2).is_err());
         // It counts toward the budget: the grid's 4 trials end the study.
         for t in [&a[0], &a[2], &a[3]] {
@@ -968,7 +1035,10 @@ mod tests {
         let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
         let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
         reg.stop_study("small", 1).unwrap();
-        assert_eq!(reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), 2).unwrap().value, Decision::Stop("study stopped".into()));
+        assert_eq!(
+            reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), 2).unwrap().value,
+            Decision::Stop("study stopped".into())
+        );
         assert!(reg.acquire(&w, None, 2).unwrap().value.is_none());
         assert!(reg.stop_study("small", 3).is_err());
     }

@@ -86,7 +86,9 @@ impl Interceptor for BearerAuth {
         match given {
             Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(request),
             Some(_) => Err(Status::unauthenticated("wrong token; check --token-file / --token / BERTSWEEP_TOKEN")),
-            None => Err(Status::unauthenticated("this coordinator requires a token; pass --token-file (or --token, BERTSWEEP_TOKEN)")),
+            None => Err(Status::unauthenticated(
+                "this coordinator requires a token; pass --token-file (or --token, BERTSWEEP_TOKEN)",
+            )),
         }
     }
 }
@@ -104,7 +106,11 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
 
 /// Opens the store, restores the registry, and serves on `listener` until `shutdown`
 /// resolves; queued writes are flushed before returning.
-pub async fn run(listener: TcpListener, config: ServerConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+pub async fn run(
+    listener: TcpListener,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let (ready, _) = tokio::sync::oneshot::channel();
     run_with_ready(listener, config, shutdown, ready).await
 }
@@ -116,7 +122,8 @@ pub async fn run_with_ready(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), ServerError> {
-    let ttl_ms = u32::try_from(config.lease_ttl.as_millis()).map_err(|_| ServerError::Config("lease TTL is too long".into()))?;
+    let ttl_ms =
+        u32::try_from(config.lease_ttl.as_millis()).map_err(|_| ServerError::Config("lease TTL is too long".into()))?;
     if ttl_ms < 100 {
         return Err(ServerError::Config("lease TTL must be at least 100 ms".into()));
     }
@@ -131,9 +138,9 @@ pub async fn run_with_ready(
         if let Some(ca) = &tls.client_ca_pem {
             tls_config = tls_config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
         }
-        builder = builder
-            .tls_config(tls_config)
-            .map_err(|e| ServerError::Config(format!("invalid TLS certificate or key: {}", bertsweep_proto::connect::innermost(&e))))?;
+        builder = builder.tls_config(tls_config).map_err(|e| {
+            ServerError::Config(format!("invalid TLS certificate or key: {}", bertsweep_proto::connect::innermost(&e)))
+        })?;
     }
     let store = Store::open(&config.db_url).await?;
     let snapshot = store.load().await?;

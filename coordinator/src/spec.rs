@@ -13,8 +13,7 @@ use crate::params::{known_param, known_param_names, KnownParam, ParamKind, Param
 pub const MAX_GRID_POINTS: u64 = 100_000;
 
 /// Metrics a study may optimise (Hugging Face names, reported by workers every epoch).
-pub const OBJECTIVE_METRICS: &[&str] =
-    &["eval_accuracy", "eval_f1", "eval_precision", "eval_recall", "eval_loss"];
+pub const OBJECTIVE_METRICS: &[&str] = &["eval_accuracy", "eval_f1", "eval_precision", "eval_recall", "eval_loss"];
 
 /// Why a study file was rejected.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -447,7 +446,9 @@ fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpec, SpecErro
     let task = validate_task(raw.task)?;
 
     if repeats > 1 && raw.parameters.contains_key("seed") {
-        return Err(invalid("parameters.seed cannot be searched together with algorithm.repeats (repeats set the seed); remove one"));
+        return Err(invalid(
+            "parameters.seed cannot be searched together with algorithm.repeats (repeats set the seed); remove one",
+        ));
     }
     if raw.parameters.is_empty() {
         return Err(invalid("[parameters] is empty; declare at least one parameter such as learning_rate"));
@@ -472,9 +473,9 @@ fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpec, SpecErro
 
     let grid_size = spec.grid_size();
     if sampler == SamplerKind::Grid {
-        if let Some(p) = spec.parameters.iter().find(|p| {
-            matches!(&p.domain, Domain::Range(r) if r.grid_len().is_none())
-        }) {
+        if let Some(p) =
+            spec.parameters.iter().find(|p| matches!(&p.domain, Domain::Range(r) if r.grid_len().is_none()))
+        {
             return Err(invalid(format!(
                 "parameters.{}: a continuous range needs grid_points or step for the grid sampler",
                 p.name
@@ -491,7 +492,7 @@ fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpec, SpecErro
         }
     }
     spec.budget = validate_budget(raw.budget, sampler, grid_size.saturating_mul(repeats as u64), strictness)?;
-    if spec.budget.max_trials % repeats != 0 {
+    if !spec.budget.max_trials.is_multiple_of(repeats) {
         return Err(invalid(format!(
             "budget.max_trials ({}) must be a multiple of algorithm.repeats ({repeats}) so every configuration runs with every seed",
             spec.budget.max_trials
@@ -515,7 +516,12 @@ fn positive(field: &str, v: Option<i64>, default: Option<u32>) -> Result<u32, Sp
     }
 }
 
-fn validate_budget(raw: RawBudget, sampler: SamplerKind, grid_size: u64, strictness: Strictness) -> Result<Budget, SpecError> {
+fn validate_budget(
+    raw: RawBudget,
+    sampler: SamplerKind,
+    grid_size: u64,
+    strictness: Strictness,
+) -> Result<Budget, SpecError> {
     let max_trials = match sampler {
         SamplerKind::Grid => {
             let whole = grid_size.min(u32::MAX as u64) as u32;
@@ -527,15 +533,12 @@ fn validate_budget(raw: RawBudget, sampler: SamplerKind, grid_size: u64, strictn
             }
             asked.min(whole)
         }
-        SamplerKind::Random | SamplerKind::Tpe => positive(
-            "budget.max_trials",
-            raw.max_trials,
-            None,
-        )
-        .map_err(|e| match raw.max_trials {
-            None => invalid(format!("budget.max_trials is required for sampler \"{}\"", sampler.as_str())),
-            Some(_) => e,
-        })?,
+        SamplerKind::Random | SamplerKind::Tpe => {
+            positive("budget.max_trials", raw.max_trials, None).map_err(|e| match raw.max_trials {
+                None => invalid(format!("budget.max_trials is required for sampler \"{}\"", sampler.as_str())),
+                Some(_) => e,
+            })?
+        }
     };
     let parallel_trials = positive("budget.parallel_trials", raw.parallel_trials, Some(1))?;
     let max_attempts = positive("budget.max_attempts", raw.max_attempts, Some(3))?;
@@ -565,7 +568,9 @@ fn validate_early_stopping(raw: Option<RawEarlyStopping>) -> Result<EarlyStoppin
             let reduction_factor = match raw.reduction_factor {
                 None => 3,
                 Some(n) if (2..=100).contains(&n) => n as u32,
-                Some(n) => return Err(invalid(format!("early_stopping.reduction_factor must be at least 2 (got {n})"))),
+                Some(n) => {
+                    return Err(invalid(format!("early_stopping.reduction_factor must be at least 2 (got {n})")))
+                }
             };
             Ok(EarlyStopping::Asha { min_epochs, reduction_factor })
         }
@@ -580,9 +585,9 @@ fn validate_early_stopping(raw: Option<RawEarlyStopping>) -> Result<EarlyStoppin
             };
             Ok(EarlyStopping::Median { min_epochs, warmup_trials })
         }
-        other => Err(invalid(format!(
-            "early_stopping.type {other:?} is not known; use \"none\", \"asha\" or \"median\""
-        ))),
+        other => {
+            Err(invalid(format!("early_stopping.type {other:?} is not known; use \"none\", \"asha\" or \"median\"")))
+        }
     }
 }
 
@@ -627,9 +632,7 @@ fn validate_task(raw: RawTask) -> Result<Task, SpecError> {
     let max_seq_length = match raw.max_seq_length {
         None => 128,
         Some(n) if (8..=512).contains(&n) => n as u32,
-        Some(n) => {
-            return Err(invalid(format!("task.max_seq_length must be between 8 and 512 (got {n})")))
-        }
+        Some(n) => return Err(invalid(format!("task.max_seq_length must be between 8 and 512 (got {n})"))),
     };
     let max_train_samples = match raw.max_train_samples {
         None => None,
@@ -660,22 +663,14 @@ fn scalar(known: &KnownParam, field: &str, v: &toml::Value) -> Result<ParamValue
     let name = known.name;
     let value = match (known.kind, v) {
         (ParamKind::Int, toml::Value::Integer(i)) => ParamValue::Int(*i),
-        (ParamKind::Int, toml::Value::Float(f)) if f.fract() == 0.0 && f.is_finite() => {
-            ParamValue::Int(*f as i64)
-        }
+        (ParamKind::Int, toml::Value::Float(f)) if f.fract() == 0.0 && f.is_finite() => ParamValue::Int(*f as i64),
         (ParamKind::Float, toml::Value::Float(f)) if f.is_finite() => ParamValue::Float(*f),
         (ParamKind::Float, toml::Value::Integer(i)) => ParamValue::Float(*i as f64),
         (ParamKind::Int, other) => {
-            return Err(invalid(format!(
-                "parameters.{name}.{field}: expected an integer, got {}",
-                describe(other)
-            )))
+            return Err(invalid(format!("parameters.{name}.{field}: expected an integer, got {}", describe(other))))
         }
         (ParamKind::Float, other) => {
-            return Err(invalid(format!(
-                "parameters.{name}.{field}: expected a number, got {}",
-                describe(other)
-            )))
+            return Err(invalid(format!("parameters.{name}.{field}: expected a number, got {}", describe(other))))
         }
     };
     let x = value.as_f64().unwrap_or(f64::NAN);
@@ -710,10 +705,7 @@ fn validate_param(name: &str, raw: RawParam) -> Result<ParamSpec, SpecError> {
             known_param_names()
         ))
     })?;
-    let forms = [raw.value.is_some(), raw.values.is_some(), raw.distribution.is_some()]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let forms = [raw.value.is_some(), raw.values.is_some(), raw.distribution.is_some()].iter().filter(|b| **b).count();
     if forms != 1 {
         return Err(invalid(format!(
             "parameters.{name}: give exactly one of `value = x`, `values = [..]` or `distribution = \"uniform\"|\"log_uniform\"|\"int_uniform\"` with min/max"
@@ -759,8 +751,10 @@ fn validate_param(name: &str, raw: RawParam) -> Result<ParamSpec, SpecError> {
             "parameters.{name}: {name} is a real-valued parameter; use \"uniform\" or \"log_uniform\""
         )));
     }
-    let min = raw.min.as_ref().ok_or_else(|| invalid(format!("parameters.{name}: min is required with distribution")))?;
-    let max = raw.max.as_ref().ok_or_else(|| invalid(format!("parameters.{name}: max is required with distribution")))?;
+    let min =
+        raw.min.as_ref().ok_or_else(|| invalid(format!("parameters.{name}: min is required with distribution")))?;
+    let max =
+        raw.max.as_ref().ok_or_else(|| invalid(format!("parameters.{name}: max is required with distribution")))?;
     let min = scalar(known, "min", min)?.as_f64().unwrap_or_default();
     let max = scalar(known, "max", max)?.as_f64().unwrap_or_default();
     if min >= max {
@@ -780,9 +774,12 @@ fn validate_param(name: &str, raw: RawParam) -> Result<ParamSpec, SpecError> {
             let s = match v {
                 toml::Value::Integer(i) => *i as f64,
                 toml::Value::Float(f) => *f,
-                other => return Err(invalid(format!("parameters.{name}.step: expected a number, got {}", describe(other)))),
+                other => {
+                    return Err(invalid(format!("parameters.{name}.step: expected a number, got {}", describe(other))))
+                }
             };
-            if !(s > 0.0) || !s.is_finite() {
+            // Also refuses NaN (for which every comparison is false).
+            if s.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) || !s.is_finite() {
                 return Err(invalid(format!("parameters.{name}.step must be > 0 (got {s})")));
             }
             if kind == ParamKind::Int && s.fract() != 0.0 {
@@ -794,7 +791,11 @@ fn validate_param(name: &str, raw: RawParam) -> Result<ParamSpec, SpecError> {
     let grid_points = match raw.grid_points {
         None => None,
         Some(n) if n >= 2 && n <= MAX_GRID_POINTS as i64 => Some(n as u32),
-        Some(n) => return Err(invalid(format!("parameters.{name}.grid_points must be between 2 and {MAX_GRID_POINTS} (got {n})"))),
+        Some(n) => {
+            return Err(invalid(format!(
+                "parameters.{name}.grid_points must be between 2 and {MAX_GRID_POINTS} (got {n})"
+            )))
+        }
     };
     if step.is_some() && grid_points.is_some() {
         return Err(invalid(format!("parameters.{name}: give step or grid_points, not both")));
@@ -872,8 +873,10 @@ values = [16, 32]
         assert!(err(&GOOD.replace("max = 5e-5", "max = 1e-6")).contains("empty or inverted"));
         let e = err(&GOOD.replace("min = 1e-5\nmax = 5e-5", "min = 0.0\nmax = 5e-5"));
         assert!(e.contains("out of range"), "{e}");
-        let text = GOOD.replace("[parameters.learning_rate]", "[parameters.warmup_ratio]")
-            .replace("min = 1e-5", "min = 0.0").replace("max = 5e-5", "max = 0.2");
+        let text = GOOD
+            .replace("[parameters.learning_rate]", "[parameters.warmup_ratio]")
+            .replace("min = 1e-5", "min = 0.0")
+            .replace("max = 5e-5", "max = 0.2");
         assert!(err(&text).contains("log_uniform needs min > 0"));
         assert!(err(&GOOD.replace("values = [2, 3, 4]", "values = []")).contains("is empty"));
     }
@@ -906,13 +909,17 @@ values = [16, 32]
 
     #[test]
     fn tpe_repeats_and_early_stopping() {
-        let tpe = GOOD.replace("sampler = \"grid\"", "sampler = \"tpe\"\nrepeats = 2").replace("[budget]", "[budget]\nmax_trials = 20");
+        let tpe = GOOD
+            .replace("sampler = \"grid\"", "sampler = \"tpe\"\nrepeats = 2")
+            .replace("[budget]", "[budget]\nmax_trials = 20");
         let spec = parse_study(&format!("{tpe}\n[early_stopping]\ntype = \"asha\"\nreduction_factor = 2\n")).unwrap();
         assert_eq!((spec.sampler, spec.repeats, spec.startup_trials), (SamplerKind::Tpe, 2, 5));
         assert_eq!(spec.early_stopping, EarlyStopping::Asha { min_epochs: 1, reduction_factor: 2 });
         let grid = parse_study(&GOOD.replace("seed = 0", "seed = 0\nrepeats = 3")).unwrap();
         assert_eq!(grid.budget.max_trials, 54, "grid × repeats");
-        let median = parse_study(&format!("{GOOD}\n[early_stopping]\ntype = \"median\"\nwarmup_trials = 2\nmin_epochs = 1\n")).unwrap();
+        let median =
+            parse_study(&format!("{GOOD}\n[early_stopping]\ntype = \"median\"\nwarmup_trials = 2\nmin_epochs = 1\n"))
+                .unwrap();
         assert_eq!(median.early_stopping, EarlyStopping::Median { min_epochs: 1, warmup_trials: 2 });
     }
 

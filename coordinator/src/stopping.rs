@@ -125,18 +125,23 @@ impl EarlyStopper for MedianStopping {
         if epoch < self.min_epochs || epoch >= planned_epochs(trial) {
             return Decision::Continue;
         }
-        let completed: Vec<&Trial> = trials.iter().filter(|t| t.state == TrialState::Completed && t.id != trial.id).collect();
+        let completed: Vec<&Trial> =
+            trials.iter().filter(|t| t.state == TrialState::Completed && t.id != trial.id).collect();
         if (completed.len() as u32) < self.warmup_trials.max(1) {
             return Decision::Continue;
         }
-        let mut at_epoch: Vec<f64> = completed.iter().filter_map(|t| value_at(t, epoch, objective)).map(|v| score(v, objective)).collect();
+        let mut at_epoch: Vec<f64> =
+            completed.iter().filter_map(|t| value_at(t, epoch, objective)).map(|v| score(v, objective)).collect();
         if at_epoch.is_empty() {
             return Decision::Continue;
         }
         at_epoch.sort_by(f64::total_cmp);
         let median = quantile(&at_epoch, 0.5);
         if score(value, objective) < median {
-            Decision::Stop(format!("median: worse than the median of {} completed trials at epoch {epoch}", at_epoch.len()))
+            Decision::Stop(format!(
+                "median: worse than the median of {} completed trials at epoch {epoch}",
+                at_epoch.len()
+            ))
         } else {
             Decision::Continue
         }
@@ -157,7 +162,11 @@ mod tests {
         let mut params = Params::new();
         params.insert("num_train_epochs".into(), ParamValue::Int(epochs));
         Trial {
-            intermediate: values.iter().enumerate().map(|(i, v)| (i as u32 + 1, [(metric.to_string(), *v)].into_iter().collect())).collect(),
+            intermediate: values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as u32 + 1, [(metric.to_string(), *v)].into_iter().collect()))
+                .collect(),
             ..crate::model::test_trial(number, params, state)
         }
     }
@@ -227,7 +236,8 @@ mod tests {
         let asha = Asha { min_epochs: 1, reduction_factor: 3 };
         let obj = objective(true);
         let m = "eval_accuracy";
-        let mut history: Vec<Trial> = (0..5).map(|i| trial(i, 4, &[0.6 + i as f64 * 0.02, 0.7, 0.75], TrialState::Running, m)).collect();
+        let mut history: Vec<Trial> =
+            (0..5).map(|i| trial(i, 4, &[0.6 + i as f64 * 0.02, 0.7, 0.75], TrialState::Running, m)).collect();
         let late = trial(5, 4, &[0.61], TrialState::Running, m);
         history.push(late.clone());
         assert!(decide(&asha, &late, 1, &history, &obj));
@@ -251,7 +261,10 @@ mod tests {
         assert!(!decide(&median, &t, 1, &history, &obj));
         // Running (not completed) trials never set the median.
         let obj_min = objective(false);
-        let hl = vec![trial(0, 3, &[0.2, 0.1], TrialState::Running, "eval_loss"), trial(1, 3, &[0.9], TrialState::Running, "eval_loss")];
+        let hl = vec![
+            trial(0, 3, &[0.2, 0.1], TrialState::Running, "eval_loss"),
+            trial(1, 3, &[0.9], TrialState::Running, "eval_loss"),
+        ];
         assert!(!decide(&MedianStopping { min_epochs: 1, warmup_trials: 0 }, &hl[1], 1, &hl, &obj_min));
     }
 }

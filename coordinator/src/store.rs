@@ -65,7 +65,10 @@ impl Store {
             .foreign_keys(true);
         if let Some(parent) = Path::new(options.get_filename()).parent() {
             if !parent.as_os_str().is_empty() && !parent.exists() {
-                let e = std::io::Error::new(std::io::ErrorKind::NotFound, format!("directory {} does not exist", parent.display()));
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("directory {} does not exist", parent.display()),
+                );
                 return Err(StoreError::Open { url: url.into(), source: sqlx::Error::Io(e) });
             }
         }
@@ -91,22 +94,23 @@ impl Store {
 
     /// Reads every study, trial (with epochs) and worker.
     pub async fn load(&self) -> Result<Snapshot, StoreError> {
-        let studies = sqlx::query("SELECT id, name, state, spec_toml, reason, created_ms, finished_ms FROM studies ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| {
-                Ok(StudyRecord {
-                    id: r.get::<i64, _>("id") as u64,
-                    name: r.get("name"),
-                    state: r.get::<String, _>("state").parse().map_err(|m| corrupt("studies", m))?,
-                    spec_toml: r.get("spec_toml"),
-                    reason: r.get("reason"),
-                    created_ms: r.get("created_ms"),
-                    finished_ms: r.get("finished_ms"),
+        let studies =
+            sqlx::query("SELECT id, name, state, spec_toml, reason, created_ms, finished_ms FROM studies ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    Ok(StudyRecord {
+                        id: r.get::<i64, _>("id") as u64,
+                        name: r.get("name"),
+                        state: r.get::<String, _>("state").parse().map_err(|m| corrupt("studies", m))?,
+                        spec_toml: r.get("spec_toml"),
+                        reason: r.get("reason"),
+                        created_ms: r.get("created_ms"),
+                        finished_ms: r.get("finished_ms"),
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+                .collect::<Result<Vec<_>, StoreError>>()?;
 
         let mut epochs: HashMap<u64, Vec<StoredEpoch>> = HashMap::new();
         for r in sqlx::query(
@@ -208,7 +212,8 @@ fn corrupt(table: &'static str, message: impl Into<String>) -> StoreError {
 }
 
 fn classify_open_error(url: &str, source: sqlx::Error) -> StoreError {
-    let locked = matches!(&source, sqlx::Error::Database(e) if e.message().contains("locked") || e.message().contains("busy"));
+    let locked =
+        matches!(&source, sqlx::Error::Database(e) if e.message().contains("locked") || e.message().contains("busy"));
     if locked {
         StoreError::Locked { url: url.into() }
     } else {
@@ -274,7 +279,11 @@ impl Writer {
 /// Most ops committed in one transaction (bounds latency under heavy load).
 const MAX_OPS_PER_COMMIT: usize = 8192;
 
-async fn write_loop(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<Batch>, events: broadcast::Sender<CommittedChange>) {
+async fn write_loop(
+    pool: SqlitePool,
+    mut rx: mpsc::UnboundedReceiver<Batch>,
+    events: broadcast::Sender<CommittedChange>,
+) {
     while let Some(first) = rx.recv().await {
         let mut batches = vec![first];
         let mut count = batches[0].ops.len();
@@ -375,14 +384,16 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
         .await?;
     }
     for w in &workers {
-        sqlx::query("INSERT OR REPLACE INTO workers (id, hostname, devices, version, registered_ms) VALUES (?, ?, ?, ?, ?)")
-            .bind(&w.id)
-            .bind(&w.hostname)
-            .bind(w.devices.join(","))
-            .bind(&w.version)
-            .bind(w.registered_ms)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO workers (id, hostname, devices, version, registered_ms) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&w.id)
+        .bind(&w.hostname)
+        .bind(w.devices.join(","))
+        .bind(&w.version)
+        .bind(w.registered_ms)
+        .execute(&mut *tx)
+        .await?;
     }
     for chunk in trials.chunks(CHUNK) {
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
@@ -416,8 +427,9 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
         qb.build().execute(&mut *tx).await?;
     }
     for chunk in epochs.chunks(CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT OR REPLACE INTO trial_epochs (trial_id, lease_token, attempt, epoch, metrics_json) ");
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT OR REPLACE INTO trial_epochs (trial_id, lease_token, attempt, epoch, metrics_json) ",
+        );
         qb.push_values(chunk, |mut b, (trial_id, lease_token, attempt, epoch, metrics)| {
             b.push_bind(*trial_id as i64)
                 .push_bind(*lease_token as i64)

@@ -76,7 +76,8 @@ async fn formats_against_a_live_server() {
     assert_eq!(&rows[2][value_col..value_col + 6], "0.9000", "{table}");
 
     // JSON: stable fields for scripts.
-    let json: serde_json::Value = serde_json::from_str(&stdout(&bertsweep(&url, &["trials", "fmt", "--format", "json"]))).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&bertsweep(&url, &["trials", "fmt", "--format", "json"]))).unwrap();
     let trials = json.as_array().unwrap();
     assert_eq!(trials.len(), 4);
     assert_eq!(trials[1]["params"]["per_device_train_batch_size"], 32);
@@ -93,14 +94,22 @@ async fn formats_against_a_live_server() {
     assert!(csv_lines.next().unwrap().starts_with("0,COMPLETED,1e-5,16,0.7,0.7,"), "{csv}");
 
     // best --format json has the documented fields.
-    let best: serde_json::Value = serde_json::from_str(&stdout(&bertsweep(&url, &["best", "fmt", "--format", "json"]))).unwrap();
+    let best: serde_json::Value =
+        serde_json::from_str(&stdout(&bertsweep(&url, &["best", "fmt", "--format", "json"]))).unwrap();
     for field in ["study", "number", "state", "params", "value", "metrics", "artifact"] {
         assert!(best.get(field).is_some(), "best json lacks {field}: {best}");
     }
-    assert_eq!((best["study"].as_str(), best["number"].as_u64(), best["value"].as_f64()), (Some("fmt"), Some(1), Some(0.9)));
+    assert_eq!(
+        (best["study"].as_str(), best["number"].as_u64(), best["value"].as_f64()),
+        (Some("fmt"), Some(1), Some(0.9))
+    );
     assert!(best["artifact"].is_null());
     let best_table = stdout(&bertsweep(&url, &["best", "fmt"]));
-    assert!(best_table.contains("value                        0.9000") || best_table.lines().any(|l| l.starts_with("value") && l.ends_with("0.9000")), "{best_table}");
+    assert!(
+        best_table.contains("value                        0.9000")
+            || best_table.lines().any(|l| l.starts_with("value") && l.ends_with("0.9000")),
+        "{best_table}"
+    );
 
     let list = stdout(&bertsweep(&url, &["study", "list"]));
     assert!(list.lines().nth(1).unwrap().starts_with("fmt   COMPLETED  grid     4/4"), "{list}");
@@ -120,7 +129,9 @@ async fn bad_input_is_one_line_and_changes_nothing() {
         (good.replace("parallel_trials = 2", "parallel_trials = \"two\""), "invalid type"),
         (good.replace("min = 1e-5\nmax = 5e-5", "min = 5e-5\nmax = 1e-5"), "empty or inverted"),
         (
-            good.replace("[parameters.learning_rate]", "[parameters.warmup_ratio]").replace("min = 1e-5", "min = 0.0").replace("max = 5e-5", "max = 0.3"),
+            good.replace("[parameters.learning_rate]", "[parameters.warmup_ratio]")
+                .replace("min = 1e-5", "min = 0.0")
+                .replace("max = 5e-5", "max = 0.3"),
             "log_uniform needs min > 0",
         ),
         (good.replace("[parameters.per_device_train_batch_size]", "[parameters.batch_size]"), "unknown parameter"),
@@ -132,7 +143,10 @@ async fn bad_input_is_one_line_and_changes_nothing() {
         let file = write(dir, &format!("bad{i}.toml"), text);
         assert_one_line_error(&bertsweep(&url, &["study", "create", &file]), needle);
     }
-    assert_one_line_error(&bertsweep(&url, &["study", "create", "/no/such/file.toml"]), "cannot read /no/such/file.toml");
+    assert_one_line_error(
+        &bertsweep(&url, &["study", "create", "/no/such/file.toml"]),
+        "cannot read /no/such/file.toml",
+    );
     // Nothing was created by any of them.
     assert!(stdout(&bertsweep(&url, &["study", "list"])).starts_with("no studies yet"));
 
@@ -143,7 +157,10 @@ async fn bad_input_is_one_line_and_changes_nothing() {
     assert_one_line_error(&bertsweep(&url, &["trials", "nope"]), "unknown study");
     assert_one_line_error(&bertsweep(&url, &["best", "nope"]), "unknown study");
     assert_one_line_error(&bertsweep(&url, &["study", "stop", "nope"]), "unknown study");
-    assert_one_line_error(&bertsweep("http://127.0.0.1:1", &["study", "list"]), "cannot reach the coordinator at http://127.0.0.1:1");
+    assert_one_line_error(
+        &bertsweep("http://127.0.0.1:1", &["study", "list"]),
+        "cannot reach the coordinator at http://127.0.0.1:1",
+    );
     assert_one_line_error(&bertsweep("not a url", &["study", "list"]), "not a valid URL");
     server.shutdown().await;
 }
@@ -165,14 +182,12 @@ async fn bearer_token_on_and_off() {
     // Health needs no token.
     let channel = tonic::transport::Endpoint::from_shared(url.clone()).unwrap().connect().await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let status = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    let status =
+        health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
     assert_eq!(status.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
     // gRPC worker calls are refused without the token too.
     let mut c = server.client().await;
-    let err = c
-        .register_worker(bertsweep_proto::v1::RegisterWorkerRequest::default())
-        .await
-        .unwrap_err();
+    let err = c.register_worker(bertsweep_proto::v1::RegisterWorkerRequest::default()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     server.shutdown().await;
 
@@ -213,7 +228,8 @@ async fn repeats_rank_configurations_and_pruned_trials_show_their_epoch() {
     let ranked: Vec<&str> = table.lines().skip_while(|l| !l.starts_with("RANK")).collect();
     assert!(ranked[0].contains("MEAN") && ranked[0].contains("STD"), "{table}");
     assert!(ranked[1].starts_with("1 ") && ranked[1].contains("0.8600") && ranked[1].ends_with("6,7"), "{table}");
-    let best: serde_json::Value = serde_json::from_str(&stdout(&bertsweep(&url, &["best", "rep", "--format", "json"]))).unwrap();
+    let best: serde_json::Value =
+        serde_json::from_str(&stdout(&bertsweep(&url, &["best", "rep", "--format", "json"]))).unwrap();
     assert_eq!(best["number"], 7);
     assert!((best["config"]["mean"].as_f64().unwrap() - 0.86).abs() < 1e-9, "{best}");
     assert_eq!(best["config"]["trials"], serde_json::json!([6, 7]));

@@ -18,7 +18,8 @@ async fn two_hundred_workers_respect_parallel_trials_and_see_each_point_once() {
     let server = TestServer::start(Duration::from_secs(30)).await;
     let mut c = server.client().await;
     // 150 learning rates × 2 batch sizes = 300 grid points.
-    let created = create(&mut c, &study_toml("crowd", &format!("parallel_trials = {PARALLEL}"), &grid_params(150))).await;
+    let created =
+        create(&mut c, &study_toml("crowd", &format!("parallel_trials = {PARALLEL}"), &grid_params(150))).await;
     assert_eq!(created.max_trials, 300);
 
     let holding = Arc::new(AtomicUsize::new(0));
@@ -51,7 +52,7 @@ async fn two_hundred_workers_respect_parallel_trials_and_see_each_point_once() {
         total += t.await.unwrap();
     }
     assert_eq!(total, 300);
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 300, "every grid point handed out");
     assert!(seen.values().all(|&n| n == 1), "no grid point handed out twice");
     let peak = peak.load(Ordering::SeqCst);

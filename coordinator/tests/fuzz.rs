@@ -56,12 +56,64 @@ fn corpus() -> Vec<String> {
 
 /// Tokens that have broken parsers before, and the schema's own words.
 const DICTIONARY: &[&str] = &[
-    "1e-300", "1e-18", "1e308", "-1", "0", "0.0", "-0.0", "nan", "inf", "-inf", "4294967296", "9223372036854775807", "\"..\"",
-    "\".\"", "\"-rf\"", "\"--help\"", "\"\"", "\"a/b\"", "[]", "[1, 1]", "{}", "true", "\"grid\"", "\"random\"", "\"tpe\"",
-    "\"asha\"", "\"median\"", "\"log_uniform\"", "\"int_uniform\"", "\"uniform\"", "name", "step", "grid_points", "max_trials",
-    "parallel_trials", "max_failed_trials", "max_attempts", "repeats", "min_epochs", "reduction_factor", "values", "value",
-    "min", "max", "distribution", "[parameters.seed]", "[parameters.num_train_epochs]", "[early_stopping]", "[budget]",
-    "=", "\n", "[", "]", "\"", "'", "#", ".", ",",
+    "1e-300",
+    "1e-18",
+    "1e308",
+    "-1",
+    "0",
+    "0.0",
+    "-0.0",
+    "nan",
+    "inf",
+    "-inf",
+    "4294967296",
+    "9223372036854775807",
+    "\"..\"",
+    "\".\"",
+    "\"-rf\"",
+    "\"--help\"",
+    "\"\"",
+    "\"a/b\"",
+    "[]",
+    "[1, 1]",
+    "{}",
+    "true",
+    "\"grid\"",
+    "\"random\"",
+    "\"tpe\"",
+    "\"asha\"",
+    "\"median\"",
+    "\"log_uniform\"",
+    "\"int_uniform\"",
+    "\"uniform\"",
+    "name",
+    "step",
+    "grid_points",
+    "max_trials",
+    "parallel_trials",
+    "max_failed_trials",
+    "max_attempts",
+    "repeats",
+    "min_epochs",
+    "reduction_factor",
+    "values",
+    "value",
+    "min",
+    "max",
+    "distribution",
+    "[parameters.seed]",
+    "[parameters.num_train_epochs]",
+    "[early_stopping]",
+    "[budget]",
+    "=",
+    "\n",
+    "[",
+    "]",
+    "\"",
+    "'",
+    "#",
+    ".",
+    ",",
 ];
 
 fn mutate(rng: &mut ChaCha8Rng, text: &str) -> String {
@@ -233,8 +285,19 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
     let deadline = Instant::now() + budget();
     let mut calls = 0u64;
     const METHODS: &[&str] = &[
-        "CreateStudy", "GetStudy", "ListStudies", "StopStudy", "ListTrials", "ListConfigurations", "GetBestTrial",
-        "RegisterWorker", "AcquireTrial", "Heartbeat", "ReportProgress", "CompleteTrial", "FailTrial",
+        "CreateStudy",
+        "GetStudy",
+        "ListStudies",
+        "StopStudy",
+        "ListTrials",
+        "ListConfigurations",
+        "GetBestTrial",
+        "RegisterWorker",
+        "AcquireTrial",
+        "Heartbeat",
+        "ReportProgress",
+        "CompleteTrial",
+        "FailTrial",
     ];
     while Instant::now() < deadline {
         calls += 1;
@@ -244,11 +307,17 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
                 let base = corpus.choose(&mut rng).unwrap();
                 let text = if rng.gen_bool(0.3) {
                     // A fresh valid study now and then, so leases and reports have something to hit.
-                    study_toml(&format!("f{calls}"), "parallel_trials = 2\nmax_attempts = 2", &grid_params(rng.gen_range(2..4)))
+                    study_toml(
+                        &format!("f{calls}"),
+                        "parallel_trials = 2\nmax_attempts = 2",
+                        &grid_params(rng.gen_range(2..4)),
+                    )
                 } else {
                     mutate(&mut rng, base)
                 };
-                c.create_study(pb::CreateStudyRequest { spec_toml: text }).await.map(|r| studies.push(r.into_inner().name))
+                c.create_study(pb::CreateStudyRequest { spec_toml: text })
+                    .await
+                    .map(|r| studies.push(r.into_inner().name))
             }
             2 => c.get_study(pb::GetStudyRequest { name: name(&mut rng, &studies) }).await.map(drop),
             3 => {
@@ -258,7 +327,8 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
             4 => c.stop_study(pb::StopStudyRequest { name: name(&mut rng, &studies) }).await.map(drop),
             5 => {
                 let page_token = if rng.gen_bool(0.5) { String::new() } else { rng.gen::<u32>().to_string() };
-                let request = pb::ListTrialsRequest { study: name(&mut rng, &studies), page_size: rng.gen(), page_token };
+                let request =
+                    pb::ListTrialsRequest { study: name(&mut rng, &studies), page_size: rng.gen(), page_token };
                 c.list_trials(request).await.map(drop)
             }
             6 => c.get_best_trial(pb::GetBestTrialRequest { study: name(&mut rng, &studies) }).await.map(drop),
@@ -283,7 +353,10 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
                 })
             }
             10 => {
-                let request = pb::HeartbeatRequest { trial_id: number(&mut rng, &trial_ids), lease_token: number(&mut rng, &tokens) };
+                let request = pb::HeartbeatRequest {
+                    trial_id: number(&mut rng, &trial_ids),
+                    lease_token: number(&mut rng, &tokens),
+                };
                 c.heartbeat(request).await.map(drop)
             }
             11 | 12 => {
@@ -327,14 +400,24 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
             }
         };
         if let Err(status) = result {
-            let allowed = [Code::InvalidArgument, Code::NotFound, Code::AlreadyExists, Code::FailedPrecondition, Code::ResourceExhausted];
+            let allowed = [
+                Code::InvalidArgument,
+                Code::NotFound,
+                Code::AlreadyExists,
+                Code::FailedPrecondition,
+                Code::ResourceExhausted,
+            ];
             assert!(
                 allowed.contains(&status.code()),
                 "call kind {what} (BERTSWEEP_FUZZ_SEED={seed}, call {calls}) answered {:?}: {}",
                 status.code(),
                 status.message()
             );
-            assert!(status.message().len() <= 800, "call kind {what} (seed {seed}): a {}-byte message", status.message().len());
+            assert!(
+                status.message().len() <= 800,
+                "call kind {what} (seed {seed}): a {}-byte message",
+                status.message().len()
+            );
         }
     }
     // Invariants: every study's counts add up and parallel_trials holds.
@@ -343,8 +426,18 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
         let counts = s.counts.unwrap_or_default();
         let listed = trials(&mut c, name).await;
         let sum = counts.pending + counts.running + counts.completed + counts.pruned + counts.failed + counts.stopped;
-        assert_eq!(sum as usize, listed.len(), "study {name} (seed {seed}): counts {counts:?} vs {} trials", listed.len());
-        assert!(counts.running <= s.parallel_trials, "study {name} (seed {seed}): {} running > {}", counts.running, s.parallel_trials);
+        assert_eq!(
+            sum as usize,
+            listed.len(),
+            "study {name} (seed {seed}): counts {counts:?} vs {} trials",
+            listed.len()
+        );
+        assert!(
+            counts.running <= s.parallel_trials,
+            "study {name} (seed {seed}): {} running > {}",
+            counts.running,
+            s.parallel_trials
+        );
         assert!(listed.len() as u32 <= s.max_trials);
     }
     eprintln!("rpc fuzz: {calls} calls, {} studies, seed {seed}", studies.len());

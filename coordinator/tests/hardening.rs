@@ -20,7 +20,12 @@ fn three_epochs(name: &str, budget: &str) -> String {
 }
 
 async fn fail(c: &mut Client, a: &pb::Assignment, kind: pb::FailureKind) -> pb::TrialState {
-    let request = pb::FailTrialRequest { trial_id: a.trial_id, lease_token: a.lease_token, error: "lost".into(), kind: kind as i32 };
+    let request = pb::FailTrialRequest {
+        trial_id: a.trial_id,
+        lease_token: a.lease_token,
+        error: "lost".into(),
+        kind: kind as i32,
+    };
     pb::TrialState::try_from(c.fail_trial(request).await.unwrap().into_inner().state).unwrap()
 }
 
@@ -72,19 +77,33 @@ async fn unsafe_names_never_runnable_studies_and_oversized_budgets_are_refused()
     let server = TestServer::start(Duration::from_secs(30)).await;
     let mut c = server.client().await;
     for name in [".", "..", "...", "-rf", "--help", "_x", "a/b"] {
-        let err = c.create_study(pb::CreateStudyRequest { spec_toml: study_toml(name, "", &grid_params(2)) }).await.unwrap_err();
+        let err = c
+            .create_study(pb::CreateStudyRequest { spec_toml: study_toml(name, "", &grid_params(2)) })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{name}: {err:?}");
         assert!(err.message().contains("A-Z a-z 0-9"), "{}", err.message());
     }
     // A step so small the lattice overflows: refused, never a 0-trial study.
-    let tiny_step = study_toml("tiny-step", "", "[parameters.warmup_ratio]\ndistribution = \"uniform\"\nmin = 0.0\nmax = 0.5\nstep = 1e-300\n");
+    let tiny_step = study_toml(
+        "tiny-step",
+        "",
+        "[parameters.warmup_ratio]\ndistribution = \"uniform\"\nmin = 0.0\nmax = 0.5\nstep = 1e-300\n",
+    );
     let err = c.create_study(pb::CreateStudyRequest { spec_toml: tiny_step }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("more than the limit"), "{}", err.message());
     // max_trials over the grid size is refused with the grid size.
-    let err = c.create_study(pb::CreateStudyRequest { spec_toml: study_toml("big", "max_trials = 50", TWO_POINTS) }).await.unwrap_err();
+    let err = c
+        .create_study(pb::CreateStudyRequest { spec_toml: study_toml("big", "max_trials = 50", TWO_POINTS) })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("max_trials = 50") && err.message().contains("grid's 2 trials"), "{}", err.message());
+    assert!(
+        err.message().contains("max_trials = 50") && err.message().contains("grid's 2 trials"),
+        "{}",
+        err.message()
+    );
     let listed = c.list_studies(pb::ListStudiesRequest::default()).await.unwrap().into_inner();
     assert!(listed.studies.is_empty(), "nothing was created");
     server.shutdown().await;
@@ -101,16 +120,24 @@ async fn errors_quote_at_most_a_little_of_the_input() {
     let err = c.get_study(pb::GetStudyRequest { name: huge.clone() }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     short(&err);
-    let err = c.create_study(pb::CreateStudyRequest { spec_toml: study_toml(&huge, "", &grid_params(2)) }).await.unwrap_err();
+    let err =
+        c.create_study(pb::CreateStudyRequest { spec_toml: study_toml(&huge, "", &grid_params(2)) }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     short(&err);
-    let unknown_key = study_toml("k", "", &grid_params(2)) + &format!("[parameters.{}]\nvalue = 1\n", "p".repeat(100_000));
+    let unknown_key =
+        study_toml("k", "", &grid_params(2)) + &format!("[parameters.{}]\nvalue = 1\n", "p".repeat(100_000));
     let err = c.create_study(pb::CreateStudyRequest { spec_toml: unknown_key }).await.unwrap_err();
     short(&err);
-    let err = c.acquire_trial(pb::AcquireTrialRequest { worker_id: "w".repeat(10_000), study: String::new(), wait_ms: 10 }).await.unwrap_err();
+    let err = c
+        .acquire_trial(pb::AcquireTrialRequest { worker_id: "w".repeat(10_000), study: String::new(), wait_ms: 10 })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     short(&err);
-    let err = c.acquire_trial(pb::AcquireTrialRequest { worker_id: "w".repeat(60), study: String::new(), wait_ms: 10 }).await.unwrap_err();
+    let err = c
+        .acquire_trial(pb::AcquireTrialRequest { worker_id: "w".repeat(60), study: String::new(), wait_ms: 10 })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     short(&err);
     server.shutdown().await;
@@ -209,7 +236,11 @@ async fn ending_a_study_answers_waiting_and_later_acquires_at_once() {
     assert!(answer.reason.contains("stopped"), "{}", answer.reason);
     // A later call on the ended study answers at once too.
     let request = pb::AcquireTrialRequest { worker_id: w.clone(), study: "wake".into(), wait_ms: 60_000 };
-    let answer = tokio::time::timeout(Duration::from_secs(20), c.acquire_trial(request)).await.expect("no long-poll").unwrap().into_inner();
+    let answer = tokio::time::timeout(Duration::from_secs(20), c.acquire_trial(request))
+        .await
+        .expect("no long-poll")
+        .unwrap()
+        .into_inner();
     assert_eq!(answer.study_state, pb::StudyState::Stopped as i32);
     server.shutdown().await;
 }
@@ -250,7 +281,8 @@ async fn reflection_answers_in_v1_and_v1alpha() {
     };
     let mut replies = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
     let reply = replies.message().await.unwrap().unwrap();
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) = reply.message_response
+    else {
         panic!("unexpected v1 reply {reply:?}")
     };
     assert!(list.service.iter().any(|s| s.name == "bertsweep.v1.Coordinator"));
@@ -262,7 +294,8 @@ async fn reflection_answers_in_v1_and_v1alpha() {
     };
     let mut replies = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
     let reply = replies.message().await.unwrap().unwrap();
-    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = reply.message_response
+    else {
         panic!("unexpected v1alpha reply {reply:?}")
     };
     assert!(list.service.iter().any(|s| s.name == "bertsweep.v1.Coordinator"));

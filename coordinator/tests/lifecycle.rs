@@ -23,8 +23,15 @@ async fn full_lifecycle_and_watch() {
         assert_eq!(a.study, "life");
         assert!(a.lease_token > 0 && a.lease_ttl_ms == 30_000);
         let task = a.task.clone().unwrap();
-        assert_eq!((task.text_column.as_str(), task.max_seq_length, task.objective_metric.as_str(), task.maximize), ("sentence", 128, "eval_accuracy", true));
-        let hb = c.heartbeat(pb::HeartbeatRequest { trial_id: a.trial_id, lease_token: a.lease_token }).await.unwrap().into_inner();
+        assert_eq!(
+            (task.text_column.as_str(), task.max_seq_length, task.objective_metric.as_str(), task.maximize),
+            ("sentence", 128, "eval_accuracy", true)
+        );
+        let hb = c
+            .heartbeat(pb::HeartbeatRequest { trial_id: a.trial_id, lease_token: a.lease_token })
+            .await
+            .unwrap()
+            .into_inner();
         assert!(!hb.stop);
         for epoch in 1..=2 {
             let r = report(&mut c, &a, epoch, 0.5 + epoch as f64 / 10.0).await.unwrap();
@@ -38,7 +45,8 @@ async fn full_lifecycle_and_watch() {
     let s = study(&mut c, "life").await;
     assert_eq!(s.state, pb::StudyState::Completed as i32);
     assert_eq!(s.counts.unwrap().completed, 4);
-    let best = c.get_best_trial(pb::GetBestTrialRequest { study: "life".into() }).await.unwrap().into_inner().trial.unwrap();
+    let best =
+        c.get_best_trial(pb::GetBestTrialRequest { study: "life".into() }).await.unwrap().into_inner().trial.unwrap();
     assert_eq!(best.number, 3);
     assert_eq!(best.intermediate.len(), 2);
 
@@ -88,10 +96,18 @@ async fn expired_lease_is_requeued_and_the_old_token_is_fenced() {
     let err = report(&mut c, &first, 2, 0.9).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert_eq!(complete(&mut c, &first, 0.9).await.unwrap_err().code(), Code::FailedPrecondition);
-    let err = c.heartbeat(pb::HeartbeatRequest { trial_id: first.trial_id, lease_token: first.lease_token }).await.unwrap_err();
+    let err = c
+        .heartbeat(pb::HeartbeatRequest { trial_id: first.trial_id, lease_token: first.lease_token })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     let err = c
-        .fail_trial(pb::FailTrialRequest { trial_id: first.trial_id, lease_token: first.lease_token, error: "x".into(), kind: pb::FailureKind::Retryable as i32 })
+        .fail_trial(pb::FailTrialRequest {
+            trial_id: first.trial_id,
+            lease_token: first.lease_token,
+            error: "x".into(),
+            kind: pb::FailureKind::Retryable as i32,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
@@ -109,17 +125,26 @@ async fn expired_lease_is_requeued_and_the_old_token_is_fenced() {
 async fn failures_infeasible_retry_release_and_study_failure() {
     let server = TestServer::start(Duration::from_secs(30)).await;
     let mut c = server.client().await;
-    create(&mut c, &study_toml("fails", "parallel_trials = 4\nmax_attempts = 2\nmax_failed_trials = 2", &grid_params(3))).await;
+    create(
+        &mut c,
+        &study_toml("fails", "parallel_trials = 4\nmax_attempts = 2\nmax_failed_trials = 2", &grid_params(3)),
+    )
+    .await;
     let w = register(&mut c).await;
     let fc = c.clone();
     let fail = |a: pb::Assignment, kind: pb::FailureKind| {
         let mut c = fc.clone();
         async move {
-            c.fail_trial(pb::FailTrialRequest { trial_id: a.trial_id, lease_token: a.lease_token, error: "boom".into(), kind: kind as i32 })
-                .await
-                .unwrap()
-                .into_inner()
-                .state
+            c.fail_trial(pb::FailTrialRequest {
+                trial_id: a.trial_id,
+                lease_token: a.lease_token,
+                error: "boom".into(),
+                kind: kind as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .state
         }
     };
     let a = acquire(&mut c, &w, 100).await.unwrap();
@@ -140,7 +165,11 @@ async fn failures_infeasible_retry_release_and_study_failure() {
     let s = study(&mut c, "fails").await;
     assert_eq!(s.state, pb::StudyState::Failed as i32);
     assert!(s.reason.contains("2 trials failed"), "{}", s.reason);
-    let hb = c.heartbeat(pb::HeartbeatRequest { trial_id: running.trial_id, lease_token: running.lease_token }).await.unwrap().into_inner();
+    let hb = c
+        .heartbeat(pb::HeartbeatRequest { trial_id: running.trial_id, lease_token: running.lease_token })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(hb.stop);
     let r = report(&mut c, &running, 1, 0.5).await.unwrap();
     assert_eq!(r.decision, pb::Decision::Stop as i32);
@@ -174,7 +203,11 @@ async fn stop_study_and_long_poll_wakes_when_work_appears() {
     assert_eq!(b.number, 1);
     let stopped = c.stop_study(pb::StopStudyRequest { name: "wake".into() }).await.unwrap().into_inner();
     assert_eq!(stopped.state, pb::StudyState::Stopped as i32);
-    let hb = c.heartbeat(pb::HeartbeatRequest { trial_id: b.trial_id, lease_token: b.lease_token }).await.unwrap().into_inner();
+    let hb = c
+        .heartbeat(pb::HeartbeatRequest { trial_id: b.trial_id, lease_token: b.lease_token })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(hb.stop);
     assert_eq!(complete(&mut c, &b, 0.9).await.unwrap_err().code(), Code::FailedPrecondition);
     let err = c.stop_study(pb::StopStudyRequest { name: "wake".into() }).await.unwrap_err();

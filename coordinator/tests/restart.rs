@@ -53,10 +53,17 @@ async fn sigkill_and_restart_lose_nothing_acknowledged() {
     let after = trials(&mut c, "durable").await;
     assert_eq!(after.len(), 3);
     for (b, a) in before.iter().zip(&after) {
-        assert_eq!((b.number, b.state, b.value, &b.params, &b.intermediate), (a.number, a.state, a.value, &a.params, &a.intermediate));
+        assert_eq!(
+            (b.number, b.state, b.value, &b.params, &b.intermediate),
+            (a.number, a.state, a.value, &a.params, &a.intermediate)
+        );
     }
     // The running lease survived: the old token still heartbeats, and the worker finishes.
-    let hb = c.heartbeat(pb::HeartbeatRequest { trial_id: running.trial_id, lease_token: running.lease_token }).await.unwrap().into_inner();
+    let hb = c
+        .heartbeat(pb::HeartbeatRequest { trial_id: running.trial_id, lease_token: running.lease_token })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(!hb.stop);
     complete(&mut c, &running, 0.75).await.unwrap();
     // The worker id survived too, and the study resumes with the next grid point.

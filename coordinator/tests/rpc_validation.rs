@@ -22,9 +22,15 @@ async fn malformed_requests_change_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     let w = register(&mut c).await;
-    let err = c.acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), study: "nope".into(), wait_ms: 10 }).await.unwrap_err();
+    let err = c
+        .acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), study: "nope".into(), wait_ms: 10 })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = c.acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), study: String::new(), wait_ms: 3_600_000 }).await.unwrap_err();
+    let err = c
+        .acquire_trial(pb::AcquireTrialRequest { worker_id: w.clone(), study: String::new(), wait_ms: 3_600_000 })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
     let a = acquire(&mut c, &w, 100).await.unwrap();
@@ -33,8 +39,18 @@ async fn malformed_requests_change_nothing() {
         pb::ReportProgressRequest { trial_id: 0, lease_token: a.lease_token, epoch: 1, metrics: metrics(0.5) },
         pb::ReportProgressRequest { trial_id: a.trial_id, lease_token: 0, epoch: 1, metrics: metrics(0.5) },
         pb::ReportProgressRequest { trial_id: a.trial_id, lease_token: a.lease_token, epoch: 0, metrics: metrics(0.5) },
-        pb::ReportProgressRequest { trial_id: a.trial_id, lease_token: a.lease_token, epoch: 1, metrics: Default::default() },
-        pb::ReportProgressRequest { trial_id: a.trial_id, lease_token: a.lease_token, epoch: 1, metrics: metrics(f64::NAN) },
+        pb::ReportProgressRequest {
+            trial_id: a.trial_id,
+            lease_token: a.lease_token,
+            epoch: 1,
+            metrics: Default::default(),
+        },
+        pb::ReportProgressRequest {
+            trial_id: a.trial_id,
+            lease_token: a.lease_token,
+            epoch: 1,
+            metrics: metrics(f64::NAN),
+        },
         pb::ReportProgressRequest {
             trial_id: a.trial_id,
             lease_token: a.lease_token,
@@ -46,15 +62,33 @@ async fn malformed_requests_change_nothing() {
         let err = c.report_progress(r).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     }
-    let err = c.report_progress(pb::ReportProgressRequest { trial_id: 999_999, lease_token: 1, epoch: 1, metrics: metrics(0.5) }).await.unwrap_err();
+    let err = c
+        .report_progress(pb::ReportProgressRequest {
+            trial_id: 999_999,
+            lease_token: 1,
+            epoch: 1,
+            metrics: metrics(0.5),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = c
-        .fail_trial(pb::FailTrialRequest { trial_id: a.trial_id, lease_token: a.lease_token, error: "x".into(), kind: 42 })
+        .fail_trial(pb::FailTrialRequest {
+            trial_id: a.trial_id,
+            lease_token: a.lease_token,
+            error: "x".into(),
+            kind: 42,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = c
-        .complete_trial(pb::CompleteTrialRequest { trial_id: a.trial_id, lease_token: a.lease_token, metrics: Default::default(), artifact: String::new() })
+        .complete_trial(pb::CompleteTrialRequest {
+            trial_id: a.trial_id,
+            lease_token: a.lease_token,
+            metrics: Default::default(),
+            artifact: String::new(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

@@ -36,14 +36,18 @@ fn lines(out: &Output) -> usize {
 async fn ten_thousand_studies_and_a_hundred_thousand_trials_list_through_pages() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("scale.db");
-    populate(&format!("sqlite://{}", db.display()), Population { small_studies: 10_000, big_trials: 100_000, epochs: 3 })
-        .await
-        .unwrap();
+    populate(
+        &format!("sqlite://{}", db.display()),
+        Population { small_studies: 10_000, big_trials: 100_000, epochs: 3 },
+    )
+    .await
+    .unwrap();
     let serve = Serve::start(&db);
 
     assert_eq!(lines(&serve.cli(&["study", "list", "--format", "csv"])), 1 + 10_001, "header + every study");
     assert_eq!(lines(&serve.cli(&["trials", "big", "--format", "csv"])), 1 + 100_000, "header + every trial");
-    let best: serde_json::Value = serde_json::from_slice(&serve.cli(&["best", "big", "--format", "json"]).stdout).unwrap();
+    let best: serde_json::Value =
+        serde_json::from_slice(&serve.cli(&["best", "big", "--format", "json"]).stdout).unwrap();
     assert_eq!(best["state"], "COMPLETED");
     assert_eq!(best["epochs"].as_array().map(Vec::len), Some(3));
     // --follow on an ended study: the whole snapshot, then it returns.

@@ -72,7 +72,7 @@ async fn tpe_never_hands_out_the_same_configuration_twice_to_64_concurrent_worke
     for t in tasks {
         t.await.unwrap();
     }
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 64);
     let distinct: HashSet<&String> = seen.iter().collect();
     assert_eq!(distinct.len(), 64, "duplicate configurations handed out");
@@ -86,7 +86,12 @@ async fn asha_study_prunes_bad_trials_end_to_end() {
     let mut c = server.client().await;
     create(
         &mut c,
-        &search_toml("asha", "random", "max_trials = 24\nparallel_trials = 4", "[early_stopping]\ntype = \"asha\"\nmin_epochs = 1\nreduction_factor = 3\n"),
+        &search_toml(
+            "asha",
+            "random",
+            "max_trials = 24\nparallel_trials = 4",
+            "[early_stopping]\ntype = \"asha\"\nmin_epochs = 1\nreduction_factor = 3\n",
+        ),
     )
     .await;
     let mut tasks = Vec::new();
@@ -139,6 +144,10 @@ async fn asha_study_prunes_bad_trials_end_to_end() {
     assert!(spent < full, "ASHA saved no epochs ({spent} of {full})");
     let s = study(&mut c, "asha").await;
     assert_eq!(s.state, pb::StudyState::Completed as i32);
-    assert_eq!(s.counts.unwrap().pruned as usize + s.counts.unwrap().completed as usize, 24, "pruned trials count toward the budget");
+    assert_eq!(
+        s.counts.unwrap().pruned as usize + s.counts.unwrap().completed as usize,
+        24,
+        "pruned trials count toward the budget"
+    );
     server.shutdown().await;
 }

@@ -38,7 +38,10 @@ impl Pki {
         let (ca_cert, ca_key) = ca("bertsweep test CA");
         let (stranger_cert, stranger_key) = ca("someone else's CA");
         write("ca.pem", ca_cert.pem());
-        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, expired: bool, issuer: (&rcgen::Certificate, &KeyPair)| {
+        let leaf = |names: Vec<String>,
+                    usage: ExtendedKeyUsagePurpose,
+                    expired: bool,
+                    issuer: (&rcgen::Certificate, &KeyPair)| {
             let key = KeyPair::generate().unwrap();
             let mut params = CertificateParams::new(names).unwrap();
             params.extended_key_usages = vec![usage];
@@ -52,11 +55,23 @@ impl Pki {
         let local = || vec!["127.0.0.1".to_string(), "localhost".to_string()];
         for (name, names, usage, expired, issuer) in [
             ("server", local(), ExtendedKeyUsagePurpose::ServerAuth, false, (&ca_cert, &ca_key)),
-            ("other-name", vec!["coordinator.example".to_string()], ExtendedKeyUsagePurpose::ServerAuth, false, (&ca_cert, &ca_key)),
+            (
+                "other-name",
+                vec!["coordinator.example".to_string()],
+                ExtendedKeyUsagePurpose::ServerAuth,
+                false,
+                (&ca_cert, &ca_key),
+            ),
             ("expired", local(), ExtendedKeyUsagePurpose::ServerAuth, true, (&ca_cert, &ca_key)),
             ("stranger-server", local(), ExtendedKeyUsagePurpose::ServerAuth, false, (&stranger_cert, &stranger_key)),
             ("client", vec!["worker-1".to_string()], ExtendedKeyUsagePurpose::ClientAuth, false, (&ca_cert, &ca_key)),
-            ("stranger-client", vec!["worker-x".to_string()], ExtendedKeyUsagePurpose::ClientAuth, false, (&stranger_cert, &stranger_key)),
+            (
+                "stranger-client",
+                vec!["worker-x".to_string()],
+                ExtendedKeyUsagePurpose::ClientAuth,
+                false,
+                (&stranger_cert, &stranger_key),
+            ),
         ] {
             let (cert, key) = leaf(names, usage, expired, issuer);
             write(&format!("{name}.pem"), cert);
@@ -68,7 +83,8 @@ impl Pki {
 
     /// `bertsweep serve` with the named server certificate (and client CA for mutual TLS).
     fn serve(&self, db: &Path, cert: &str, mutual: bool) -> ServeProcess {
-        let (cert, key, ca, token) = (self.arg(&format!("{cert}.pem")), self.arg(&format!("{cert}.key")), self.arg("ca.pem"), self.arg("token"));
+        let (cert, key, ca, token) =
+            (self.arg(&format!("{cert}.pem")), self.arg(&format!("{cert}.key")), self.arg("ca.pem"), self.arg("token"));
         let mut extra = vec!["--tls-cert", &cert, "--tls-key", &key, "--token-file", &token];
         if mutual {
             extra.extend(["--tls-client-ca", &ca]);
@@ -116,15 +132,27 @@ fn tls_with_a_private_ca_and_a_token_file() {
     assert!(ok.status.success(), "the certificate names localhost too: {}", String::from_utf8_lossy(&ok.stderr));
 
     // Without the CA (system roots only): an unknown issuer, said as such.
-    one_line_error(&bertsweep(&url, &["--token-file", &pki.arg("token"), "study", "list"]), &["does not trust", "--ca-cert"]);
+    one_line_error(
+        &bertsweep(&url, &["--token-file", &pki.arg("token"), "study", "list"]),
+        &["does not trust", "--ca-cert"],
+    );
     // Plaintext against TLS.
     let plain = serve.url.clone();
     one_line_error(&bertsweep(&plain, &["--token-file", &pki.arg("token"), "study", "list"]), &["https://"]);
     // The right CA but the wrong token, and an empty token file.
-    one_line_error(&bertsweep(&url, &["--ca-cert", &pki.arg("ca.pem"), "--token", "nope", "study", "list"]), &["wrong token"]);
+    one_line_error(
+        &bertsweep(&url, &["--ca-cert", &pki.arg("ca.pem"), "--token", "nope", "study", "list"]),
+        &["wrong token"],
+    );
     std::fs::write(pki.path("empty"), "\n").unwrap();
-    one_line_error(&bertsweep(&url, &["--ca-cert", &pki.arg("ca.pem"), "--token-file", &pki.arg("empty"), "study", "list"]), &["is empty"]);
-    one_line_error(&bertsweep(&url, &["--ca-cert", &pki.arg("missing.pem"), "study", "list"]), &["cannot read --ca-cert"]);
+    one_line_error(
+        &bertsweep(&url, &["--ca-cert", &pki.arg("ca.pem"), "--token-file", &pki.arg("empty"), "study", "list"]),
+        &["is empty"],
+    );
+    one_line_error(
+        &bertsweep(&url, &["--ca-cert", &pki.arg("missing.pem"), "study", "list"]),
+        &["cannot read --ca-cert"],
+    );
 }
 
 #[test]
@@ -149,13 +177,22 @@ fn mutual_tls_requires_a_client_certificate_the_coordinator_trusts() {
     let url = https(&serve);
     let base = ["--ca-cert".to_string(), pki.arg("ca.pem"), "--token-file".to_string(), pki.arg("token")];
     let with = |extra: &[String]| {
-        let args: Vec<String> = base.iter().cloned().chain(extra.iter().cloned()).chain(["study".into(), "list".into()]).collect();
+        let args: Vec<String> =
+            base.iter().cloned().chain(extra.iter().cloned()).chain(["study".into(), "list".into()]).collect();
         bertsweep(&url, &args.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let ok = with(&["--client-cert".into(), pki.arg("client.pem"), "--client-key".into(), pki.arg("client.key")]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     one_line_error(&with(&[]), &["client", "certificate"]);
-    one_line_error(&with(&["--client-cert".into(), pki.arg("stranger-client.pem"), "--client-key".into(), pki.arg("stranger-client.key")]), &["certificate"]);
+    one_line_error(
+        &with(&[
+            "--client-cert".into(),
+            pki.arg("stranger-client.pem"),
+            "--client-key".into(),
+            pki.arg("stranger-client.key"),
+        ]),
+        &["certificate"],
+    );
     one_line_error(&with(&["--client-cert".into(), pki.arg("client.pem")]), &["--client-key"]);
 }
 
@@ -175,7 +212,10 @@ fn serve_is_secure_by_default() {
     };
     one_line_error(&serve(&["--listen", "0.0.0.0:0"]), &["without a token", "--insecure"]);
     one_line_error(&serve(&["--listen", "127.0.0.1:0", "--token", " "]), &["empty"]);
-    one_line_error(&serve(&["--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"]), &["cannot read --tls-cert"]);
+    one_line_error(
+        &serve(&["--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"]),
+        &["cannot read --tls-cert"],
+    );
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a certificate").unwrap();
     let g = garbage.display().to_string();

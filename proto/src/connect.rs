@@ -161,17 +161,40 @@ pub fn explain_failure(url: &str, cause: &str) -> String {
     if has(&["Expired", "expired", "NotValidYet", "not valid yet"]) {
         return format!("the coordinator's certificate at {url} has expired or is not valid yet; renew it ({cause})");
     }
-    if has(&["CertificateRequired", "certificate required", "BadCertificate", "bad certificate", "UnknownCA", "unknown ca"]) {
+    if has(&[
+        "CertificateRequired",
+        "certificate required",
+        "BadCertificate",
+        "bad certificate",
+        "UnknownCA",
+        "unknown ca",
+    ]) {
         return format!(
             "the coordinator at {url} refused this client's certificate (or its lack of one); pass one it trusts with --client-cert and --client-key ({cause})"
         );
     }
-    if url.starts_with("https://") && has(&["InvalidContentType", "corrupt message", "CorruptMessage", "wrong version number"]) {
+    if url.starts_with("https://")
+        && has(&["InvalidContentType", "corrupt message", "CorruptMessage", "wrong version number"])
+    {
         return format!("the coordinator at {url} does not speak TLS; use http:// (or start it with --tls-cert/--tls-key) ({cause})");
     }
-    let closed = ["connection reset", "Connection reset", "broken pipe", "Broken pipe", "stream closed", "connection closed", "unexpected end"];
-    if url.starts_with("http://") && (has(&closed) || has(&["h2 protocol error", "http2 error", "frame with invalid size", "error reading a body"])) {
-        return format!("the coordinator at {url} closed a plaintext connection; if it runs with TLS, use https:// ({cause})");
+    let closed = [
+        "connection reset",
+        "Connection reset",
+        "broken pipe",
+        "Broken pipe",
+        "stream closed",
+        "connection closed",
+        "unexpected end",
+        "operation was canceled",
+    ];
+    if url.starts_with("http://")
+        && (has(&closed)
+            || has(&["h2 protocol error", "http2 error", "frame with invalid size", "error reading a body"]))
+    {
+        return format!(
+            "the coordinator at {url} closed a plaintext connection; if it runs with TLS, use https:// ({cause})"
+        );
     }
     if url.starts_with("https://") && has(&closed) {
         return format!(

@@ -27,7 +27,9 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// The MiniLM checkpoint: $BERTSWEEP_MODEL_DIR, else `.venv/minilm` (made by `make setup`).
 pub fn minilm_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("BERTSWEEP_MODEL_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".venv/minilm"));
+    let dir = std::env::var_os("BERTSWEEP_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".venv/minilm"));
     dir.join("config.json").exists().then_some(dir)
 }
 
@@ -59,7 +61,8 @@ impl Coordinator {
 
     /// [`Coordinator::start_on`] with extra `serve` flags (`--tls-cert …` makes the URL https).
     pub fn start_with(listen: &str, db: &Path, lease_ttl: &str, extra: &[&str]) -> Self {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(db.with_extension("log")).expect("log file");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(db.with_extension("log")).expect("log file");
         let mut child = Command::new(binary("bertsweep"))
             .args(["serve", "--listen", listen, "--lease-ttl", lease_ttl])
             .args(extra)

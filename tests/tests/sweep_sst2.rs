@@ -10,7 +10,9 @@ use bertsweep_tests::*;
 
 #[test]
 fn four_trial_grid_on_sst2_with_two_workers() {
-    let Some(sst2) = sst2_dir() else { return skip("SST2_DIR is not set or has no train.tsv (.ci/run and `make test` set it)") };
+    let Some(sst2) = sst2_dir() else {
+        return skip("SST2_DIR is not set or has no train.tsv (.ci/run and `make test` set it)");
+    };
     let Some(model) = minilm_dir() else { return skip("no MiniLM checkpoint; run `make setup`") };
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(&dir.path().join("sweep.db"), "30s");
@@ -46,7 +48,8 @@ value = 2
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
 
     let artifacts = dir.path().join("artifacts");
-    let mut workers: Vec<_> = (1..=2).map(|i| coordinator.worker("sst2-e2e", &artifacts, &dir.path().join(format!("w{i}.log")))).collect();
+    let mut workers: Vec<_> =
+        (1..=2).map(|i| coordinator.worker("sst2-e2e", &artifacts, &dir.path().join(format!("w{i}.log")))).collect();
     let state = eventually("the study to end", Duration::from_secs(1500), || {
         let s = coordinator.study_state("sst2-e2e");
         (s != "RUNNING").then_some(s)
@@ -61,7 +64,15 @@ value = 2
     for t in &trials {
         assert_eq!(t["state"], "COMPLETED", "{t}");
         assert_eq!(t["epochs"].as_array().unwrap().len(), 2, "one report per epoch: {t}");
-        for m in ["eval_accuracy", "eval_f1", "eval_precision", "eval_recall", "eval_loss", "train_loss", "train_samples_per_second"] {
+        for m in [
+            "eval_accuracy",
+            "eval_f1",
+            "eval_precision",
+            "eval_recall",
+            "eval_loss",
+            "train_loss",
+            "train_samples_per_second",
+        ] {
             assert!(t["epochs"][0]["metrics"].get(m).is_some(), "epoch metrics lack {m}: {t}");
         }
         let artifact = t["artifact"].as_str().expect("artifact path");

@@ -22,7 +22,10 @@ fn write_pki(dir: &Path) {
     let (ca_cert, ca_key) = ca("test CA");
     write("ca.pem", ca_cert.pem());
     write("other-ca.pem", ca("other CA").0.pem());
-    for (name, san, usage) in [("server", "127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth), ("client", "worker", ExtendedKeyUsagePurpose::ClientAuth)] {
+    for (name, san, usage) in [
+        ("server", "127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth),
+        ("client", "worker", ExtendedKeyUsagePurpose::ClientAuth),
+    ] {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec![san.to_string()]).unwrap();
         params.extended_key_usages = vec![usage];
@@ -41,7 +44,16 @@ fn a_worker_leases_trials_over_mutual_tls_and_a_wrong_ca_stops_it_at_once() {
         "127.0.0.1:0",
         &dir.path().join("tls.db"),
         "30s",
-        &["--tls-cert", &p("server.pem"), "--tls-key", &p("server.key"), "--tls-client-ca", &p("ca.pem"), "--token-file", &p("token")],
+        &[
+            "--tls-cert",
+            &p("server.pem"),
+            "--tls-key",
+            &p("server.key"),
+            "--tls-client-ca",
+            &p("ca.pem"),
+            "--token-file",
+            &p("token"),
+        ],
     );
     assert!(coordinator.url.starts_with("https://"));
     coordinator.client_env = vec![

@@ -17,12 +17,8 @@ use bertsweep_worker::device::set_cpu_threads;
 use bertsweep_worker::{run_trial, RunToEnd, TrialConfig};
 use tch::Device;
 
-
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn main() {
@@ -34,10 +30,7 @@ fn main() {
         .unwrap_or_else(|| common::workspace_root().join("../shared/data/sst2"));
     let (train_file, dev_file) = (sst2.join("train.tsv"), sst2.join("dev.tsv"));
     if !train_file.is_file() || !dev_file.is_file() {
-        eprintln!(
-            "skipping: no SST-2 train.tsv/dev.tsv in {} (set SST2_DIR)",
-            sst2.display()
-        );
+        eprintln!("skipping: no SST-2 train.tsv/dev.tsv in {} (set SST2_DIR)", sst2.display());
         return;
     }
     let threads: usize = env_or("BENCH_THREADS", 2);
@@ -59,10 +52,7 @@ fn main() {
 
     let mut ours = Vec::new();
     for group_by_length in [true, false] {
-        let cfg = TrialConfig {
-            group_by_length,
-            ..cfg.clone()
-        };
+        let cfg = TrialConfig { group_by_length, ..cfg.clone() };
         let outcome = run_trial(&cfg, Device::Cpu, &mut RunToEnd, None).expect("worker trial");
         let m = &outcome.last_metrics;
         let (sps, acc) = (m["train_samples_per_second"], m["eval_accuracy"]);
@@ -75,52 +65,26 @@ fn main() {
         .args(["--model".as_ref(), model_dir.as_os_str()])
         .args(["--train".as_ref(), train_file.as_os_str()])
         .args(["--dev".as_ref(), dev_file.as_os_str()])
-        .args([
-            "--samples",
-            &samples.to_string(),
-            "--threads",
-            &threads.to_string(),
-        ])
-        .args([
-            "--batch-size",
-            "32",
-            "--max-seq-length",
-            "128",
-            "--lr",
-            "5e-5",
-            "--epochs",
-            "1",
-            "--seed",
-            "42",
-        ])
+        .args(["--samples", &samples.to_string(), "--threads", &threads.to_string()])
+        .args(["--batch-size", "32", "--max-seq-length", "128", "--lr", "5e-5", "--epochs", "1", "--seed", "42"])
         .env("HF_HUB_OFFLINE", "1")
         .env("TRANSFORMERS_OFFLINE", "1")
         .env("TOKENIZERS_PARALLELISM", "false")
         .output()
         .expect("run the reference python");
     if !output.status.success() {
-        eprintln!(
-            "reference failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        eprintln!("reference failed:\n{}", String::from_utf8_lossy(&output.stderr));
         std::process::exit(1);
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let reference: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default())
-            .expect("reference JSON line");
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("reference JSON line");
     let theirs = reference["train_samples_per_second"].as_f64().unwrap();
     println!(
         "pytorch+transformers eager (DataCollatorWithPadding, no length grouping, {}): {theirs:.1} train samples/s, dev accuracy {:.4}",
         reference["optimizer"].as_str().unwrap_or("?"),
         reference["eval_accuracy"].as_f64().unwrap()
     );
-    println!(
-        "ratio worker(group_by_length) / pytorch = {:.2}x",
-        ours[0] / theirs
-    );
-    println!(
-        "ratio worker(no grouping) / pytorch = {:.2}x",
-        ours[1] / theirs
-    );
+    println!("ratio worker(group_by_length) / pytorch = {:.2}x", ours[0] / theirs);
+    println!("ratio worker(no grouping) / pytorch = {:.2}x", ours[1] / theirs);
 }

@@ -95,10 +95,7 @@ impl Linear {
         if kind == Kind::Float {
             return xs.f_linear(&self.weight, Some(&self.bias));
         }
-        xs.f_to_kind(kind)?.f_linear(
-            &self.weight.f_to_kind(kind)?,
-            Some(&self.bias.f_to_kind(kind)?),
-        )
+        xs.f_to_kind(kind)?.f_linear(&self.weight.f_to_kind(kind)?, Some(&self.bias.f_to_kind(kind)?))
     }
 }
 
@@ -122,13 +119,7 @@ impl LayerNorm {
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor, TchError> {
         let dim = self.weight.size();
-        xs.f_to_kind(Kind::Float)?.f_layer_norm(
-            &dim,
-            Some(&self.weight),
-            Some(&self.bias),
-            self.eps,
-            true,
-        )
+        xs.f_to_kind(Kind::Float)?.f_layer_norm(&dim, Some(&self.weight), Some(&self.bias), self.eps, true)
     }
 }
 
@@ -155,13 +146,7 @@ impl BertEmbeddings {
     fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
         let h = c.hidden_size;
         let std = c.initializer_range;
-        let table = |name: &str, rows: i64| {
-            Params {
-                path: &(p / name),
-                ..params
-            }
-            .weight("weight", &[rows, h], std)
-        };
+        let table = |name: &str, rows: i64| Params { path: &(p / name), ..params }.weight("weight", &[rows, h], std);
         let word_embeddings = table("word_embeddings", c.vocab_size);
         let pad = c.pad_token_id;
         if (0..c.vocab_size).contains(&pad) {
@@ -174,11 +159,7 @@ impl BertEmbeddings {
             token_type_embeddings: table("token_type_embeddings", c.type_vocab_size),
             layer_norm: LayerNorm::new(&(p / "LayerNorm"), params, h, c.layer_norm_eps),
             dropout: c.hidden_dropout_prob,
-            pad_token_id: if (0..c.vocab_size).contains(&pad) {
-                pad
-            } else {
-                -1
-            },
+            pad_token_id: if (0..c.vocab_size).contains(&pad) { pad } else { -1 },
         }
     }
 
@@ -187,13 +168,7 @@ impl BertEmbeddings {
     pub fn forward_t(&self, input_ids: &Tensor, train: bool) -> Result<Tensor, TchError> {
         let seq_len = input_ids.size()[1];
         // padding_idx as nn.Embedding: the [PAD] row receives no gradient.
-        let words = Tensor::f_embedding(
-            &self.word_embeddings,
-            input_ids,
-            self.pad_token_id,
-            false,
-            false,
-        )?;
+        let words = Tensor::f_embedding(&self.word_embeddings, input_ids, self.pad_token_id, false, false)?;
         let positions = self.position_embeddings.f_narrow(0, 0, seq_len)?;
         let token_type = self.token_type_embeddings.f_get(0)?;
         let summed = words.f_add(&token_type)?.f_add(&positions)?;
@@ -227,28 +202,16 @@ impl BertSelfAttention {
 
     /// `[batch, seq, hidden]` → `[batch, seq, hidden]` in `kind`; `mask` is additive,
     /// `[batch, 1, 1, seq]`, `None` when no position is padding.
-    pub fn forward_t(
-        &self,
-        xs: &Tensor,
-        mask: Option<&Tensor>,
-        kind: Kind,
-        train: bool,
-    ) -> Result<Tensor, TchError> {
+    pub fn forward_t(&self, xs: &Tensor, mask: Option<&Tensor>, kind: Kind, train: bool) -> Result<Tensor, TchError> {
         let size = xs.size();
         let (batch, seq) = (size[0], size[1]);
-        let heads = |t: Tensor| {
-            t.f_view([batch, seq, self.num_heads, self.head_dim])?
-                .f_transpose(1, 2)
-        };
+        let heads = |t: Tensor| t.f_view([batch, seq, self.num_heads, self.head_dim])?.f_transpose(1, 2);
         let q = heads(self.query.forward(xs, kind)?)?;
         let k = heads(self.key.forward(xs, kind)?)?;
         let v = heads(self.value.forward(xs, kind)?)?;
         let p = if train { self.dropout } else { 0.0 };
-        let context =
-            Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, p, false, None, false)?;
-        context
-            .f_transpose(1, 2)?
-            .f_reshape([batch, seq, self.num_heads * self.head_dim])
+        let context = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, p, false, None, false)?;
+        context.f_transpose(1, 2)?.f_reshape([batch, seq, self.num_heads * self.head_dim])
     }
 }
 
@@ -270,13 +233,7 @@ impl BertSelfOutput {
         }
     }
 
-    fn forward_t(
-        &self,
-        xs: &Tensor,
-        input: &Tensor,
-        kind: Kind,
-        train: bool,
-    ) -> Result<Tensor, TchError> {
+    fn forward_t(&self, xs: &Tensor, input: &Tensor, kind: Kind, train: bool) -> Result<Tensor, TchError> {
         let xs = dropout(self.dense.forward(xs, kind)?, self.dropout, train)?;
         self.layer_norm.forward(&xs.f_add(input)?)
     }
@@ -297,13 +254,7 @@ impl BertAttention {
         }
     }
 
-    fn forward_t(
-        &self,
-        xs: &Tensor,
-        mask: Option<&Tensor>,
-        kind: Kind,
-        train: bool,
-    ) -> Result<Tensor, TchError> {
+    fn forward_t(&self, xs: &Tensor, mask: Option<&Tensor>, kind: Kind, train: bool) -> Result<Tensor, TchError> {
         let attended = self.self_attention.forward_t(xs, mask, kind, train)?;
         self.output.forward_t(&attended, xs, kind, train)
     }
@@ -319,13 +270,7 @@ pub struct BertIntermediate {
 impl BertIntermediate {
     fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
         BertIntermediate {
-            dense: Linear::new(
-                &(p / "dense"),
-                params,
-                c.hidden_size,
-                c.intermediate_size,
-                c.initializer_range,
-            ),
+            dense: Linear::new(&(p / "dense"), params, c.hidden_size, c.intermediate_size, c.initializer_range),
             activation: c.hidden_act.clone(),
         }
     }
@@ -352,25 +297,13 @@ pub struct BertOutput {
 impl BertOutput {
     fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
         BertOutput {
-            dense: Linear::new(
-                &(p / "dense"),
-                params,
-                c.intermediate_size,
-                c.hidden_size,
-                c.initializer_range,
-            ),
+            dense: Linear::new(&(p / "dense"), params, c.intermediate_size, c.hidden_size, c.initializer_range),
             layer_norm: LayerNorm::new(&(p / "LayerNorm"), params, c.hidden_size, c.layer_norm_eps),
             dropout: c.hidden_dropout_prob,
         }
     }
 
-    fn forward_t(
-        &self,
-        xs: &Tensor,
-        input: &Tensor,
-        kind: Kind,
-        train: bool,
-    ) -> Result<Tensor, TchError> {
+    fn forward_t(&self, xs: &Tensor, input: &Tensor, kind: Kind, train: bool) -> Result<Tensor, TchError> {
         let xs = dropout(self.dense.forward(xs, kind)?, self.dropout, train)?;
         self.layer_norm.forward(&xs.f_add(input)?)
     }
@@ -393,13 +326,7 @@ impl BertLayer {
         }
     }
 
-    fn forward_t(
-        &self,
-        xs: &Tensor,
-        mask: Option<&Tensor>,
-        kind: Kind,
-        train: bool,
-    ) -> Result<Tensor, TchError> {
+    fn forward_t(&self, xs: &Tensor, mask: Option<&Tensor>, kind: Kind, train: bool) -> Result<Tensor, TchError> {
         let attended = self.attention.forward_t(xs, mask, kind, train)?;
         let hidden = self.intermediate.forward(&attended, kind)?;
         self.output.forward_t(&hidden, &attended, kind, train)
@@ -416,26 +343,15 @@ impl BertEncoder {
     fn new(p: &nn::Path, params: Params, c: &BertConfig, frozen_layers: usize) -> Self {
         let layers = (0..c.num_hidden_layers as usize)
             .map(|i| {
-                let params = Params {
-                    trainable: params.trainable && i >= frozen_layers,
-                    ..params
-                };
+                let params = Params { trainable: params.trainable && i >= frozen_layers, ..params };
                 BertLayer::new(&(p / "layer" / i), params, c)
             })
             .collect();
         BertEncoder { layers }
     }
 
-    fn forward_t(
-        &self,
-        xs: Tensor,
-        mask: Option<&Tensor>,
-        kind: Kind,
-        train: bool,
-    ) -> Result<Tensor, TchError> {
-        self.layers
-            .iter()
-            .try_fold(xs, |xs, layer| layer.forward_t(&xs, mask, kind, train))
+    fn forward_t(&self, xs: Tensor, mask: Option<&Tensor>, kind: Kind, train: bool) -> Result<Tensor, TchError> {
+        self.layers.iter().try_fold(xs, |xs, layer| layer.forward_t(&xs, mask, kind, train))
     }
 }
 
@@ -448,9 +364,7 @@ pub struct BertPooler {
 impl BertPooler {
     fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
         let h = c.hidden_size;
-        BertPooler {
-            dense: Linear::new(&(p / "dense"), params, h, h, c.initializer_range),
-        }
+        BertPooler { dense: Linear::new(&(p / "dense"), params, h, h, c.initializer_range) }
     }
 
     fn forward(&self, xs: &Tensor, kind: Kind) -> Result<Tensor, TchError> {
@@ -469,14 +383,8 @@ pub struct BertModel {
 
 impl BertModel {
     fn new(p: &nn::Path, c: &BertConfig, freeze_layers: usize) -> Self {
-        let trainable = Params {
-            path: p,
-            trainable: true,
-        };
-        let embeddings_params = Params {
-            trainable: freeze_layers == 0,
-            ..trainable
-        };
+        let trainable = Params { path: p, trainable: true };
+        let embeddings_params = Params { trainable: freeze_layers == 0, ..trainable };
         BertModel {
             embeddings: BertEmbeddings::new(&(p / "embeddings"), embeddings_params, c),
             encoder: BertEncoder::new(&(p / "encoder"), trainable, c, freeze_layers),
@@ -494,9 +402,7 @@ impl BertModel {
     ) -> Result<Tensor, TchError> {
         let mask = attention_mask.map(|m| additive_mask(m, kind)).transpose()?;
         let embedded = self.embeddings.forward_t(input_ids, train)?;
-        let hidden = self
-            .encoder
-            .forward_t(embedded, mask.as_ref(), kind, train)?;
+        let hidden = self.encoder.forward_t(embedded, mask.as_ref(), kind, train)?;
         self.pooler.forward(&hidden, kind)
     }
 }
@@ -538,10 +444,7 @@ impl BertForSequenceClassification {
         freeze_layers: usize,
         compute_kind: Kind,
     ) -> Self {
-        let head = Params {
-            path: root,
-            trainable: true,
-        };
+        let head = Params { path: root, trainable: true };
         BertForSequenceClassification {
             bert: BertModel::new(&(root / "bert"), config, freeze_layers),
             classifier: Linear::new(
@@ -566,13 +469,9 @@ impl BertForSequenceClassification {
         attention_mask: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor, TchError> {
-        let pooled = self
-            .bert
-            .forward_t(input_ids, attention_mask, self.compute_kind, train)?;
+        let pooled = self.bert.forward_t(input_ids, attention_mask, self.compute_kind, train)?;
         let pooled = dropout(pooled, self.dropout, train)?;
-        self.classifier
-            .forward(&pooled, self.compute_kind)?
-            .f_to_kind(Kind::Float)
+        self.classifier.forward(&pooled, self.compute_kind)?.f_to_kind(Kind::Float)
     }
 }
 
@@ -594,13 +493,7 @@ mod tests {
     fn tiny(freeze_layers: usize) -> (nn::VarStore, BertForSequenceClassification) {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = BertForSequenceClassification::new(
-            &vs.root(),
-            &tiny_config(),
-            3,
-            freeze_layers,
-            Kind::Float,
-        );
+        let model = BertForSequenceClassification::new(&vs.root(), &tiny_config(), 3, freeze_layers, Kind::Float);
         (vs, model)
     }
 
@@ -614,10 +507,7 @@ mod tests {
         let flat: Vec<i64> = rows.iter().flat_map(|r| pad(r, 0, None)).collect();
         let mask: Vec<i64> = rows.iter().flat_map(|r| pad(r, 0, Some(1))).collect();
         let shape = [rows.len() as i64, longest as i64];
-        (
-            Tensor::from_slice(&flat).view(shape),
-            Tensor::from_slice(&mask).view(shape),
-        )
+        (Tensor::from_slice(&flat).view(shape), Tensor::from_slice(&mask).view(shape))
     }
 
     #[test]
@@ -674,26 +564,11 @@ mod tests {
 
     #[test]
     fn groups_follow_hf_no_decay_rules() {
-        assert_eq!(
-            param_group("bert.encoder.layer.0.attention.self.query.weight"),
-            GROUP_DECAY
-        );
-        assert_eq!(
-            param_group("bert.embeddings.word_embeddings.weight"),
-            GROUP_DECAY
-        );
-        assert_eq!(
-            param_group("bert.encoder.layer.0.attention.self.query.bias"),
-            GROUP_NO_DECAY
-        );
-        assert_eq!(
-            param_group("bert.encoder.layer.0.output.LayerNorm.weight"),
-            GROUP_NO_DECAY
-        );
-        assert_eq!(
-            param_group("bert.embeddings.LayerNorm.weight"),
-            GROUP_NO_DECAY
-        );
+        assert_eq!(param_group("bert.encoder.layer.0.attention.self.query.weight"), GROUP_DECAY);
+        assert_eq!(param_group("bert.embeddings.word_embeddings.weight"), GROUP_DECAY);
+        assert_eq!(param_group("bert.encoder.layer.0.attention.self.query.bias"), GROUP_NO_DECAY);
+        assert_eq!(param_group("bert.encoder.layer.0.output.LayerNorm.weight"), GROUP_NO_DECAY);
+        assert_eq!(param_group("bert.embeddings.LayerNorm.weight"), GROUP_NO_DECAY);
         assert_eq!(param_group("classifier.weight"), GROUP_HEAD_DECAY);
         assert_eq!(param_group("classifier.bias"), GROUP_HEAD_NO_DECAY);
     }
@@ -705,8 +580,7 @@ mod tests {
         let (vs, _) = tiny(1);
         assert_eq!(vs.trainable_variables().len(), all - 5 - 16);
         for (name, tensor) in vs.variables() {
-            let frozen =
-                name.starts_with("bert.embeddings.") || name.starts_with("bert.encoder.layer.0.");
+            let frozen = name.starts_with("bert.embeddings.") || name.starts_with("bert.encoder.layer.0.");
             assert_eq!(tensor.requires_grad(), !frozen, "{name}");
         }
     }
@@ -716,9 +590,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_bert(dir.path(), 7).unwrap();
         let weights = Weights::from_dir(dir.path()).unwrap();
-        assert!(weights
-            .tensors
-            .contains_key("bert.encoder.layer.1.output.dense.weight"));
+        assert!(weights.tensors.contains_key("bert.encoder.layer.1.output.dense.weight"));
         assert!(!weights.tensors.keys().any(|k| k.contains("position_ids")));
         let (vs, _) = tiny(0);
         let report = weights.load_into(&vs).unwrap();
@@ -727,16 +599,11 @@ mod tests {
         let loaded = &vs.variables()["bert.encoder.layer.1.output.dense.weight"];
         assert!(loaded.equal(&weights.tensors["bert.encoder.layer.1.output.dense.weight"]));
 
-        let mut broken = Weights {
-            tensors: HashMap::new(),
-            source: "m.safetensors".into(),
-        };
+        let mut broken = Weights { tensors: HashMap::new(), source: "m.safetensors".into() };
         for (k, v) in &weights.tensors {
             broken.tensors.insert(k.clone(), v.shallow_clone());
         }
-        broken
-            .tensors
-            .remove("bert.encoder.layer.0.attention.self.key.bias");
+        broken.tensors.remove("bert.encoder.layer.0.attention.self.key.bias");
         let err = broken.load_into(&vs).unwrap_err().to_string();
         assert!(
             err.contains("m.safetensors")
@@ -748,10 +615,7 @@ mod tests {
             Tensor::zeros([31], (Kind::Float, Device::Cpu)),
         );
         let err = broken.load_into(&vs).unwrap_err().to_string();
-        assert!(
-            err.contains("has shape [31]") && err.contains("[32]"),
-            "{err}"
-        );
+        assert!(err.contains("has shape [31]") && err.contains("[32]"), "{err}");
     }
 
     use std::collections::HashMap;

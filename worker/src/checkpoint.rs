@@ -97,28 +97,17 @@ impl Weights {
         if single.is_file() {
             let mut tensors = HashMap::new();
             read_safetensors(&single, &mut tensors)?;
-            Ok(Weights {
-                tensors,
-                source: single,
-            })
+            Ok(Weights { tensors, source: single })
         } else if index.is_file() {
             let mut tensors = HashMap::new();
             for shard in shard_files(&index)? {
                 read_safetensors(&dir.join(shard), &mut tensors)?;
             }
-            Ok(Weights {
-                tensors,
-                source: index,
-            })
+            Ok(Weights { tensors, source: index })
         } else if bin.is_file() {
-            Ok(Weights {
-                tensors: read_pytorch_bin(&bin)?,
-                source: bin,
-            })
+            Ok(Weights { tensors: read_pytorch_bin(&bin)?, source: bin })
         } else {
-            Err(CheckpointError::Missing {
-                dir: dir.to_owned(),
-            })
+            Err(CheckpointError::Missing { dir: dir.to_owned() })
         }
     }
 
@@ -135,16 +124,11 @@ impl Weights {
         let mut used = BTreeSet::new();
         for (name, mut var) in variables {
             let expected = var.size();
-            let may_initialize =
-                name.starts_with("classifier.") || name.starts_with("bert.pooler.");
+            let may_initialize = name.starts_with("classifier.") || name.starts_with("bert.pooler.");
             match self.tensors.get(&name) {
                 Some(value) if value.size() == expected => {
-                    tch::no_grad(|| var.f_copy_(value)).map_err(|source| {
-                        CheckpointError::Torch {
-                            key: name.clone(),
-                            source,
-                        }
-                    })?;
+                    tch::no_grad(|| var.f_copy_(value))
+                        .map_err(|source| CheckpointError::Torch { key: name.clone(), source })?;
                     used.insert(name);
                 }
                 Some(_) if name.starts_with("classifier.") => {
@@ -160,21 +144,10 @@ impl Weights {
                     })
                 }
                 None if may_initialize => report.initialized.push(name),
-                None => {
-                    return Err(CheckpointError::MissingTensor {
-                        path: self.source.clone(),
-                        key: name,
-                        expected,
-                    })
-                }
+                None => return Err(CheckpointError::MissingTensor { path: self.source.clone(), key: name, expected }),
             }
         }
-        report.unused = self
-            .tensors
-            .keys()
-            .filter(|k| !used.contains(*k))
-            .cloned()
-            .collect();
+        report.unused = self.tensors.keys().filter(|k| !used.contains(*k)).cloned().collect();
         report.unused.sort();
         Ok(report)
     }
@@ -188,10 +161,7 @@ pub fn normalize_key(key: &str) -> Option<String> {
     }
     let key = if key.starts_with("bert.") || key.starts_with("classifier.") {
         key.to_owned()
-    } else if ["embeddings.", "encoder.", "pooler."]
-        .iter()
-        .any(|p| key.starts_with(p))
-    {
+    } else if ["embeddings.", "encoder.", "pooler."].iter().any(|p| key.starts_with(p)) {
         format!("bert.{key}")
     } else {
         return None;
@@ -206,10 +176,7 @@ pub fn normalize_key(key: &str) -> Option<String> {
 }
 
 fn read_error(path: &Path, message: impl ToString) -> CheckpointError {
-    CheckpointError::Read {
-        path: path.to_owned(),
-        message: message.to_string(),
-    }
+    CheckpointError::Read { path: path.to_owned(), message: message.to_string() }
 }
 
 fn read_safetensors(path: &Path, out: &mut HashMap<String, Tensor>) -> Result<(), CheckpointError> {
@@ -225,13 +192,7 @@ fn read_safetensors(path: &Path, out: &mut HashMap<String, Tensor>) -> Result<()
             Dtype::F16 => Kind::Half,
             Dtype::BF16 => Kind::BFloat16,
             Dtype::F64 => Kind::Double,
-            other => {
-                return Err(CheckpointError::Dtype {
-                    path: path.to_owned(),
-                    key,
-                    dtype: format!("{other:?}"),
-                })
-            }
+            other => return Err(CheckpointError::Dtype { path: path.to_owned(), key, dtype: format!("{other:?}") }),
         };
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)
@@ -245,22 +206,14 @@ fn read_safetensors(path: &Path, out: &mut HashMap<String, Tensor>) -> Result<()
 fn shard_files(index: &Path) -> Result<BTreeSet<String>, CheckpointError> {
     let text = std::fs::read_to_string(index).map_err(|e| read_error(index, e))?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| read_error(index, e))?;
-    let map = value
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| read_error(index, "no weight_map object"))?;
-    Ok(map
-        .values()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect())
+    let map =
+        value.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| read_error(index, "no weight_map object"))?;
+    Ok(map.values().filter_map(|v| v.as_str().map(str::to_owned)).collect())
 }
 
 fn read_pytorch_bin(path: &Path) -> Result<HashMap<String, Tensor>, CheckpointError> {
     let named = Tensor::loadz_multi(path).map_err(|e| {
-        read_error(
-            path,
-            format!("{e} (convert it to model.safetensors with transformers' save_pretrained)"),
-        )
+        read_error(path, format!("{e} (convert it to model.safetensors with transformers' save_pretrained)"))
     })?;
     let mut out = HashMap::new();
     for (key, tensor) in named {
@@ -268,15 +221,9 @@ fn read_pytorch_bin(path: &Path) -> Result<HashMap<String, Tensor>, CheckpointEr
             continue;
         };
         if !tensor.is_floating_point() {
-            return Err(CheckpointError::Dtype {
-                path: path.to_owned(),
-                key,
-                dtype: format!("{:?}", tensor.kind()),
-            });
+            return Err(CheckpointError::Dtype { path: path.to_owned(), key, dtype: format!("{:?}", tensor.kind()) });
         }
-        let tensor = tensor
-            .f_to_kind(Kind::Float)
-            .map_err(|e| read_error(path, e))?;
+        let tensor = tensor.f_to_kind(Kind::Float).map_err(|e| read_error(path, e))?;
         out.insert(name, tensor);
     }
     Ok(out)
@@ -296,22 +243,10 @@ mod tests {
             normalize_key("encoder.layer.3.attention.self.query.weight").unwrap(),
             "bert.encoder.layer.3.attention.self.query.weight"
         );
-        assert_eq!(
-            normalize_key("bert.pooler.dense.bias").unwrap(),
-            "bert.pooler.dense.bias"
-        );
-        assert_eq!(
-            normalize_key("classifier.weight").unwrap(),
-            "classifier.weight"
-        );
-        assert_eq!(
-            normalize_key("bert.embeddings.LayerNorm.gamma").unwrap(),
-            "bert.embeddings.LayerNorm.weight"
-        );
-        assert_eq!(
-            normalize_key("embeddings.LayerNorm.beta").unwrap(),
-            "bert.embeddings.LayerNorm.bias"
-        );
+        assert_eq!(normalize_key("bert.pooler.dense.bias").unwrap(), "bert.pooler.dense.bias");
+        assert_eq!(normalize_key("classifier.weight").unwrap(), "classifier.weight");
+        assert_eq!(normalize_key("bert.embeddings.LayerNorm.gamma").unwrap(), "bert.embeddings.LayerNorm.weight");
+        assert_eq!(normalize_key("embeddings.LayerNorm.beta").unwrap(), "bert.embeddings.LayerNorm.bias");
         assert!(normalize_key("embeddings.position_ids").is_none());
         assert!(normalize_key("bert.embeddings.position_ids").is_none());
         assert!(normalize_key("cls.predictions.bias").is_none());

@@ -118,8 +118,7 @@ fn default_layer_norm_eps() -> f64 {
 }
 
 /// Activations accepted in `hidden_act`.
-pub(crate) const SUPPORTED_ACTIVATIONS: &[&str] =
-    &["gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu"];
+pub(crate) const SUPPORTED_ACTIVATIONS: &[&str] = &["gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu"];
 
 impl BertConfig {
     /// Reads and validates `<dir>/config.json`.
@@ -129,32 +128,21 @@ impl BertConfig {
 
     /// Reads and validates one `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         // Check the architecture before the fields: a RoBERTa or GPT-2 config would otherwise
         // fail with a confusing "missing field" message.
         let raw: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| ConfigError::Parse {
-                path: path.to_owned(),
-                source,
-            })?;
+            serde_json::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
         check_is_bert(path, &raw)?;
         let config: BertConfig =
-            serde_json::from_value(raw).map_err(|source| ConfigError::Parse {
-                path: path.to_owned(),
-                source,
-            })?;
+            serde_json::from_value(raw).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
         config.validate(path)?;
         Ok(config)
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |reason: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            reason,
-        };
+        let invalid = |reason: String| ConfigError::Invalid { path: path.to_owned(), reason };
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -183,9 +171,7 @@ impl BertConfig {
         }
         if let Some(kind) = &self.position_embedding_type {
             if kind != "absolute" {
-                return Err(invalid(format!(
-                    "position_embedding_type {kind:?} is not supported (only \"absolute\")"
-                )));
+                return Err(invalid(format!("position_embedding_type {kind:?} is not supported (only \"absolute\")")));
             }
         }
         Ok(())
@@ -206,36 +192,16 @@ impl BertConfig {
     pub fn for_sequence_classification(&self, labels: &[String]) -> BertConfig {
         let mut config = self.clone();
         config.architectures = Some(vec!["BertForSequenceClassification".to_owned()]);
-        config.id2label = Some(
-            labels
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (i.to_string(), l.clone()))
-                .collect(),
-        );
-        config.label2id = Some(
-            labels
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (l.clone(), i as i64))
-                .collect(),
-        );
-        config
-            .extra
-            .insert("num_labels".to_owned(), labels.len().into());
-        config.extra.insert(
-            "problem_type".to_owned(),
-            "single_label_classification".into(),
-        );
+        config.id2label = Some(labels.iter().enumerate().map(|(i, l)| (i.to_string(), l.clone())).collect());
+        config.label2id = Some(labels.iter().enumerate().map(|(i, l)| (l.clone(), i as i64)).collect());
+        config.extra.insert("num_labels".to_owned(), labels.len().into());
+        config.extra.insert("problem_type".to_owned(), "single_label_classification".into());
         config
     }
 }
 
 fn check_is_bert(path: &Path, raw: &serde_json::Value) -> Result<(), ConfigError> {
-    let not_bert = |what: String| ConfigError::NotBert {
-        path: path.to_owned(),
-        what,
-    };
+    let not_bert = |what: String| ConfigError::NotBert { path: path.to_owned(), what };
     match raw.get("model_type").and_then(|v| v.as_str()) {
         Some("bert") => {}
         Some(other) => return Err(not_bert(format!("model_type is {other:?}"))),
@@ -244,9 +210,7 @@ fn check_is_bert(path: &Path, raw: &serde_json::Value) -> Result<(), ConfigError
     if let Some(architectures) = raw.get("architectures").and_then(|v| v.as_array()) {
         for arch in architectures.iter().filter_map(|a| a.as_str()) {
             if !arch.starts_with("Bert") {
-                return Err(not_bert(format!(
-                    "architecture {arch:?} is not a BERT class"
-                )));
+                return Err(not_bert(format!("architecture {arch:?} is not a BERT class")));
             }
         }
     }
@@ -275,9 +239,7 @@ mod tests {
         assert_eq!(config.hidden_act, "gelu");
         assert_eq!(config.head_dim(), 4);
         assert_eq!(config.extra["custom_field"], 42);
-        let out =
-            serde_json::to_value(config.for_sequence_classification(&["a".into(), "b".into()]))
-                .unwrap();
+        let out = serde_json::to_value(config.for_sequence_classification(&["a".into(), "b".into()])).unwrap();
         assert_eq!(out["custom_field"], 42);
         assert_eq!(out["num_labels"], 2);
         assert_eq!(out["id2label"]["1"], "b");
@@ -289,10 +251,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), r#"{"model_type":"roberta","vocab_size":3}"#);
         let err = BertConfig::from_file(&path).unwrap_err().to_string();
-        assert!(
-            err.contains("roberta") && err.contains("config.json"),
-            "{err}"
-        );
+        assert!(err.contains("roberta") && err.contains("config.json"), "{err}");
         let path = write(dir.path(), &TINY.replace("BertModel", "RobertaModel"));
         let err = BertConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("RobertaModel"), "{err}");
@@ -301,15 +260,10 @@ mod tests {
     #[test]
     fn rejects_inconsistent_shapes_and_missing_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(
-            dir.path(),
-            &TINY.replace("\"num_attention_heads\":2", "\"num_attention_heads\":3"),
-        );
+        let path = write(dir.path(), &TINY.replace("\"num_attention_heads\":2", "\"num_attention_heads\":3"));
         let err = BertConfig::from_file(&path).unwrap_err().to_string();
         assert!(err.contains("not a multiple"), "{err}");
-        let err = BertConfig::from_dir(&dir.path().join("nope"))
-            .unwrap_err()
-            .to_string();
+        let err = BertConfig::from_dir(&dir.path().join("nope")).unwrap_err().to_string();
         assert!(err.contains("nope/config.json"), "{err}");
     }
 }

@@ -40,10 +40,7 @@ pub fn parse_devices(spec: &str) -> Result<Vec<Device>, DeviceError> {
 
 fn parse_with(spec: &str, count: i64) -> Result<Vec<Device>, DeviceError> {
     let trimmed = spec.trim().to_ascii_lowercase();
-    let unavailable = || DeviceError::CudaUnavailable {
-        spec: spec.to_owned(),
-        count,
-    };
+    let unavailable = || DeviceError::CudaUnavailable { spec: spec.to_owned(), count };
     match trimmed.as_str() {
         "cpu" => Ok(vec![Device::Cpu]),
         "cuda" | "gpu" if count > 0 => Ok(vec![Device::Cuda(0)]),
@@ -58,11 +55,7 @@ fn parse_with(spec: &str, count: i64) -> Result<Vec<Device>, DeviceError> {
             if count <= 0 {
                 Err(unavailable())
             } else if index as i64 >= count {
-                Err(DeviceError::NoSuchGpu {
-                    spec: spec.to_owned(),
-                    index,
-                    count,
-                })
+                Err(DeviceError::NoSuchGpu { spec: spec.to_owned(), index, count })
             } else {
                 Ok(vec![Device::Cuda(index)])
             }
@@ -72,11 +65,9 @@ fn parse_with(spec: &str, count: i64) -> Result<Vec<Device>, DeviceError> {
 
 /// Sets the intra-op threads torch uses on the CPU (`None`: every core). Process-wide.
 pub fn set_cpu_threads(threads: Option<usize>) {
-    let threads = threads.filter(|&n| n > 0).unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let threads = threads
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     tch::set_num_threads(threads as i32);
 }
 
@@ -103,28 +94,19 @@ mod tests {
         assert_eq!(parse_with("cpu", 0).unwrap(), [Device::Cpu]);
         assert_eq!(parse_with("cuda", 2).unwrap(), [Device::Cuda(0)]);
         assert_eq!(parse_with("cuda:1", 2).unwrap(), [Device::Cuda(1)]);
-        assert_eq!(
-            parse_with("all", 2).unwrap(),
-            [Device::Cuda(0), Device::Cuda(1)]
-        );
+        assert_eq!(parse_with("all", 2).unwrap(), [Device::Cuda(0), Device::Cuda(1)]);
     }
 
     #[test]
     fn cuda_without_gpus_is_a_clear_error() {
         for spec in ["cuda", "cuda:0", "all"] {
             let err = parse_with(spec, 0).unwrap_err().to_string();
-            assert!(
-                err.contains("CUDA is not available") && err.contains("--device cpu"),
-                "{err}"
-            );
+            assert!(err.contains("CUDA is not available") && err.contains("--device cpu"), "{err}");
         }
         let err = parse_with("cuda:3", 2).unwrap_err().to_string();
         assert!(err.contains("no CUDA device 3"), "{err}");
         assert!(matches!(parse_with("tpu", 1), Err(DeviceError::Invalid(_))));
-        assert!(matches!(
-            parse_with("cuda:x", 1),
-            Err(DeviceError::Invalid(_))
-        ));
+        assert!(matches!(parse_with("cuda:x", 1), Err(DeviceError::Invalid(_))));
     }
 
     #[test]

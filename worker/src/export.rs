@@ -49,13 +49,8 @@ pub fn export_classifier(
     std::fs::create_dir_all(dir).map_err(io(dir))?;
 
     let config_path = dir.join("config.json");
-    let json =
-        serde_json::to_string_pretty(&config.for_sequence_classification(labels)).map_err(|e| {
-            ExportError::Serialize {
-                path: config_path.clone(),
-                message: e.to_string(),
-            }
-        })?;
+    let json = serde_json::to_string_pretty(&config.for_sequence_classification(labels))
+        .map_err(|e| ExportError::Serialize { path: config_path.clone(), message: e.to_string() })?;
     std::fs::write(&config_path, json + "\n").map_err(io(&config_path))?;
 
     let model_path = dir.join("model.safetensors");
@@ -73,14 +68,8 @@ pub fn export_classifier(
 
 /// Writes `tensors` as fp32 safetensors with `{"format":"pt"}` metadata (transformers
 /// refuses files without it).
-pub fn write_safetensors(
-    path: &Path,
-    tensors: &HashMap<String, Tensor>,
-) -> Result<(), ExportError> {
-    let serialize = |message: String| ExportError::Serialize {
-        path: path.to_owned(),
-        message,
-    };
+pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<(), ExportError> {
+    let serialize = |message: String| ExportError::Serialize { path: path.to_owned(), message };
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     let mut buffers = Vec::with_capacity(names.len());
@@ -104,8 +93,7 @@ pub fn write_safetensors(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| serialize(e.to_string()))?;
     let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
-    safetensors::serialize_to_file(views, Some(metadata), path)
-        .map_err(|e| serialize(e.to_string()))
+    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| serialize(e.to_string()))
 }
 
 #[cfg(test)]
@@ -120,7 +108,6 @@ mod tests {
     use crate::testing::{write_tiny_bert, write_tiny_task};
     use crate::tokenizer::BertTokenizer;
     use crate::train::{run_trial, RunToEnd, TrialConfig};
-
 
     /// Mean validation cross-entropy of the model stored in `dir`.
     fn eval_loss(dir: &Path, cfg: &TrialConfig) -> f64 {
@@ -137,24 +124,11 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let model = BertForSequenceClassification::new(&vs.root(), &config, 2, 0, Kind::Float);
         let report = Weights::from_dir(dir).unwrap().load_into(&vs).unwrap();
-        assert!(
-            report.initialized.is_empty() && report.unused.is_empty(),
-            "{report:?}"
-        );
+        assert!(report.initialized.is_empty() && report.unused.is_empty(), "{report:?}");
         let all: Vec<usize> = (0..data.validation.len()).collect();
         let batch = Batch::new(&data.validation, &all, tokenizer.pad_id, Device::Cpu).unwrap();
-        let logits = tch::no_grad(|| {
-            model.forward_t(&batch.input_ids, batch.attention_mask.as_ref(), false)
-        })
-        .unwrap();
-        f64::try_from(logits.cross_entropy_loss::<Tensor>(
-            &batch.labels,
-            None,
-            Reduction::Mean,
-            -100,
-            0.0,
-        ))
-        .unwrap()
+        let logits = tch::no_grad(|| model.forward_t(&batch.input_ids, batch.attention_mask.as_ref(), false)).unwrap();
+        f64::try_from(logits.cross_entropy_loss::<Tensor>(&batch.labels, None, Reduction::Mean, -100, 0.0)).unwrap()
     }
 
     #[test]
@@ -178,14 +152,10 @@ mod tests {
         assert_eq!(outcome.artifact.as_deref(), Some(out.as_path()));
         assert!(outcome.best_epoch < outcome.epochs_run, "{outcome:?}");
         let exported = eval_loss(&out, &cfg);
-        assert!(
-            (exported - outcome.best_metrics["eval_loss"]).abs() < 1e-5,
-            "{exported} vs {outcome:?}"
-        );
+        assert!((exported - outcome.best_metrics["eval_loss"]).abs() < 1e-5, "{exported} vs {outcome:?}");
 
         let config: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap())
-                .unwrap();
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
         assert_eq!(config["architectures"][0], "BertForSequenceClassification");
         assert_eq!(config["id2label"]["1"], "1");
         assert_eq!(config["label2id"]["0"], 0);
@@ -194,8 +164,6 @@ mod tests {
         let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         assert_eq!(meta.metadata().as_ref().unwrap()["format"], "pt");
-        assert!(meta
-            .tensors()
-            .contains_key("bert.encoder.layer.1.output.LayerNorm.weight"));
+        assert!(meta.tensors().contains_key("bert.encoder.layer.1.output.LayerNorm.weight"));
     }
 }

@@ -21,18 +21,9 @@ pub struct ClassificationScores {
 
 /// Scores `predictions` against `labels` (equal lengths; empty gives all zeros).
 pub fn classification_scores(predictions: &[i64], labels: &[i64]) -> ClassificationScores {
-    assert_eq!(
-        predictions.len(),
-        labels.len(),
-        "predictions and labels differ in length"
-    );
+    assert_eq!(predictions.len(), labels.len(), "predictions and labels differ in length");
     if labels.is_empty() {
-        return ClassificationScores {
-            accuracy: 0.0,
-            precision: 0.0,
-            recall: 0.0,
-            f1: 0.0,
-        };
+        return ClassificationScores { accuracy: 0.0, precision: 0.0, recall: 0.0, f1: 0.0 };
     }
     // Per class: (true positives, predicted count, actual count).
     let mut counts: BTreeMap<i64, (f64, f64, f64)> = BTreeMap::new();
@@ -73,25 +64,9 @@ mod tests {
     #[test]
     fn perfect_and_all_wrong() {
         let s = classification_scores(&[0, 1, 1], &[0, 1, 1]);
-        assert_eq!(
-            s,
-            ClassificationScores {
-                accuracy: 1.0,
-                precision: 1.0,
-                recall: 1.0,
-                f1: 1.0
-            }
-        );
+        assert_eq!(s, ClassificationScores { accuracy: 1.0, precision: 1.0, recall: 1.0, f1: 1.0 });
         let s = classification_scores(&[1, 0], &[0, 1]);
-        assert_eq!(
-            s,
-            ClassificationScores {
-                accuracy: 0.0,
-                precision: 0.0,
-                recall: 0.0,
-                f1: 0.0
-            }
-        );
+        assert_eq!(s, ClassificationScores { accuracy: 0.0, precision: 0.0, recall: 0.0, f1: 0.0 });
     }
 
     #[test]

@@ -14,10 +14,7 @@ impl LinearSchedule {
     /// The schedule for `total_steps` with `warmup_ratio` of them warming up.
     pub fn new(total_steps: usize, warmup_ratio: f64) -> Self {
         let warmup_steps = (total_steps as f64 * warmup_ratio.max(0.0)).ceil() as usize;
-        LinearSchedule {
-            total_steps,
-            warmup_steps,
-        }
+        LinearSchedule { total_steps, warmup_steps }
     }
 
     /// Factor of the peak learning rate used by optimizer step `step` (0-based).
@@ -46,19 +43,8 @@ mod tests {
         let s = LinearSchedule::new(10, 0.25);
         assert_eq!(s.warmup_steps, 3);
         let f: Vec<f64> = (0..11).map(|i| s.factor(i)).collect();
-        let expected = [
-            0.0,
-            1.0 / 3.0,
-            2.0 / 3.0,
-            1.0,
-            6.0 / 7.0,
-            5.0 / 7.0,
-            4.0 / 7.0,
-            3.0 / 7.0,
-            2.0 / 7.0,
-            1.0 / 7.0,
-            0.0,
-        ];
+        let expected =
+            [0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0, 6.0 / 7.0, 5.0 / 7.0, 4.0 / 7.0, 3.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0, 0.0];
         for (a, b) in f.iter().zip(expected) {
             assert!((a - b).abs() < 1e-12, "{f:?}");
         }

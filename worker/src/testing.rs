@@ -11,9 +11,8 @@ use crate::export::write_safetensors;
 
 /// Vocabulary of the tiny model (uncased WordPiece; ids are line numbers).
 pub const TINY_VOCAB: &[&str] = &[
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "movie", "film", "is", "was", "very",
-    "not", "good", "great", "fun", "bad", "awful", "boring", "plot", "acting", "and", "but", "##s",
-    ".", ",",
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "movie", "film", "is", "was", "very", "not", "good",
+    "great", "fun", "bad", "awful", "boring", "plot", "acting", "and", "but", "##s", ".", ",",
 ];
 
 /// `config.json` of the tiny model: 2 layers, hidden 32, 2 heads, saved as a `BertModel`.
@@ -45,10 +44,7 @@ pub fn tiny_config() -> BertConfig {
 pub fn write_tiny_bert(dir: &Path, seed: i64) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let config = tiny_config();
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&config)?,
-    )?;
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config)?)?;
     std::fs::write(dir.join("vocab.txt"), TINY_VOCAB.join("\n") + "\n")?;
     std::fs::write(
         dir.join("tokenizer_config.json"),
@@ -60,15 +56,11 @@ pub fn write_tiny_bert(dir: &Path, seed: i64) -> std::io::Result<PathBuf> {
     let mut tensors: std::collections::HashMap<_, _> = vs
         .variables()
         .into_iter()
-        .filter_map(|(name, t)| {
-            name.strip_prefix("bert.")
-                .map(|n| (n.to_owned(), t.detach()))
-        })
+        .filter_map(|(name, t)| name.strip_prefix("bert.").map(|n| (n.to_owned(), t.detach())))
         .collect();
     tensors.insert(
         "embeddings.position_ids".to_owned(),
-        tch::Tensor::arange(config.max_position_embeddings, (Kind::Float, Device::Cpu))
-            .unsqueeze(0),
+        tch::Tensor::arange(config.max_position_embeddings, (Kind::Float, Device::Cpu)).unsqueeze(0),
     );
     write_safetensors(&dir.join("model.safetensors"), &tensors).map_err(std::io::Error::other)?;
     Ok(dir.to_owned())
@@ -76,11 +68,7 @@ pub fn write_tiny_bert(dir: &Path, seed: i64) -> std::io::Result<PathBuf> {
 
 /// Writes `train.tsv` (`n_train` rows) and `dev.tsv` (`n_dev` rows) of a keyword sentiment
 /// task (label 1 for good/great/fun, 0 for bad/awful/boring) to `dir`; returns both paths.
-pub fn write_tiny_task(
-    dir: &Path,
-    n_train: usize,
-    n_dev: usize,
-) -> std::io::Result<(PathBuf, PathBuf)> {
+pub fn write_tiny_task(dir: &Path, n_train: usize, n_dev: usize) -> std::io::Result<(PathBuf, PathBuf)> {
     const POSITIVE: &[&str] = &["good", "great", "fun"];
     const NEGATIVE: &[&str] = &["bad", "awful", "boring"];
     const SUBJECTS: &[&str] = &["the movie", "the film", "the plot", "the acting", "a film"];
@@ -91,13 +79,7 @@ pub fn write_tiny_task(
         let subject = SUBJECTS[(i / 2) % SUBJECTS.len()];
         let filler = FILLERS[(i / 7) % FILLERS.len()];
         let verb = if i % 3 == 0 { "is" } else { "was" };
-        (
-            format!(
-                "{subject} {verb}{filler} {} .",
-                words[(i / 3) % words.len()]
-            ),
-            label,
-        )
+        (format!("{subject} {verb}{filler} {} .", words[(i / 3) % words.len()]), label)
     };
     let write = |path: &Path, range: std::ops::Range<usize>| -> std::io::Result<()> {
         let mut text = String::from("sentence\tlabel\n");

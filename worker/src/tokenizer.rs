@@ -10,12 +10,8 @@ use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{AddedToken, Tokenizer, TruncationParams};
 
 /// Files a Hugging Face BERT directory may carry for its tokenizer; export copies them.
-pub const TOKENIZER_FILES: &[&str] = &[
-    "tokenizer.json",
-    "vocab.txt",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-];
+pub const TOKENIZER_FILES: &[&str] =
+    &["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"];
 
 /// Why the tokenizer could not be loaded or used.
 #[derive(Debug, thiserror::Error)]
@@ -74,39 +70,22 @@ impl BertTokenizer {
         let json = dir.join("tokenizer.json");
         let vocab = dir.join("vocab.txt");
         let (mut inner, source, lowercase) = if json.is_file() {
-            let inner = Tokenizer::from_file(&json).map_err(|e| TokenizerError::Load {
-                path: json.clone(),
-                message: e.to_string(),
-            })?;
+            let inner = Tokenizer::from_file(&json)
+                .map_err(|e| TokenizerError::Load { path: json.clone(), message: e.to_string() })?;
             (inner, json, None)
         } else if vocab.is_file() {
             let lowercase = lowercase_setting(dir)?;
-            (
-                wordpiece_from_vocab(&vocab, lowercase)?,
-                vocab,
-                Some(lowercase),
-            )
+            (wordpiece_from_vocab(&vocab, lowercase)?, vocab, Some(lowercase))
         } else {
-            return Err(TokenizerError::Missing {
-                dir: dir.to_owned(),
-            });
+            return Err(TokenizerError::Missing { dir: dir.to_owned() });
         };
         inner.with_padding(None);
         inner
-            .with_truncation(Some(TruncationParams {
-                max_length,
-                ..Default::default()
-            }))
-            .map_err(|e| TokenizerError::Load {
-                path: source.clone(),
-                message: e.to_string(),
-            })?;
+            .with_truncation(Some(TruncationParams { max_length, ..Default::default() }))
+            .map_err(|e| TokenizerError::Load { path: source.clone(), message: e.to_string() })?;
         let pad_id = inner
             .token_to_id("[PAD]")
-            .ok_or_else(|| TokenizerError::MissingToken {
-                path: source.clone(),
-                token: "[PAD]".into(),
-            })?;
+            .ok_or_else(|| TokenizerError::MissingToken { path: source.clone(), token: "[PAD]".into() })?;
         Ok(BertTokenizer {
             inner,
             pad_id: i64::from(pad_id),
@@ -117,14 +96,8 @@ impl BertTokenizer {
 
     /// Token ids of each text, with [CLS]/[SEP], truncated to `max_length`.
     pub fn encode_batch(&self, texts: Vec<String>) -> Result<Vec<Vec<i64>>, TokenizerError> {
-        let encodings = self
-            .inner
-            .encode_batch_fast(texts, true)
-            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
-        Ok(encodings
-            .iter()
-            .map(|e| e.get_ids().iter().map(|&id| i64::from(id)).collect())
-            .collect())
+        let encodings = self.inner.encode_batch_fast(texts, true).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        Ok(encodings.iter().map(|e| e.get_ids().iter().map(|&id| i64::from(id)).collect()).collect())
     }
 }
 
@@ -135,45 +108,26 @@ fn lowercase_setting(dir: &Path) -> Result<bool, TokenizerError> {
         return Ok(true);
     };
     let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| TokenizerError::Load {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-    Ok(value
-        .get("do_lower_case")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(true))
+        serde_json::from_str(&text).map_err(|e| TokenizerError::Load { path: path.clone(), message: e.to_string() })?;
+    Ok(value.get("do_lower_case").and_then(|v| v.as_bool()).unwrap_or(true))
 }
 
 fn wordpiece_from_vocab(vocab: &Path, lowercase: bool) -> Result<Tokenizer, TokenizerError> {
-    let load_err = |message: String| TokenizerError::Load {
-        path: vocab.to_owned(),
-        message,
-    };
-    let vocab_str = vocab
-        .to_str()
-        .ok_or_else(|| load_err("path is not UTF-8".into()))?;
-    let model = WordPiece::from_file(vocab_str)
-        .unk_token("[UNK]".into())
-        .build()
-        .map_err(|e| load_err(e.to_string()))?;
+    let load_err = |message: String| TokenizerError::Load { path: vocab.to_owned(), message };
+    let vocab_str = vocab.to_str().ok_or_else(|| load_err("path is not UTF-8".into()))?;
+    let model =
+        WordPiece::from_file(vocab_str).unk_token("[UNK]".into()).build().map_err(|e| load_err(e.to_string()))?;
     let mut tokenizer = Tokenizer::new(model);
     let id = |token: &str| {
         tokenizer
             .token_to_id(token)
-            .ok_or_else(|| TokenizerError::MissingToken {
-                path: vocab.to_owned(),
-                token: token.to_owned(),
-            })
+            .ok_or_else(|| TokenizerError::MissingToken { path: vocab.to_owned(), token: token.to_owned() })
     };
     let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
     // strip_accents None = follow lowercase, as BertTokenizer does.
     tokenizer.with_normalizer(Some(BertNormalizer::new(true, true, None, lowercase)));
     tokenizer.with_pre_tokenizer(Some(BertPreTokenizer));
-    tokenizer.with_post_processor(Some(BertProcessing::new(
-        ("[SEP]".into(), sep),
-        ("[CLS]".into(), cls),
-    )));
+    tokenizer.with_post_processor(Some(BertProcessing::new(("[SEP]".into(), sep), ("[CLS]".into(), cls))));
     let specials: Vec<AddedToken> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
         .iter()
         .filter(|t| tokenizer.token_to_id(t).is_some())
@@ -191,10 +145,7 @@ fn fingerprint(source: &Path, lowercase: Option<bool>, max_length: usize) -> Str
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let source = source.canonicalize().unwrap_or_else(|_| source.to_owned());
-    format!(
-        "{}@{modified}:lower={lowercase:?}:max={max_length}",
-        source.display()
-    )
+    format!("{}@{modified}:lower={lowercase:?}:max={max_length}", source.display())
 }
 
 #[cfg(test)]
@@ -203,9 +154,7 @@ mod tests {
 
     fn vocab_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let vocab = [
-            "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "##s", "on",
-        ];
+        let vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "##s", "on"];
         std::fs::write(dir.path().join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
         dir
     }
@@ -214,9 +163,7 @@ mod tests {
     fn vocab_fallback_lowercases_and_adds_specials() {
         let dir = vocab_dir();
         let tok = BertTokenizer::from_dir(dir.path(), 16).unwrap();
-        let ids = tok
-            .encode_batch(vec!["The CATS sat on zebra".into()])
-            .unwrap();
+        let ids = tok.encode_batch(vec!["The CATS sat on zebra".into()]).unwrap();
         assert_eq!(ids, vec![vec![2, 5, 6, 8, 7, 9, 1, 3]]);
         assert_eq!(tok.pad_id, 0);
     }
@@ -225,20 +172,14 @@ mod tests {
     fn truncates_to_max_length_keeping_sep() {
         let dir = vocab_dir();
         let tok = BertTokenizer::from_dir(dir.path(), 4).unwrap();
-        let ids = tok
-            .encode_batch(vec!["the cat sat on the cat".into()])
-            .unwrap();
+        let ids = tok.encode_batch(vec!["the cat sat on the cat".into()]).unwrap();
         assert_eq!(ids, vec![vec![2, 5, 6, 3]]);
     }
 
     #[test]
     fn cased_vocab_is_respected() {
         let dir = vocab_dir();
-        std::fs::write(
-            dir.path().join("tokenizer_config.json"),
-            r#"{"do_lower_case": false}"#,
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("tokenizer_config.json"), r#"{"do_lower_case": false}"#).unwrap();
         let tok = BertTokenizer::from_dir(dir.path(), 16).unwrap();
         let ids = tok.encode_batch(vec!["The cat".into()]).unwrap();
         assert_eq!(ids, vec![vec![2, 1, 6, 3]]);
@@ -247,9 +188,7 @@ mod tests {
     #[test]
     fn missing_tokenizer_names_the_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let err = BertTokenizer::from_dir(dir.path(), 8)
-            .unwrap_err()
-            .to_string();
+        let err = BertTokenizer::from_dir(dir.path(), 8).unwrap_err().to_string();
         assert!(err.contains("no tokenizer.json or vocab.txt"), "{err}");
     }
 }

@@ -16,9 +16,7 @@ use tch::{nn, Device, Kind, Reduction, TchError, Tensor};
 use crate::bert::{self, BertForSequenceClassification};
 use crate::checkpoint::{CheckpointError, Weights};
 use crate::config::{BertConfig, ConfigError};
-use crate::data::{
-    batch_order, eval_batch_order, Batch, ClassificationData, DataError, DataSpec, Split,
-};
+use crate::data::{batch_order, eval_batch_order, Batch, ClassificationData, DataError, DataSpec, Split};
 use crate::export::{export_classifier, ExportError};
 use crate::metrics::classification_scores;
 use crate::schedule::LinearSchedule;
@@ -29,13 +27,7 @@ pub const MAX_GRAD_NORM: f64 = 1.0;
 /// Examples per evaluation batch (evaluation order does not change the metrics).
 pub const EVAL_BATCH_SIZE: usize = 64;
 /// Metric names the objective may use.
-pub const OBJECTIVE_METRICS: &[&str] = &[
-    "eval_accuracy",
-    "eval_f1",
-    "eval_precision",
-    "eval_recall",
-    "eval_loss",
-];
+pub const OBJECTIVE_METRICS: &[&str] = &["eval_accuracy", "eval_f1", "eval_precision", "eval_recall", "eval_loss"];
 
 /// Everything one trial needs: the task and the hyperparameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -214,10 +206,7 @@ impl TrainError {
 }
 
 fn torch(context: &str) -> impl FnOnce(TchError) -> TrainError + '_ {
-    move |source| TrainError::Torch {
-        context: context.to_owned(),
-        source,
-    }
+    move |source| TrainError::Torch { context: context.to_owned(), source }
 }
 
 /// Fine-tunes `cfg.model_dir` on `device` and, if `export_dir` is given, exports the best
@@ -261,10 +250,7 @@ pub fn run_trial(
     }));
     match result {
         Ok(result) => result,
-        Err(panic) => Err(TrainError::Panic {
-            context: "training".to_owned(),
-            message: panic_message(&panic),
-        }),
+        Err(panic) => Err(TrainError::Panic { context: "training".to_owned(), message: panic_message(&panic) }),
     }
 }
 
@@ -277,43 +263,25 @@ fn validate(cfg: &TrialConfig) -> Result<(), TrainError> {
         return invalid("num_train_epochs must be at least 1".into());
     }
     if cfg.max_seq_length < 2 {
-        return invalid(format!(
-            "max_seq_length {} leaves no room for [CLS] and [SEP]",
-            cfg.max_seq_length
-        ));
+        return invalid(format!("max_seq_length {} leaves no room for [CLS] and [SEP]", cfg.max_seq_length));
     }
     if !(cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0) {
-        return invalid(format!(
-            "learning_rate must be positive, got {}",
-            cfg.learning_rate
-        ));
+        return invalid(format!("learning_rate must be positive, got {}", cfg.learning_rate));
     }
     if !(0.0..=1.0).contains(&cfg.warmup_ratio) {
-        return invalid(format!(
-            "warmup_ratio must be in [0, 1], got {}",
-            cfg.warmup_ratio
-        ));
+        return invalid(format!("warmup_ratio must be in [0, 1], got {}", cfg.warmup_ratio));
     }
     if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
-        return invalid(format!(
-            "weight_decay must be non-negative, got {}",
-            cfg.weight_decay
-        ));
+        return invalid(format!("weight_decay must be non-negative, got {}", cfg.weight_decay));
     }
     if !(cfg.head_lr_multiplier.is_finite() && cfg.head_lr_multiplier > 0.0) {
-        return invalid(format!(
-            "head_lr_multiplier must be positive, got {}",
-            cfg.head_lr_multiplier
-        ));
+        return invalid(format!("head_lr_multiplier must be positive, got {}", cfg.head_lr_multiplier));
     }
     if cfg.max_train_samples == Some(0) {
         return invalid("max_train_samples must be at least 1".into());
     }
     if !OBJECTIVE_METRICS.contains(&cfg.objective_metric.as_str()) {
-        return invalid(format!(
-            "objective metric {:?} is not one of {OBJECTIVE_METRICS:?}",
-            cfg.objective_metric
-        ));
+        return invalid(format!("objective metric {:?} is not one of {OBJECTIVE_METRICS:?}", cfg.objective_metric));
     }
     Ok(())
 }
@@ -355,28 +323,14 @@ impl<'a> Trainer<'a> {
         let vs = nn::VarStore::new(device);
         let num_labels = data.labels.len() as i64;
         let kind = bert::compute_kind_for(device);
-        let model = BertForSequenceClassification::new(
-            &vs.root(),
-            config,
-            num_labels,
-            cfg.freeze_layers,
-            kind,
-        );
+        let model = BertForSequenceClassification::new(&vs.root(), config, num_labels, cfg.freeze_layers, kind);
         let weights = Weights::from_dir(&cfg.model_dir)?;
         let report = weights.load_into(&vs)?;
         drop(weights);
         tracing::info!(initialized = ?report.initialized, unused = report.unused.len(), "loaded checkpoint");
 
-        let adamw = nn::AdamW {
-            beta1: 0.9,
-            beta2: 0.999,
-            wd: cfg.weight_decay,
-            eps: 1e-8,
-            amsgrad: false,
-        };
-        let mut optimizer = adamw
-            .build(&vs, cfg.learning_rate)
-            .map_err(torch("creating the optimizer"))?;
+        let adamw = nn::AdamW { beta1: 0.9, beta2: 0.999, wd: cfg.weight_decay, eps: 1e-8, amsgrad: false };
+        let mut optimizer = adamw.build(&vs, cfg.learning_rate).map_err(torch("creating the optimizer"))?;
         for (group, decay) in [
             (bert::GROUP_DECAY, cfg.weight_decay),
             (bert::GROUP_NO_DECAY, 0.0),
@@ -386,27 +340,11 @@ impl<'a> Trainer<'a> {
             optimizer.set_weight_decay_group(group, decay);
         }
         let steps_per_epoch = data.train.len().div_ceil(cfg.per_device_train_batch_size);
-        let schedule =
-            LinearSchedule::new(steps_per_epoch * cfg.num_train_epochs, cfg.warmup_ratio);
-        Ok(Trainer {
-            cfg,
-            config,
-            data,
-            pad_id,
-            device,
-            vs,
-            model,
-            optimizer,
-            schedule,
-            step: 0,
-        })
+        let schedule = LinearSchedule::new(steps_per_epoch * cfg.num_train_epochs, cfg.warmup_ratio);
+        Ok(Trainer { cfg, config, data, pad_id, device, vs, model, optimizer, schedule, step: 0 })
     }
 
-    fn run(
-        &mut self,
-        observer: &mut dyn TrainObserver,
-        export_dir: Option<&Path>,
-    ) -> Result<TrialOutcome, TrainError> {
+    fn run(&mut self, observer: &mut dyn TrainObserver, export_dir: Option<&Path>) -> Result<TrialOutcome, TrainError> {
         let mut outcome = TrialOutcome {
             epochs_run: 0,
             best_epoch: 0,
@@ -425,10 +363,7 @@ impl<'a> Trainer<'a> {
             };
             let mut metrics = self.evaluate()?;
             metrics.insert("train_loss".to_owned(), train.loss);
-            metrics.insert(
-                "train_samples_per_second".to_owned(),
-                train.samples_per_second,
-            );
+            metrics.insert("train_samples_per_second".to_owned(), train.samples_per_second);
             metrics.insert("epoch".to_owned(), epoch as f64);
             outcome.epochs_run = epoch;
             let value = metrics[&self.cfg.objective_metric];
@@ -452,13 +387,7 @@ impl<'a> Trainer<'a> {
             }
         }
         if let (Some(dir), Some(weights)) = (export_dir, best_weights) {
-            let dir = export_classifier(
-                dir,
-                self.config,
-                &self.data.labels,
-                &weights,
-                &self.cfg.model_dir,
-            )?;
+            let dir = export_classifier(dir, self.config, &self.data.labels, &weights, &self.cfg.model_dir)?;
             outcome.artifact = Some(dir);
         }
         Ok(outcome)
@@ -471,17 +400,9 @@ impl<'a> Trainer<'a> {
         observer: &mut dyn TrainObserver,
     ) -> Result<Option<EpochStats>, TrainError> {
         let split = &self.data.train;
-        let seed = self
-            .cfg
-            .seed
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(epoch as u64);
-        let batches = batch_order(
-            &split.lengths(),
-            self.cfg.per_device_train_batch_size,
-            seed,
-            self.cfg.group_by_length,
-        );
+        let seed = self.cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(epoch as u64);
+        let batches =
+            batch_order(&split.lengths(), self.cfg.per_device_train_batch_size, seed, self.cfg.group_by_length);
         let total_steps = self.schedule.total_steps;
         let started = Instant::now();
         // Summed on the device so the loop never waits for the GPU.
@@ -491,8 +412,7 @@ impl<'a> Trainer<'a> {
             if observer.should_abort() {
                 return Ok(None);
             }
-            let batch = Batch::new(split, indices, self.pad_id, self.device)
-                .map_err(torch("building a batch"))?;
+            let batch = Batch::new(split, indices, self.pad_id, self.device).map_err(torch("building a batch"))?;
             let loss = self.train_step(&batch)?;
             loss_sum = loss_sum.f_add(&loss).map_err(torch("training step"))?;
             samples += batch.size;
@@ -515,8 +435,7 @@ impl<'a> Trainer<'a> {
         self.optimizer.set_lr_group(bert::GROUP_DECAY, lr);
         self.optimizer.set_lr_group(bert::GROUP_NO_DECAY, lr);
         self.optimizer.set_lr_group(bert::GROUP_HEAD_DECAY, head_lr);
-        self.optimizer
-            .set_lr_group(bert::GROUP_HEAD_NO_DECAY, head_lr);
+        self.optimizer.set_lr_group(bert::GROUP_HEAD_NO_DECAY, head_lr);
 
         let logits = self
             .model
@@ -527,8 +446,7 @@ impl<'a> Trainer<'a> {
             .map_err(torch("computing the loss"))?;
         self.optimizer.zero_grad();
         loss.f_backward().map_err(torch("backward pass"))?;
-        clip_grad_norm(&self.optimizer.trainable_variables(), MAX_GRAD_NORM)
-            .map_err(torch("clipping gradients"))?;
+        clip_grad_norm(&self.optimizer.trainable_variables(), MAX_GRAD_NORM).map_err(torch("clipping gradients"))?;
         self.optimizer.step();
         loss.f_detach().map_err(torch("training step"))
     }
@@ -541,8 +459,7 @@ impl<'a> Trainer<'a> {
         let mut loss_sum = 0.0;
         let _no_grad = tch::no_grad_guard();
         for indices in eval_batch_order(&split.lengths(), EVAL_BATCH_SIZE) {
-            let batch = Batch::new(split, &indices, self.pad_id, self.device)
-                .map_err(torch("building a batch"))?;
+            let batch = Batch::new(split, &indices, self.pad_id, self.device).map_err(torch("building a batch"))?;
             let logits = self
                 .model
                 .forward_t(&batch.input_ids, batch.attention_mask.as_ref(), false)
@@ -579,8 +496,7 @@ impl<'a> Trainer<'a> {
             .map(|(name, tensor)| {
                 let mut copy = Tensor::f_empty(tensor.size(), (Kind::Float, Device::Cpu))
                     .map_err(torch("copying the best weights"))?;
-                copy.f_copy_(&tensor)
-                    .map_err(torch("copying the best weights"))?;
+                copy.f_copy_(&tensor).map_err(torch("copying the best weights"))?;
                 Ok((name, copy))
             })
             .collect()
@@ -599,24 +515,13 @@ struct EpochStats {
 /// `torch.nn.utils.clip_grad_norm_` (no host synchronisation).
 pub fn clip_grad_norm(variables: &[Tensor], max_norm: f64) -> Result<(), TchError> {
     let _no_grad = tch::no_grad_guard();
-    let mut grads: Vec<Tensor> = variables
-        .iter()
-        .map(Tensor::grad)
-        .filter(Tensor::defined)
-        .collect();
+    let mut grads: Vec<Tensor> = variables.iter().map(Tensor::grad).filter(Tensor::defined).collect();
     if grads.is_empty() {
         return Ok(());
     }
-    let norms = grads
-        .iter()
-        .map(|g| g.f_norm())
-        .collect::<Result<Vec<_>, _>>()?;
+    let norms = grads.iter().map(|g| g.f_norm()).collect::<Result<Vec<_>, _>>()?;
     let total = Tensor::f_stack(&norms, 0)?.f_norm()?;
-    let coef = total
-        .f_add_scalar(1e-6)?
-        .f_reciprocal()?
-        .f_mul_scalar(max_norm)?
-        .f_clamp_max(1.0)?;
+    let coef = total.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(max_norm)?.f_clamp_max(1.0)?;
     for grad in &mut grads {
         let _ = grad.f_mul_(&coef)?;
     }
@@ -692,19 +597,11 @@ mod tests {
         ] {
             assert!(last.contains_key(name), "no {name}");
         }
-        assert!(
-            last["train_loss"] < first["train_loss"] * 0.8,
-            "{:?}",
-            recorder.epochs
-        );
+        assert!(last["train_loss"] < first["train_loss"] * 0.8, "{:?}", recorder.epochs);
         assert!(last["eval_accuracy"] >= 0.9, "{:?}", recorder.epochs);
         assert_eq!(
             outcome.best_metrics["eval_accuracy"],
-            recorder
-                .epochs
-                .iter()
-                .map(|m| m["eval_accuracy"])
-                .fold(0.0, f64::max)
+            recorder.epochs.iter().map(|m| m["eval_accuracy"]).fold(0.0, f64::max)
         );
         assert_eq!(&outcome.last_metrics, last);
     }
@@ -712,29 +609,13 @@ mod tests {
     #[test]
     fn observer_can_stop_early_and_abort() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = TrialConfig {
-            num_train_epochs: 3,
-            ..tiny_trial(dir.path())
-        };
-        let mut stop = Recorder {
-            stop_after: Some(1),
-            ..Default::default()
-        };
-        let outcome =
-            run_trial(&cfg, Device::Cpu, &mut stop, Some(&dir.path().join("out"))).unwrap();
+        let cfg = TrialConfig { num_train_epochs: 3, ..tiny_trial(dir.path()) };
+        let mut stop = Recorder { stop_after: Some(1), ..Default::default() };
+        let outcome = run_trial(&cfg, Device::Cpu, &mut stop, Some(&dir.path().join("out"))).unwrap();
         assert!(outcome.stopped_early && outcome.epochs_run == 1 && outcome.best_epoch == 1);
         assert!(outcome.artifact.is_some());
-        let mut abort = Recorder {
-            abort_after_steps: Some(3),
-            ..Default::default()
-        };
-        let outcome = run_trial(
-            &cfg,
-            Device::Cpu,
-            &mut abort,
-            Some(&dir.path().join("aborted")),
-        )
-        .unwrap();
+        let mut abort = Recorder { abort_after_steps: Some(3), ..Default::default() };
+        let outcome = run_trial(&cfg, Device::Cpu, &mut abort, Some(&dir.path().join("aborted"))).unwrap();
         assert!(outcome.aborted && outcome.epochs_run == 0 && outcome.artifact.is_none());
         assert_eq!(abort.steps, 3);
         assert!(!dir.path().join("aborted").exists());
@@ -750,41 +631,27 @@ mod tests {
             label_column: cfg.label_column.clone(),
             max_train_samples: cfg.max_train_samples,
         };
-        (
-            config,
-            ClassificationData::load(&spec, &tokenizer).unwrap(),
-            tokenizer.pad_id,
-        )
+        (config, ClassificationData::load(&spec, &tokenizer).unwrap(), tokenizer.pad_id)
     }
 
     fn snapshot(vs: &nn::VarStore) -> HashMap<String, Tensor> {
-        vs.variables()
-            .into_iter()
-            .map(|(k, v)| (k, v.detach().copy()))
-            .collect()
+        vs.variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect()
     }
 
     #[test]
     fn frozen_layers_do_not_move() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = TrialConfig {
-            freeze_layers: 1,
-            ..tiny_trial(dir.path())
-        };
+        let cfg = TrialConfig { freeze_layers: 1, ..tiny_trial(dir.path()) };
         let (config, data, pad_id) = trainer_parts(&cfg);
         let mut trainer = Trainer::new(&cfg, &config, &data, pad_id, Device::Cpu).unwrap();
         let before = snapshot(&trainer.vs);
-        for indices in batch_order(&data.train.lengths(), 8, 0, false)
-            .iter()
-            .take(3)
-        {
+        for indices in batch_order(&data.train.lengths(), 8, 0, false).iter().take(3) {
             let batch = Batch::new(&data.train, indices, pad_id, Device::Cpu).unwrap();
             let _ = trainer.train_step(&batch).unwrap();
             trainer.step += 1;
         }
         for (name, after) in trainer.vs.variables() {
-            let frozen =
-                name.starts_with("bert.embeddings.") || name.starts_with("bert.encoder.layer.0.");
+            let frozen = name.starts_with("bert.embeddings.") || name.starts_with("bert.encoder.layer.0.");
             assert_eq!(after.equal(&before[&name]), frozen, "{name}");
         }
     }
@@ -792,12 +659,8 @@ mod tests {
     #[test]
     fn weight_decay_skips_biases_and_layernorm_and_head_gets_its_own_lr() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = TrialConfig {
-            learning_rate: 0.1,
-            weight_decay: 0.5,
-            head_lr_multiplier: 3.0,
-            ..tiny_trial(dir.path())
-        };
+        let cfg =
+            TrialConfig { learning_rate: 0.1, weight_decay: 0.5, head_lr_multiplier: 3.0, ..tiny_trial(dir.path()) };
         let (config, data, pad_id) = trainer_parts(&cfg);
         let mut trainer = Trainer::new(&cfg, &config, &data, pad_id, Device::Cpu).unwrap();
         // All-zero gradients: Adam moves nothing, so only the decoupled decay p *= 1 - lr·wd acts.
@@ -825,10 +688,7 @@ mod tests {
                 _ => 1.0,
             };
             let diff = f64::try_from((&after - &before[&name] * expected).abs().max()).unwrap();
-            assert!(
-                diff < 1e-6,
-                "{name}: expected factor {expected}, off by {diff}"
-            );
+            assert!(diff < 1e-6, "{name}: expected factor {expected}, off by {diff}");
         }
     }
 
@@ -837,51 +697,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = tiny_trial(dir.path());
         let cases = [
-            (
-                TrialConfig {
-                    freeze_layers: 3,
-                    ..base.clone()
-                },
-                "freeze_layers 3 exceeds",
-            ),
-            (
-                TrialConfig {
-                    max_seq_length: 129,
-                    ..base.clone()
-                },
-                "max_position_embeddings 128",
-            ),
-            (
-                TrialConfig {
-                    per_device_train_batch_size: 0,
-                    ..base.clone()
-                },
-                "per_device_train_batch_size",
-            ),
-            (
-                TrialConfig {
-                    objective_metric: "bleu".into(),
-                    ..base.clone()
-                },
-                "bleu",
-            ),
+            (TrialConfig { freeze_layers: 3, ..base.clone() }, "freeze_layers 3 exceeds"),
+            (TrialConfig { max_seq_length: 129, ..base.clone() }, "max_position_embeddings 128"),
+            (TrialConfig { per_device_train_batch_size: 0, ..base.clone() }, "per_device_train_batch_size"),
+            (TrialConfig { objective_metric: "bleu".into(), ..base.clone() }, "bleu"),
         ];
         for (cfg, expected) in cases {
             let err = run_trial(&cfg, Device::Cpu, &mut Recorder::default(), None).unwrap_err();
-            assert!(
-                err.is_infeasible() && err.to_string().contains(expected),
-                "{err}"
-            );
+            assert!(err.is_infeasible() && err.to_string().contains(expected), "{err}");
         }
-        let missing = TrialConfig {
-            train_file: dir.path().join("nope.tsv"),
-            ..base
-        };
+        let missing = TrialConfig { train_file: dir.path().join("nope.tsv"), ..base };
         let err = run_trial(&missing, Device::Cpu, &mut Recorder::default(), None).unwrap_err();
-        assert!(
-            !err.is_infeasible() && err.to_string().contains("nope.tsv"),
-            "{err}"
-        );
+        assert!(!err.is_infeasible() && err.to_string().contains("nope.tsv"), "{err}");
     }
 
     #[test]
@@ -892,10 +719,7 @@ mod tests {
         };
         assert!(oom.is_infeasible());
         assert!(oom.to_string().starts_with("forward pass: "));
-        let other = TrainError::Torch {
-            context: "x".into(),
-            source: TchError::Torch("device-side assert".into()),
-        };
+        let other = TrainError::Torch { context: "x".into(), source: TchError::Torch("device-side assert".into()) };
         assert!(!other.is_infeasible());
     }
 

@@ -91,7 +91,8 @@ fn victim(coordinator: &Coordinator, workers: &[Worker], reported: u64, rng: &mu
 
 #[test]
 fn a_grid_survives_twenty_worker_kills_and_five_coordinator_kills() {
-    let seed: u64 = std::env::var("BERTSWEEP_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let seed: u64 =
+        std::env::var("BERTSWEEP_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("chaos seed {seed} (set BERTSWEEP_CHAOS_SEED to replay)");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -160,7 +161,12 @@ fn a_grid_survives_twenty_worker_kills_and_five_coordinator_kills() {
     for t in &trials {
         let planned = t["params"]["num_train_epochs"].as_u64().unwrap();
         let epochs: Vec<u64> = t["epochs"].as_array().unwrap().iter().map(|e| e["epoch"].as_u64().unwrap()).collect();
-        assert_eq!(epochs, (1..=planned).collect::<Vec<_>>(), "trial {} has the whole curve of its last attempt: {t}", t["number"]);
+        assert_eq!(
+            epochs,
+            (1..=planned).collect::<Vec<_>>(),
+            "trial {} has the whole curve of its last attempt: {t}",
+            t["number"]
+        );
     }
     let retried = trials.iter().filter(|t| t["attempt"].as_u64() > Some(1)).count();
     let lost_leases: u64 = trials.iter().map(|t| t["attempt"].as_u64().unwrap_or(1) - 1).sum();

@@ -27,29 +27,15 @@ fn padded(ids: &[Vec<i64>], pad_id: i64) -> (Tensor, Tensor) {
     let mut flat = Vec::new();
     let mut mask = Vec::new();
     for row in ids {
-        flat.extend(
-            row.iter()
-                .copied()
-                .chain(std::iter::repeat(pad_id))
-                .take(longest),
-        );
+        flat.extend(row.iter().copied().chain(std::iter::repeat(pad_id)).take(longest));
         mask.extend((0..longest).map(|i| i64::from(i < row.len())));
     }
     let shape = [ids.len() as i64, longest as i64];
-    (
-        Tensor::from_slice(&flat).view(shape),
-        Tensor::from_slice(&mask).view(shape),
-    )
+    (Tensor::from_slice(&flat).view(shape), Tensor::from_slice(&mask).view(shape))
 }
 
 /// Our logits for the model in `dir`, optionally with the classifier from `classifier`.
-fn our_logits(
-    dir: &Path,
-    num_labels: i64,
-    classifier: Option<&Path>,
-    input_ids: &Tensor,
-    mask: &Tensor,
-) -> Tensor {
+fn our_logits(dir: &Path, num_labels: i64, classifier: Option<&Path>, input_ids: &Tensor, mask: &Tensor) -> Tensor {
     let config = BertConfig::from_dir(dir).unwrap();
     let vs = nn::VarStore::new(Device::Cpu);
     let model = BertForSequenceClassification::new(&vs.root(), &config, num_labels, 0, Kind::Float);
@@ -75,11 +61,7 @@ fn reference_logits(
     let tmp = tempfile::tempdir().unwrap();
     let inputs = tmp.path().join("inputs.safetensors");
     let out = tmp.path().join("logits.safetensors");
-    Tensor::write_safetensors(
-        &[("input_ids", input_ids), ("attention_mask", mask)],
-        &inputs,
-    )
-    .unwrap();
+    Tensor::write_safetensors(&[("input_ids", input_ids), ("attention_mask", mask)], &inputs).unwrap();
     let mut args = vec![
         "logits".to_owned(),
         dir.display().to_string(),
@@ -95,9 +77,7 @@ fn reference_logits(
 /// Tokenizes TEXTS with the tokenizer in `dir`, asserting transformers gives the same ids.
 fn tokenize_like_transformers(python: &Path, dir: &Path) -> (Vec<Vec<i64>>, i64) {
     let tokenizer = BertTokenizer::from_dir(dir, 128).unwrap();
-    let ids = tokenizer
-        .encode_batch(TEXTS.iter().map(|t| t.to_string()).collect())
-        .unwrap();
+    let ids = tokenizer.encode_batch(TEXTS.iter().map(|t| t.to_string()).collect()).unwrap();
     assert_eq!(ids, reference_ids(python, dir, 128), "tokenization differs for {}", dir.display());
     (ids, tokenizer.pad_id)
 }
@@ -115,10 +95,7 @@ fn assert_logits_match(
     let theirs = reference_logits(python, dir, num_labels, classifier, input_ids, mask);
     let diff = max_abs_diff(&ours, &theirs);
     println!("{}: max |ours - transformers| = {diff:.2e}", dir.display());
-    assert!(
-        diff < 1e-4,
-        "logits differ by {diff}\nours {ours}\ntransformers {theirs}"
-    );
+    assert!(diff < 1e-4, "logits differ by {diff}\nours {ours}\ntransformers {theirs}");
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -127,16 +104,10 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn reference_ids(python: &Path, dir: &Path, max_len: usize) -> Vec<Vec<i64>> {
-    let mut args = vec![
-        "tokenize".to_owned(),
-        dir.display().to_string(),
-        max_len.to_string(),
-    ];
+    let mut args = vec!["tokenize".to_owned(), dir.display().to_string(), max_len.to_string()];
     args.extend(TEXTS.iter().map(|t| t.to_string()));
     let out = common::run_reference(python, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]
@@ -145,10 +116,7 @@ fn minilm_logits_match_transformers() {
         return;
     };
     let (ids, pad_id) = tokenize_like_transformers(&python, &dir);
-    assert!(
-        ids.iter().map(Vec::len).min() < ids.iter().map(Vec::len).max(),
-        "inputs need padding"
-    );
+    assert!(ids.iter().map(Vec::len).min() < ids.iter().map(Vec::len).max(), "inputs need padding");
     let (input_ids, mask) = padded(&ids, pad_id);
 
     // A random 3-way classifier, given to both sides through a file.
@@ -157,11 +125,7 @@ fn minilm_logits_match_transformers() {
     tch::manual_seed(11);
     let weight = Tensor::randn([3, 384], (Kind::Float, Device::Cpu)) * 0.5;
     let bias = Tensor::randn([3], (Kind::Float, Device::Cpu));
-    Tensor::write_safetensors(
-        &[("classifier.weight", &weight), ("classifier.bias", &bias)],
-        &classifier,
-    )
-    .unwrap();
+    Tensor::write_safetensors(&[("classifier.weight", &weight), ("classifier.bias", &bias)], &classifier).unwrap();
 
     assert_logits_match(&python, &dir, 3, Some(&classifier), &input_ids, &mask);
 }
@@ -176,17 +140,10 @@ fn vocab_txt_fallback_tokenizes_like_tokenizer_json() {
         std::fs::copy(dir.join(name), tmp.path().join(name)).unwrap();
     }
     let texts: Vec<String> = TEXTS.iter().map(|t| t.to_string()).collect();
-    let from_json = BertTokenizer::from_dir(&dir, 16)
-        .unwrap()
-        .encode_batch(texts.clone())
-        .unwrap();
-    let from_vocab = BertTokenizer::from_dir(tmp.path(), 16)
-        .unwrap()
-        .encode_batch(texts)
-        .unwrap();
+    let from_json = BertTokenizer::from_dir(&dir, 16).unwrap().encode_batch(texts.clone()).unwrap();
+    let from_vocab = BertTokenizer::from_dir(tmp.path(), 16).unwrap().encode_batch(texts).unwrap();
     assert_eq!(from_json, from_vocab);
 }
-
 
 #[test]
 fn exported_minilm_loads_in_transformers_with_our_logits() {
@@ -225,18 +182,8 @@ fn pytorch_model_bin_loads_like_safetensors() {
     let bin_dir = tmp.path().join("bin");
     std::fs::create_dir(&bin_dir).unwrap();
     std::fs::copy(st_dir.join("config.json"), bin_dir.join("config.json")).unwrap();
-    let (source, target) = (
-        st_dir.join("model.safetensors"),
-        bin_dir.join("pytorch_model.bin"),
-    );
-    common::run_reference(
-        &python,
-        &[
-            "to_bin",
-            &source.display().to_string(),
-            &target.display().to_string(),
-        ],
-    );
+    let (source, target) = (st_dir.join("model.safetensors"), bin_dir.join("pytorch_model.bin"));
+    common::run_reference(&python, &["to_bin", &source.display().to_string(), &target.display().to_string()]);
     let from_st = Weights::from_dir(&st_dir).unwrap();
     let from_bin = Weights::from_dir(&bin_dir).unwrap();
     assert_eq!(from_bin.source, target);

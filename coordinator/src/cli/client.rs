@@ -1,11 +1,11 @@
 //! A thin gRPC client for the CLI verbs, turning transport and status errors into one line.
 
 use anyhow::{anyhow, Result};
+use bertsweep_proto::auth::BearerToken;
+use bertsweep_proto::connect;
 use bertsweep_proto::v1 as pb;
 use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
-use bertsweep_proto::auth::BearerToken;
 use tonic::service::interceptor::InterceptedService;
-use bertsweep_proto::connect;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -21,9 +21,17 @@ pub struct Client {
 pub fn status_error(url: &str, status: Status) -> anyhow::Error {
     let message = &crate::text::bounded(status.message());
     match status.code() {
-        // A transport failure (tonic attaches the cause as the status' source).
-        Code::Unavailable | Code::Unknown | Code::Internal if std::error::Error::source(&status).is_some() || status.message().contains("h2 protocol error") => {
-            let cause = std::error::Error::source(&status).map(connect::innermost).unwrap_or_else(|| status.message().to_string());
+        // A transport failure: tonic attaches the cause as the status' source, or says only
+        // that the call was cancelled when the connection dropped under it.
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+            if std::error::Error::source(&status).is_some()
+                || status.message().contains("h2 protocol error")
+                || status.code() == Code::Cancelled =>
+        {
+            let cause = match std::error::Error::source(&status).map(connect::innermost) {
+                Some(inner) if inner != status.message() => format!("{}: {inner}", status.message()),
+                _ => status.message().to_string(),
+            };
             anyhow!("{}", connect::explain_failure(url, &crate::text::bounded(&cause)))
         }
         Code::Unavailable => anyhow!("the coordinator is unavailable: {message}"),
@@ -42,13 +50,21 @@ impl Client {
     /// Connects to `url` (a bare host:port means http://host:port; https:// uses TLS).
     pub async fn connect(url: &str, token: Option<&str>, tls: &connect::ClientTls) -> Result<Self> {
         let endpoint = connect::endpoint(url, tls)?;
-        let channel = endpoint.connect().await.map_err(|e| anyhow!("{}", connect::explain_failure(url, &connect::innermost(&e))))?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| anyhow!("{}", connect::explain_failure(url, &connect::innermost(&e))))?;
         let auth = BearerToken::new(token)?;
         Ok(Client { inner: CoordinatorClient::with_interceptor(channel, auth), url: url.to_string() })
     }
 
     pub async fn create_study(&mut self, spec_toml: String) -> Result<pb::Study> {
-        Ok(self.inner.create_study(pb::CreateStudyRequest { spec_toml }).await.map_err(|s| status_error(&self.url, s))?.into_inner())
+        Ok(self
+            .inner
+            .create_study(pb::CreateStudyRequest { spec_toml })
+            .await
+            .map_err(|s| status_error(&self.url, s))?
+            .into_inner())
     }
 
     /// Every study, page by page.
@@ -67,11 +83,21 @@ impl Client {
     }
 
     pub async fn get_study(&mut self, name: &str) -> Result<pb::Study> {
-        Ok(self.inner.get_study(pb::GetStudyRequest { name: name.into() }).await.map_err(|s| status_error(&self.url, s))?.into_inner())
+        Ok(self
+            .inner
+            .get_study(pb::GetStudyRequest { name: name.into() })
+            .await
+            .map_err(|s| status_error(&self.url, s))?
+            .into_inner())
     }
 
     pub async fn stop_study(&mut self, name: &str) -> Result<pb::Study> {
-        Ok(self.inner.stop_study(pb::StopStudyRequest { name: name.into() }).await.map_err(|s| status_error(&self.url, s))?.into_inner())
+        Ok(self
+            .inner
+            .stop_study(pb::StopStudyRequest { name: name.into() })
+            .await
+            .map_err(|s| status_error(&self.url, s))?
+            .into_inner())
     }
 
     /// Every trial of a study in number order, page by page.
@@ -95,7 +121,8 @@ impl Client {
         let mut page_token = String::new();
         loop {
             let request = pb::ListConfigurationsRequest { study: study.into(), page_size: 0, page_token };
-            let page = self.inner.list_configurations(request).await.map_err(|s| status_error(&self.url, s))?.into_inner();
+            let page =
+                self.inner.list_configurations(request).await.map_err(|s| status_error(&self.url, s))?.into_inner();
             configurations.extend(page.configurations);
             if page.next_page_token.is_empty() {
                 return Ok(configurations);
@@ -105,7 +132,12 @@ impl Client {
     }
 
     pub async fn best_trial(&mut self, study: &str) -> Result<pb::BestTrial> {
-        let best = self.inner.get_best_trial(pb::GetBestTrialRequest { study: study.into() }).await.map_err(|s| status_error(&self.url, s))?.into_inner();
+        let best = self
+            .inner
+            .get_best_trial(pb::GetBestTrialRequest { study: study.into() })
+            .await
+            .map_err(|s| status_error(&self.url, s))?
+            .into_inner();
         if best.trial.is_none() {
             return Err(anyhow!("study {study:?} has no completed trial yet"));
         }
@@ -113,6 +145,11 @@ impl Client {
     }
 
     pub async fn watch(&mut self, study: &str) -> Result<tonic::Streaming<pb::TrialEvent>> {
-        Ok(self.inner.watch_study(pb::WatchStudyRequest { study: study.into() }).await.map_err(|s| status_error(&self.url, s))?.into_inner())
+        Ok(self
+            .inner
+            .watch_study(pb::WatchStudyRequest { study: study.into() })
+            .await
+            .map_err(|s| status_error(&self.url, s))?
+            .into_inner())
     }
 }

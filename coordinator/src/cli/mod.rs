@@ -184,7 +184,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             let mut client = cli.global.client().await?;
             match cmd {
                 StudyCommand::Create { file } => {
-                    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                    let text =
+                        std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
                     // Validate locally first so the message can name the file.
                     if let Err(e) = crate::spec::parse_study(&text) {
                         bail!("{}: {}", file.display(), crate::text::bounded(&e.to_string()));
@@ -202,7 +203,11 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
                 StudyCommand::Stop { name } => {
                     let study = client.stop_study(&name).await?;
-                    println!("stopped study {} ({} trials stopped)", study.name, study.counts.unwrap_or_default().stopped);
+                    println!(
+                        "stopped study {} ({} trials stopped)",
+                        study.name,
+                        study.counts.unwrap_or_default().stopped
+                    );
                 }
             }
             Ok(())
@@ -215,7 +220,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             let study = client.get_study(&args.name).await?;
             let trials = client.list_trials(&args.name).await?;
             // Configurations only mean something with seed repeats.
-            let configurations = if study.repeats > 1 { client.list_configurations(&args.name).await? } else { Vec::new() };
+            let configurations =
+                if study.repeats > 1 { client.list_configurations(&args.name).await? } else { Vec::new() };
             print!("{}", output::trials(&trials, &configurations, args.format)?);
             Ok(())
         }
@@ -254,7 +260,8 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let config = ServerConfig { db_url: args.db.clone(), token, lease_ttl: args.lease_ttl, long_poll: args.long_poll, tls };
+    let config =
+        ServerConfig { db_url: args.db.clone(), token, lease_ttl: args.lease_ttl, long_poll: args.long_poll, tls };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async {
         shutdown_signal().await;

@@ -228,7 +228,8 @@ fn configurations_table(configs: &[pb::Configuration]) -> String {
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let params: BTreeMap<String, ParamValue> = c.params.iter().map(|(k, v)| (k.clone(), param_value(v))).collect();
+            let params: BTreeMap<String, ParamValue> =
+                c.params.iter().map(|(k, v)| (k.clone(), param_value(v))).collect();
             let mut row = vec![(i + 1).to_string()];
             row.extend(names.iter().map(|n| params.get(n).map(|v| v.to_string()).unwrap_or_default()));
             row.extend([
@@ -268,7 +269,14 @@ pub fn best(best: &pb::BestTrial, format: BestFormat) -> Result<String> {
             if let Some(c) = config {
                 rows.push(vec!["config mean".into(), fmt_value(c.mean)]);
                 rows.push(vec!["config std".into(), fmt_value(c.std)]);
-                rows.push(vec!["config trials".into(), format!("{} ({} completed)", c.trials.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","), c.completed)]);
+                rows.push(vec![
+                    "config trials".into(),
+                    format!(
+                        "{} ({} completed)",
+                        c.trials.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
+                        c.completed
+                    ),
+                ]);
             }
             Ok(table(&["FIELD".into(), "VALUE".into()], &rows))
         }
@@ -303,7 +311,9 @@ pub fn studies(list: &[pb::Study], format: Format) -> Result<String> {
     match format {
         Format::Json => Ok(serde_json::to_string_pretty(&list.iter().map(study_json).collect::<Vec<_>>())? + "\n"),
         Format::Table | Format::Csv => {
-            let header: Vec<String> = ["NAME", "STATE", "SAMPLER", "DONE", "RUNNING", "FAILED", "BEST", "OBJECTIVE"].map(String::from).to_vec();
+            let header: Vec<String> = ["NAME", "STATE", "SAMPLER", "DONE", "RUNNING", "FAILED", "BEST", "OBJECTIVE"]
+                .map(String::from)
+                .to_vec();
             let rows: Vec<Vec<String>> = list
                 .iter()
                 .map(|s| {
@@ -345,8 +355,14 @@ pub fn study(s: &pb::Study, format: Format) -> Result<String> {
         vec!["name".to_string(), s.name.clone()],
         vec!["state".into(), study_state(s.state).into()],
         vec!["sampler".into(), s.sampler.clone()],
-        vec!["objective".into(), format!("{} {}", if s.maximize { "maximize" } else { "minimize" }, s.objective_metric)],
-        vec!["trials".into(), format!("{} done of {} ({} running, {} pending)", done(s), s.max_trials, c.running, c.pending)],
+        vec![
+            "objective".into(),
+            format!("{} {}", if s.maximize { "maximize" } else { "minimize" }, s.objective_metric),
+        ],
+        vec![
+            "trials".into(),
+            format!("{} done of {} ({} running, {} pending)", done(s), s.max_trials, c.running, c.pending),
+        ],
         vec!["completed".into(), c.completed.to_string()],
         vec!["pruned".into(), c.pruned.to_string()],
         vec!["failed".into(), c.failed.to_string()],
@@ -413,7 +429,11 @@ impl FollowPrinter {
                 let mut lines = full.lines();
                 let head = lines.next().unwrap_or_default().to_string();
                 let row = lines.next().unwrap_or_default().to_string();
-                if header { format!("{head}\n{row}") } else { row }
+                if header {
+                    format!("{head}\n{row}")
+                } else {
+                    row
+                }
             }
             Format::Table => {
                 let params = params_sorted(t).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");

@@ -134,26 +134,42 @@ struct ParamModel {
 enum ModelKind {
     Fixed(ParamValue),
     /// Probabilities over a finite list of values for the good (l) and bad (g) sets.
-    Discrete { values: Vec<ParamValue>, l: Vec<f64>, g: Vec<f64> },
+    Discrete {
+        values: Vec<ParamValue>,
+        l: Vec<f64>,
+        g: Vec<f64>,
+    },
     /// Truncated Gaussian mixtures in (log-)space.
-    Continuous { range: RangeDomain, l: Mixture, g: Mixture },
+    Continuous {
+        range: RangeDomain,
+        l: Mixture,
+        g: Mixture,
+    },
 }
 
 impl ParamModel {
     fn fit(spec: &ParamSpec, obs: &Split<'_>) -> Self {
         let name = spec.name.clone();
-        let values_of = |set: &[&Params]| -> Vec<ParamValue> { set.iter().filter_map(|p| p.get(&spec.name).cloned()).collect() };
+        let values_of =
+            |set: &[&Params]| -> Vec<ParamValue> { set.iter().filter_map(|p| p.get(&spec.name).cloned()).collect() };
         let kind = match &spec.domain {
             Domain::Fixed(v) => ModelKind::Fixed(v.clone()),
             Domain::Categorical(values) => discrete(values.clone(), &values_of(&obs.good), &values_of(&obs.bad)),
-            Domain::Range(r) => match r.grid().filter(|pts| (r.step.is_some() || r.kind == ParamKind::Int) && pts.len() <= MAX_DISCRETE_POINTS) {
+            Domain::Range(r) => match r
+                .grid()
+                .filter(|pts| (r.step.is_some() || r.kind == ParamKind::Int) && pts.len() <= MAX_DISCRETE_POINTS)
+            {
                 Some(points) => discrete(points, &values_of(&obs.good), &values_of(&obs.bad)),
                 None => {
                     let to_x = |v: &ParamValue| v.as_f64().map(|x| if r.log { x.ln() } else { x });
                     let (lo, hi) = if r.log { (r.min.ln(), r.max.ln()) } else { (r.min, r.max) };
                     let good: Vec<f64> = values_of(&obs.good).iter().filter_map(to_x).collect();
                     let bad: Vec<f64> = values_of(&obs.bad).iter().filter_map(to_x).collect();
-                    ModelKind::Continuous { range: r.clone(), l: Mixture::fit(&good, lo, hi), g: Mixture::fit(&bad, lo, hi) }
+                    ModelKind::Continuous {
+                        range: r.clone(),
+                        l: Mixture::fit(&good, lo, hi),
+                        g: Mixture::fit(&bad, lo, hi),
+                    }
                 }
             },
         };
@@ -195,10 +211,7 @@ fn discrete(values: Vec<ParamValue>, good: &[ParamValue], bad: &[ParamValue]) ->
     let probabilities = |obs: &[ParamValue]| -> Vec<f64> {
         let k = values.len() as f64;
         let total = obs.len() as f64 + 1.0;
-        values
-            .iter()
-            .map(|v| (obs.iter().filter(|o| o.key() == v.key()).count() as f64 + 1.0 / k) / total)
-            .collect()
+        values.iter().map(|v| (obs.iter().filter(|o| o.key() == v.key()).count() as f64 + 1.0 / k) / total).collect()
     };
     let (l, g) = (probabilities(good), probabilities(bad));
     ModelKind::Discrete { values, l, g }
@@ -283,7 +296,10 @@ fn erf(x: f64) -> f64 {
     let sign = if x < 0.0 { -1.0 } else { 1.0 };
     let x = x.abs();
     let t = 1.0 / (1.0 + 0.3275911 * x);
-    let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * (-x * x).exp();
+    let y = 1.0
+        - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592)
+            * t
+            * (-x * x).exp();
     sign * y
 }
 
@@ -307,7 +323,9 @@ mod tests {
         let lr = p["learning_rate"].as_f64().unwrap();
         let warmup = p["warmup_ratio"].as_f64().unwrap();
         let batch = p["per_device_train_batch_size"].as_f64().unwrap();
-        let d = (lr.log10() - 3e-5f64.log10()).powi(2) + ((warmup - 0.1) * 4.0).powi(2) + ((batch.log2() - 4.0) / 2.0).powi(2);
+        let d = (lr.log10() - 3e-5f64.log10()).powi(2)
+            + ((warmup - 0.1) * 4.0).powi(2)
+            + ((batch.log2() - 4.0) / 2.0).powi(2);
         0.9 - 0.1 * d
     }
 
@@ -398,7 +416,8 @@ mod tests {
             let loss = 1.0 - p["per_device_train_batch_size"].as_f64().unwrap() / 100.0;
             trials.push(trial(i, p, Some(loss), TrialState::Completed));
         }
-        let late64 = trials[15..].iter().filter(|t| t.params["per_device_train_batch_size"] == ParamValue::Int(64)).count();
+        let late64 =
+            trials[15..].iter().filter(|t| t.params["per_device_train_batch_size"] == ParamValue::Int(64)).count();
         assert!(late64 >= 8, "only {late64}/15 late proposals chose the best batch size");
     }
 }

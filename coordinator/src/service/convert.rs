@@ -135,8 +135,12 @@ pub fn assignment_to_proto(a: &Assignment) -> pb::Assignment {
 
 pub fn decision_to_proto(d: &Decision) -> pb::ReportProgressResponse {
     match d {
-        Decision::Continue => pb::ReportProgressResponse { decision: pb::Decision::Continue as i32, reason: String::new() },
-        Decision::Stop(reason) => pb::ReportProgressResponse { decision: pb::Decision::Stop as i32, reason: reason.clone() },
+        Decision::Continue => {
+            pb::ReportProgressResponse { decision: pb::Decision::Continue as i32, reason: String::new() }
+        }
+        Decision::Stop(reason) => {
+            pb::ReportProgressResponse { decision: pb::Decision::Stop as i32, reason: reason.clone() }
+        }
     }
 }
 

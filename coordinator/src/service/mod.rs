@@ -98,7 +98,10 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(study_to_proto(&summary)))
     }
 
-    async fn list_studies(&self, request: Request<pb::ListStudiesRequest>) -> Result<Response<pb::ListStudiesResponse>, Status> {
+    async fn list_studies(
+        &self,
+        request: Request<pb::ListStudiesRequest>,
+    ) -> Result<Response<pb::ListStudiesResponse>, Status> {
         let r = request.into_inner();
         let page = paging::page_request(r.page_size, &r.page_token)?;
         let (studies, mut next) = self.shared.lock().studies_page(page.start, page.size);
@@ -117,7 +120,10 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(study_to_proto(&summary)))
     }
 
-    async fn list_trials(&self, request: Request<pb::ListTrialsRequest>) -> Result<Response<pb::ListTrialsResponse>, Status> {
+    async fn list_trials(
+        &self,
+        request: Request<pb::ListTrialsRequest>,
+    ) -> Result<Response<pb::ListTrialsResponse>, Status> {
         let r = request.into_inner();
         let page = paging::page_request(r.page_size, &r.page_token)?;
         let from = u32::try_from(page.start).unwrap_or(u32::MAX);
@@ -138,13 +144,17 @@ impl Coordinator for CoordinatorService {
         let total = configurations.len() as u64;
         let start = page.start.min(total) as usize;
         let end = start.saturating_add(page.size).min(configurations.len());
-        let (configurations, kept) = paging::fit(configurations[start..end].iter().map(configuration_to_proto).collect());
+        let (configurations, kept) =
+            paging::fit(configurations[start..end].iter().map(configuration_to_proto).collect());
         let next = start as u64 + kept as u64;
         let next = (next < total).then_some(next);
         Ok(Response::new(pb::ListConfigurationsResponse { configurations, next_page_token: paging::next_token(next) }))
     }
 
-    async fn get_best_trial(&self, request: Request<pb::GetBestTrialRequest>) -> Result<Response<pb::BestTrial>, Status> {
+    async fn get_best_trial(
+        &self,
+        request: Request<pb::GetBestTrialRequest>,
+    ) -> Result<Response<pb::BestTrial>, Status> {
         let name = request.into_inner().study;
         let (best, configurations) = {
             let registry = self.shared.lock();
@@ -152,7 +162,8 @@ impl Coordinator for CoordinatorService {
         };
         match best {
             Some(t) => {
-                let configuration = configurations.iter().find(|c| c.trials.contains(&t.number)).map(configuration_to_proto);
+                let configuration =
+                    configurations.iter().find(|c| c.trials.contains(&t.number)).map(configuration_to_proto);
                 Ok(Response::new(pb::BestTrial { trial: Some(trial_to_proto(&t)), configuration }))
             }
             None => Err(Status::not_found(format!("study {name:?} has no completed trial yet"))),
@@ -161,7 +172,10 @@ impl Coordinator for CoordinatorService {
 
     type WatchStudyStream = EventStream;
 
-    async fn watch_study(&self, request: Request<pb::WatchStudyRequest>) -> Result<Response<Self::WatchStudyStream>, Status> {
+    async fn watch_study(
+        &self,
+        request: Request<pb::WatchStudyRequest>,
+    ) -> Result<Response<Self::WatchStudyStream>, Status> {
         let name = request.into_inner().study;
         require_name("study", &name)?;
         // Subscribe before the snapshot so no change falls between the two.
@@ -172,19 +186,26 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn register_worker(&self, request: Request<pb::RegisterWorkerRequest>) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
+    async fn register_worker(
+        &self,
+        request: Request<pb::RegisterWorkerRequest>,
+    ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
         let r = request.into_inner();
         if r.hostname.len() > 256 || r.version.len() > 64 || r.devices.len() > 64 {
             return Err(Status::invalid_argument("hostname, version or devices are too long"));
         }
-        let worker_id = self.shared.apply(|reg, now| Ok(reg.register_worker(r.hostname, r.devices, r.version, now))).await?;
+        let worker_id =
+            self.shared.apply(|reg, now| Ok(reg.register_worker(r.hostname, r.devices, r.version, now))).await?;
         Ok(Response::new(pb::RegisterWorkerResponse {
             worker_id,
             heartbeat_interval_ms: self.shared.heartbeat_interval.as_millis() as u32,
         }))
     }
 
-    async fn acquire_trial(&self, request: Request<pb::AcquireTrialRequest>) -> Result<Response<pb::AcquireTrialResponse>, Status> {
+    async fn acquire_trial(
+        &self,
+        request: Request<pb::AcquireTrialRequest>,
+    ) -> Result<Response<pb::AcquireTrialResponse>, Status> {
         let r = request.into_inner();
         require_name("worker_id", &r.worker_id)?;
         if !r.study.is_empty() {
@@ -193,14 +214,21 @@ impl Coordinator for CoordinatorService {
         let wait = match r.wait_ms {
             0 => self.shared.default_wait,
             ms if Duration::from_millis(ms as u64) > MAX_WAIT => {
-                return Err(Status::invalid_argument(format!("wait_ms {ms} is over the maximum of {} ms", MAX_WAIT.as_millis())))
+                return Err(Status::invalid_argument(format!(
+                    "wait_ms {ms} is over the maximum of {} ms",
+                    MAX_WAIT.as_millis()
+                )))
             }
             ms => Duration::from_millis(ms as u64),
         };
         let study = (!r.study.is_empty()).then_some(r.study.as_str());
         let deadline = tokio::time::Instant::now() + wait;
         let mut work = self.shared.work.subscribe();
-        let empty = pb::AcquireTrialResponse { assignment: None, study_state: pb::StudyState::Unspecified as i32, reason: String::new() };
+        let empty = pb::AcquireTrialResponse {
+            assignment: None,
+            study_state: pb::StudyState::Unspecified as i32,
+            reason: String::new(),
+        };
         loop {
             work.borrow_and_update();
             let (assignment, ended) = self
@@ -216,7 +244,10 @@ impl Coordinator for CoordinatorService {
                 })
                 .await?;
             if let Some(a) = assignment {
-                return Ok(Response::new(pb::AcquireTrialResponse { assignment: Some(assignment_to_proto(&a)), ..empty }));
+                return Ok(Response::new(pb::AcquireTrialResponse {
+                    assignment: Some(assignment_to_proto(&a)),
+                    ..empty
+                }));
             }
             if let Some((state, reason)) = ended {
                 let study_state = study_state_to_proto(state) as i32;
@@ -229,14 +260,24 @@ impl Coordinator for CoordinatorService {
         }
     }
 
-    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = request.into_inner();
         let (id, token) = (require_nonzero("trial_id", r.trial_id)?, require_nonzero("lease_token", r.lease_token)?);
         let answer = self.shared.apply(|reg, now| reg.heartbeat(id, token, now)).await?;
-        Ok(Response::new(pb::HeartbeatResponse { lease_ttl_ms: answer.lease_ttl_ms, stop: answer.stop, reason: answer.reason }))
+        Ok(Response::new(pb::HeartbeatResponse {
+            lease_ttl_ms: answer.lease_ttl_ms,
+            stop: answer.stop,
+            reason: answer.reason,
+        }))
     }
 
-    async fn report_progress(&self, request: Request<pb::ReportProgressRequest>) -> Result<Response<pb::ReportProgressResponse>, Status> {
+    async fn report_progress(
+        &self,
+        request: Request<pb::ReportProgressRequest>,
+    ) -> Result<Response<pb::ReportProgressResponse>, Status> {
         let r = request.into_inner();
         let (id, token) = (require_nonzero("trial_id", r.trial_id)?, require_nonzero("lease_token", r.lease_token)?);
         let metrics = metrics_from_proto(r.metrics)?;
@@ -244,7 +285,10 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(decision_to_proto(&decision)))
     }
 
-    async fn complete_trial(&self, request: Request<pb::CompleteTrialRequest>) -> Result<Response<pb::CompleteTrialResponse>, Status> {
+    async fn complete_trial(
+        &self,
+        request: Request<pb::CompleteTrialRequest>,
+    ) -> Result<Response<pb::CompleteTrialResponse>, Status> {
         let r = request.into_inner();
         let (id, token) = (require_nonzero("trial_id", r.trial_id)?, require_nonzero("lease_token", r.lease_token)?);
         let metrics = metrics_from_proto(r.metrics)?;
@@ -255,7 +299,10 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(pb::CompleteTrialResponse {}))
     }
 
-    async fn fail_trial(&self, request: Request<pb::FailTrialRequest>) -> Result<Response<pb::FailTrialResponse>, Status> {
+    async fn fail_trial(
+        &self,
+        request: Request<pb::FailTrialRequest>,
+    ) -> Result<Response<pb::FailTrialResponse>, Status> {
         let r = request.into_inner();
         let (id, token) = (require_nonzero("trial_id", r.trial_id)?, require_nonzero("lease_token", r.lease_token)?);
         let kind = failure_kind_from_proto(r.kind)?;

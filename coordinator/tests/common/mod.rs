@@ -50,7 +50,16 @@ impl TestServer {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
-            server::run_with_ready(listener, config, async { let _ = stopped.await; }, ready_tx).await.unwrap();
+            server::run_with_ready(
+                listener,
+                config,
+                async {
+                    let _ = stopped.await;
+                },
+                ready_tx,
+            )
+            .await
+            .unwrap();
         });
         ready_rx.await.expect("server failed to start");
         TestServer { url, dir, stop: Some(stop), task: Some(task) }
@@ -114,7 +123,11 @@ pub async fn create(client: &mut Client, toml: &str) -> pb::Study {
 
 pub async fn register(client: &mut Client) -> String {
     client
-        .register_worker(pb::RegisterWorkerRequest { hostname: "test".into(), devices: vec!["cpu".into()], version: "t".into() })
+        .register_worker(pb::RegisterWorkerRequest {
+            hostname: "test".into(),
+            devices: vec!["cpu".into()],
+            version: "t".into(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -134,16 +147,31 @@ pub fn metrics(acc: f64) -> HashMap<String, f64> {
     [("eval_accuracy".to_string(), acc), ("eval_loss".to_string(), 1.0 - acc)].into_iter().collect()
 }
 
-pub async fn report(client: &mut Client, a: &pb::Assignment, epoch: u32, acc: f64) -> Result<pb::ReportProgressResponse, tonic::Status> {
+pub async fn report(
+    client: &mut Client,
+    a: &pb::Assignment,
+    epoch: u32,
+    acc: f64,
+) -> Result<pb::ReportProgressResponse, tonic::Status> {
     client
-        .report_progress(pb::ReportProgressRequest { trial_id: a.trial_id, lease_token: a.lease_token, epoch, metrics: metrics(acc) })
+        .report_progress(pb::ReportProgressRequest {
+            trial_id: a.trial_id,
+            lease_token: a.lease_token,
+            epoch,
+            metrics: metrics(acc),
+        })
         .await
         .map(|r| r.into_inner())
 }
 
 pub async fn complete(client: &mut Client, a: &pb::Assignment, acc: f64) -> Result<(), tonic::Status> {
     client
-        .complete_trial(pb::CompleteTrialRequest { trial_id: a.trial_id, lease_token: a.lease_token, metrics: metrics(acc), artifact: String::new() })
+        .complete_trial(pb::CompleteTrialRequest {
+            trial_id: a.trial_id,
+            lease_token: a.lease_token,
+            metrics: metrics(acc),
+            artifact: String::new(),
+        })
         .await
         .map(|_| ())
 }
@@ -246,4 +274,3 @@ pub async fn raw_call_on(channel: Channel, method: &str, body: Vec<u8>) -> tonic
         Err(status) => status,
     }
 }
-

@@ -58,10 +58,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let devices = parse_devices(&args.device)?;
     set_cpu_threads(args.threads.map(|t| t as usize));
     if !args.no_export {
-        std::fs::create_dir_all(&args.artifacts).with_context(|| format!("cannot create --artifacts {}", args.artifacts.display()))?;
+        std::fs::create_dir_all(&args.artifacts)
+            .with_context(|| format!("cannot create --artifacts {}", args.artifacts.display()))?;
     }
     let token = bertsweep_proto::connect::resolve_token(args.token, args.token_file.as_deref())?;
-    let tls = bertsweep_proto::connect::ClientTls { ca_cert: args.ca_cert, client_cert: args.client_cert, client_key: args.client_key };
+    let tls = bertsweep_proto::connect::ClientTls {
+        ca_cert: args.ca_cert,
+        client_cert: args.client_cert,
+        client_key: args.client_key,
+    };
     let options = WorkerOptions {
         coordinator: args.coordinator,
         token,

@@ -111,10 +111,7 @@ impl TrainObserver for EpochPrinter {
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let devices = parse_devices(&args.device)?;
     let [device] = devices[..] else {
-        bail!(
-            "--device {}: train runs on one device; name one (cuda:N)",
-            args.device
-        );
+        bail!("--device {}: train runs on one device; name one (cuda:N)", args.device);
     };
     set_cpu_threads(args.threads);
     let cfg = TrialConfig {
@@ -137,10 +134,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         maximize: !args.minimize,
         group_by_length: args.group_by_length,
     };
-    let mut printer = EpochPrinter {
-        json: args.json,
-        epochs: cfg.num_train_epochs,
-    };
+    let mut printer = EpochPrinter { json: args.json, epochs: cfg.num_train_epochs };
     let outcome = run_trial(&cfg, device, &mut printer, args.output.as_deref())
         .with_context(|| format!("fine-tuning {}", cfg.model_dir.display()))?;
     let artifact = outcome.artifact.as_ref().map(|p| p.display().to_string());
@@ -152,18 +146,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         })
         .to_string()
     } else {
-        let objective = outcome
-            .best_metrics
-            .get(&cfg.objective_metric)
-            .copied()
-            .unwrap_or(f64::NAN);
-        let exported = artifact
-            .map(|dir| format!(" exported to {dir}"))
-            .unwrap_or_default();
-        format!(
-            "best epoch {}: {}={objective:.4}{exported}",
-            outcome.best_epoch, cfg.objective_metric
-        )
+        let objective = outcome.best_metrics.get(&cfg.objective_metric).copied().unwrap_or(f64::NAN);
+        let exported = artifact.map(|dir| format!(" exported to {dir}")).unwrap_or_default();
+        format!("best epoch {}: {}={objective:.4}{exported}", outcome.best_epoch, cfg.objective_metric)
     };
     print_line(&line).context("writing to stdout")?;
     Ok(())

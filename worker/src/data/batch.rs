@@ -34,12 +34,7 @@ pub struct Batch {
 
 impl Batch {
     /// Pads the examples `indices` of `split` and moves them to `device`.
-    pub fn new(
-        split: &Split,
-        indices: &[usize],
-        pad_id: i64,
-        device: Device,
-    ) -> Result<Self, TchError> {
+    pub fn new(split: &Split, indices: &[usize], pad_id: i64, device: Device) -> Result<Self, TchError> {
         let ids = &split.encoded.ids;
         let longest = indices.iter().map(|&i| ids[i].len()).max().unwrap_or(0);
         let mut flat = Vec::with_capacity(indices.len() * longest);
@@ -53,20 +48,11 @@ impl Batch {
         }
         let shape = [indices.len() as i64, longest as i64];
         let padded = indices.iter().any(|&i| ids[i].len() < longest);
-        let attention_mask = if padded {
-            Some(
-                Tensor::f_from_slice(&mask)?
-                    .f_view(shape)?
-                    .f_to_device(device)?,
-            )
-        } else {
-            None
-        };
+        let attention_mask =
+            if padded { Some(Tensor::f_from_slice(&mask)?.f_view(shape)?.f_to_device(device)?) } else { None };
         let labels: Vec<i64> = indices.iter().map(|&i| split.label_ids[i]).collect();
         Ok(Batch {
-            input_ids: Tensor::f_from_slice(&flat)?
-                .f_view(shape)?
-                .f_to_device(device)?,
+            input_ids: Tensor::f_from_slice(&flat)?.f_view(shape)?.f_to_device(device)?,
             attention_mask,
             labels: Tensor::f_from_slice(&labels)?.f_to_device(device)?,
             size: indices.len(),
@@ -76,12 +62,7 @@ impl Batch {
 
 /// Training batches of one epoch: indices shuffled with `seed`, optionally grouped by length
 /// (batches of similar lengths in random order, the one holding the longest example first).
-pub fn batch_order(
-    lengths: &[usize],
-    batch_size: usize,
-    seed: u64,
-    group_by_length: bool,
-) -> Vec<Vec<usize>> {
+pub fn batch_order(lengths: &[usize], batch_size: usize, seed: u64, group_by_length: bool) -> Vec<Vec<usize>> {
     let batch_size = batch_size.max(1);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..lengths.len()).collect();
@@ -95,9 +76,7 @@ pub fn batch_order(
     }
     let mut batches: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
     batches.shuffle(&mut rng);
-    if let Some(longest) =
-        (0..batches.len()).max_by_key(|&b| (lengths[batches[b][0]], std::cmp::Reverse(b)))
-    {
+    if let Some(longest) = (0..batches.len()).max_by_key(|&b| (lengths[batches[b][0]], std::cmp::Reverse(b))) {
         batches.swap(0, longest);
     }
     batches
@@ -107,10 +86,7 @@ pub fn batch_order(
 pub fn eval_batch_order(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
-    order
-        .chunks(batch_size.max(1))
-        .map(<[usize]>::to_vec)
-        .collect()
+    order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
 }
 
 #[cfg(test)]
@@ -165,21 +141,12 @@ mod tests {
             labels: vec!["0".into(); 3],
             lines: vec![2, 3, 4],
         });
-        let split = Split {
-            encoded,
-            label_ids: vec![1, 0, 1],
-        };
+        let split = Split { encoded, label_ids: vec![1, 0, 1] };
         let batch = Batch::new(&split, &[0, 2], 0, Device::Cpu).unwrap();
         assert_eq!(batch.input_ids.size(), [2, 3]);
-        assert_eq!(
-            Vec::<i64>::try_from(batch.input_ids.view(-1)).unwrap(),
-            [2, 5, 3, 2, 3, 0]
-        );
+        assert_eq!(Vec::<i64>::try_from(batch.input_ids.view(-1)).unwrap(), [2, 5, 3, 2, 3, 0]);
         let mask = batch.attention_mask.unwrap();
-        assert_eq!(
-            Vec::<i64>::try_from(mask.view(-1)).unwrap(),
-            [1, 1, 1, 1, 1, 0]
-        );
+        assert_eq!(Vec::<i64>::try_from(mask.view(-1)).unwrap(), [1, 1, 1, 1, 1, 0]);
         assert_eq!(Vec::<i64>::try_from(&batch.labels).unwrap(), [1, 1]);
         let full = Batch::new(&split, &[0], 0, Device::Cpu).unwrap();
         assert!(full.attention_mask.is_none());

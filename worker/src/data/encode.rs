@@ -59,10 +59,7 @@ pub fn encode_file(
     max_rows: Option<usize>,
     tokenizer: &BertTokenizer,
 ) -> Result<Arc<EncodedFile>, DataError> {
-    let meta = std::fs::metadata(path).map_err(|source| DataError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let meta = std::fs::metadata(path).map_err(|source| DataError::Io { path: path.to_owned(), source })?;
     let key = CacheKey {
         path: path.canonicalize().unwrap_or_else(|_| path.to_owned()),
         modified: meta.modified().ok(),
@@ -92,20 +89,10 @@ pub fn encode_file(
         texts.push(row.text);
     }
     let ids = tokenizer.encode_batch(texts)?;
-    let file = Arc::new(EncodedFile {
-        path: path.to_owned(),
-        ids,
-        labels,
-        lines,
-    });
+    let file = Arc::new(EncodedFile { path: path.to_owned(), ids, labels, lines });
     let mut cache = cache().lock().unwrap_or_else(|p| p.into_inner());
     if cache.entries.len() >= CACHE_CAPACITY {
-        if let Some(oldest) = cache
-            .entries
-            .iter()
-            .min_by_key(|(_, (used, _))| *used)
-            .map(|(k, _)| k.clone())
-        {
+        if let Some(oldest) = cache.entries.iter().min_by_key(|(_, (used, _))| *used).map(|(k, _)| k.clone()) {
             cache.entries.remove(&oldest);
         }
     }

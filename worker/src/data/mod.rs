@@ -63,9 +63,7 @@ pub enum DataError {
         path: PathBuf,
     },
     /// Training needs at least two classes.
-    #[error(
-        "{path}: only one label value ({label:?}) in train + validation; need at least two classes"
-    )]
+    #[error("{path}: only one label value ({label:?}) in train + validation; need at least two classes")]
     SingleClass {
         /// The training file.
         path: PathBuf,
@@ -133,20 +131,9 @@ pub struct ClassificationData {
 impl ClassificationData {
     /// Reads and tokenizes both files (or takes them from the cache) and maps labels to ids.
     pub fn load(spec: &DataSpec, tokenizer: &BertTokenizer) -> Result<Self, DataError> {
-        let train = encode_file(
-            &spec.train_file,
-            &spec.text_column,
-            &spec.label_column,
-            spec.max_train_samples,
-            tokenizer,
-        )?;
-        let validation = encode_file(
-            &spec.validation_file,
-            &spec.text_column,
-            &spec.label_column,
-            None,
-            tokenizer,
-        )?;
+        let train =
+            encode_file(&spec.train_file, &spec.text_column, &spec.label_column, spec.max_train_samples, tokenizer)?;
+        let validation = encode_file(&spec.validation_file, &spec.text_column, &spec.label_column, None, tokenizer)?;
         let labels = label_list(&train, &validation)?;
         if labels.len() < 2 {
             return Err(DataError::SingleClass {
@@ -157,22 +144,12 @@ impl ClassificationData {
         let index = |file: &EncodedFile| -> Vec<i64> {
             file.labels
                 .iter()
-                .map(|l| {
-                    labels
-                        .binary_search_by(|x| compare_labels(x, l))
-                        .expect("label in list") as i64
-                })
+                .map(|l| labels.binary_search_by(|x| compare_labels(x, l)).expect("label in list") as i64)
                 .collect()
         };
         Ok(ClassificationData {
-            train: Split {
-                label_ids: index(&train),
-                encoded: train,
-            },
-            validation: Split {
-                label_ids: index(&validation),
-                encoded: validation,
-            },
+            train: Split { label_ids: index(&train), encoded: train },
+            validation: Split { label_ids: index(&validation), encoded: validation },
             labels,
         })
     }
@@ -191,18 +168,12 @@ fn compare_labels(a: &str, b: &str) -> std::cmp::Ordering {
 /// Sorted union of labels; integer and non-integer labels may not be mixed (a non-integer
 /// label among integers is almost always a shifted column or a stray header).
 fn label_list(train: &EncodedFile, validation: &EncodedFile) -> Result<Vec<String>, DataError> {
-    let first_int = [train, validation].iter().find_map(|f| {
-        f.labels
-            .iter()
-            .position(|l| l.parse::<i64>().is_ok())
-            .map(|i| (*f, i))
-    });
-    let first_text = [train, validation].iter().find_map(|f| {
-        f.labels
-            .iter()
-            .position(|l| l.parse::<i64>().is_err())
-            .map(|i| (*f, i))
-    });
+    let first_int = [train, validation]
+        .iter()
+        .find_map(|f| f.labels.iter().position(|l| l.parse::<i64>().is_ok()).map(|i| (*f, i)));
+    let first_text = [train, validation]
+        .iter()
+        .find_map(|f| f.labels.iter().position(|l| l.parse::<i64>().is_err()).map(|i| (*f, i)));
     if let (Some((int_file, int_row)), Some((file, row))) = (first_int, first_text) {
         return Err(DataError::BadRow {
             path: file.path.clone(),
@@ -216,12 +187,7 @@ fn label_list(train: &EncodedFile, validation: &EncodedFile) -> Result<Vec<Strin
             ),
         });
     }
-    let mut labels: Vec<String> = train
-        .labels
-        .iter()
-        .chain(&validation.labels)
-        .cloned()
-        .collect();
+    let mut labels: Vec<String> = train.labels.iter().chain(&validation.labels).cloned().collect();
     labels.sort_by(|a, b| compare_labels(a, b));
     labels.dedup();
     Ok(labels)
@@ -253,11 +219,7 @@ mod tests {
     fn string_labels_are_the_sorted_union_of_both_splits() {
         let (dir, tok) = setup();
         let train = dir.path().join("train.jsonl");
-        std::fs::write(
-            &train,
-            "{\"text\":\"good\",\"y\":\"pos\"}\n{\"text\":\"bad\",\"y\":\"neg\"}\n",
-        )
-        .unwrap();
+        std::fs::write(&train, "{\"text\":\"good\",\"y\":\"pos\"}\n{\"text\":\"bad\",\"y\":\"neg\"}\n").unwrap();
         let dev = dir.path().join("dev.csv");
         std::fs::write(&dev, "text,y\ngood,pos\nbad,neutral\n").unwrap();
         let data = ClassificationData::load(&spec(train, dev, "y"), &tok).unwrap();
@@ -283,19 +245,11 @@ mod tests {
         std::fs::write(&train, "text\tlabel\ngood\t1\nbad\t0\n").unwrap();
         let dev = dir.path().join("dev.tsv");
         std::fs::write(&dev, "text\tlabel\ngood\t1\nbad\tlabel\n").unwrap();
-        let err = ClassificationData::load(&spec(train.clone(), dev, "label"), &tok)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("dev.tsv:3: label \"label\" is not an integer")
-                && err.contains("train.tsv:2"),
-            "{err}"
-        );
+        let err = ClassificationData::load(&spec(train.clone(), dev, "label"), &tok).unwrap_err().to_string();
+        assert!(err.contains("dev.tsv:3: label \"label\" is not an integer") && err.contains("train.tsv:2"), "{err}");
         let single = dir.path().join("single.tsv");
         std::fs::write(&single, "text\tlabel\ngood\t1\n").unwrap();
-        let err = ClassificationData::load(&spec(single.clone(), single, "label"), &tok)
-            .unwrap_err()
-            .to_string();
+        let err = ClassificationData::load(&spec(single.clone(), single, "label"), &tok).unwrap_err().to_string();
         assert!(err.contains("only one label value"), "{err}");
     }
 }

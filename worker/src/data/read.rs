@@ -24,43 +24,26 @@ pub fn read_rows(
     label_column: &str,
     max_rows: Option<usize>,
 ) -> Result<Vec<RawRow>, DataError> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
     let limit = max_rows.unwrap_or(usize::MAX);
     let rows = match ext.as_str() {
         "tsv" => read_delimited(path, b'\t', false, text_column, label_column, limit)?,
         "csv" => read_delimited(path, b',', true, text_column, label_column, limit)?,
         "jsonl" | "json" => read_jsonl(path, text_column, label_column, limit)?,
-        _ => {
-            return Err(DataError::UnknownFormat {
-                path: path.to_owned(),
-            })
-        }
+        _ => return Err(DataError::UnknownFormat { path: path.to_owned() }),
     };
     if rows.is_empty() {
-        return Err(DataError::Empty {
-            path: path.to_owned(),
-        });
+        return Err(DataError::Empty { path: path.to_owned() });
     }
     Ok(rows)
 }
 
 fn open(path: &Path) -> Result<std::fs::File, DataError> {
-    std::fs::File::open(path).map_err(|source| DataError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    std::fs::File::open(path).map_err(|source| DataError::Io { path: path.to_owned(), source })
 }
 
 fn bad_row(path: &Path, line: u64, reason: impl Into<String>) -> DataError {
-    DataError::BadRow {
-        path: path.to_owned(),
-        line,
-        reason: reason.into(),
-    }
+    DataError::BadRow { path: path.to_owned(), line, reason: reason.into() }
 }
 
 fn read_delimited(
@@ -71,17 +54,9 @@ fn read_delimited(
     label_column: &str,
     limit: usize,
 ) -> Result<Vec<RawRow>, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_owned(), source })?;
     // The csv crate's own line count skips blank lines; count newlines before the record.
-    let newlines: Vec<usize> = bytes
-        .iter()
-        .enumerate()
-        .filter(|(_, &b)| b == b'\n')
-        .map(|(i, _)| i)
-        .collect();
+    let newlines: Vec<usize> = bytes.iter().enumerate().filter(|(_, &b)| b == b'\n').map(|(i, _)| i).collect();
     // A record's position may point at blank lines before it: skip them.
     let line_of = |byte: u64| {
         let start = bytes[(byte as usize).min(bytes.len())..]
@@ -99,73 +74,41 @@ fn read_delimited(
     let csv_error = |e: csv::Error| {
         let line = e.position().map(|p| line_of(p.byte())).unwrap_or(1);
         match e.into_kind() {
-            csv::ErrorKind::Io(source) => DataError::Io {
-                path: path.to_owned(),
-                source,
-            },
-            csv::ErrorKind::Utf8 { err, .. } => {
-                bad_row(path, line, format!("invalid UTF-8: {err}"))
-            }
+            csv::ErrorKind::Io(source) => DataError::Io { path: path.to_owned(), source },
+            csv::ErrorKind::Utf8 { err, .. } => bad_row(path, line, format!("invalid UTF-8: {err}")),
             kind => bad_row(path, line, format!("{kind:?}")),
         }
     };
     let headers = reader.headers().map_err(csv_error)?.clone();
     let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim() == name)
-            .ok_or_else(|| DataError::MissingColumn {
-                path: path.to_owned(),
-                line: 1,
-                column: name.to_owned(),
-                available: headers.iter().collect::<Vec<_>>().join(", "),
-            })
+        headers.iter().position(|h| h.trim() == name).ok_or_else(|| DataError::MissingColumn {
+            path: path.to_owned(),
+            line: 1,
+            column: name.to_owned(),
+            available: headers.iter().collect::<Vec<_>>().join(", "),
+        })
     };
     let (text_at, label_at) = (column(text_column)?, column(label_column)?);
     let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
     while rows.len() < limit && reader.read_record(&mut record).map_err(csv_error)? {
-        let line = record
-            .position()
-            .map(|p| line_of(p.byte()))
-            .unwrap_or_default();
+        let line = record.position().map(|p| line_of(p.byte())).unwrap_or_default();
         if record.len() == 1 && record[0].trim().is_empty() {
             continue; // a blank line
         }
         if record.len() != headers.len() {
-            return Err(bad_row(
-                path,
-                line,
-                format!(
-                    "{} fields, but the header has {}",
-                    record.len(),
-                    headers.len()
-                ),
-            ));
+            return Err(bad_row(path, line, format!("{} fields, but the header has {}", record.len(), headers.len())));
         }
         let label = record[label_at].trim();
         if label.is_empty() {
-            return Err(bad_row(
-                path,
-                line,
-                format!("empty label in column {label_column:?}"),
-            ));
+            return Err(bad_row(path, line, format!("empty label in column {label_column:?}")));
         }
-        rows.push(RawRow {
-            line,
-            text: record[text_at].to_owned(),
-            label: label.to_owned(),
-        });
+        rows.push(RawRow { line, text: record[text_at].to_owned(), label: label.to_owned() });
     }
     Ok(rows)
 }
 
-fn read_jsonl(
-    path: &Path,
-    text_column: &str,
-    label_column: &str,
-    limit: usize,
-) -> Result<Vec<RawRow>, DataError> {
+fn read_jsonl(path: &Path, text_column: &str, label_column: &str, limit: usize) -> Result<Vec<RawRow>, DataError> {
     let reader = std::io::BufReader::new(open(path)?);
     let mut rows = Vec::new();
     for (index, line) in reader.lines().enumerate() {
@@ -173,18 +116,13 @@ fn read_jsonl(
             break;
         }
         let number = index as u64 + 1;
-        let line = line.map_err(|source| DataError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let line = line.map_err(|source| DataError::Io { path: path.to_owned(), source })?;
         if line.trim().is_empty() {
             continue;
         }
-        let value: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| bad_row(path, number, format!("invalid JSON: {e}")))?;
-        let object = value
-            .as_object()
-            .ok_or_else(|| bad_row(path, number, "not a JSON object"))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| bad_row(path, number, format!("invalid JSON: {e}")))?;
+        let object = value.as_object().ok_or_else(|| bad_row(path, number, "not a JSON object"))?;
         let field = |name: &str| {
             object.get(name).ok_or_else(|| DataError::MissingColumn {
                 path: path.to_owned(),
@@ -195,13 +133,7 @@ fn read_jsonl(
         };
         let text = match field(text_column)? {
             serde_json::Value::String(s) => s.clone(),
-            other => {
-                return Err(bad_row(
-                    path,
-                    number,
-                    format!("{text_column:?} is not a string: {other}"),
-                ))
-            }
+            other => return Err(bad_row(path, number, format!("{text_column:?} is not a string: {other}"))),
         };
         let label = match field(label_column)? {
             serde_json::Value::String(s) if !s.trim().is_empty() => s.trim().to_owned(),
@@ -211,17 +143,11 @@ fn read_jsonl(
                 return Err(bad_row(
                     path,
                     number,
-                    format!(
-                        "{label_column:?} must be an integer or a non-empty string, got {other}"
-                    ),
+                    format!("{label_column:?} must be an integer or a non-empty string, got {other}"),
                 ))
             }
         };
-        rows.push(RawRow {
-            line: number,
-            text,
-            label,
-        });
+        rows.push(RawRow { line: number, text, label });
     }
     Ok(rows)
 }
@@ -239,11 +165,7 @@ mod tests {
     #[test]
     fn tsv_keeps_quotes_and_skips_blank_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let path = file(
-            &dir,
-            "a.tsv",
-            "sentence\tlabel\nit 's \"great\" \t1\n\nbad\t0\n",
-        );
+        let path = file(&dir, "a.tsv", "sentence\tlabel\nit 's \"great\" \t1\n\nbad\t0\n");
         let rows = read_rows(&path, "sentence", "label", None).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].text, "it 's \"great\" ");
@@ -253,11 +175,7 @@ mod tests {
     #[test]
     fn csv_with_quotes_other_columns_and_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let path = file(
-            &dir,
-            "a.csv",
-            "id,text,y\n1,\"hello, world\",pos\n2,bye,neg\n3,x,pos\n",
-        );
+        let path = file(&dir, "a.csv", "id,text,y\n1,\"hello, world\",pos\n2,bye,neg\n3,x,pos\n");
         let rows = read_rows(&path, "text", "y", Some(2)).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].text, "hello, world");
@@ -267,11 +185,7 @@ mod tests {
     #[test]
     fn jsonl_integer_and_string_labels() {
         let dir = tempfile::tempdir().unwrap();
-        let path = file(
-            &dir,
-            "a.jsonl",
-            "{\"t\":\"a\",\"l\":1}\n{\"t\":\"b\",\"l\":\"x\"}\n",
-        );
+        let path = file(&dir, "a.jsonl", "{\"t\":\"a\",\"l\":1}\n{\"t\":\"b\",\"l\":\"x\"}\n");
         let rows = read_rows(&path, "t", "l", None).unwrap();
         assert_eq!(rows[0].label, "1");
         assert_eq!(rows[1].label, "x");
@@ -281,55 +195,22 @@ mod tests {
     fn errors_name_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let cases = [
-            (
-                "short.tsv",
-                "sentence\tlabel\nok\t1\nno label here\n",
-                ":3:",
-            ),
-            (
-                "empty_label.tsv",
-                "sentence\tlabel\nok\t1\nfine\t \n",
-                ":3: empty label",
-            ),
-            (
-                "nocol.tsv",
-                "text\tlabel\nok\t1\n",
-                ":1: no column \"sentence\"",
-            ),
-            (
-                "bad.jsonl",
-                "{\"sentence\":\"a\",\"label\":1}\n{oops\n",
-                ":2: invalid JSON",
-            ),
-            (
-                "missing.jsonl",
-                "{\"sentence\":\"a\",\"label\":1}\n{\"sentence\":\"b\"}\n",
-                ":2: no column \"label\"",
-            ),
-            (
-                "float.jsonl",
-                "{\"sentence\":\"a\",\"label\":1.5}\n",
-                ":1: \"label\" must be",
-            ),
+            ("short.tsv", "sentence\tlabel\nok\t1\nno label here\n", ":3:"),
+            ("empty_label.tsv", "sentence\tlabel\nok\t1\nfine\t \n", ":3: empty label"),
+            ("nocol.tsv", "text\tlabel\nok\t1\n", ":1: no column \"sentence\""),
+            ("bad.jsonl", "{\"sentence\":\"a\",\"label\":1}\n{oops\n", ":2: invalid JSON"),
+            ("missing.jsonl", "{\"sentence\":\"a\",\"label\":1}\n{\"sentence\":\"b\"}\n", ":2: no column \"label\""),
+            ("float.jsonl", "{\"sentence\":\"a\",\"label\":1.5}\n", ":1: \"label\" must be"),
             ("quote.csv", "sentence,label\n\"a,1\n", "quote.csv"),
         ];
         for (name, body, expected) in cases {
             let path = file(&dir, name, body);
-            let err = read_rows(&path, "sentence", "label", None)
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains(name) && err.contains(expected),
-                "{name}: {err}"
-            );
+            let err = read_rows(&path, "sentence", "label", None).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains(expected), "{name}: {err}");
         }
-        let err = read_rows(&dir.path().join("x.parquet"), "s", "l", None)
-            .unwrap_err()
-            .to_string();
+        let err = read_rows(&dir.path().join("x.parquet"), "s", "l", None).unwrap_err().to_string();
         assert!(err.contains("unknown data format"), "{err}");
-        let err = read_rows(&dir.path().join("gone.tsv"), "s", "l", None)
-            .unwrap_err()
-            .to_string();
+        let err = read_rows(&dir.path().join("gone.tsv"), "s", "l", None).unwrap_err().to_string();
         assert!(err.contains("gone.tsv"), "{err}");
     }
 }

@@ -5,9 +5,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use bertsweep_proto::auth::BearerToken;
+use bertsweep_proto::connect;
 use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
 use tonic::service::interceptor::InterceptedService;
-use bertsweep_proto::connect;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracing::warn;
@@ -49,7 +49,15 @@ pub async fn connect(url: &str, token: Option<&str>, tls: &connect::ClientTls) -
 
 /// Errors worth retrying: the coordinator is unreachable, restarting or overloaded.
 pub fn is_transient(status: &Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Cancelled)
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled
+    )
 }
 
 /// Retries `call` with exponential backoff (0.2 s → 10 s) on transient errors until it

@@ -34,7 +34,10 @@ fn number(name: &str, v: &pb::ParamValue) -> Result<f64, AssignmentError> {
 fn whole(name: &str, v: &pb::ParamValue) -> Result<usize, AssignmentError> {
     let x = number(name, v)?;
     if x < 0.0 || x.fract() != 0.0 {
-        return Err(AssignmentError::Param { name: name.into(), message: format!("expected a non-negative integer, got {x}") });
+        return Err(AssignmentError::Param {
+            name: name.into(),
+            message: format!("expected a non-negative integer, got {x}"),
+        });
     }
     Ok(x as usize)
 }
@@ -67,7 +70,10 @@ pub fn trial_config(a: &pb::Assignment, group_by_length: bool) -> Result<TrialCo
             "head_lr_multiplier" => cfg.head_lr_multiplier = number(name, value)?,
             "freeze_layers" => cfg.freeze_layers = whole(name, value)?,
             other => {
-                return Err(AssignmentError::Param { name: other.into(), message: "this worker does not know this parameter; upgrade it".into() })
+                return Err(AssignmentError::Param {
+                    name: other.into(),
+                    message: "this worker does not know this parameter; upgrade it".into(),
+                })
             }
         }
     }
@@ -103,7 +109,13 @@ mod tests {
     fn assignment(params: &[(&str, pb::param_value::Kind)]) -> pb::Assignment {
         pb::Assignment {
             params: params.iter().map(|(k, v)| (k.to_string(), pb::ParamValue { kind: Some(v.clone()) })).collect(),
-            task: Some(pb::TaskSpec { model: "m".into(), max_seq_length: 64, objective_metric: "eval_f1".into(), maximize: true, ..Default::default() }),
+            task: Some(pb::TaskSpec {
+                model: "m".into(),
+                max_seq_length: 64,
+                objective_metric: "eval_f1".into(),
+                maximize: true,
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -122,8 +134,14 @@ mod tests {
             ("weight_decay", FloatValue(0.0)),
         ]);
         let cfg = trial_config(&a, true).unwrap();
-        assert_eq!((cfg.learning_rate, cfg.num_train_epochs, cfg.per_device_train_batch_size, cfg.seed), (3e-5, 2, 16, 7));
-        assert_eq!((cfg.head_lr_multiplier, cfg.freeze_layers, cfg.warmup_ratio, cfg.weight_decay), (10.0, 2, 0.1, 0.0));
+        assert_eq!(
+            (cfg.learning_rate, cfg.num_train_epochs, cfg.per_device_train_batch_size, cfg.seed),
+            (3e-5, 2, 16, 7)
+        );
+        assert_eq!(
+            (cfg.head_lr_multiplier, cfg.freeze_layers, cfg.warmup_ratio, cfg.weight_decay),
+            (10.0, 2, 0.1, 0.0)
+        );
         assert_eq!((cfg.max_seq_length, cfg.objective_metric.as_str()), (64, "eval_f1"));
     }
 

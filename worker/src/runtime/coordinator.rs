@@ -126,7 +126,9 @@ impl Coordinator {
         devices: Vec<String>,
     ) -> Result<Self, RuntimeError> {
         let client = client::connect(url, token, tls).await?;
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into());
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
         let registration = pb::RegisterWorkerRequest { hostname, devices, version: env!("CARGO_PKG_VERSION").into() };
         let registered = register_call(&client, &registration).await?;
         info!(worker = %registered.worker_id, coordinator = %url, devices = ?registration.devices, "registered");
@@ -169,7 +171,11 @@ impl Coordinator {
         let mut registered_again = false;
         loop {
             let worker_id = self.worker_id();
-            let request = pb::AcquireTrialRequest { worker_id: worker_id.clone(), study: study.unwrap_or_default().into(), wait_ms: 20_000 };
+            let request = pb::AcquireTrialRequest {
+                worker_id: worker_id.clone(),
+                study: study.unwrap_or_default().into(),
+                wait_ms: 20_000,
+            };
             let call = || {
                 let mut c = self.client.clone();
                 let req = request.clone();
@@ -203,7 +209,7 @@ impl Coordinator {
         let request = pb::HeartbeatRequest { trial_id: lease.trial_id, lease_token: lease.token };
         let call = || {
             let mut c = self.client.clone();
-            let req = request.clone();
+            let req = request;
             async move { c.heartbeat(req).await }
         };
         match with_retry("heartbeat", Some(lease.ttl), call).await {
@@ -235,7 +241,12 @@ impl Coordinator {
 
     /// Completes the trial with its final metrics and exported model path, retrying an
     /// unreachable coordinator for up to ten minutes. Err is the coordinator's refusal.
-    pub async fn complete(&self, lease: &Lease, metrics: &BTreeMap<String, f64>, artifact: Option<String>) -> Result<(), String> {
+    pub async fn complete(
+        &self,
+        lease: &Lease,
+        metrics: &BTreeMap<String, f64>,
+        artifact: Option<String>,
+    ) -> Result<(), String> {
         let request = pb::CompleteTrialRequest {
             trial_id: lease.trial_id,
             lease_token: lease.token,
@@ -256,7 +267,12 @@ impl Coordinator {
             Failure::Retryable => pb::FailureKind::Retryable,
             Failure::Infeasible => pb::FailureKind::Infeasible,
         };
-        let request = pb::FailTrialRequest { trial_id: lease.trial_id, lease_token: lease.token, error: message, kind: kind as i32 };
+        let request = pb::FailTrialRequest {
+            trial_id: lease.trial_id,
+            lease_token: lease.token,
+            error: message,
+            kind: kind as i32,
+        };
         let call = || {
             let mut c = self.client.clone();
             let req = request.clone();
@@ -283,7 +299,10 @@ impl Coordinator {
     }
 }
 
-async fn register_call(client: &Client, request: &pb::RegisterWorkerRequest) -> Result<pb::RegisterWorkerResponse, RuntimeError> {
+async fn register_call(
+    client: &Client,
+    request: &pb::RegisterWorkerRequest,
+) -> Result<pb::RegisterWorkerResponse, RuntimeError> {
     let call = || {
         let mut c = client.clone();
         let req = request.clone();
@@ -295,14 +314,20 @@ async fn register_call(client: &Client, request: &pb::RegisterWorkerRequest) -> 
 fn acquired(response: pb::AcquireTrialResponse) -> Acquired {
     match response.assignment {
         Some(a) => Acquired::Trial(Box::new(Assignment {
-            lease: Lease { trial_id: a.trial_id, token: a.lease_token, ttl: Duration::from_millis(a.lease_ttl_ms.max(1000) as u64) },
+            lease: Lease {
+                trial_id: a.trial_id,
+                token: a.lease_token,
+                ttl: Duration::from_millis(a.lease_ttl_ms.max(1000) as u64),
+            },
             study: a.study.clone(),
             number: a.number,
             attempt: a.attempt,
             objective: a.task.as_ref().map(|t| t.objective_metric.clone()).unwrap_or_default(),
             raw: a,
         })),
-        None if response.study_state != pb::StudyState::Unspecified as i32 && response.study_state != pb::StudyState::Running as i32 => {
+        None if response.study_state != pb::StudyState::Unspecified as i32
+            && response.study_state != pb::StudyState::Running as i32 =>
+        {
             Acquired::StudyEnded(response.reason)
         }
         None => Acquired::NoWork,
@@ -330,17 +355,35 @@ mod tests {
     fn statuses_become_verdicts() {
         assert_eq!(verdict_of_error("r", Status::failed_precondition("stale")), Verdict::LeaseLost("stale".into()));
         assert_eq!(verdict_of_error("r", Status::not_found("gone")), Verdict::LeaseLost("gone".into()));
-        assert_eq!(verdict_of_error("r", Status::invalid_argument("65 metrics")), Verdict::Rejected("65 metrics".into()));
+        assert_eq!(
+            verdict_of_error("r", Status::invalid_argument("65 metrics")),
+            Verdict::Rejected("65 metrics".into())
+        );
         assert_eq!(verdict_of_error("r", Status::unavailable("down")), Verdict::Continue);
     }
 
     #[test]
     fn acquire_answers_become_typed() {
-        let ended = pb::AcquireTrialResponse { assignment: None, study_state: pb::StudyState::Stopped as i32, reason: "stopped by user".into() };
+        let ended = pb::AcquireTrialResponse {
+            assignment: None,
+            study_state: pb::StudyState::Stopped as i32,
+            reason: "stopped by user".into(),
+        };
         assert!(matches!(acquired(ended), Acquired::StudyEnded(r) if r == "stopped by user"));
         assert!(matches!(acquired(pb::AcquireTrialResponse::default()), Acquired::NoWork));
-        let a = pb::Assignment { trial_id: 7, lease_token: 9, lease_ttl_ms: 30_000, study: "s".into(), number: 3, attempt: 2, ..Default::default() };
-        let Acquired::Trial(t) = acquired(pb::AcquireTrialResponse { assignment: Some(a), ..Default::default() }) else { panic!() };
+        let a = pb::Assignment {
+            trial_id: 7,
+            lease_token: 9,
+            lease_ttl_ms: 30_000,
+            study: "s".into(),
+            number: 3,
+            attempt: 2,
+            ..Default::default()
+        };
+        let Acquired::Trial(t) = acquired(pb::AcquireTrialResponse { assignment: Some(a), ..Default::default() })
+        else {
+            panic!()
+        };
         assert_eq!(t.lease, Lease { trial_id: 7, token: 9, ttl: Duration::from_secs(30) });
         assert_eq!((t.label(), t.attempt), ("s/3".to_string(), 2));
     }

@@ -112,7 +112,8 @@ pub async fn run(options: WorkerOptions, shutdown: watch::Receiver<bool>) -> Res
         bars: options.progress.then(indicatif::MultiProgress::new),
         options,
     });
-    let slots: Vec<_> = ctx.options.devices.clone().into_iter().map(|d| tokio::spawn(slot_loop(ctx.clone(), d))).collect();
+    let slots: Vec<_> =
+        ctx.options.devices.clone().into_iter().map(|d| tokio::spawn(slot_loop(ctx.clone(), d))).collect();
     let mut first_error = None;
     for slot in slots {
         match slot.await {
@@ -182,15 +183,17 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
         Ok(cfg) => cfg,
         Err(e) => return fail(ctx, &a, Failure::Infeasible, e.to_string()).await,
     };
-    let export_dir = match ctx.options.artifacts.as_ref().map(|dir| paths::join_inside(dir, &[&a.study, &a.number.to_string()])) {
-        None => None,
-        Some(Ok(dir)) => Some(dir),
-        Some(Err(e)) => return fail(ctx, &a, Failure::Infeasible, e.to_string()).await,
-    };
+    let export_dir =
+        match ctx.options.artifacts.as_ref().map(|dir| paths::join_inside(dir, &[&a.study, &a.number.to_string()])) {
+            None => None,
+            Some(Ok(dir)) => Some(dir),
+            Some(Err(e)) => return fail(ctx, &a, Failure::Infeasible, e.to_string()).await,
+        };
     let lease = Arc::new(LeaseState::default());
     let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), a.clone(), lease.clone()));
 
-    let observer = RemoteObserver::new(tokio::runtime::Handle::current(), ctx.clone(), &a, lease.clone(), cfg.num_train_epochs);
+    let observer =
+        RemoteObserver::new(tokio::runtime::Handle::current(), ctx.clone(), &a, lease.clone(), cfg.num_train_epochs);
     let trained = tokio::task::spawn_blocking(move || {
         let mut observer = observer;
         let result = run_trial(&cfg, device, &mut observer, export_dir.as_deref());

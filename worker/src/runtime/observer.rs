@@ -62,7 +62,13 @@ pub struct RemoteObserver {
 }
 
 impl RemoteObserver {
-    pub(super) fn new(handle: Handle, ctx: Arc<Context>, a: &Assignment, lease: Arc<LeaseState>, epochs: usize) -> Self {
+    pub(super) fn new(
+        handle: Handle,
+        ctx: Arc<Context>,
+        a: &Assignment,
+        lease: Arc<LeaseState>,
+        epochs: usize,
+    ) -> Self {
         let label = a.label();
         let bar = ctx.bars.as_ref().map(|m| {
             let bar = m.add(indicatif::ProgressBar::new(1));
@@ -87,10 +93,7 @@ impl RemoteObserver {
 
 fn summary(metrics: &BTreeMap<String, f64>) -> String {
     let pick = ["eval_accuracy", "eval_f1", "eval_loss", "train_loss", "train_samples_per_second"];
-    pick.iter()
-        .filter_map(|k| metrics.get(*k).map(|v| format!("{k}={v:.4}")))
-        .collect::<Vec<_>>()
-        .join(" ")
+    pick.iter().filter_map(|k| metrics.get(*k).map(|v| format!("{k}={v:.4}"))).collect::<Vec<_>>().join(" ")
 }
 
 impl TrainObserver for RemoteObserver {

