@@ -7,6 +7,7 @@
 //! - [`model`]: domain types — trials, studies, states, assignments.
 //! - [`sampler`]: what to try next (grid, random) behind the [`sampler::Sampler`] trait.
 //! - [`stopping`]: early-stopping decisions behind [`stopping::EarlyStopper`].
+//! - [`ops`]: what the registry asks the store to persist and what the store loads back.
 //! - [`registry`]: the trial lifecycle state machine (leases, fencing, requeue, study end).
 //! - [`store`]: SQLite via sqlx — migrations, start-up load, group-commit writer.
 //! - [`service`]: the gRPC methods; [`service::convert`] is the only proto ↔ domain mapping.
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod error;
 pub mod fixtures;
 pub mod model;
+pub mod ops;
 pub mod params;
 pub mod registry;
 pub mod sampler;

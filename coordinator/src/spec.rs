@@ -953,7 +953,7 @@ values = [16, 32]
 /// Study files shared by unit tests across modules.
 #[cfg(test)]
 pub(crate) mod test_support {
-    /// A 2×2 grid over the DESIGN.md task.
+    /// A 2×2 grid over the README's example task.
     pub const SMALL_GRID: &str = r#"
 name = "small"
 [objective]

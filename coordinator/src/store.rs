@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, warn};
 
 use crate::model::{Metrics, PastEpoch, StudyRecord, StudyState, Trial, TrialState, WorkerRecord};
-use crate::registry::{Snapshot, WriteOp};
+use crate::ops::{Snapshot, WriteOp};
 
 /// Why the database could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]

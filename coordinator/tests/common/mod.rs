@@ -91,7 +91,7 @@ impl TestServer {
     }
 }
 
-/// A study file over the DESIGN.md task with the given grid and budget lines.
+/// A study file over the README's example task with the given grid and budget lines.
 pub fn study_toml(name: &str, budget: &str, parameters: &str) -> String {
     format!(
         r#"name = "{name}"

@@ -7,35 +7,25 @@
 //! changes in the order they happened) and answers the caller only after they are committed: an
 //! acknowledged change is never lost, even to SIGKILL.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use tracing::info;
 
 use crate::error::{CoordinatorError, Result};
 use crate::model::{
-    validate_metrics, Assignment, Counts, Decision, FailureKind, Metrics, StudyRecord, StudyState, StudySummary, Trial,
+    validate_metrics, Assignment, Decision, FailureKind, Metrics, StudyRecord, StudyState, StudySummary, Trial,
     TrialState, WorkerRecord,
 };
-use crate::params::{config_key, format_params, ParamValue, Params};
-use crate::sampler::{self, Sampler};
+use crate::params::{format_params, Params};
 use crate::spec::{SamplerKind, StudySpec};
-use crate::stopping::{self, EarlyStopper};
+use crate::stopping;
 use crate::text::quote;
 
-/// One change to persist.
-#[derive(Debug, Clone)]
-pub enum WriteOp {
-    /// Insert or replace a study row.
-    Study(StudyRecord),
-    /// Insert or replace a trial row (not its epochs); also published to watchers.
-    Trial { trial: Trial, study_state: StudyState },
-    /// Insert one epoch's metrics of the lease `lease_token` (attempt `attempt`).
-    Epoch { trial_id: u64, lease_token: u64, attempt: u32, epoch: u32, metrics: Metrics },
-    /// Move a running trial's lease expiry (heartbeats; not published).
-    Lease { trial_id: u64, expires_ms: i64 },
-    /// Insert a worker.
-    Worker(WorkerRecord),
-}
+mod study;
+
+pub use crate::ops::{Snapshot, WriteOp};
+pub use study::Configuration;
+use study::LiveStudy;
 
 /// The result of an operation plus what it changed.
 #[derive(Debug)]
@@ -58,19 +48,6 @@ impl<T> Outcome<T> {
     }
 }
 
-/// A configuration (params without the seed) and how its seed repeats did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Configuration {
-    pub params: Params,
-    /// Trial numbers running this configuration.
-    pub trials: Vec<u32>,
-    /// Objective values of its COMPLETED trials.
-    pub values: Vec<f64>,
-    /// Mean and sample standard deviation of `values`.
-    pub mean: Option<f64>,
-    pub std: Option<f64>,
-}
-
 /// What a heartbeat tells the worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeartbeatAnswer {
@@ -87,244 +64,6 @@ pub struct LeaseConfig {
     pub ttl_ms: u32,
 }
 
-/// A study with its live machinery.
-struct LiveStudy {
-    record: StudyRecord,
-    spec: StudySpec,
-    sampler: Box<dyn Sampler>,
-    stopper: Box<dyn EarlyStopper>,
-    /// Index = trial number.
-    trials: Vec<Trial>,
-    /// Requeued or not-yet-leased trials, lowest number first (they go out before new samples).
-    pending: BTreeSet<u32>,
-    /// Leased trials (the reaper's scan set).
-    running: BTreeSet<u32>,
-    counts: Counts,
-    /// The sampler has no new params left.
-    exhausted: bool,
-    grid_size: u64,
-}
-
-impl LiveStudy {
-    fn new(record: StudyRecord, spec: StudySpec) -> Self {
-        let grid_size = if spec.sampler == SamplerKind::Grid { spec.grid_size() } else { 0 };
-        LiveStudy {
-            sampler: sampler::for_spec(&spec),
-            stopper: stopping::for_spec(&spec),
-            record,
-            spec,
-            trials: Vec::new(),
-            pending: BTreeSet::new(),
-            running: BTreeSet::new(),
-            counts: Counts::default(),
-            exhausted: false,
-            grid_size,
-        }
-    }
-
-    /// Adds a trial in whatever state it is, keeping the indexes right.
-    fn push_trial(&mut self, trial: Trial) {
-        self.counts.add(trial.state);
-        match trial.state {
-            TrialState::Pending => {
-                self.pending.insert(trial.number);
-            }
-            TrialState::Running => {
-                self.running.insert(trial.number);
-            }
-            _ => {}
-        }
-        self.trials.push(trial);
-    }
-
-    /// Moves trial `number` to `to`, keeping counts and sets right and logging the change.
-    fn transition(&mut self, number: u32, to: TrialState, now: i64, detail: &str) {
-        let trial = &mut self.trials[number as usize];
-        let from = trial.state;
-        if from == to {
-            return;
-        }
-        trial.state = to;
-        match from {
-            TrialState::Pending => self.counts.pending -= 1,
-            TrialState::Running => self.counts.running -= 1,
-            TrialState::Completed => self.counts.completed -= 1,
-            TrialState::Pruned => self.counts.pruned -= 1,
-            TrialState::Failed => self.counts.failed -= 1,
-            TrialState::Stopped => self.counts.stopped -= 1,
-        }
-        self.counts.add(to);
-        self.pending.remove(&number);
-        self.running.remove(&number);
-        match to {
-            TrialState::Pending => {
-                self.pending.insert(number);
-            }
-            TrialState::Running => {
-                self.running.insert(number);
-            }
-            _ => trial.finished_ms = Some(now),
-        }
-        info!(
-            study = %self.record.name,
-            trial = number,
-            attempt = trial.attempt,
-            "trial {from} -> {to}{}{detail}",
-            if detail.is_empty() { "" } else { ": " }
-        );
-    }
-
-    fn trial_op(&self, number: u32) -> WriteOp {
-        WriteOp::Trial { trial: self.trials[number as usize].clone(), study_state: self.record.state }
-    }
-
-    /// Ends the study when its rules say so, stopping live trials of a failed study.
-    fn maybe_finish(&mut self, now: i64, ops: &mut Vec<WriteOp>) {
-        if self.record.state != StudyState::Running {
-            return;
-        }
-        if self.counts.failed >= self.spec.budget.max_failed_trials {
-            let reason = format!(
-                "{} trials failed (max_failed_trials = {})",
-                self.counts.failed, self.spec.budget.max_failed_trials
-            );
-            self.end(StudyState::Failed, reason, now, ops);
-        } else if self.counts.live() == 0 && (self.trials.len() as u32 >= self.spec.budget.max_trials || self.exhausted)
-        {
-            self.end(StudyState::Completed, String::new(), now, ops);
-        }
-    }
-
-    /// Moves the study to a terminal state; its live trials become STOPPED.
-    fn end(&mut self, state: StudyState, reason: String, now: i64, ops: &mut Vec<WriteOp>) {
-        self.record.state = state;
-        self.record.reason = reason.clone();
-        self.record.finished_ms = Some(now);
-        info!(study = %self.record.name, "study RUNNING -> {state}{}{reason}", if reason.is_empty() { "" } else { ": " });
-        ops.push(WriteOp::Study(self.record.clone()));
-        let live: Vec<u32> = self.pending.iter().chain(self.running.iter()).copied().collect();
-        for number in live {
-            self.trial_mut(number).error = format!("study {}", state.as_str().to_lowercase());
-            self.transition(number, TrialState::Stopped, now, "");
-            ops.push(self.trial_op(number));
-        }
-    }
-
-    /// Params for new trial `number`: the first trial of each configuration asks the sampler;
-    /// its seed repeats copy them with `seed` = 1, 2, … (`algorithm.repeats`).
-    fn next_params(&self, number: u32) -> Option<Params> {
-        let repeats = self.spec.repeats.max(1);
-        let (config, repeat) = (number / repeats, number % repeats);
-        let mut params = if repeat == 0 {
-            self.sampler.sample(config, &self.trials, &self.spec.objective)?
-        } else {
-            self.trials[(number - repeat) as usize].params.clone()
-        };
-        if repeats > 1 {
-            params.insert("seed".into(), ParamValue::Int(repeat as i64));
-        }
-        Some(params)
-    }
-
-    /// Configurations (params without `seed`) ranked by the mean objective of their COMPLETED
-    /// trials; configurations with no completed trial come last.
-    fn configurations(&self) -> Vec<Configuration> {
-        let mut configs: Vec<Configuration> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for t in &self.trials {
-            let key = config_key(&t.params);
-            let i = *index.entry(key).or_insert_with(|| {
-                let mut params = t.params.clone();
-                params.remove("seed");
-                configs.push(Configuration { params, trials: Vec::new(), values: Vec::new(), mean: None, std: None });
-                configs.len() - 1
-            });
-            configs[i].trials.push(t.number);
-            if let (TrialState::Completed, Some(v)) = (t.state, t.value) {
-                configs[i].values.push(v);
-            }
-        }
-        for c in &mut configs {
-            if !c.values.is_empty() {
-                let n = c.values.len() as f64;
-                let mean = c.values.iter().sum::<f64>() / n;
-                // Sample standard deviation (n - 1), 0 for a single value.
-                let var = if c.values.len() > 1 {
-                    c.values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
-                } else {
-                    0.0
-                };
-                c.mean = Some(mean);
-                c.std = Some(var.sqrt());
-            }
-        }
-        let objective = &self.spec.objective;
-        configs.sort_by(|a, b| match (a.mean, b.mean) {
-            (Some(x), Some(y)) if objective.better(x, y) => std::cmp::Ordering::Less,
-            (Some(x), Some(y)) if objective.better(y, x) => std::cmp::Ordering::Greater,
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            _ => a.trials[0].cmp(&b.trials[0]),
-        });
-        configs
-    }
-
-    fn trial_mut(&mut self, number: u32) -> &mut Trial {
-        &mut self.trials[number as usize]
-    }
-
-    fn summary(&self) -> StudySummary {
-        StudySummary {
-            record: self.record.clone(),
-            spec: self.spec.clone(),
-            counts: self.counts,
-            best_value: if self.spec.repeats > 1 {
-                self.configurations().first().and_then(|c| c.mean)
-            } else {
-                self.best().and_then(|t| t.value)
-            },
-            grid_size: self.grid_size,
-        }
-    }
-
-    /// The best COMPLETED trial (ties go to the lower number). With seed repeats, the best
-    /// trial of the configuration with the best mean.
-    fn best(&self) -> Option<&Trial> {
-        if self.spec.repeats > 1 {
-            let best_config = self.configurations().into_iter().next().filter(|c| c.mean.is_some())?;
-            return self.best_of(best_config.trials.iter().map(|&n| &self.trials[n as usize]));
-        }
-        self.best_of(self.trials.iter())
-    }
-
-    fn best_of<'a>(&'a self, trials: impl Iterator<Item = &'a Trial>) -> Option<&'a Trial> {
-        let objective = &self.spec.objective;
-        trials.filter(|t| t.state == TrialState::Completed && t.value.is_some()).fold(
-            None,
-            |best: Option<&Trial>, t| match best {
-                Some(b) if !objective.better(t.value.unwrap_or_default(), b.value.unwrap_or_default()) => Some(b),
-                _ => Some(t),
-            },
-        )
-    }
-
-    /// Requeues a trial that lost its lease, or fails it when attempts are used up.
-    fn requeue_or_fail(&mut self, number: u32, error: String, now: i64, ops: &mut Vec<WriteOp>) {
-        let attempts_left = self.trials[number as usize].attempt < self.spec.budget.max_attempts;
-        self.trial_mut(number).error = error.clone();
-        if attempts_left {
-            self.trial_mut(number).archive_attempt();
-            self.transition(number, TrialState::Pending, now, &error);
-        } else {
-            let max = self.spec.budget.max_attempts;
-            self.trial_mut(number).error = format!("{error} (gave up after {max} attempts)");
-            self.transition(number, TrialState::Failed, now, &error);
-        }
-        ops.push(self.trial_op(number));
-        self.maybe_finish(now, ops);
-    }
-}
-
 /// Every study, trial, lease and worker the coordinator knows.
 pub struct Registry {
     studies: Vec<LiveStudy>,
@@ -339,15 +78,7 @@ pub struct Registry {
     lease: LeaseConfig,
 }
 
-/// Rows loaded from the store at start-up.
-pub struct Snapshot {
-    pub studies: Vec<StudyRecord>,
-    /// Trials with their epochs, in (study id, number) order.
-    pub trials: Vec<Trial>,
-    pub workers: Vec<WorkerRecord>,
-}
-
-/// Which trials a caller is asking about.
+/// The error for a call quoting a lease that is no longer the trial's.
 fn stale(trial: &Trial) -> CoordinatorError {
     CoordinatorError::FailedPrecondition(format!(
         "stale lease for trial {} of study {:?}: it is {} under another lease now; stop working on it",
@@ -879,6 +610,7 @@ fn check_metrics(metrics: &Metrics, objective: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::{config_key, ParamValue};
     use crate::spec::parse_study;
 
     const TTL: u32 = 1000;
