@@ -69,17 +69,15 @@ impl Client {
 
     /// Every study, page by page.
     pub async fn list_studies(&mut self) -> Result<Vec<pb::Study>> {
-        let mut studies = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let request = pb::ListStudiesRequest { page_size: 0, page_token };
-            let page = self.inner.list_studies(request).await.map_err(|s| status_error(&self.url, s))?.into_inner();
-            studies.extend(page.studies);
-            if page.next_page_token.is_empty() {
-                return Ok(studies);
+        let inner = self.inner.clone();
+        self.all_pages(|page_token| {
+            let mut c = inner.clone();
+            async move {
+                let page = c.list_studies(pb::ListStudiesRequest { page_size: 0, page_token }).await?.into_inner();
+                Ok((page.studies, page.next_page_token))
             }
-            page_token = page.next_page_token;
-        }
+        })
+        .await
     }
 
     pub async fn get_study(&mut self, name: &str) -> Result<pb::Study> {
@@ -102,32 +100,46 @@ impl Client {
 
     /// Every trial of a study in number order, page by page.
     pub async fn list_trials(&mut self, study: &str) -> Result<Vec<pb::Trial>> {
-        let mut trials = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let request = pb::ListTrialsRequest { study: study.into(), page_size: 0, page_token };
-            let page = self.inner.list_trials(request).await.map_err(|s| status_error(&self.url, s))?.into_inner();
-            trials.extend(page.trials);
-            if page.next_page_token.is_empty() {
-                return Ok(trials);
+        let inner = self.inner.clone();
+        self.all_pages(|page_token| {
+            let (mut c, study) = (inner.clone(), study.to_string());
+            async move {
+                let page = c.list_trials(pb::ListTrialsRequest { study, page_size: 0, page_token }).await?.into_inner();
+                Ok((page.trials, page.next_page_token))
             }
-            page_token = page.next_page_token;
-        }
+        })
+        .await
     }
 
     /// Every configuration of a study, best mean first, page by page.
     pub async fn list_configurations(&mut self, study: &str) -> Result<Vec<pb::Configuration>> {
-        let mut configurations = Vec::new();
+        let inner = self.inner.clone();
+        self.all_pages(|page_token| {
+            let (mut c, study) = (inner.clone(), study.to_string());
+            async move {
+                let request = pb::ListConfigurationsRequest { study, page_size: 0, page_token };
+                let page = c.list_configurations(request).await?.into_inner();
+                Ok((page.configurations, page.next_page_token))
+            }
+        })
+        .await
+    }
+
+    /// Follows `next_page_token` from the first page to the last, collecting the items.
+    async fn all_pages<T, F, Fut>(&self, mut fetch: F) -> Result<Vec<T>>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<(Vec<T>, String), Status>>,
+    {
+        let mut items = Vec::new();
         let mut page_token = String::new();
         loop {
-            let request = pb::ListConfigurationsRequest { study: study.into(), page_size: 0, page_token };
-            let page =
-                self.inner.list_configurations(request).await.map_err(|s| status_error(&self.url, s))?.into_inner();
-            configurations.extend(page.configurations);
-            if page.next_page_token.is_empty() {
-                return Ok(configurations);
+            let (page, next) = fetch(page_token).await.map_err(|s| status_error(&self.url, s))?;
+            items.extend(page);
+            if next.is_empty() {
+                return Ok(items);
             }
-            page_token = page.next_page_token;
+            page_token = next;
         }
     }
 

@@ -129,8 +129,7 @@ impl Coordinator for CoordinatorService {
         let from = u32::try_from(page.start).unwrap_or(u32::MAX);
         let (trials, total) = self.shared.lock().trials_page(require_name("study", &r.study)?, from, page.size)?;
         let (trials, kept) = paging::fit(trials.iter().map(trial_to_proto).collect());
-        let next = from as u64 + kept as u64;
-        let next = (next < total as u64).then_some(next);
+        let next = paging::next_offset(from as u64, kept, total as u64);
         Ok(Response::new(pb::ListTrialsResponse { trials, next_page_token: paging::next_token(next) }))
     }
 
@@ -146,8 +145,7 @@ impl Coordinator for CoordinatorService {
         let end = start.saturating_add(page.size).min(configurations.len());
         let (configurations, kept) =
             paging::fit(configurations[start..end].iter().map(configuration_to_proto).collect());
-        let next = start as u64 + kept as u64;
-        let next = (next < total).then_some(next);
+        let next = paging::next_offset(start as u64, kept, total);
         Ok(Response::new(pb::ListConfigurationsResponse { configurations, next_page_token: paging::next_token(next) }))
     }
 

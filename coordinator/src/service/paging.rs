@@ -46,6 +46,13 @@ pub fn next_token(next: Option<u64>) -> String {
     next.map(|n| n.to_string()).unwrap_or_default()
 }
 
+/// Where the next page of an offset-addressed listing starts, when the page that began at
+/// `start` kept `kept` of `total` items (None when it was the last).
+pub fn next_offset(start: u64, kept: usize, total: u64) -> Option<u64> {
+    let next = start + kept as u64;
+    (next < total).then_some(next)
+}
+
 /// Keeps the leading items whose encoded size fits in [`MAX_PAGE_BYTES`] (at least one), and
 /// says how many were kept.
 pub fn fit<T: prost::Message>(mut items: Vec<T>) -> (Vec<T>, usize) {
@@ -73,6 +80,7 @@ mod tests {
         assert_eq!(page_request(5, "x").unwrap_err().code(), tonic::Code::InvalidArgument);
         assert_eq!(next_token(None), "");
         assert_eq!(next_token(Some(7)), "7");
+        assert_eq!((next_offset(0, 500, 1200), next_offset(1000, 200, 1200)), (Some(500), None));
     }
 
     #[test]

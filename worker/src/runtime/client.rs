@@ -37,14 +37,19 @@ pub enum ClientError {
 /// retries, so a worker may start before its coordinator.
 pub async fn connect(url: &str, token: Option<&str>, tls: &connect::ClientTls) -> Result<Client, ClientError> {
     let endpoint = connect::endpoint(url, tls)?;
-    if let Err(e) = endpoint.connect().await {
-        let explained = connect::explain_failure(url, &connect::innermost(&e));
-        if !explained.starts_with("cannot reach") {
-            return Err(ClientError::Refused(explained));
-        }
-    }
     let auth = BearerToken::new(token)?;
-    Ok(CoordinatorClient::with_interceptor(endpoint.connect_lazy(), auth))
+    // A connected channel reconnects by itself after a coordinator restart, like a lazy one.
+    let channel = match endpoint.connect().await {
+        Ok(channel) => channel,
+        Err(e) => {
+            let explained = connect::explain_failure(url, &connect::innermost(&e));
+            if !explained.starts_with("cannot reach") {
+                return Err(ClientError::Refused(explained));
+            }
+            endpoint.connect_lazy()
+        }
+    };
+    Ok(CoordinatorClient::with_interceptor(channel, auth))
 }
 
 /// Errors worth retrying: the coordinator is unreachable, restarting or overloaded.
