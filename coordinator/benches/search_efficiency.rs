@@ -226,6 +226,7 @@ fn main() {
             lease_ttl: Duration::from_secs(60),
             long_poll: Duration::from_secs(1),
             tls: None,
+            ..ServerConfig::default()
         };
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move { server::run_with_ready(listener, config, std::future::pending(), ready_tx).await.unwrap() });

@@ -9,6 +9,7 @@
 //! - [`stopping`]: early-stopping decisions behind [`stopping::EarlyStopper`].
 //! - [`ops`]: what the registry asks the store to persist and what the store loads back.
 //! - [`registry`]: the trial lifecycle state machine (leases, fencing, requeue, study end).
+//! - [`blobs`]: uploaded inputs and kept models on disk, and their garbage collection.
 //! - [`store`]: SQLite via sqlx — migrations, start-up load, group-commit writer.
 //! - [`service`]: the gRPC methods; [`service::convert`] is the only proto ↔ domain mapping.
 //! - [`server`]: wires store, registry, reaper, auth, health and reflection into a server.
@@ -16,6 +17,7 @@
 //! - [`fixtures`]: large databases built in-process, for scale tests and benchmarks.
 //! - [`cli`]: the `bertsweep` command line (client verbs and output formats).
 
+pub mod blobs;
 pub mod cli;
 pub mod error;
 pub mod fixtures;

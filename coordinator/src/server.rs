@@ -31,6 +31,10 @@ pub struct ServerConfig {
     pub long_poll: Duration,
     /// TLS on the gRPC port (None = plaintext).
     pub tls: Option<ServerTls>,
+    /// Where uploaded inputs and kept models live (None: `<db file>.data` beside the database).
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Largest blob (one file) an upload may carry.
+    pub max_blob_bytes: u64,
 }
 
 /// The server's TLS material, as PEM bytes.
@@ -52,6 +56,8 @@ impl Default for ServerConfig {
             lease_ttl: Duration::from_secs(30),
             long_poll: Duration::from_secs(30),
             tls: None,
+            data_dir: None,
+            max_blob_bytes: crate::blobs::DEFAULT_MAX_BLOB_BYTES,
         }
     }
 }
@@ -142,6 +148,10 @@ pub async fn run_with_ready(
             ServerError::Config(format!("invalid TLS certificate or key: {}", bertsweep_proto::connect::innermost(&e)))
         })?;
     }
+    let data_dir = config.data_dir.clone().unwrap_or_else(|| crate::blobs::default_data_dir(&config.db_url));
+    let blobs = crate::blobs::BlobStore::open(&data_dir, config.max_blob_bytes).map_err(|e| {
+        ServerError::Config(format!("cannot use the data directory {}: {e}; pass --data-dir", data_dir.display()))
+    })?;
     let store = Store::open(&config.db_url).await?;
     let snapshot = store.load().await?;
     let registry = Registry::restore(snapshot, LeaseConfig { ttl_ms }, now_ms())?;
@@ -155,7 +165,17 @@ pub async fn run_with_ready(
         work,
         default_wait: config.long_poll,
         heartbeat_interval: config.lease_ttl / 3,
+        blobs,
     });
+    {
+        // Blobs no study or trial refers to (uploads whose study was never created, models
+        // of trials that never completed) go once they are old enough to be abandoned.
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let roots = shared.lock().blob_roots();
+            shared.blobs.collect(roots, crate::blobs::ORPHAN_GRACE).await;
+        });
+    }
     let reaper = tokio::spawn(reap_forever(shared.clone()));
 
     let auth = BearerAuth { expected: config.token.as_deref().map(Arc::from) };

@@ -108,6 +108,10 @@ pub struct Budget {
     pub max_failed_trials: u32,
     /// Leases a trial may lose (expired or retryable failures) before it counts as FAILED.
     pub max_attempts: u32,
+    /// Models kept on the coordinator: those of the best K completed trials by objective
+    /// (0 keeps none). Workers upload only while a trial is among them; a trial pushed out
+    /// loses its artifact and its blobs are deleted.
+    pub keep_artifacts: u32,
 }
 
 /// Where and how workers train; paths are resolved on the workers.
@@ -329,6 +333,7 @@ struct RawBudget {
     parallel_trials: Option<i64>,
     max_failed_trials: Option<i64>,
     max_attempts: Option<i64>,
+    keep_artifacts: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -466,7 +471,7 @@ fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpec, SpecErro
         repeats,
         startup_trials: 0,
         early_stopping,
-        budget: Budget { max_trials: 0, parallel_trials: 0, max_failed_trials: 0, max_attempts: 0 },
+        budget: Budget { max_trials: 0, parallel_trials: 0, max_failed_trials: 0, max_attempts: 0, keep_artifacts: 0 },
         task,
         parameters,
     };
@@ -543,7 +548,12 @@ fn validate_budget(
     let parallel_trials = positive("budget.parallel_trials", raw.parallel_trials, Some(1))?;
     let max_attempts = positive("budget.max_attempts", raw.max_attempts, Some(3))?;
     let max_failed_trials = positive("budget.max_failed_trials", raw.max_failed_trials, Some(max_trials))?;
-    Ok(Budget { max_trials, parallel_trials, max_failed_trials, max_attempts })
+    let keep_artifacts = match raw.keep_artifacts {
+        None => DEFAULT_KEEP_ARTIFACTS,
+        Some(n) if (0..=1000).contains(&n) => n as u32,
+        Some(n) => return Err(invalid(format!("budget.keep_artifacts must be between 0 and 1000 (got {n})"))),
+    };
+    Ok(Budget { max_trials, parallel_trials, max_failed_trials, max_attempts, keep_artifacts })
 }
 
 fn validate_early_stopping(raw: Option<RawEarlyStopping>) -> Result<EarlyStopping, SpecError> {
@@ -616,6 +626,9 @@ fn check_early_stopping_has_epochs(spec: &StudySpec) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Models kept on the coordinator when the study does not set budget.keep_artifacts.
+pub const DEFAULT_KEEP_ARTIFACTS: u32 = 3;
+
 /// Epochs a trial trains when the study does not set num_train_epochs (the worker's default).
 pub const DEFAULT_EPOCHS: u32 = 3;
 
@@ -627,6 +640,15 @@ fn validate_task(raw: RawTask) -> Result<Task, SpecError> {
     ] {
         if value.trim().is_empty() {
             return Err(invalid(format!("{field} is empty; give a path the workers can read")));
+        }
+        match bertsweep_transfer::InputRef::parse(value) {
+            Err(e) => return Err(invalid(format!("{field}: {e}"))),
+            Ok(bertsweep_transfer::InputRef::Hub { .. }) if field != "task.model" => {
+                return Err(invalid(format!(
+                    "{field}: hf: names a Hub model, not a data file; upload the file (a path) or name it worker:/path"
+                )))
+            }
+            Ok(_) => {}
         }
     }
     let max_seq_length = match raw.max_seq_length {

@@ -138,6 +138,16 @@ async fn bad_input_is_one_line_and_changes_nothing() {
         (good.replace("grid_points = 2", "grid_points = 60000"), "more than the limit of 100000"),
         (good.replace("name = \"good\"", "name = \"bad name!\""), "use 1-64 characters"),
         ("name = [".into(), "line 1"),
+        // Inputs: a path missing on this machine, a file where a directory belongs, bad forms.
+        (good.replace("\"worker:/data/train.tsv\"", "\"/no/such/train.tsv\""), "does not exist on this machine"),
+        (good.replace("\"worker:/models/m\"", "\"/etc/hostname\""), "is not a directory"),
+        (good.replace("\"worker:/data/dev.tsv\"", "\"hf:org/model\""), "names a Hub model, not a data file"),
+        (good.replace("\"worker:/models/m\"", "\"hf:a/b/c\""), "is not a Hub model"),
+        (good.replace("\"worker:/models/m\"", "\"blob:sha256:abc\""), "is not a blob reference"),
+        (
+            good.replace("\"worker:/models/m\"", &format!("\"blob:sha256:{}\"", "0".repeat(64))),
+            "is not on this coordinator",
+        ),
     ];
     for (i, (text, needle)) in cases.iter().enumerate() {
         let file = write(dir, &format!("bad{i}.toml"), text);

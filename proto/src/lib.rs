@@ -10,6 +10,12 @@ pub mod v1 {
 
 pub mod connect;
 
+/// The client every caller uses: one HTTP/2 connection (clones share it) carrying the bearer
+/// token on each call.
+pub type Client = v1::coordinator_client::CoordinatorClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, auth::BearerToken>,
+>;
+
 /// Client-side authentication.
 pub mod auth {
     use tonic::metadata::{Ascii, MetadataValue};

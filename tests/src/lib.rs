@@ -46,6 +46,20 @@ pub struct Coordinator {
     pub url: String,
     /// Environment the CLI and workers started through this value get (CA, token file, …).
     pub client_env: Vec<(String, String)>,
+    /// Command prefix the coordinator and the CLI run under (e.g. `ip netns exec NS`).
+    pub prefix: Vec<String>,
+}
+
+/// `program`, run under `prefix` (its first word becomes the program when there is one).
+pub fn command_in(prefix: &[String], program: &Path) -> Command {
+    match prefix.split_first() {
+        None => Command::new(program),
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+    }
 }
 
 impl Coordinator {
@@ -61,9 +75,14 @@ impl Coordinator {
 
     /// [`Coordinator::start_on`] with extra `serve` flags (`--tls-cert …` makes the URL https).
     pub fn start_with(listen: &str, db: &Path, lease_ttl: &str, extra: &[&str]) -> Self {
+        Self::start_in(&[], listen, db, lease_ttl, extra)
+    }
+
+    /// [`Coordinator::start_with`] under a command prefix (another network namespace).
+    pub fn start_in(prefix: &[String], listen: &str, db: &Path, lease_ttl: &str, extra: &[&str]) -> Self {
         let log =
             std::fs::OpenOptions::new().create(true).append(true).open(db.with_extension("log")).expect("log file");
-        let mut child = Command::new(binary("bertsweep"))
+        let mut child = command_in(prefix, &binary("bertsweep"))
             .args(["serve", "--listen", listen, "--lease-ttl", lease_ttl])
             .args(extra)
             .arg("--db")
@@ -76,12 +95,21 @@ impl Coordinator {
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("banner");
         let addr = line.split_whitespace().nth(4).unwrap_or_else(|| panic!("unexpected banner {line:?}")).to_string();
         let scheme = if extra.contains(&"--tls-cert") { "https" } else { "http" };
-        Coordinator { child, url: format!("{scheme}://{addr}"), client_env: Vec::new() }
+        Coordinator { child, url: format!("{scheme}://{addr}"), client_env: Vec::new(), prefix: prefix.to_vec() }
     }
 
     /// Runs a CLI verb against this coordinator.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(binary("bertsweep"))
+        self.cli_in(None, args)
+    }
+
+    /// Runs a CLI verb from `dir` (None: the current directory).
+    pub fn cli_in(&self, dir: Option<&Path>, args: &[&str]) -> Output {
+        let mut command = command_in(&self.prefix, &binary("bertsweep"));
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
+        command
             .env("BERTSWEEP_COORDINATOR", &self.url)
             .env_remove("BERTSWEEP_TOKEN")
             .env("RUST_LOG", "off")
@@ -118,6 +146,8 @@ impl Coordinator {
             .args(extra)
             .arg("--artifacts")
             .arg(artifacts)
+            .arg("--cache-dir")
+            .arg(artifacts.with_file_name("worker-cache"))
             .current_dir(workspace_root())
             .stdout(std::fs::File::create(log).expect("log"))
             .stderr(std::fs::File::create(log.with_extension("err")).expect("log"))

@@ -30,7 +30,7 @@ fn exit_within(child: &mut Child, limit: Duration) -> Option<bool> {
 fn unrunnable_study(dir: &Path, name: &str) -> std::path::PathBuf {
     let file = dir.join(format!("{name}.toml"));
     let text = format!(
-        "name = \"{name}\"\n[objective]\nmetric = \"eval_accuracy\"\n[budget]\nmax_attempts = 1\n[task]\nmodel = \"{missing}\"\ntrain_file = \"t.tsv\"\nvalidation_file = \"d.tsv\"\n[parameters.learning_rate]\nvalue = 3e-5\n",
+        "name = \"{name}\"\n[objective]\nmetric = \"eval_accuracy\"\n[budget]\nmax_attempts = 1\n[task]\nmodel = \"worker:{missing}\"\ntrain_file = \"worker:/t.tsv\"\nvalidation_file = \"worker:/d.tsv\"\n[parameters.learning_rate]\nvalue = 3e-5\n",
         missing = dir.join("no-such-model").display()
     );
     std::fs::write(&file, text).unwrap();

@@ -67,7 +67,7 @@ fn a_worker_leases_trials_over_mutual_tls_and_a_wrong_ca_stops_it_at_once() {
     std::fs::write(
         &study,
         format!(
-            "name = \"tls\"\n[objective]\nmetric = \"eval_accuracy\"\n[budget]\nmax_attempts = 1\n[task]\nmodel = \"{}\"\ntrain_file = \"t.tsv\"\nvalidation_file = \"d.tsv\"\n[parameters.learning_rate]\nvalue = 3e-5\n",
+            "name = \"tls\"\n[objective]\nmetric = \"eval_accuracy\"\n[budget]\nmax_attempts = 1\n[task]\nmodel = \"worker:{}\"\ntrain_file = \"worker:/t.tsv\"\nvalidation_file = \"worker:/d.tsv\"\n[parameters.learning_rate]\nvalue = 3e-5\n",
             dir.path().join("no-model").display()
         ),
     )

@@ -13,6 +13,7 @@
 //! - [`train`]: one trial ([`train::run_trial`]), per-epoch evaluation, observer hooks.
 //! - [`export`]: the best epoch as a Hugging Face directory.
 //! - [`device`]: `--device` parsing and per-device settings.
+//! - [`hub`]: Hugging Face Hub repo id and revision to a model directory in the Hub's cache.
 //! - [`runtime`]: coordinator mode — register, acquire, train, heartbeat, report, complete.
 //! - [`testing`]: a tiny random BERT and task, for tests here and in other crates.
 //!
@@ -26,6 +27,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod export;
+pub mod hub;
 pub mod metrics;
 pub mod runtime;
 pub mod schedule;

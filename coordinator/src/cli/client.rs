@@ -42,6 +42,11 @@ pub fn status_error(url: &str, status: Status) -> anyhow::Error {
 }
 
 impl Client {
+    /// The underlying gRPC client (for blob transfers).
+    pub fn raw(&self) -> bertsweep_proto::Client {
+        self.inner.clone()
+    }
+
     /// The coordinator URL this client talks to.
     pub fn url(&self) -> &str {
         &self.url

@@ -2,6 +2,8 @@
 //! client of a running one.
 
 mod client;
+mod download;
+mod inputs;
 mod output;
 
 use std::net::SocketAddr;
@@ -77,6 +79,19 @@ pub enum Command {
     Trials(TrialsArgs),
     /// Show a study's best completed trial.
     Best(BestArgs),
+    /// Fetch a trial's exported model (the best one unless --trial) into DIR, verified.
+    Download(DownloadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// The study.
+    pub study: String,
+    /// Where to put the model (must not exist, or be empty).
+    pub dir: PathBuf,
+    /// This trial instead of the best one.
+    #[arg(long)]
+    pub trial: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -102,6 +117,14 @@ pub struct ServeArgs {
     /// PEM CA: require client certificates it signed (mutual TLS).
     #[arg(long, requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Directory for uploaded study inputs and kept models (default: `<db file>.data` beside
+    /// the database).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Largest file an upload may carry (e.g. 500MB, 4GiB); larger inputs must be named
+    /// worker:/path or hf:org/name.
+    #[arg(long, default_value = "4GiB", value_parser = parse_size)]
+    pub max_blob_size: u64,
     /// Listen on a non-loopback address without a token (anyone who reaches the port can then
     /// create, stop and read studies).
     #[arg(long)]
@@ -159,6 +182,25 @@ pub enum BestFormat {
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h` or plain seconds.
+/// Parses a size: bytes, or a number with kB/MB/GB (powers of 1000) or KiB/MiB/GiB (of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().map_err(|_| format!("{text:?} is not a size; write e.g. 500MB or 4GiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use B, kB, MB, GB, KiB, MiB or GiB")),
+    };
+    Ok((n * scale as f64) as u64)
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let (number, unit) = t.find(|c: char| c.is_ascii_alphabetic()).map(|i| t.split_at(i)).unwrap_or((t, "s"));
@@ -187,9 +229,18 @@ pub async fn run(cli: Cli) -> Result<()> {
                     let text =
                         std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
                     // Validate locally first so the message can name the file.
-                    if let Err(e) = crate::spec::parse_study(&text) {
-                        bail!("{}: {}", file.display(), crate::text::bounded(&e.to_string()));
+                    let spec = match crate::spec::parse_study(&text) {
+                        Ok(spec) => spec,
+                        Err(e) => bail!("{}: {}", file.display(), crate::text::bounded(&e.to_string())),
+                    };
+                    // A taken name is refused before anything is uploaded.
+                    if client.get_study(&spec.name).await.is_ok() {
+                        bail!("a study named {:?} already exists; choose another name", spec.name);
                     }
+                    let remote = bertsweep_transfer::remote::Remote::new(client.raw());
+                    let text = inputs::upload_inputs(&remote, &spec, &text)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{}: {e:#}", file.display()))?;
                     let study = client.create_study(text).await?;
                     println!("{}", output::created_line(&study));
                 }
@@ -225,6 +276,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             print!("{}", output::trials(&trials, &configurations, args.format)?);
             Ok(())
         }
+        Command::Download(args) => {
+            let mut client = cli.global.client().await?;
+            println!("{}", download::run(&mut client, &args.study, args.trial, &args.dir).await?);
+            Ok(())
+        }
         Command::Best(args) => {
             let mut client = cli.global.client().await?;
             let best = client.best_trial(&args.name).await?;
@@ -247,6 +303,9 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
             args.listen
         );
     }
+    if args.max_blob_size == 0 {
+        bail!("--max-blob-size must be more than 0; name inputs as worker:/path to upload nothing");
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(ServerTls {
             cert_pem: read_pem("--tls-cert", cert)?,
@@ -260,8 +319,15 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let config =
-        ServerConfig { db_url: args.db.clone(), token, lease_ttl: args.lease_ttl, long_poll: args.long_poll, tls };
+    let config = ServerConfig {
+        db_url: args.db.clone(),
+        token,
+        lease_ttl: args.lease_ttl,
+        long_poll: args.long_poll,
+        tls,
+        data_dir: args.data_dir.clone(),
+        max_blob_bytes: args.max_blob_size,
+    };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async {
         shutdown_signal().await;

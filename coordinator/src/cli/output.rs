@@ -348,7 +348,10 @@ pub fn studies(list: &[pb::Study], format: Format) -> Result<String> {
 /// One study in detail.
 pub fn study(s: &pb::Study, format: Format) -> Result<String> {
     if format == Format::Json {
-        return Ok(serde_json::to_string_pretty(&study_json(s))? + "\n");
+        // One study: with the study file as accepted (inputs as blob references).
+        let mut v = study_json(s);
+        v["spec_toml"] = json!(s.spec_toml);
+        return Ok(serde_json::to_string_pretty(&v)? + "\n");
     }
     let c = s.counts.unwrap_or_default();
     let mut rows = vec![

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use bertsweep_transfer::Digest;
 use tracing::info;
 
 use crate::error::{CoordinatorError, Result};
@@ -449,8 +450,34 @@ impl Registry {
         Ok(Outcome::new(decision, ops, wake))
     }
 
+    /// Whether `token` holds the lease of a RUNNING trial.
+    pub fn is_running(&self, trial_id: u64, token: u64) -> bool {
+        self.leased(trial_id, token)
+            .is_ok_and(|(si, n)| self.studies[si].trials[n as usize].state == TrialState::Running)
+    }
+
+    /// Whether the trial, completing with `value`, should upload its model (see
+    /// `budget.keep_artifacts`), and why.
+    pub fn offer_artifact(&self, trial_id: u64, token: u64, value: f64) -> Result<(bool, String)> {
+        let (si, number) = self.leased(trial_id, token)?;
+        let study = &self.studies[si];
+        let trial = &study.trials[number as usize];
+        if trial.state != TrialState::Running {
+            return Err(CoordinatorError::FailedPrecondition(format!(
+                "trial {number} of study {:?} is {} and can no longer offer a model",
+                study.record.name, trial.state
+            )));
+        }
+        if !value.is_finite() {
+            return Err(CoordinatorError::InvalidArgument(format!("value {value} is not finite")));
+        }
+        Ok(study.would_keep(value))
+    }
+
     /// Records a finished trial. Repeating the call with the same content is harmless; with
-    /// other metrics or another artifact it is refused.
+    /// other metrics or another artifact it is refused. Returns the coordinator-kept models
+    /// (`blob:` artifacts) this completion pushed out of the study's top K: their trials no
+    /// longer name them, and the caller deletes the blobs nothing else refers to.
     pub fn complete(
         &mut self,
         trial_id: u64,
@@ -458,7 +485,7 @@ impl Registry {
         metrics: Metrics,
         artifact: String,
         now: i64,
-    ) -> Result<Outcome<()>> {
+    ) -> Result<Outcome<Vec<Digest>>> {
         let (si, number) = self.leased(trial_id, token)?;
         let study = &mut self.studies[si];
         let objective = study.spec.objective.clone();
@@ -466,8 +493,11 @@ impl Registry {
         let trial = &study.trials[number as usize];
         match trial.state {
             TrialState::Running => {}
-            TrialState::Completed if trial.metrics == metrics && trial.artifact == artifact => {
-                return Ok(Outcome::new((), vec![], false))
+            // The same completion again (a retried call), even if its model was pushed out since.
+            TrialState::Completed
+                if trial.metrics == metrics && (trial.artifact == artifact || trial.artifact.is_empty()) =>
+            {
+                return Ok(Outcome::new(vec![], vec![], false))
             }
             TrialState::Completed => {
                 return Err(CoordinatorError::FailedPrecondition(format!(
@@ -490,8 +520,38 @@ impl Registry {
         let detail = format!("{} = {value}", objective.metric);
         study.transition(number, TrialState::Completed, now, &detail);
         let mut ops = vec![study.trial_op(number)];
+        let mut evicted = Vec::new();
+        if study.trials.iter().any(|t| blob_of(&t.artifact).is_some()) {
+            let kept = study.kept_artifact_trials();
+            let losing: Vec<u32> = study
+                .trials
+                .iter()
+                .filter(|t| t.state == TrialState::Completed && !kept.contains(&t.number))
+                .filter(|t| blob_of(&t.artifact).is_some())
+                .map(|t| t.number)
+                .collect();
+            for n in losing {
+                evicted.extend(blob_of(&study.trials[n as usize].artifact));
+                study.trial_mut(n).artifact.clear();
+                ops.push(study.trial_op(n));
+            }
+        }
         study.maybe_finish(now, &mut ops);
-        Ok(Outcome::new((), ops, true))
+        Ok(Outcome::new(evicted, ops, true))
+    }
+
+    /// Every blob a study or trial refers to (inputs and kept models): the roots of the blob
+    /// store's garbage collection.
+    pub fn blob_roots(&self) -> Vec<Digest> {
+        let mut roots = Vec::new();
+        for study in &self.studies {
+            let task = &study.spec.task;
+            for text in [&task.model, &task.train_file, &task.validation_file] {
+                roots.extend(blob_of(text));
+            }
+            roots.extend(study.trials.iter().filter_map(|t| blob_of(&t.artifact)));
+        }
+        roots
     }
 
     /// Records a failure: retryable ones are requeued while attempts remain, infeasible ones
@@ -596,6 +656,14 @@ fn new_trial(id: u64, study: &LiveStudy, number: u32, params: Params, now: i64) 
 }
 
 /// Metrics must be well-formed (see [`validate_metrics`]) and include the objective.
+/// The manifest digest of a `blob:sha256:…` reference.
+pub fn blob_of(text: &str) -> Option<Digest> {
+    match bertsweep_transfer::InputRef::parse(text) {
+        Ok(bertsweep_transfer::InputRef::Blob(d)) => Some(d),
+        _ => None,
+    }
+}
+
 fn check_metrics(metrics: &Metrics, objective: &str) -> Result<()> {
     validate_metrics(metrics).map_err(CoordinatorError::InvalidArgument)?;
     if !metrics.contains_key(objective) {

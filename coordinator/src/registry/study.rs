@@ -247,6 +247,56 @@ impl LiveStudy {
         )
     }
 
+    /// Trials whose models the coordinator keeps: the best `budget.keep_artifacts` COMPLETED
+    /// trials by objective (ties to the lower number), plus the study's best trial (with seed
+    /// repeats it need not be among them).
+    pub(super) fn kept_artifact_trials(&self) -> std::collections::HashSet<u32> {
+        let objective = &self.spec.objective;
+        let mut done: Vec<&Trial> =
+            self.trials.iter().filter(|t| t.state == TrialState::Completed && t.value.is_some()).collect();
+        done.sort_by(|a, b| {
+            let (x, y) = (a.value.unwrap_or_default(), b.value.unwrap_or_default());
+            let order = if objective.better(x, y) {
+                std::cmp::Ordering::Less
+            } else if objective.better(y, x) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            };
+            order.then(a.number.cmp(&b.number))
+        });
+        let mut kept: std::collections::HashSet<u32> =
+            done.iter().take(self.spec.budget.keep_artifacts as usize).map(|t| t.number).collect();
+        if self.spec.budget.keep_artifacts > 0 {
+            kept.extend(self.best().map(|t| t.number));
+        }
+        kept
+    }
+
+    /// Whether a trial completing with `value` now would have its model kept.
+    pub(super) fn would_keep(&self, value: f64) -> (bool, String) {
+        let keep = self.spec.budget.keep_artifacts;
+        if keep == 0 {
+            return (false, "the study keeps no models (budget.keep_artifacts = 0)".into());
+        }
+        if self.spec.repeats > 1 {
+            // The best trial is picked by its configuration's mean, which the value alone does
+            // not decide: upload, and let completion keep or drop it.
+            return (true, "seed repeats: kept if among the best or of the best configuration".into());
+        }
+        let objective = &self.spec.objective;
+        let better = self
+            .trials
+            .iter()
+            .filter(|t| t.state == TrialState::Completed && t.value.is_some_and(|v| !objective.better(value, v)))
+            .count();
+        if better < keep as usize {
+            (true, format!("would rank {} of the {keep} kept", better + 1))
+        } else {
+            (false, format!("{better} completed trials are at least as good; the study keeps {keep}"))
+        }
+    }
+
     /// Requeues a trial that lost its lease, or fails it when attempts are used up.
     pub(super) fn requeue_or_fail(&mut self, number: u32, error: String, now: i64, ops: &mut Vec<WriteOp>) {
         let attempts_left = self.trials[number as usize].attempt < self.spec.budget.max_attempts;

@@ -4,6 +4,7 @@
 pub mod convert;
 mod memory;
 pub mod paging;
+mod transfer;
 mod watch;
 pub mod wire_errors;
 
@@ -16,7 +17,7 @@ use bertsweep_proto::v1::coordinator_server::Coordinator;
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Result as CoordResult;
 use crate::model::now_ms;
@@ -43,6 +44,8 @@ pub struct Shared {
     pub default_wait: Duration,
     /// How often workers should heartbeat (a third of the lease TTL).
     pub heartbeat_interval: Duration,
+    /// Uploaded inputs and kept models.
+    pub blobs: crate::blobs::BlobStore,
 }
 
 impl Shared {
@@ -88,6 +91,7 @@ impl Coordinator for CoordinatorService {
             return Err(Status::invalid_argument("study file is larger than 1 MiB"));
         }
         let spec = parse_study(&text).map_err(crate::error::CoordinatorError::from)?;
+        transfer::check_inputs(&self.shared, &spec)?;
         let summary = self.shared.apply(|r, now| r.create_study(spec, text, now)).await?;
         Ok(Response::new(study_to_proto(&summary)))
     }
@@ -293,8 +297,43 @@ impl Coordinator for CoordinatorService {
         if r.artifact.len() > 4096 {
             return Err(Status::invalid_argument("artifact path is longer than 4096 bytes"));
         }
-        self.shared.apply(|reg, now| reg.complete(id, token, metrics, r.artifact, now)).await?;
+        transfer::check_artifact(&self.shared, id, token, &r.artifact)?;
+        let evicted = self.shared.apply(|reg, now| reg.complete(id, token, metrics, r.artifact, now)).await?;
+        transfer::collect_evicted(&self.shared, evicted);
         Ok(Response::new(pb::CompleteTrialResponse {}))
+    }
+
+    async fn offer_artifact(
+        &self,
+        request: Request<pb::OfferArtifactRequest>,
+    ) -> Result<Response<pb::OfferArtifactResponse>, Status> {
+        let r = request.into_inner();
+        let (id, token) = (require_nonzero("trial_id", r.trial_id)?, require_nonzero("lease_token", r.lease_token)?);
+        let (wanted, reason) = self.shared.lock().offer_artifact(id, token, r.value)?;
+        Ok(Response::new(pb::OfferArtifactResponse { wanted, reason }))
+    }
+
+    async fn find_missing_blobs(
+        &self,
+        request: Request<pb::FindMissingBlobsRequest>,
+    ) -> Result<Response<pb::FindMissingBlobsResponse>, Status> {
+        Ok(Response::new(transfer::find_missing(&self.shared, request.into_inner())?))
+    }
+
+    async fn upload_blob(
+        &self,
+        request: Request<Streaming<pb::UploadBlobRequest>>,
+    ) -> Result<Response<pb::UploadBlobResponse>, Status> {
+        Ok(Response::new(transfer::upload(&self.shared, request.into_inner()).await?))
+    }
+
+    type DownloadBlobStream = transfer::ChunkStream;
+
+    async fn download_blob(
+        &self,
+        request: Request<pb::DownloadBlobRequest>,
+    ) -> Result<Response<Self::DownloadBlobStream>, Status> {
+        Ok(Response::new(transfer::download(&self.shared, request.into_inner()).await?))
     }
 
     async fn fail_trial(

@@ -46,6 +46,7 @@ impl TestServer {
             lease_ttl,
             long_poll: Duration::from_secs(5),
             tls: None,
+            ..ServerConfig::default()
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -102,9 +103,9 @@ sampler = "grid"
 [budget]
 {budget}
 [task]
-model = "/models/m"
-train_file = "train.tsv"
-validation_file = "dev.tsv"
+model = "worker:/models/m"
+train_file = "worker:/data/train.tsv"
+validation_file = "worker:/data/dev.tsv"
 {parameters}
 "#
     )

@@ -39,9 +39,16 @@ pub struct ServeArgs {
     /// Exit after this many trials.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_trials: Option<u64>,
-    /// Exported models go to DIR/<study>/<trial number>/.
-    #[arg(long, default_value = "artifacts")]
-    artifacts: PathBuf,
+    /// Where exported models go. By default they are uploaded to the coordinator while the
+    /// trial is among its study's best `budget.keep_artifacts`; a directory keeps every trial's
+    /// model at DIR/<study>/<trial number>/ on this machine; s3://, gs:// or az:// URLs write
+    /// the kept ones to object storage (credentials from the standard variables).
+    #[arg(long, env = "BERTSWEEP_ARTIFACTS")]
+    artifacts: Option<String>,
+    /// Cache of downloaded study inputs and models waiting to be uploaded (default:
+    /// $XDG_CACHE_HOME/bertsweep or ~/.cache/bertsweep).
+    #[arg(long, env = "BERTSWEEP_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
     /// Do not export models (metrics only; e.g. for recording learning curves).
     #[arg(long)]
     no_export: bool,
@@ -57,10 +64,17 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let devices = parse_devices(&args.device)?;
     set_cpu_threads(args.threads.map(|t| t as usize));
-    if !args.no_export {
-        std::fs::create_dir_all(&args.artifacts)
-            .with_context(|| format!("cannot create --artifacts {}", args.artifacts.display()))?;
+    let artifacts = match (&args.artifacts, args.no_export) {
+        (_, true) => runtime::ArtifactSink::None,
+        (None, false) => runtime::ArtifactSink::Coordinator,
+        (Some(text), false) => runtime::ArtifactSink::parse(text),
+    };
+    if let runtime::ArtifactSink::Local(dir) = &artifacts {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create --artifacts {}", dir.display()))?;
     }
+    let cache_dir = args.cache_dir.unwrap_or_else(runtime::inputs::default_cache_dir);
+    std::fs::create_dir_all(&cache_dir)
+        .with_context(|| format!("cannot create --cache-dir {}", cache_dir.display()))?;
     let token = bertsweep_proto::connect::resolve_token(args.token, args.token_file.as_deref())?;
     let tls = bertsweep_proto::connect::ClientTls {
         ca_cert: args.ca_cert,
@@ -74,7 +88,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         devices,
         study: args.study,
         max_trials: args.max_trials.map(|n| n as usize),
-        artifacts: (!args.no_export).then_some(args.artifacts),
+        artifacts,
+        cache_dir,
         group_by_length: args.group_by_length,
         progress: std::io::stderr().is_terminal(),
     };

@@ -239,6 +239,31 @@ impl Coordinator {
         }
     }
 
+    /// Whether the coordinator wants this trial's model (it would be among the study's kept
+    /// top K with `value`), and why. An unreachable coordinator is retried for the lease TTL;
+    /// a refusal is Err.
+    pub async fn offer_artifact(&self, lease: &Lease, value: f64) -> Result<(bool, String), String> {
+        let request = pb::OfferArtifactRequest { trial_id: lease.trial_id, lease_token: lease.token, value };
+        let call = || {
+            let mut c = self.client.clone();
+            async move { c.offer_artifact(request).await }
+        };
+        with_retry("offer artifact", Some(FINAL_REPORT_PATIENCE), call)
+            .await
+            .map(|r| {
+                let r = r.into_inner();
+                (r.wanted, r.reason)
+            })
+            .map_err(|s| s.message().to_string())
+    }
+
+    /// Blob uploads and downloads over the same connection (their own retries and resume).
+    pub fn remote(&self) -> bertsweep_transfer::remote::Remote {
+        let mut remote = bertsweep_transfer::remote::Remote::new(self.client.clone());
+        remote.patience = FINAL_REPORT_PATIENCE;
+        remote
+    }
+
     /// Completes the trial with its final metrics and exported model path, retrying an
     /// unreachable coordinator for up to ten minutes. Err is the coordinator's refusal.
     pub async fn complete(

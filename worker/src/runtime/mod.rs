@@ -12,6 +12,7 @@
 mod client;
 mod convert;
 pub mod coordinator;
+pub mod inputs;
 mod observer;
 pub mod paths;
 
@@ -42,12 +43,39 @@ pub struct WorkerOptions {
     pub study: Option<String>,
     /// Stop after this many trials (all devices together).
     pub max_trials: Option<usize>,
-    /// Models are exported to `<artifacts>/<study>/<trial number>/`; None exports nothing.
-    pub artifacts: Option<PathBuf>,
+    /// Where exported models go.
+    pub artifacts: ArtifactSink,
+    /// The input cache (downloaded study inputs, models waiting to be uploaded).
+    pub cache_dir: PathBuf,
     /// Batch similar lengths together (less padding, faster).
     pub group_by_length: bool,
     /// Draw progress bars (on a terminal) instead of log lines.
     pub progress: bool,
+}
+
+/// Where a trial's exported model goes (`--artifacts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactSink {
+    /// Uploaded to the coordinator while the trial is among its study's kept top K (default).
+    Coordinator,
+    /// `<dir>/<study>/<trial number>/` on this machine, every trial (`--artifacts DIR`).
+    Local(PathBuf),
+    /// `<url>/<study>/<trial number>/` in object storage, while among the kept top K
+    /// (`--artifacts s3://…|gs://…|az://…`).
+    Object(String),
+    /// Nothing is exported (`--no-export`).
+    None,
+}
+
+impl ArtifactSink {
+    /// Parses `--artifacts`: a URL of object storage, or a local directory.
+    pub fn parse(text: &str) -> Self {
+        if bertsweep_transfer::object::is_object_url(text) {
+            ArtifactSink::Object(text.trim_end_matches('/').to_string())
+        } else {
+            ArtifactSink::Local(PathBuf::from(text))
+        }
+    }
 }
 
 /// Why the worker stopped with an error.
@@ -87,6 +115,7 @@ pub fn device_name(d: Device) -> String {
 
 struct Context {
     coordinator: Coordinator,
+    inputs: inputs::Inputs,
     options: WorkerOptions,
     taken: AtomicUsize,
     done: AtomicUsize,
@@ -104,8 +133,12 @@ pub async fn run(options: WorkerOptions, shutdown: watch::Receiver<bool>) -> Res
             _ = shutdown.wait_for(|s| *s) => return Ok(Summary::default()),
         }
     };
+    let inputs = inputs::Inputs::open(&options.cache_dir, crate::hub::HubEnv::from_env()).map_err(|e| {
+        RuntimeError::Rpc { what: "opening --cache-dir", message: format!("{}: {e}", options.cache_dir.display()) }
+    })?;
     let ctx = Arc::new(Context {
         coordinator,
+        inputs,
         taken: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
         shutdown,
@@ -183,14 +216,29 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
         Ok(cfg) => cfg,
         Err(e) => return fail(ctx, &a, Failure::Infeasible, e.to_string()).await,
     };
-    let export_dir =
-        match ctx.options.artifacts.as_ref().map(|dir| paths::join_inside(dir, &[&a.study, &a.number.to_string()])) {
-            None => None,
-            Some(Ok(dir)) => Some(dir),
-            Some(Err(e)) => return fail(ctx, &a, Failure::Infeasible, e.to_string()).await,
-        };
     let lease = Arc::new(LeaseState::default());
-    let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), a.clone(), lease.clone()));
+    // Heartbeats run from before the inputs download until the trial is reported.
+    let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat_loop(ctx.clone(), a.clone(), lease.clone())));
+    let cfg = match resolve_inputs(ctx, cfg).await {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            let kind = if e.is_retryable() { Failure::Retryable } else { Failure::Infeasible };
+            return fail(ctx, &a, kind, e.to_string()).await;
+        }
+    };
+    let export_dir = match &ctx.options.artifacts {
+        ArtifactSink::None => None,
+        ArtifactSink::Local(dir) => match paths::join_inside(dir, &[&a.study, &a.number.to_string()]) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                return fail(ctx, &a, Failure::Infeasible, e.to_string()).await;
+            }
+        },
+        ArtifactSink::Coordinator | ArtifactSink::Object(_) => {
+            Some(ctx.inputs.staging_dir(&format!("{}-{}-{}", a.study, a.number, a.lease.token)))
+        }
+    };
+    let staged = export_dir.clone().filter(|_| !matches!(ctx.options.artifacts, ArtifactSink::Local(_)));
 
     let observer =
         RemoteObserver::new(tokio::runtime::Handle::current(), ctx.clone(), &a, lease.clone(), cfg.num_train_epochs);
@@ -201,7 +249,6 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
         result
     })
     .await;
-    heartbeat.abort();
 
     // A trial that trained to the end is reported even if a shutdown arrived meanwhile.
     let finished = matches!(&trained, Ok(Ok(o)) if !o.aborted && !o.stopped_early && o.epochs_run > 0);
@@ -226,8 +273,24 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
             fail(ctx, &a, Failure::Retryable, "no epoch completed".into()).await;
         }
         (Ok(Ok(outcome)), None) => {
-            let artifact = outcome.artifact.map(|p| std::path::absolute(&p).unwrap_or(p).display().to_string());
-            match ctx.coordinator.complete(&a.lease, &outcome.best_metrics, artifact).await {
+            let value = outcome.best_metrics.get(&a.objective).copied().unwrap_or(f64::NAN);
+            let artifact = match publish(ctx, &a, outcome.artifact.clone(), value).await {
+                Ok(artifact) => artifact,
+                Err(why) => {
+                    remove_staging(staged);
+                    return fail(ctx, &a, Failure::Retryable, why).await;
+                }
+            };
+            let mut completed = ctx.coordinator.complete(&a.lease, &outcome.best_metrics, artifact.clone()).await;
+            // A blob shared with a model another completion just pushed out can vanish between
+            // upload and completion: send what is missing once more.
+            if matches!(&completed, Err(why) if why.contains("missing on this coordinator")) {
+                if let Ok(again) = publish(ctx, &a, outcome.artifact.clone(), value).await {
+                    completed = ctx.coordinator.complete(&a.lease, &outcome.best_metrics, again).await;
+                }
+            }
+            remove_staging(staged);
+            match completed {
                 Ok(()) => info!(
                     trial = %label,
                     "completed: best epoch {} {} = {:.4}",
@@ -239,6 +302,85 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
             }
         }
     }
+}
+
+/// Makes the study's inputs local: downloads `blob:` inputs into the cache, resolves `hf:`
+/// models; paths stay as they are.
+async fn resolve_inputs(
+    ctx: &Context,
+    mut cfg: crate::train::TrialConfig,
+) -> Result<crate::train::TrialConfig, inputs::InputError> {
+    let remote = ctx.coordinator.remote();
+    let text = |p: &PathBuf| p.to_string_lossy().into_owned();
+    cfg.model_dir = ctx.inputs.resolve(&remote, "task.model", &text(&cfg.model_dir)).await?;
+    cfg.train_file = ctx.inputs.resolve(&remote, "task.train_file", &text(&cfg.train_file)).await?;
+    cfg.validation_file = ctx.inputs.resolve(&remote, "task.validation_file", &text(&cfg.validation_file)).await?;
+    Ok(cfg)
+}
+
+/// Puts the exported model where `--artifacts` says and returns what to complete with: a
+/// local path, or (while the coordinator wants it) a `blob:` reference or an object URL.
+/// Err is why publishing failed (the trial is retried).
+async fn publish(
+    ctx: &Context,
+    a: &Assignment,
+    exported: Option<PathBuf>,
+    value: f64,
+) -> Result<Option<String>, String> {
+    let Some(dir) = exported else { return Ok(None) };
+    let sink = &ctx.options.artifacts;
+    if let ArtifactSink::Local(_) = sink {
+        return Ok(Some(std::path::absolute(&dir).unwrap_or(dir).display().to_string()));
+    }
+    let (wanted, why) = ctx.coordinator.offer_artifact(&a.lease, value).await?;
+    if !wanted {
+        info!(trial = %a.label(), "model not kept: {why}");
+        return Ok(None);
+    }
+    let source = format!("{}:trial {}", hostname(), a.label());
+    let started = std::time::Instant::now();
+    let artifact = match sink {
+        ArtifactSink::Object(base) => {
+            let url = format!("{base}/{}/{}", a.study, a.number);
+            bertsweep_transfer::object::upload_dir(&dir, &url, source)
+                .await
+                .map_err(|e| format!("uploading the model to {url}: {e}"))?;
+            url
+        }
+        _ => {
+            let up = ctx
+                .coordinator
+                .remote()
+                .upload_path(&dir, source)
+                .await
+                .map_err(|e| format!("uploading the model to the coordinator: {e}"))?;
+            format!("blob:sha256:{}", up.digest)
+        }
+    };
+    info!(trial = %a.label(), "model kept ({why}): {artifact} in {:.1?}", started.elapsed());
+    Ok(Some(artifact))
+}
+
+/// Aborts a task when dropped (whichever way the function returns).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn remove_staging(dir: Option<PathBuf>) {
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// This machine's name, for manifests.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "worker".into())
 }
 
 async fn fail(ctx: &Context, a: &Assignment, failure: Failure, message: String) {

@@ -1,0 +1,216 @@
+//! Where a trial's inputs come from, on this worker:
+//!
+//! - `blob:sha256:…` — downloaded once from the coordinator into the cache (`--cache-dir`):
+//!
+//!   ```text
+//!   <cache>/blobs/sha256/<2 hex>/<64 hex>   verified blobs (see bertsweep_transfer::blob_dir)
+//!   <cache>/trees/<manifest hex>/…          the file or directory laid out (hard links to blobs)
+//!   <cache>/staging/…                        models exported here before they are uploaded
+//!   ```
+//!
+//!   Device slots share the cache (one download per blob, behind a per-blob lock); every entry
+//!   is re-hashed the first time this process uses it, and a corrupted one is downloaded again.
+//! - `worker:/path` and plain paths — opened here as they are.
+//! - `hf:org/name[@rev]` — resolved through the Hugging Face cache ([`crate::hub`]).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bertsweep_transfer::blob_dir::BlobDir;
+use bertsweep_transfer::remote::{materialize, Remote, RemoteError};
+use bertsweep_transfer::{Digest, InputRef, Manifest, ManifestKind};
+use tracing::{info, warn};
+
+use crate::hub::{HubEnv, HubError};
+
+/// Why an input could not be made available.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// Downloading from the coordinator failed.
+    #[error("{field} = {reference}: {source}")]
+    Transfer {
+        /// Which task field.
+        field: &'static str,
+        /// Its reference.
+        reference: String,
+        /// Why.
+        source: RemoteError,
+    },
+    /// A Hub model could not be resolved.
+    #[error("{field}: {source}")]
+    Hub {
+        /// Which task field.
+        field: &'static str,
+        /// Why.
+        source: HubError,
+    },
+    /// The reference is malformed or of the wrong kind.
+    #[error("{field} = {reference}: {message}")]
+    Invalid {
+        /// Which task field.
+        field: &'static str,
+        /// Its reference.
+        reference: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The cache directory failed.
+    #[error("the input cache: {0}")]
+    Cache(String),
+}
+
+impl InputError {
+    /// Whether another attempt (here or on another worker) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            InputError::Transfer { source, .. } => source.is_retryable(),
+            InputError::Hub { source, .. } => matches!(source, HubError::Network { .. }),
+            InputError::Invalid { .. } => false,
+            InputError::Cache(_) => true,
+        }
+    }
+}
+
+/// The worker's input cache, shared by its device slots.
+pub struct Inputs {
+    blobs: BlobDir,
+    trees: PathBuf,
+    staging: PathBuf,
+    hub: HubEnv,
+    /// Manifests whose trees this process has verified (re-hashing them once per process).
+    verified: Mutex<HashSet<Digest>>,
+    /// One lock per manifest: slots wanting the same input wait for one download.
+    locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// `$XDG_CACHE_HOME/bertsweep`, else `~/.cache/bertsweep`.
+pub fn default_cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("bertsweep")
+}
+
+impl Inputs {
+    /// Opens (creating) the cache; transfers a killed worker left behind an hour ago go.
+    pub fn open(cache_dir: &Path, hub: HubEnv) -> std::io::Result<Self> {
+        let blobs = BlobDir::open(cache_dir.join("blobs"))?;
+        let _ = blobs.clear_tmp(Duration::from_secs(3600));
+        let trees = cache_dir.join("trees");
+        let staging = cache_dir.join("staging");
+        std::fs::create_dir_all(&trees)?;
+        std::fs::create_dir_all(&staging)?;
+        Ok(Inputs {
+            blobs,
+            trees,
+            staging,
+            hub,
+            verified: Mutex::new(HashSet::new()),
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A fresh directory path for exporting a model before it is uploaded.
+    pub fn staging_dir(&self, label: &str) -> PathBuf {
+        let tag: u64 = rand::random();
+        self.staging.join(format!("{label}.{tag:016x}"))
+    }
+
+    fn lock_for(&self, d: Digest) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).entry(d).or_default().clone()
+    }
+
+    /// Makes `reference` (the value of task field `field`) available here and returns its path.
+    pub async fn resolve(&self, remote: &Remote, field: &'static str, reference: &str) -> Result<PathBuf, InputError> {
+        let invalid = |message: String| InputError::Invalid { field, reference: reference.into(), message };
+        match InputRef::parse(reference).map_err(|e| invalid(e.to_string()))? {
+            InputRef::Worker(p) | InputRef::Path(p) => Ok(PathBuf::from(p)),
+            InputRef::Hub { repo, revision } => {
+                let env = self.hub.clone();
+                tokio::task::spawn_blocking(move || crate::hub::resolve(&env, &repo, revision.as_deref()))
+                    .await
+                    .map_err(|e| InputError::Cache(e.to_string()))?
+                    .map_err(|source| InputError::Hub { field, source })
+            }
+            InputRef::Blob(d) => {
+                let transfer = |source| InputError::Transfer { field, reference: reference.into(), source };
+                let want = if field == "task.model" { ManifestKind::Dir } else { ManifestKind::File };
+                let (tree, manifest) = self.tree(remote, d).await.map_err(transfer)?;
+                if manifest.kind != want {
+                    return Err(invalid(format!("names a {:?} where a {want:?} is needed", manifest.kind)));
+                }
+                Ok(match manifest.kind {
+                    ManifestKind::File => tree.join(&manifest.files[0].path),
+                    ManifestKind::Dir => tree,
+                })
+            }
+        }
+    }
+
+    /// The laid-out tree of manifest `d`, downloading (or repairing) it as needed.
+    async fn tree(&self, remote: &Remote, d: Digest) -> Result<(PathBuf, Manifest), RemoteError> {
+        let lock = self.lock_for(d);
+        let _one_download = lock.lock().await;
+        let tree = self.trees.join(d.to_string());
+        let manifest = match self.blobs.read_manifest(&d) {
+            Ok(m) => m,
+            Err(_) => {
+                // Missing or corrupted: nothing laid out from it can be trusted either.
+                let _ = self.blobs.remove(&d);
+                let _ = std::fs::remove_dir_all(&tree);
+                remote.fetch_manifest(&self.blobs, d).await?
+            }
+        };
+        let seen = self.verified.lock().unwrap_or_else(|p| p.into_inner()).contains(&d);
+        if tree.exists() && !seen {
+            let (blobs, tree_path, m) = (self.blobs.clone(), tree.clone(), manifest.clone());
+            let intact = tokio::task::spawn_blocking(move || check_tree(&blobs, &tree_path, &m)).await.unwrap_or(false);
+            if !intact {
+                warn!(blob = %d.short(), "corrupted cache entry; downloading it again");
+                let _ = std::fs::remove_dir_all(&tree);
+            }
+        }
+        if !tree.exists() {
+            let started = std::time::Instant::now();
+            remote.fetch_files(&self.blobs, &manifest).await?;
+            if let Err(e) = materialize(&self.blobs, &manifest, &tree) {
+                // Another worker process sharing the cache may have laid it out first.
+                if !tree.exists() {
+                    return Err(e);
+                }
+            }
+            info!(
+                blob = %d.short(),
+                files = manifest.files.len(),
+                "input ready ({} in {:.1?})",
+                bertsweep_transfer::human_bytes(manifest.total_size()),
+                started.elapsed()
+            );
+        }
+        self.verified.lock().unwrap_or_else(|p| p.into_inner()).insert(d);
+        Ok((tree, manifest))
+    }
+}
+
+/// Re-hashes every file of a laid-out tree; a mismatching one is deleted with its blob (they
+/// share the inode) so it is downloaded again.
+fn check_tree(blobs: &BlobDir, tree: &Path, manifest: &Manifest) -> bool {
+    let mut intact = true;
+    for f in &manifest.files {
+        let path = tree.join(&f.path);
+        let ok =
+            matches!(bertsweep_transfer::digest::hash_file(&path), Ok((d, size)) if d == f.digest() && size == f.size);
+        if !ok {
+            intact = false;
+            let _ = std::fs::remove_file(&path);
+            if !blobs.verify(&f.digest()) {
+                let _ = blobs.remove(&f.digest());
+            }
+        }
+    }
+    intact
+}
