@@ -46,6 +46,8 @@ def main():
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--group-by-length", action="store_true")
     parser.add_argument("--no-fused", action="store_true", help="plain for-loop AdamW")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--bf16", action="store_true", help="autocast matrix products to bf16 (as Trainer --bf16)")
     args = parser.parse_args()
 
     from torch.utils.data import DataLoader, RandomSampler
@@ -54,12 +56,16 @@ def main():
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     train_texts, train_labels = read_tsv(args.train, args.samples)
     dev_texts, dev_labels = read_tsv(args.dev)
     label_list = sorted(set(train_labels) | set(dev_labels))
-    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=len(label_list))
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=len(label_list)).to(device)
 
     def encode(texts, labels):
         enc = tokenizer(texts, truncation=True, max_length=args.max_seq_length)
@@ -87,29 +93,40 @@ def main():
     total_steps = len(loader) * args.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, total_steps)
 
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     model.train()
     losses = []
     samples = 0
+    synchronize()
     start = time.perf_counter()
     for _ in range(args.epochs):
         for batch in loader:
-            loss = model(**batch).loss
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with autocast:
+                loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
-            losses.append(loss.item())
+            losses.append(loss.detach())
             samples += batch["input_ids"].shape[0]
+    synchronize()
     seconds = time.perf_counter() - start
+    losses = [l.item() for l in losses]
 
     model.eval()
     correct = 0
     with torch.no_grad():
         for i in range(0, len(dev), 64):
-            batch = collator(dev[i:i + 64])
+            batch = {k: v.to(device) for k, v in collator(dev[i:i + 64]).items()}
             labels = batch.pop("labels")
-            correct += (model(**batch).logits.argmax(-1) == labels).sum().item()
+            with autocast:
+                correct += (model(**batch).logits.argmax(-1) == labels).sum().item()
     print(json.dumps({
         "train_samples_per_second": samples / seconds,
         "train_seconds": seconds,
@@ -118,6 +135,8 @@ def main():
         "group_by_length": args.group_by_length,
         "optimizer": "adamw (for-loop)" if args.no_fused else "adamw fused (HF default adamw_torch_fused)",
         "torch": torch.__version__,
+        "device": str(device),
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
     }))
 
 

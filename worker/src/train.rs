@@ -294,26 +294,37 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic without message".to_owned())
 }
 
-/// The model, optimizer and data of one running trial.
-struct Trainer<'a> {
-    cfg: &'a TrialConfig,
-    config: &'a BertConfig,
-    data: &'a ClassificationData,
-    pad_id: i64,
-    device: Device,
+/// One optimizer step at a time, exactly as every trial takes them: the model (pre-trained
+/// weights loaded), AdamW with transformers' parameter groups, the linear schedule and
+/// gradient clipping. [`run_trial`] drives it over its epochs; it is public so parity tests
+/// can drive it over explicit batches and compare each step with PyTorch + transformers.
+pub struct StepTrainer {
     vs: nn::VarStore,
     model: BertForSequenceClassification,
     optimizer: nn::Optimizer,
     schedule: LinearSchedule,
+    learning_rate: f64,
+    head_lr_multiplier: f64,
     step: usize,
 }
 
-impl<'a> Trainer<'a> {
-    fn new(
-        cfg: &'a TrialConfig,
-        config: &'a BertConfig,
-        data: &'a ClassificationData,
-        pad_id: i64,
+/// What one optimizer step measured (detached, on the training device: reading them syncs).
+pub struct StepStats {
+    /// The batch's mean cross-entropy loss before the step.
+    pub loss: Tensor,
+    /// The joint L2 norm of all gradients before clipping (what `clip_grad_norm_` returns).
+    pub grad_norm: Tensor,
+}
+
+impl StepTrainer {
+    /// Seeds torch with `cfg.seed`, builds the model for `config` (whose dropout rates are
+    /// used as given) with `num_labels` classes, loads `cfg.model_dir`'s weights and sets up
+    /// AdamW and a schedule over `total_steps`.
+    pub fn new(
+        cfg: &TrialConfig,
+        config: &BertConfig,
+        num_labels: i64,
+        total_steps: usize,
         device: Device,
     ) -> Result<Self, TrainError> {
         tch::manual_seed(cfg.seed as i64);
@@ -321,7 +332,6 @@ impl<'a> Trainer<'a> {
             tch::Cuda::manual_seed_all(cfg.seed);
         }
         let vs = nn::VarStore::new(device);
-        let num_labels = data.labels.len() as i64;
         let kind = bert::compute_kind_for(device);
         let model = BertForSequenceClassification::new(&vs.root(), config, num_labels, cfg.freeze_layers, kind);
         let weights = Weights::from_dir(&cfg.model_dir)?;
@@ -339,9 +349,83 @@ impl<'a> Trainer<'a> {
         ] {
             optimizer.set_weight_decay_group(group, decay);
         }
+        Ok(StepTrainer {
+            vs,
+            model,
+            optimizer,
+            schedule: LinearSchedule::new(total_steps, cfg.warmup_ratio),
+            learning_rate: cfg.learning_rate,
+            head_lr_multiplier: cfg.head_lr_multiplier,
+            step: 0,
+        })
+    }
+
+    /// Forward, backward, clip, AdamW step at the scheduled learning rate.
+    pub fn step(
+        &mut self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        labels: &Tensor,
+    ) -> Result<StepStats, TrainError> {
+        let factor = self.schedule.factor(self.step);
+        let lr = self.learning_rate * factor;
+        let head_lr = lr * self.head_lr_multiplier;
+        self.optimizer.set_lr_group(bert::GROUP_DECAY, lr);
+        self.optimizer.set_lr_group(bert::GROUP_NO_DECAY, lr);
+        self.optimizer.set_lr_group(bert::GROUP_HEAD_DECAY, head_lr);
+        self.optimizer.set_lr_group(bert::GROUP_HEAD_NO_DECAY, head_lr);
+
+        let logits = self.model.forward_t(input_ids, attention_mask, true).map_err(torch("forward pass"))?;
+        let loss = logits
+            .f_cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0)
+            .map_err(torch("computing the loss"))?;
+        self.optimizer.zero_grad();
+        loss.f_backward().map_err(torch("backward pass"))?;
+        let grad_norm = clip_grad_norm(&self.optimizer.trainable_variables(), MAX_GRAD_NORM)
+            .map_err(torch("clipping gradients"))?;
+        self.optimizer.step();
+        self.step += 1;
+        Ok(StepStats { loss: loss.f_detach().map_err(torch("training step"))?, grad_norm })
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// The model (for evaluation).
+    pub fn model(&self) -> &BertForSequenceClassification {
+        &self.model
+    }
+
+    /// Every variable by checkpoint name (shared with the model: copy before changing).
+    pub fn variables(&self) -> HashMap<String, Tensor> {
+        self.vs.variables()
+    }
+}
+
+/// The data and progress of one running trial around its [`StepTrainer`].
+struct Trainer<'a> {
+    cfg: &'a TrialConfig,
+    config: &'a BertConfig,
+    data: &'a ClassificationData,
+    pad_id: i64,
+    device: Device,
+    stepper: StepTrainer,
+}
+
+impl<'a> Trainer<'a> {
+    fn new(
+        cfg: &'a TrialConfig,
+        config: &'a BertConfig,
+        data: &'a ClassificationData,
+        pad_id: i64,
+        device: Device,
+    ) -> Result<Self, TrainError> {
         let steps_per_epoch = data.train.len().div_ceil(cfg.per_device_train_batch_size);
-        let schedule = LinearSchedule::new(steps_per_epoch * cfg.num_train_epochs, cfg.warmup_ratio);
-        Ok(Trainer { cfg, config, data, pad_id, device, vs, model, optimizer, schedule, step: 0 })
+        let total_steps = steps_per_epoch * cfg.num_train_epochs;
+        let stepper = StepTrainer::new(cfg, config, data.labels.len() as i64, total_steps, device)?;
+        Ok(Trainer { cfg, config, data, pad_id, device, stepper })
     }
 
     fn run(&mut self, observer: &mut dyn TrainObserver, export_dir: Option<&Path>) -> Result<TrialOutcome, TrainError> {
@@ -403,7 +487,7 @@ impl<'a> Trainer<'a> {
         let seed = self.cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(epoch as u64);
         let batches =
             batch_order(&split.lengths(), self.cfg.per_device_train_batch_size, seed, self.cfg.group_by_length);
-        let total_steps = self.schedule.total_steps;
+        let total_steps = self.stepper.schedule.total_steps;
         let started = Instant::now();
         // Summed on the device so the loop never waits for the GPU.
         let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));
@@ -413,11 +497,10 @@ impl<'a> Trainer<'a> {
                 return Ok(None);
             }
             let batch = Batch::new(split, indices, self.pad_id, self.device).map_err(torch("building a batch"))?;
-            let loss = self.train_step(&batch)?;
-            loss_sum = loss_sum.f_add(&loss).map_err(torch("training step"))?;
+            let stats = self.stepper.step(&batch.input_ids, batch.attention_mask.as_ref(), &batch.labels)?;
+            loss_sum = loss_sum.f_add(&stats.loss).map_err(torch("training step"))?;
             samples += batch.size;
-            self.step += 1;
-            observer.on_batch(self.step, total_steps);
+            observer.on_batch(self.stepper.steps_done(), total_steps);
         }
         let loss_sum = f64::try_from(&loss_sum).map_err(torch("reading the training loss"))?;
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
@@ -425,30 +508,6 @@ impl<'a> Trainer<'a> {
             loss: loss_sum / batches.len().max(1) as f64,
             samples_per_second: samples as f64 / seconds,
         }))
-    }
-
-    /// Forward, backward, clip, step at the scheduled learning rate; returns the detached loss.
-    fn train_step(&mut self, batch: &Batch) -> Result<Tensor, TrainError> {
-        let factor = self.schedule.factor(self.step);
-        let lr = self.cfg.learning_rate * factor;
-        let head_lr = lr * self.cfg.head_lr_multiplier;
-        self.optimizer.set_lr_group(bert::GROUP_DECAY, lr);
-        self.optimizer.set_lr_group(bert::GROUP_NO_DECAY, lr);
-        self.optimizer.set_lr_group(bert::GROUP_HEAD_DECAY, head_lr);
-        self.optimizer.set_lr_group(bert::GROUP_HEAD_NO_DECAY, head_lr);
-
-        let logits = self
-            .model
-            .forward_t(&batch.input_ids, batch.attention_mask.as_ref(), true)
-            .map_err(torch("forward pass"))?;
-        let loss = logits
-            .f_cross_entropy_loss::<Tensor>(&batch.labels, None, Reduction::Mean, -100, 0.0)
-            .map_err(torch("computing the loss"))?;
-        self.optimizer.zero_grad();
-        loss.f_backward().map_err(torch("backward pass"))?;
-        clip_grad_norm(&self.optimizer.trainable_variables(), MAX_GRAD_NORM).map_err(torch("clipping gradients"))?;
-        self.optimizer.step();
-        loss.f_detach().map_err(torch("training step"))
     }
 
     /// Validation metrics with transformers' names.
@@ -461,6 +520,7 @@ impl<'a> Trainer<'a> {
         for indices in eval_batch_order(&split.lengths(), EVAL_BATCH_SIZE) {
             let batch = Batch::new(split, &indices, self.pad_id, self.device).map_err(torch("building a batch"))?;
             let logits = self
+                .stepper
                 .model
                 .forward_t(&batch.input_ids, batch.attention_mask.as_ref(), false)
                 .map_err(torch("evaluation"))?;
@@ -490,7 +550,8 @@ impl<'a> Trainer<'a> {
     /// A CPU copy of every variable, by checkpoint name (for exporting the best epoch).
     fn weights_on_cpu(&self) -> Result<HashMap<String, Tensor>, TrainError> {
         let _no_grad = tch::no_grad_guard();
-        self.vs
+        self.stepper
+            .vs
             .variables()
             .into_iter()
             .map(|(name, tensor)| {
@@ -512,12 +573,13 @@ struct EpochStats {
 }
 
 /// Scales gradients so their joint L2 norm is at most `max_norm`, as
-/// `torch.nn.utils.clip_grad_norm_` (no host synchronisation).
-pub fn clip_grad_norm(variables: &[Tensor], max_norm: f64) -> Result<(), TchError> {
+/// `torch.nn.utils.clip_grad_norm_` (no host synchronisation); returns the norm before
+/// clipping (a 0-d tensor).
+pub fn clip_grad_norm(variables: &[Tensor], max_norm: f64) -> Result<Tensor, TchError> {
     let _no_grad = tch::no_grad_guard();
     let mut grads: Vec<Tensor> = variables.iter().map(Tensor::grad).filter(Tensor::defined).collect();
     if grads.is_empty() {
-        return Ok(());
+        return Tensor::f_zeros([], (Kind::Float, Device::Cpu));
     }
     let norms = grads.iter().map(|g| g.f_norm()).collect::<Result<Vec<_>, _>>()?;
     let total = Tensor::f_stack(&norms, 0)?.f_norm()?;
@@ -525,7 +587,7 @@ pub fn clip_grad_norm(variables: &[Tensor], max_norm: f64) -> Result<(), TchErro
     for grad in &mut grads {
         let _ = grad.f_mul_(&coef)?;
     }
-    Ok(())
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -644,13 +706,12 @@ mod tests {
         let cfg = TrialConfig { freeze_layers: 1, ..tiny_trial(dir.path()) };
         let (config, data, pad_id) = trainer_parts(&cfg);
         let mut trainer = Trainer::new(&cfg, &config, &data, pad_id, Device::Cpu).unwrap();
-        let before = snapshot(&trainer.vs);
+        let before = snapshot(&trainer.stepper.vs);
         for indices in batch_order(&data.train.lengths(), 8, 0, false).iter().take(3) {
             let batch = Batch::new(&data.train, indices, pad_id, Device::Cpu).unwrap();
-            let _ = trainer.train_step(&batch).unwrap();
-            trainer.step += 1;
+            let _ = trainer.stepper.step(&batch.input_ids, batch.attention_mask.as_ref(), &batch.labels).unwrap();
         }
-        for (name, after) in trainer.vs.variables() {
+        for (name, after) in trainer.stepper.vs.variables() {
             let frozen = name.starts_with("bert.embeddings.") || name.starts_with("bert.encoder.layer.0.");
             assert_eq!(after.equal(&before[&name]), frozen, "{name}");
         }
@@ -665,23 +726,24 @@ mod tests {
         let mut trainer = Trainer::new(&cfg, &config, &data, pad_id, Device::Cpu).unwrap();
         // All-zero gradients: Adam moves nothing, so only the decoupled decay p *= 1 - lr·wd acts.
         let zero = trainer
+            .stepper
             .vs
             .trainable_variables()
             .iter()
             .map(|t| t.sum(Kind::Float) * 0.0)
             .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
-        let before = snapshot(&trainer.vs);
+        let before = snapshot(&trainer.stepper.vs);
         let (lr, head_lr) = (0.1, 0.3);
         for group in [bert::GROUP_DECAY, bert::GROUP_NO_DECAY] {
-            trainer.optimizer.set_lr_group(group, lr);
+            trainer.stepper.optimizer.set_lr_group(group, lr);
         }
         for group in [bert::GROUP_HEAD_DECAY, bert::GROUP_HEAD_NO_DECAY] {
-            trainer.optimizer.set_lr_group(group, head_lr);
+            trainer.stepper.optimizer.set_lr_group(group, head_lr);
         }
-        trainer.optimizer.zero_grad();
+        trainer.stepper.optimizer.zero_grad();
         zero.backward();
-        trainer.optimizer.step();
-        for (name, after) in trainer.vs.variables() {
+        trainer.stepper.optimizer.step();
+        for (name, after) in trainer.stepper.vs.variables() {
             let expected = match bert::param_group(&name) {
                 bert::GROUP_DECAY => 1.0 - lr * 0.5,
                 bert::GROUP_HEAD_DECAY => 1.0 - head_lr * 0.5,
@@ -728,10 +790,11 @@ mod tests {
         let a = Tensor::from_slice(&[3.0f32, 0.0]).set_requires_grad(true);
         let b = Tensor::from_slice(&[4.0f32]).set_requires_grad(true);
         (a.dot(&a) * 0.5 + b.dot(&b) * 0.5).backward(); // grads (3, 0) and (4): norm 5
-        clip_grad_norm(&[a.shallow_clone(), b.shallow_clone()], 1.0).unwrap();
+        let norm = clip_grad_norm(&[a.shallow_clone(), b.shallow_clone()], 1.0).unwrap();
+        assert!((f64::try_from(norm).unwrap() - 5.0).abs() < 1e-5, "the norm before clipping");
         let ga = Vec::<f32>::try_from(a.grad()).unwrap();
         assert!((ga[0] - 0.6).abs() < 1e-5 && ga[1] == 0.0, "{ga:?}");
-        clip_grad_norm(&[a.shallow_clone(), b.shallow_clone()], 10.0).unwrap();
+        let _ = clip_grad_norm(&[a.shallow_clone(), b.shallow_clone()], 10.0).unwrap();
         assert!((Vec::<f32>::try_from(b.grad()).unwrap()[0] - 0.8).abs() < 1e-5);
     }
 }

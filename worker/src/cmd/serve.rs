@@ -55,8 +55,9 @@ pub struct ServeArgs {
     /// CPU threads for torch (default: every core).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     threads: Option<u64>,
-    /// Batch examples of similar length together (less padding, much faster on CPU).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// Batch examples of similar length together, as transformers' `group_by_length` (less
+    /// padding, faster; off by default, as in transformers, because it changes what is learned).
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     group_by_length: bool,
 }
 

@@ -56,7 +56,7 @@ pub struct TrainArgs {
     /// Freeze the embeddings and the first N encoder layers.
     #[arg(long, default_value_t = 0)]
     freeze_layers: usize,
-    /// Batch examples of similar length together (less padding).
+    /// Batch examples of similar length together, as transformers' `group_by_length`.
     #[arg(long)]
     group_by_length: bool,
     /// Metric that picks the best epoch for --output.

@@ -1,13 +1,14 @@
 //! Batch order and dynamic padding.
 //!
 //! Each batch is padded to its own longest example (as transformers'
-//! `DataCollatorWithPadding`), so short sentences cost short sequences. With
-//! `group_by_length` batches are formed as in transformers' `LengthGroupedSampler` (a seeded
-//! random permutation cut into mega-batches of 50 batches, each sorted by length), but the
-//! batches are then shuffled: transformers keeps them in descending length inside each
-//! mega-batch, a long-to-short curriculum that costs a 1-epoch SST-2 run about 15 points of
-//! dev accuracy. Only the batch holding the longest example goes first, so an out-of-memory
-//! shows at once.
+//! `DataCollatorWithPadding`), so short sentences cost short sequences.
+//!
+//! The default order is transformers Trainer's: a fresh random permutation every epoch, cut
+//! into batches. `group_by_length` (opt-in) follows transformers' `LengthGroupedSampler`
+//! exactly: the permutation is cut into mega-batches of `min(n / (4 × batch), 50)` batches
+//! (at least one), each sorted by descending length (stable), and the longest example is
+//! swapped to the very front so an out-of-memory shows at once; batches are then cut in
+//! that order.
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -16,8 +17,8 @@ use tch::{Device, TchError, Tensor};
 
 use super::Split;
 
-/// Batches per mega-batch when grouping by length (transformers' `megabatch_mult`).
-const MEGABATCH_MULT: usize = 50;
+/// Most batches per mega-batch when grouping by length (transformers' `mega_batch_mult` cap).
+const MAX_MEGABATCH_MULT: usize = 50;
 
 /// One padded batch on the training device.
 #[derive(Debug)]
@@ -60,26 +61,32 @@ impl Batch {
     }
 }
 
-/// Training batches of one epoch: indices shuffled with `seed`, optionally grouped by length
-/// (batches of similar lengths in random order, the one holding the longest example first).
+/// Training batches of one epoch: indices shuffled with `seed`, then (optionally) grouped by
+/// length as transformers' `LengthGroupedSampler` does (see the module docs).
 pub fn batch_order(lengths: &[usize], batch_size: usize, seed: u64, group_by_length: bool) -> Vec<Vec<usize>> {
     let batch_size = batch_size.max(1);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.shuffle(&mut rng);
-    if !group_by_length {
-        return order.chunks(batch_size).map(<[usize]>::to_vec).collect();
+    if group_by_length {
+        group_like_transformers(&mut order, lengths, batch_size);
     }
-    for mega in order.chunks_mut(batch_size * MEGABATCH_MULT) {
-        // Stable sort: ties keep their random order.
+    order.chunks(batch_size).map(<[usize]>::to_vec).collect()
+}
+
+/// Mega-batches of a permutation sorted by descending length, the longest example first
+/// (transformers' `get_length_grouped_indices` with its default `mega_batch_mult`).
+pub fn group_like_transformers(order: &mut [usize], lengths: &[usize], batch_size: usize) {
+    let mult = (order.len() / (batch_size.max(1) * 4)).clamp(1, MAX_MEGABATCH_MULT);
+    let mega_size = mult * batch_size.max(1);
+    for mega in order.chunks_mut(mega_size) {
+        // Stable, like Python's sorted(reverse=True): ties keep their random order.
         mega.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]));
     }
-    let mut batches: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
-    batches.shuffle(&mut rng);
-    if let Some(longest) = (0..batches.len()).max_by_key(|&b| (lengths[batches[b][0]], std::cmp::Reverse(b))) {
-        batches.swap(0, longest);
-    }
-    batches
+    // The first mega-batch whose head is the longest (torch.argmax takes the first maximum).
+    let heads = (0..order.len()).step_by(mega_size);
+    let longest = heads.fold(0, |best, at| if lengths[order[at]] > lengths[order[best]] { at } else { best });
+    order.swap(0, longest);
 }
 
 /// Evaluation batches: sorted by length so padding is minimal (order does not matter).
@@ -120,6 +127,30 @@ mod tests {
         assert!(covers_all(&a, 103));
         assert_eq!(a.len(), 13);
         assert_eq!(a.last().unwrap().len(), 7);
+    }
+
+    #[test]
+    fn grouping_follows_transformers_rule() {
+        // 1,000 examples at batch 32: mega-batches of min(1000 / 128, 50) = 7 batches (224).
+        let lengths: Vec<usize> = (0..1000).map(|i| 3 + (i * 7919) % 61).collect();
+        let mut order: Vec<usize> = (0..1000).rev().collect();
+        group_like_transformers(&mut order, &lengths, 32);
+        let longest = *lengths.iter().max().unwrap();
+        assert_eq!(lengths[order[0]], longest);
+        for (m, mega) in order.chunks(224).enumerate() {
+            let tail = if m == 0 { &mega[1..] } else { mega };
+            assert!(tail.windows(2).all(|w| lengths[w[0]] >= lengths[w[1]]), "mega-batch {m} is sorted");
+        }
+        // A tiny set is one mega-batch of one batch; the longest goes first.
+        let mut tiny = vec![0, 1, 2];
+        group_like_transformers(&mut tiny, &[1, 5, 3], 8);
+        assert_eq!(tiny, [1, 2, 0]);
+        // Hand-checked against get_length_grouped_indices on the permutation [0, 1, 2, 3, 4, 5]
+        // with lengths [2, 9, 4, 4, 1, 7] and batch 1 (mega-batches of one: nothing sorts;
+        // the longest, index 1, swaps with the head).
+        let mut six = vec![0, 1, 2, 3, 4, 5];
+        group_like_transformers(&mut six, &[2, 9, 4, 4, 1, 7], 1);
+        assert_eq!(six, [1, 0, 2, 3, 4, 5]);
     }
 
     #[test]

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# GPU readiness check (run on a machine with an NVIDIA GPU; about 10 minutes).
+#
+# Needs: a built worker (`make build`, or BIN=dir holding bertsweep and bertsweep-worker) linked
+# against a CUDA libtorch, and .venv (`make setup`: torch 2.11 CUDA wheel, transformers, MiniLM)
+# or PY=python with those. SST2_DIR as for the tests. Writes everything to runs/gpu-check/.
+#
+# Measures, on the same card, the worker against PyTorch + transformers (bf16 autocast, TF32,
+# fused AdamW) fine-tuning a BERT-base-sized model (random weights, MiniLM's tokenizer) and
+# MiniLM on sequences of exactly 128 tokens, batch 32: train samples/s, the ratio, model FLOP
+# utilisation (6 × parameters + attention per token, against PEAK_TFLOPS, default 989 = H100
+# SXM dense bf16) and peak memory (nvidia-smi, sampled every 100 ms, for both). Then checks that
+# an out-of-memory batch ends a trial as infeasible and that `--device all` trains on every GPU.
+# Targets: worker >= 1.25x PyTorch, >= 40 % MFU for BERT-base.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-target/debug}
+PY=${PY:-.venv/bin/python}
+SST2_DIR=${SST2_DIR:-$(cd .. && pwd)/shared/data/sst2}
+PEAK_TFLOPS=${PEAK_TFLOPS:-989}
+OUT=runs/gpu-check
+rm -rf "$OUT"
+mkdir -p "$OUT"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
+"$PY" -c 'import torch; assert torch.cuda.is_available(), "this torch has no CUDA"; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+
+# Data of exactly-128-token examples (SST-2 sentences joined) and a BERT-base with random weights.
+"$PY" - "$SST2_DIR" "$OUT" .venv/minilm <<'PY'
+import csv, os, shutil, sys
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+sst2, out, minilm = sys.argv[1:]
+tok = AutoTokenizer.from_pretrained(minilm)
+rows = list(csv.DictReader(open(os.path.join(sst2, "train.tsv"), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
+def write(path, n, start):
+    with open(path, "w") as f:
+        f.write("sentence\tlabel\n")
+        i = start
+        for _ in range(n):
+            words, label = [], rows[i % len(rows)]["label"]
+            while len(tok(" ".join(words))["input_ids"]) < 140:
+                words.append(rows[i % len(rows)]["sentence"]); i += 1
+            f.write(" ".join(words).replace("\t", " ") + "\t" + label + "\n")
+write(os.path.join(out, "long-train.tsv"), 4096, 0)
+write(os.path.join(out, "long-dev.tsv"), 512, 200000)
+base = os.path.join(out, "bert-base")
+BertForSequenceClassification(BertConfig(num_labels=2)).save_pretrained(base)
+for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+    if os.path.exists(os.path.join(minilm, f)):
+        shutil.copy(os.path.join(minilm, f), base)
+PY
+
+peak_memory() {  # runs "$@" while sampling GPU memory; prints the peak MiB to $OUT/peak
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$OUT/mem.log" &
+  local sampler=$!
+  "$@"
+  local rc=$?
+  kill "$sampler" 2>/dev/null || true
+  sort -n "$OUT/mem.log" | tail -1 >"$OUT/peak"
+  return $rc
+}
+
+for model in bert-base minilm; do
+  dir=$([ "$model" = minilm ] && echo .venv/minilm || echo "$OUT/bert-base")
+  peak_memory "$BIN/bertsweep-worker" train --model "$dir" --train-file "$OUT/long-train.tsv" \
+    --validation-file "$OUT/long-dev.tsv" --max-seq-length 128 --batch-size 32 --epochs 1 \
+    --learning-rate 5e-5 --device cuda --json >"$OUT/worker-$model.json"
+  worker_mib=$(cat "$OUT/peak")
+  peak_memory "$PY" worker/bench/hf_train_throughput.py --model "$dir" --train "$OUT/long-train.tsv" \
+    --dev "$OUT/long-dev.tsv" --samples 4096 --batch-size 32 --max-seq-length 128 --lr 5e-5 \
+    --epochs 1 --device cuda --bf16 >"$OUT/pytorch-$model.json"
+  torch_mib=$(cat "$OUT/peak")
+  "$PY" - "$dir" "$OUT/worker-$model.json" "$OUT/pytorch-$model.json" "$PEAK_TFLOPS" "$model" "$worker_mib" "$torch_mib" <<'PY'
+import json, sys
+from transformers import AutoConfig
+d, worker, torch_, peak, model, wmib, tmib = sys.argv[1:]
+c = AutoConfig.from_pretrained(d)
+h, L, S, ff = c.hidden_size, c.num_hidden_layers, 128, c.intermediate_size
+params = L * (4 * h * h + 2 * h * ff)                  # matmul weights of the encoder
+flops_per_token = 6 * params + 6 * L * 2 * S * h        # + QK^T and AV, forward and backward
+ours = json.loads(open(worker).readlines()[0])["train_samples_per_second"]
+theirs = json.loads(open(torch_).read().splitlines()[-1])["train_samples_per_second"]
+mfu = lambda sps: sps * S * flops_per_token / (float(peak) * 1e12)
+print(f"{model}: worker {ours:.0f} samples/s (MFU {mfu(ours):.0%}, peak {wmib} MiB), "
+      f"pytorch {theirs:.0f} samples/s (MFU {mfu(theirs):.0%}, peak {tmib} MiB), ratio {ours / theirs:.2f}x")
+PY
+done | tee "$OUT/summary.txt"
+
+# An out-of-memory batch: the trial must end as infeasible (one line, exit non-zero).
+if "$BIN/bertsweep-worker" train --model "$OUT/bert-base" --train-file "$OUT/long-train.tsv" \
+  --validation-file "$OUT/long-dev.tsv" --max-seq-length 512 --batch-size 16384 --epochs 1 \
+  --learning-rate 5e-5 --device cuda >"$OUT/oom.out" 2>"$OUT/oom.err"; then
+  echo "FAIL: a 16384 x 512 batch did not run out of memory" | tee -a "$OUT/summary.txt"; exit 1
+fi
+grep -qi "out of memory" "$OUT/oom.err" && echo "out-of-memory batch: refused as infeasible ($(tail -1 "$OUT/oom.err"))" | tee -a "$OUT/summary.txt"
+
+# --device all: one trial per visible GPU through a coordinator.
+"$BIN/bertsweep" serve --listen 127.0.0.1:0 --db "sqlite://$OUT/all.db" >"$OUT/serve.out" 2>"$OUT/serve.log" &
+serve=$!
+trap 'kill $serve 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q "listening on" "$OUT/serve.out" 2>/dev/null && break; sleep 0.1; done
+export BERTSWEEP_COORDINATOR="http://$(awk '/listening on/ {print $5}' "$OUT/serve.out")"
+gpus=$(nvidia-smi -L | wc -l)
+cat >"$OUT/all.toml" <<TOML
+name = "all-gpus"
+[objective]
+metric = "eval_accuracy"
+[budget]
+parallel_trials = $gpus
+[task]
+model = "worker:$(cd .venv/minilm && pwd -P)"
+train_file = "worker:$(pwd)/$OUT/long-train.tsv"
+validation_file = "worker:$(pwd)/$OUT/long-dev.tsv"
+max_train_samples = 512
+[algorithm]
+sampler = "grid"
+[parameters.learning_rate]
+value = 3e-5
+[parameters.seed]
+values = [$(seq -s, 1 "$gpus")]
+TOML
+"$BIN/bertsweep" study create "$OUT/all.toml"
+"$BIN/bertsweep-worker" --device all --study all-gpus --no-export >"$OUT/all-worker.log" 2>&1
+"$BIN/bertsweep" trials all-gpus | tee -a "$OUT/summary.txt"
+echo "figures: $OUT/summary.txt"
