@@ -2,6 +2,7 @@
 //! and writes a file-descriptor set for gRPC server reflection.
 use std::path::PathBuf;
 
+#[allow(unsafe_code)] // `set_var` below, which edition 2024 makes unsafe
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; the variable is read by prost-build below.

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=${BIN:-target/release}
+BIN=${BIN:-target/debug}  # what `make build` makes; BIN=target/release after `make build-release`
 RUN=runs/demo
 STUDY=demo-reviews
 rm -rf "$RUN"

@@ -8,50 +8,22 @@
 //! measuring time per worker count, default 5).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bertsweep_coordinator::fixtures::{ServeProcess, StudyToml, SEARCH_SPACE};
 use bertsweep_proto::v1 as pb;
 use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
 use tonic::transport::{Channel, Endpoint};
 
-const STUDY: &str = r#"
-name = "bench"
-[objective]
-metric = "eval_accuracy"
-[algorithm]
-sampler = "random"
-[budget]
-max_trials = 100000000
-parallel_trials = PARALLEL
-[task]
-model = "m"
-train_file = "t.tsv"
-validation_file = "v.tsv"
-[parameters.learning_rate]
-distribution = "log_uniform"
-min = 1e-5
-max = 5e-5
-[parameters.per_device_train_batch_size]
-values = [16, 32]
-[parameters.num_train_epochs]
-values = [2, 3, 4]
-"#;
-
-fn spawn_server(db: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bertsweep"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--db"])
-        .arg(db)
-        .env("RUST_LOG", std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start bertsweep serve");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.split_whitespace().nth(4).expect("banner").to_string();
-    (child, format!("http://{addr}"))
+/// A random search as large as any run gets, with room for `workers` trials at once.
+fn study(workers: usize) -> String {
+    StudyToml::new("bench")
+        .sampler("random")
+        .budget(&format!("max_trials = 100000000\nparallel_trials = {workers}"))
+        .parameters(SEARCH_SPACE)
+        .parameters("[parameters.num_train_epochs]\nvalues = [2, 3, 4]")
+        .to_string()
 }
 
 async fn connect(url: &str) -> CoordinatorClient<Channel> {
@@ -130,11 +102,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn run(workers: usize, seconds: f64) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, url) = spawn_server(&dir.path().join("bench.db"));
+    let server = ServeProcess::start(env!("CARGO_BIN_EXE_bertsweep"), &dir.path().join("bench.db"), &[])
+        .expect("start bertsweep serve");
+    let url = server.url.clone();
     let mut c = connect(&url).await;
-    c.create_study(pb::CreateStudyRequest { spec_toml: STUDY.replace("PARALLEL", &workers.to_string()) })
-        .await
-        .unwrap();
+    c.create_study(pb::CreateStudyRequest { spec_toml: study(workers) }).await.unwrap();
     let warmup = Duration::from_millis(500);
     let start_at = Instant::now() + warmup;
     let stop_at = start_at + Duration::from_secs_f64(seconds);
@@ -146,8 +118,7 @@ async fn run(workers: usize, seconds: f64) -> serde_json::Value {
         all.extend(lat);
         errors += err;
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     all.sort_by(|a, b| a.partial_cmp(b).unwrap());
     serde_json::json!({
         "workers": workers,

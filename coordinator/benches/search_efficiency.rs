@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bertsweep_coordinator::fixtures::StudyToml;
 use bertsweep_coordinator::server::{self, ServerConfig};
 use bertsweep_proto::v1 as pb;
 use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
@@ -83,10 +84,14 @@ const STRATEGIES: &[Strategy] = &[
 
 fn study_toml(name: &str, s: &Strategy, seed: u64, max_trials: usize, workers: usize) -> String {
     let asha = if s.asha { "[early_stopping]\ntype = \"asha\"\nmin_epochs = 1\nreduction_factor = 3\n" } else { "" };
-    format!(
-        "name = \"{name}\"\n[objective]\nmetric = \"eval_accuracy\"\n[algorithm]\nsampler = \"{}\"\nseed = {seed}\n[budget]\nmax_trials = {max_trials}\nparallel_trials = {workers}\n[task]\nmodel = \"replay\"\ntrain_file = \"replay\"\nvalidation_file = \"replay\"\n{SPACE}{asha}",
-        s.sampler
-    )
+    StudyToml::new(name)
+        .sampler(s.sampler)
+        .seed(seed)
+        .budget(&format!("max_trials = {max_trials}\nparallel_trials = {workers}"))
+        .inputs("replay", "replay", "replay")
+        .parameters(SPACE)
+        .section(asha)
+        .to_string()
 }
 
 fn number(v: &pb::ParamValue) -> f64 {

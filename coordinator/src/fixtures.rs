@@ -1,6 +1,12 @@
-//! Large databases for scale tests and benchmarks, built in-process through the real registry
-//! and store (the same operations and rows a running coordinator makes), in seconds instead of
-//! the minutes 100,000 trial lifecycles take over gRPC.
+//! Study files, databases and servers for tests and benchmarks.
+//!
+//! [`StudyToml`] builds every study file the coordinator's tests and benchmarks create, so a
+//! change to the study format is made once. [`populate`] builds large databases in-process
+//! through the real registry and store (the same operations and rows a running coordinator
+//! makes), in seconds instead of the minutes 100,000 trial lifecycles take over gRPC.
+//! [`ServeProcess`] runs the real `bertsweep` binary.
+
+use std::fmt;
 
 use tokio::sync::broadcast;
 
@@ -9,33 +15,125 @@ use crate::registry::{LeaseConfig, Registry, WriteOp};
 use crate::spec::parse_study;
 use crate::store::{Store, StoreError};
 
+/// A study file built from the parts tests vary; everything else is the smallest valid study.
+///
+/// Defaults: the grid sampler without a seed, `objective.metric = "eval_accuracy"`, an empty
+/// `[budget]` (so its defaults), inputs the workers open themselves (`worker:/models/m`,
+/// `worker:/data/train.tsv`, `worker:/data/dev.tsv`) and no parameters; a study needs at least
+/// one, so add some with [`StudyToml::parameters`]. `Display` renders the TOML.
+#[derive(Debug, Clone)]
+pub struct StudyToml {
+    name: String,
+    sampler: String,
+    seed: Option<u64>,
+    budget: String,
+    inputs: [String; 3],
+    task: String,
+    parameters: String,
+    sections: String,
+}
+
+impl StudyToml {
+    /// A grid study named `name` with the defaults above.
+    pub fn new(name: &str) -> Self {
+        StudyToml {
+            name: name.to_string(),
+            sampler: "grid".into(),
+            seed: None,
+            budget: String::new(),
+            inputs: ["worker:/models/m".into(), "worker:/data/train.tsv".into(), "worker:/data/dev.tsv".into()],
+            task: String::new(),
+            parameters: String::new(),
+            sections: String::new(),
+        }
+    }
+
+    /// `algorithm.sampler`: `grid`, `random` or `tpe`.
+    pub fn sampler(mut self, sampler: &str) -> Self {
+        self.sampler = sampler.to_string();
+        self
+    }
+
+    /// `algorithm.seed`.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Lines of the `[budget]` table, e.g. `"max_trials = 8\nparallel_trials = 2"`.
+    pub fn budget(mut self, lines: &str) -> Self {
+        self.budget = lines.trim_end().to_string();
+        self
+    }
+
+    /// `task.model`, `task.train_file` and `task.validation_file`.
+    pub fn inputs(mut self, model: &str, train_file: &str, validation_file: &str) -> Self {
+        self.inputs = [model.to_string(), train_file.to_string(), validation_file.to_string()];
+        self
+    }
+
+    /// Further lines of the `[task]` table, e.g. `"max_seq_length = 64"`.
+    pub fn task(mut self, lines: &str) -> Self {
+        self.task = lines.trim_end().to_string();
+        self
+    }
+
+    /// Appends `[parameters.NAME]` tables.
+    pub fn parameters(mut self, tables: &str) -> Self {
+        self.parameters.push_str(tables.trim_end());
+        self.parameters.push('\n');
+        self
+    }
+
+    /// Appends other tables, e.g. `[early_stopping]`.
+    pub fn section(mut self, tables: &str) -> Self {
+        self.sections.push_str(tables.trim_end());
+        self.sections.push('\n');
+        self
+    }
+}
+
+impl fmt::Display for StudyToml {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [model, train, validation] = &self.inputs;
+        writeln!(f, "name = \"{}\"", self.name)?;
+        writeln!(f, "[objective]\nmetric = \"eval_accuracy\"")?;
+        writeln!(f, "[algorithm]\nsampler = \"{}\"", self.sampler)?;
+        if let Some(seed) = self.seed {
+            writeln!(f, "seed = {seed}")?;
+        }
+        writeln!(f, "[budget]")?;
+        if !self.budget.is_empty() {
+            writeln!(f, "{}", self.budget)?;
+        }
+        writeln!(f, "[task]\nmodel = \"{model}\"\ntrain_file = \"{train}\"\nvalidation_file = \"{validation}\"")?;
+        if !self.task.is_empty() {
+            writeln!(f, "{}", self.task)?;
+        }
+        write!(f, "{}{}", self.parameters, self.sections)
+    }
+}
+
 /// A random-search study file named `name` allowing `max_trials` trials of `epochs` epochs.
 pub fn random_study(name: &str, max_trials: u32, epochs: u32) -> String {
-    format!(
-        r#"name = "{name}"
-[objective]
-metric = "eval_accuracy"
-[algorithm]
-sampler = "random"
-seed = 0
-[budget]
-max_trials = {max_trials}
-parallel_trials = {max_trials}
-[task]
-model = "/models/minilm"
-train_file = "train.tsv"
-validation_file = "dev.tsv"
-[parameters.learning_rate]
-distribution = "log_uniform"
+    StudyToml::new(name)
+        .sampler("random")
+        .seed(0)
+        .budget(&format!("max_trials = {max_trials}\nparallel_trials = {max_trials}"))
+        .inputs("/models/minilm", "train.tsv", "dev.tsv")
+        .parameters(SEARCH_SPACE)
+        .parameters(&format!("[parameters.num_train_epochs]\nvalue = {epochs}"))
+        .to_string()
+}
+
+/// Learning rate (log-uniform 1e-5–5e-5) × batch size {16, 32}: the README's example space.
+pub const SEARCH_SPACE: &str = "[parameters.learning_rate]
+distribution = \"log_uniform\"
 min = 1e-5
 max = 5e-5
 [parameters.per_device_train_batch_size]
 values = [16, 32]
-[parameters.num_train_epochs]
-value = {epochs}
-"#
-    )
-}
+";
 
 /// The metrics a worker reports for an epoch (the Hugging Face names, realistic sizes).
 pub fn epoch_metrics(trial: u32, epoch: u32) -> Metrics {
@@ -131,6 +229,8 @@ pub async fn populate(db_url: &str, population: Population) -> Result<(), StoreE
 }
 
 /// A `bertsweep serve` process on a free loopback port, killed (SIGKILL) on drop.
+///
+/// `RUST_LOG` of the process is `$BERTSWEEP_SERVE_LOG`, `warn` by default.
 pub struct ServeProcess {
     /// The process.
     pub child: std::process::Child,
@@ -180,5 +280,25 @@ impl Drop for ServeProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_study_files_parse() {
+        let spec = parse_study(&random_study("r", 10, 2)).unwrap();
+        assert_eq!((spec.budget.max_trials, spec.parameters.len()), (10, 3));
+        let text = StudyToml::new("g")
+            .budget("max_trials = 2")
+            .task("max_seq_length = 64")
+            .parameters("[parameters.per_device_train_batch_size]\nvalues = [8, 16]")
+            .section("[early_stopping]\ntype = \"median\"")
+            .to_string();
+        let spec = parse_study(&text).unwrap();
+        assert_eq!((spec.task.max_seq_length, spec.task.model.as_str()), (64, "worker:/models/m"));
+        assert_eq!(spec.early_stopping.as_str(), "median");
     }
 }

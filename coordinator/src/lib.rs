@@ -5,16 +5,19 @@
 //! - [`spec`]: the study file (TOML) — parsing and validation into a [`spec::StudySpec`].
 //! - [`params`]: hyperparameter values and the parameters workers understand.
 //! - [`model`]: domain types — trials, studies, states, assignments.
-//! - [`sampler`]: what to try next (grid, random) behind the [`sampler::Sampler`] trait.
+//! - [`sampler`]: what to try next (grid, random, TPE) behind the [`sampler::Sampler`] trait.
 //! - [`stopping`]: early-stopping decisions behind [`stopping::EarlyStopper`].
 //! - [`ops`]: what the registry asks the store to persist and what the store loads back.
 //! - [`registry`]: the trial lifecycle state machine (leases, fencing, requeue, study end).
+//! - [`error`]: [`error::CoordinatorError`], what an operation can be refused with.
 //! - [`blobs`]: uploaded inputs and kept models on disk, and their garbage collection.
 //! - [`store`]: SQLite via sqlx — migrations, start-up load, group-commit writer.
-//! - [`service`]: the gRPC methods; [`service::convert`] is the only proto ↔ domain mapping.
+//! - [`service`]: the gRPC methods; [`service::convert`] is the server's only proto ↔ domain
+//!   mapping (the CLI, a client, works on the messages themselves).
 //! - [`server`]: wires store, registry, reaper, auth, health and reflection into a server.
 //! - [`text`]: safe names and bounded error text (how much of an input a message may quote).
-//! - [`fixtures`]: large databases built in-process, for scale tests and benchmarks.
+//! - [`fixtures`]: study files, large databases and `bertsweep serve` processes for tests and
+//!   benchmarks.
 //! - [`cli`]: the `bertsweep` command line (client verbs and output formats).
 
 pub mod blobs;

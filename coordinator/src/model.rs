@@ -13,11 +13,17 @@ pub type Metrics = BTreeMap<String, f64>;
 /// Where a trial is in its life. PENDING and RUNNING are live; the rest are terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrialState {
+    /// Waiting for a worker; a requeued trial goes out before new samples.
     Pending,
+    /// Leased to a worker, under a fencing token, until it ends or the lease expires.
     Running,
+    /// Ran all its epochs; its value counts towards the best trial.
     Completed,
+    /// Stopped early by the study's early-stopping rule; its value is the last epoch's.
     Pruned,
+    /// Infeasible, or out of attempts.
     Failed,
+    /// Was still live when its study ended (stopped or failed).
     Stopped,
 }
 
@@ -64,13 +70,18 @@ impl FromStr for TrialState {
 /// Where a study is in its life; everything but RUNNING is terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StudyState {
+    /// Trials are still being handed out or run.
     Running,
+    /// Its budget (or its grid) is used up and no trial is live.
     Completed,
+    /// `budget.max_failed_trials` trials failed.
     Failed,
+    /// Stopped by `study stop`.
     Stopped,
 }
 
 impl StudyState {
+    /// Upper-case name used in the database, logs and CLI output.
     pub fn as_str(self) -> &'static str {
         match self {
             StudyState::Running => "RUNNING",
@@ -111,6 +122,7 @@ pub struct Trial {
     pub study: String,
     /// 0-based number within the study, in creation order.
     pub number: u32,
+    /// Where the trial is in its life.
     pub state: TrialState,
     /// Fixed at creation; a requeued trial keeps them.
     pub params: Params,
@@ -136,8 +148,11 @@ pub struct Trial {
     pub artifact: String,
     /// Last error reported by a worker or the reaper.
     pub error: String,
+    /// Wall-clock ms when the sampler created it.
     pub created_ms: i64,
+    /// Wall-clock ms of its first lease (None while it never ran).
     pub started_ms: Option<i64>,
+    /// Wall-clock ms when it reached a terminal state.
     pub finished_ms: Option<i64>,
 }
 
@@ -193,25 +208,36 @@ pub fn validate_metrics(metrics: &Metrics) -> Result<(), String> {
 /// A study's row, as stored; the live state around it lives in the registry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StudyRecord {
+    /// Database key, also carried by each of its trials.
     pub id: u64,
+    /// Unique name; a safe path component (see `text::is_study_name`).
     pub name: String,
+    /// Where the study is in its life.
     pub state: StudyState,
     /// The accepted study file, kept verbatim so a restart re-derives the same spec.
     pub spec_toml: String,
     /// Why the study failed or stopped.
     pub reason: String,
+    /// Wall-clock ms of `study create`.
     pub created_ms: i64,
+    /// Wall-clock ms when the study reached a terminal state.
     pub finished_ms: Option<i64>,
 }
 
 /// Counts of a study's trials by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// PENDING trials.
     pub pending: u32,
+    /// RUNNING trials.
     pub running: u32,
+    /// COMPLETED trials.
     pub completed: u32,
+    /// PRUNED trials.
     pub pruned: u32,
+    /// FAILED trials.
     pub failed: u32,
+    /// STOPPED trials.
     pub stopped: u32,
 }
 
@@ -237,9 +263,13 @@ impl Counts {
 /// A read-only summary of a study for the API.
 #[derive(Debug, Clone)]
 pub struct StudySummary {
+    /// The stored row.
     pub record: StudyRecord,
+    /// The study file, parsed.
     pub spec: StudySpec,
+    /// Its trials by state.
     pub counts: Counts,
+    /// The best trial's objective value, once one has completed.
     pub best_value: Option<f64>,
     /// Grid size for grid studies, else 0.
     pub grid_size: u64,
@@ -248,24 +278,38 @@ pub struct StudySummary {
 /// What a worker receives with a lease.
 #[derive(Debug, Clone)]
 pub struct Assignment {
+    /// The trial's global id, quoted in every later call about it.
     pub trial_id: u64,
+    /// The study's name (for logs and export paths).
     pub study: String,
+    /// The trial's number within the study.
     pub number: u32,
+    /// The hyperparameters to train with; unset ones take the worker's defaults.
     pub params: Params,
+    /// What to train on.
     pub task: Task,
+    /// The metric that picks the best epoch, and its direction.
     pub objective: Objective,
+    /// Fencing token of this lease; a call quoting an older one changes nothing.
     pub lease_token: u64,
+    /// How long the lease lives without a heartbeat.
     pub lease_ttl_ms: u32,
+    /// Which lease of the trial this is (1 for the first).
     pub attempt: u32,
 }
 
 /// A registered worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerRecord {
+    /// Id the coordinator gave the worker at registration.
     pub id: String,
+    /// The machine the worker says it runs on (for people reading logs).
     pub hostname: String,
+    /// The devices it trains on (`cpu`, `cuda:0`, …).
     pub devices: Vec<String>,
+    /// The worker's version string.
     pub version: String,
+    /// Wall-clock ms of its (latest) registration.
     pub registered_ms: i64,
 }
 
@@ -283,6 +327,7 @@ pub enum FailureKind {
 /// The early-stopping verdict returned to a worker after an epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// Train the next epoch.
     Continue,
     /// Stop training; the reason is shown to the user.
     Stop(String),

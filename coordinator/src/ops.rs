@@ -10,19 +10,42 @@ pub enum WriteOp {
     /// Insert or replace a study row.
     Study(StudyRecord),
     /// Insert or replace a trial row (not its epochs); also published to watchers.
-    Trial { trial: Trial, study_state: StudyState },
+    Trial {
+        /// The trial as it is now.
+        trial: Trial,
+        /// Its study's state, for the watchers' events.
+        study_state: StudyState,
+    },
     /// Insert one epoch's metrics of the lease `lease_token` (attempt `attempt`).
-    Epoch { trial_id: u64, lease_token: u64, attempt: u32, epoch: u32, metrics: Metrics },
+    Epoch {
+        /// The trial's global id.
+        trial_id: u64,
+        /// The lease that reported it; epochs are keyed by lease, so attempts stay apart.
+        lease_token: u64,
+        /// The attempt that lease was.
+        attempt: u32,
+        /// The epoch (from 1).
+        epoch: u32,
+        /// What was reported.
+        metrics: Metrics,
+    },
     /// Move a running trial's lease expiry (heartbeats; not published).
-    Lease { trial_id: u64, expires_ms: i64 },
+    Lease {
+        /// The trial's global id.
+        trial_id: u64,
+        /// The new expiry, wall-clock ms.
+        expires_ms: i64,
+    },
     /// Insert a worker.
     Worker(WorkerRecord),
 }
 
 /// Rows loaded from the store at start-up.
 pub struct Snapshot {
+    /// Every study row.
     pub studies: Vec<StudyRecord>,
     /// Trials with their epochs, in (study id, number) order.
     pub trials: Vec<Trial>,
+    /// Every registered worker.
     pub workers: Vec<WorkerRecord>,
 }

@@ -61,7 +61,9 @@ pub type Params = BTreeMap<String, ParamValue>;
 /// Whether a known parameter takes integers or reals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParamKind {
+    /// Whole numbers (epochs, batch size, seed, frozen layers).
     Int,
+    /// Reals (learning rate, ratios, multipliers).
     Float,
 }
 
@@ -70,6 +72,7 @@ pub enum ParamKind {
 pub struct KnownParam {
     /// Hugging Face TrainingArguments-style name used in study files and by the worker.
     pub name: &'static str,
+    /// Integers or reals: decides how study values are read and how samplers draw.
     pub kind: ParamKind,
     /// Smallest allowed value (inclusive unless `min_exclusive`).
     pub min: f64,

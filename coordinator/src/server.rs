@@ -65,12 +65,16 @@ impl Default for ServerConfig {
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The database could not be opened, migrated or loaded.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stored study no longer validates or replays.
     #[error("the stored studies cannot be loaded: {0}")]
     Restore(#[from] crate::error::CoordinatorError),
+    /// tonic could not bind or serve.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// Flags that contradict each other or name unreadable files (TLS, data directory).
     #[error("invalid configuration: {0}")]
     Config(String),
 }

@@ -4,6 +4,9 @@
 //! and oversized grids are rejected with one line that names the problem. The same code runs in
 //! the CLI (for a `file:line` in the message) and in the coordinator (the authority).
 
+use bertsweep_proto::contract::{
+    DEFAULT_EPOCHS, DEFAULT_LABEL_COLUMN, DEFAULT_MAX_SEQ_LENGTH, DEFAULT_TEXT_COLUMN, OBJECTIVE_METRICS,
+};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
@@ -12,15 +15,17 @@ use crate::params::{known_param, known_param_names, KnownParam, ParamKind, Param
 /// The largest grid a study may ask for; a bigger one is almost certainly a mistake.
 pub const MAX_GRID_POINTS: u64 = 100_000;
 
-/// Metrics a study may optimise (Hugging Face names, reported by workers every epoch).
-pub const OBJECTIVE_METRICS: &[&str] = &["eval_accuracy", "eval_f1", "eval_precision", "eval_recall", "eval_loss"];
-
 /// Why a study file was rejected.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SpecError {
     /// TOML syntax, unknown keys or wrong types, with the 1-based line when known.
     #[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
-    Syntax { line: Option<usize>, message: String },
+    Syntax {
+        /// Where toml's parser stopped, when it says.
+        line: Option<usize>,
+        /// toml's first line of explanation, bounded.
+        message: String,
+    },
     /// A semantically invalid value.
     #[error("{0}")]
     Invalid(String),
@@ -80,10 +85,20 @@ pub enum EarlyStopping {
     None,
     /// Asynchronous successive halving: rungs at `min_epochs × reduction_factor^k`; at each rung
     /// a trial continues only if it is in the top 1/`reduction_factor` of the trials there.
-    Asha { min_epochs: u32, reduction_factor: u32 },
+    Asha {
+        /// The first rung (epochs).
+        min_epochs: u32,
+        /// Rung spacing and the fraction kept at each (at least 2).
+        reduction_factor: u32,
+    },
     /// Stop a trial worse than the median of completed trials at the same epoch, once
     /// `warmup_trials` trials have completed and from epoch `min_epochs` on.
-    Median { min_epochs: u32, warmup_trials: u32 },
+    Median {
+        /// The first epoch a trial can be stopped at.
+        min_epochs: u32,
+        /// Completed trials needed before any trial is stopped.
+        warmup_trials: u32,
+    },
 }
 
 impl EarlyStopping {
@@ -117,11 +132,17 @@ pub struct Budget {
 /// Where and how workers train; paths are resolved on the workers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
+    /// A BERT directory: `blob:sha256:…` once uploaded, `worker:/path`, `hf:org/name[@rev]`.
     pub model: String,
+    /// Training data, in the same forms as `model` (except `hf:`).
     pub train_file: String,
+    /// Validation data, evaluated after every epoch.
     pub validation_file: String,
+    /// Column holding the text.
     pub text_column: String,
+    /// Column holding the label (integer or string).
     pub label_column: String,
+    /// Examples are truncated to this many tokens (8–512).
     pub max_seq_length: u32,
     /// Only the first N training rows (None = all); handy for smoke tests.
     pub max_train_samples: Option<u32>,
@@ -141,9 +162,13 @@ pub enum Domain {
 /// A numeric range with its optional discretisation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RangeDomain {
+    /// The parameter's kind: integer ranges are discrete without `step`.
     pub kind: ParamKind,
+    /// Sample (and space grid points) uniformly in log space (`distribution = "log_uniform"`).
     pub log: bool,
+    /// Smallest value (inclusive).
     pub min: f64,
+    /// Largest value (inclusive).
     pub max: f64,
     /// Lattice spacing (linear ranges only).
     pub step: Option<f64>,
@@ -225,7 +250,9 @@ fn round_sig(x: f64) -> f64 {
 /// One searched (or fixed) parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamSpec {
+    /// One of the known parameters (`params::KNOWN_PARAMS`).
     pub name: String,
+    /// The values it may take.
     pub domain: Domain,
 }
 
@@ -234,7 +261,9 @@ pub struct ParamSpec {
 pub struct StudySpec {
     /// Unique name, `[A-Za-z0-9._-]`, at most 64 characters.
     pub name: String,
+    /// What the study optimises.
     pub objective: Objective,
+    /// How it proposes parameters.
     pub sampler: SamplerKind,
     /// Seed of the sampler's random streams.
     pub seed: u64,
@@ -242,8 +271,11 @@ pub struct StudySpec {
     pub repeats: u32,
     /// TPE: configurations drawn at random before the model takes over.
     pub startup_trials: u32,
+    /// Which rule stops trials after an epoch (none by default).
     pub early_stopping: EarlyStopping,
+    /// How many trials run, at once and in all, and how many may fail.
     pub budget: Budget,
+    /// Model and data, handed to every worker with each trial.
     pub task: Task,
     /// Parameters in file order (the grid's first parameter varies slowest).
     pub parameters: Vec<ParamSpec>,
@@ -497,7 +529,7 @@ fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpec, SpecErro
         }
     }
     spec.budget = validate_budget(raw.budget, sampler, grid_size.saturating_mul(repeats as u64), strictness)?;
-    if !spec.budget.max_trials.is_multiple_of(repeats) {
+    if spec.budget.max_trials % repeats != 0 {
         return Err(invalid(format!(
             "budget.max_trials ({}) must be a multiple of algorithm.repeats ({repeats}) so every configuration runs with every seed",
             spec.budget.max_trials
@@ -629,9 +661,6 @@ fn check_early_stopping_has_epochs(spec: &StudySpec) -> Result<(), SpecError> {
 /// Models kept on the coordinator when the study does not set budget.keep_artifacts.
 pub const DEFAULT_KEEP_ARTIFACTS: u32 = 3;
 
-/// Epochs a trial trains when the study does not set num_train_epochs (the worker's default).
-pub const DEFAULT_EPOCHS: u32 = 3;
-
 fn validate_task(raw: RawTask) -> Result<Task, SpecError> {
     for (field, value) in [
         ("task.model", &raw.model),
@@ -652,7 +681,7 @@ fn validate_task(raw: RawTask) -> Result<Task, SpecError> {
         }
     }
     let max_seq_length = match raw.max_seq_length {
-        None => 128,
+        None => DEFAULT_MAX_SEQ_LENGTH,
         Some(n) if (8..=512).contains(&n) => n as u32,
         Some(n) => return Err(invalid(format!("task.max_seq_length must be between 8 and 512 (got {n})"))),
     };
@@ -673,8 +702,8 @@ fn validate_task(raw: RawTask) -> Result<Task, SpecError> {
         model: raw.model,
         train_file: raw.train_file,
         validation_file: raw.validation_file,
-        text_column: column("task.text_column", raw.text_column, "sentence")?,
-        label_column: column("task.label_column", raw.label_column, "label")?,
+        text_column: column("task.text_column", raw.text_column, DEFAULT_TEXT_COLUMN)?,
+        label_column: column("task.label_column", raw.label_column, DEFAULT_LABEL_COLUMN)?,
         max_seq_length,
         max_train_samples,
     })

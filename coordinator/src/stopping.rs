@@ -6,9 +6,11 @@
 //! objective of every trial in the study, so trials reporting out of order are judged against
 //! whatever has been reported so far.
 
+use bertsweep_proto::contract::DEFAULT_EPOCHS;
+
 use crate::model::{Decision, Trial, TrialState};
 use crate::params::ParamValue;
-use crate::spec::{EarlyStopping, Objective, StudySpec, DEFAULT_EPOCHS};
+use crate::spec::{EarlyStopping, Objective, StudySpec};
 
 /// Decides whether a trial that just reported `value` at `epoch` keeps training.
 pub trait EarlyStopper: Send + Sync {
@@ -70,7 +72,9 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// is at least the (1 − 1/η) quantile of the values every trial has recorded at that rung
 /// (itself included), so it never waits for a rung to fill.
 pub struct Asha {
+    /// The first rung.
     pub min_epochs: u32,
+    /// η: rungs are η× apart and the top 1/η continues at each.
     pub reduction_factor: u32,
 }
 
@@ -116,7 +120,9 @@ impl EarlyStopper for Asha {
 /// objectives at epoch e (Optuna's MedianPruner), once `warmup_trials` trials have completed
 /// and from epoch `min_epochs` on.
 pub struct MedianStopping {
+    /// No trial is stopped before this epoch.
     pub min_epochs: u32,
+    /// No trial is stopped before this many trials have completed.
     pub warmup_trials: u32,
 }
 

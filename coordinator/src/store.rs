@@ -25,16 +25,40 @@ use crate::ops::{Snapshot, WriteOp};
 /// Why the database could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The file could not be opened or created.
     #[error("cannot open database {url}: {source}")]
-    Open { url: String, source: sqlx::Error },
+    Open {
+        /// The `--db` URL.
+        url: String,
+        /// sqlx's reason.
+        source: sqlx::Error,
+    },
+    /// Another process holds SQLite's exclusive lock: one coordinator per database.
     #[error("database {url} is in use by another process (another `bertsweep serve`?); stop it or use another --db")]
-    Locked { url: String },
+    Locked {
+        /// The `--db` URL.
+        url: String,
+    },
+    /// A migration in `migrations/` failed (or the database is newer than this binary).
     #[error("cannot migrate database {url}: {source}")]
-    Migrate { url: String, source: sqlx::migrate::MigrateError },
+    Migrate {
+        /// The `--db` URL.
+        url: String,
+        /// sqlx's reason.
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed.
     #[error("{0}")]
     Sql(#[from] sqlx::Error),
+    /// A row the start-up load cannot turn back into a domain value.
     #[error("corrupt row in {table}: {message}")]
-    Corrupt { table: &'static str, message: String },
+    Corrupt {
+        /// The table it came from.
+        table: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The writer task ended (a commit failed, or shutdown began), so nothing more is durable.
     #[error("the storage writer has shut down")]
     WriterGone,
 }
@@ -42,7 +66,14 @@ pub enum StoreError {
 /// A change that has been committed, for WatchStudy streams.
 #[derive(Debug, Clone)]
 pub enum CommittedChange {
-    Trial { trial: Trial, study_state: StudyState },
+    /// A trial changed.
+    Trial {
+        /// The trial as committed.
+        trial: Trial,
+        /// Its study's state at that moment (a watcher ends after a terminal one).
+        study_state: StudyState,
+    },
+    /// A study changed state.
     Study(StudyRecord),
 }
 
@@ -396,7 +427,7 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
         .await?;
     }
     for chunk in trials.chunks(CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
             "INSERT INTO trials (id, study_id, number, state, params_json, value, metrics_json, attempt, worker_id, \
              lease_token, lease_expires_ms, artifact, error, created_ms, started_ms, finished_ms) ",
         );
@@ -427,7 +458,7 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
         qb.build().execute(&mut *tx).await?;
     }
     for chunk in epochs.chunks(CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+        let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
             "INSERT OR REPLACE INTO trial_epochs (trial_id, lease_token, attempt, epoch, metrics_json) ",
         );
         qb.push_values(chunk, |mut b, (trial_id, lease_token, attempt, epoch, metrics)| {

@@ -3,36 +3,33 @@
 //! bytes) that leave nothing behind, DownloadBlob errors and resume, `blob:` study inputs
 //! checked at CreateStudy, the top-K kept models (OfferArtifact, eviction of pushed-out models
 //! and their unshared blobs) and what a restart keeps and clears.
-//!
-//! Self-contained (no `common`): the server here sets the blob fields of `ServerConfig`.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bertsweep_coordinator::server::{self, ServerConfig};
-use bertsweep_proto::auth::BearerToken;
+use bertsweep_coordinator::fixtures::StudyToml;
+use bertsweep_coordinator::server::ServerConfig;
 use bertsweep_proto::v1 as pb;
-use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
 use bertsweep_proto::Client;
 use bertsweep_transfer::blob_dir::BlobDir;
 use bertsweep_transfer::remote::{materialize, Remote, RemoteError};
 use bertsweep_transfer::{Digest, Manifest};
+use common::{eventually, TestServer};
 use futures::StreamExt;
 use tonic::Code;
 
-/// A coordinator over `<root>/coord.db` with its blobs in `<root>/data`.
+/// A coordinator over `<root>/coord.db` with its blobs in `<root>/data`; one started again
+/// over the same root finds both.
 struct Server {
-    url: String,
+    server: TestServer,
     data: PathBuf,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
     async fn start(root: &Path, max_blob_bytes: u64) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let data = root.join("data");
         let config = ServerConfig {
             db_url: format!("sqlite://{}", root.join("coord.db").display()),
@@ -41,26 +38,15 @@ impl Server {
             max_blob_bytes,
             ..ServerConfig::default()
         };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            server::run_with_ready(listener, config, shutdown, ready_tx).await.unwrap();
-        });
-        ready_rx.await.expect("server failed to start");
-        Server { url, data, stop, task }
+        Server { server: TestServer::start_config(config).await, data }
     }
 
     async fn client(&self) -> Client {
-        let channel = tonic::transport::Endpoint::from_shared(self.url.clone()).unwrap().connect().await.unwrap();
-        CoordinatorClient::with_interceptor(channel, BearerToken::new(None).unwrap())
+        self.server.intercepted_client().await
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap();
+        self.server.shutdown().await;
     }
 
     /// Where the store keeps a blob: `sha256/<2 hex>/<64 hex>`.
@@ -72,6 +58,11 @@ impl Server {
     fn tmp_files(&self) -> usize {
         std::fs::read_dir(self.data.join("tmp")).unwrap().count()
     }
+}
+
+/// Polls a condition on files for up to 10 s.
+async fn until(what: &str, check: impl Fn() -> bool) {
+    eventually(what, Duration::from_secs(10), || std::future::ready(check().then_some(()))).await
 }
 
 /// Every file under `dir` by relative path, with its bytes.
@@ -134,26 +125,9 @@ async fn fetch_tree(remote: &Remote, manifest: Digest, dest: &Path) {
     materialize(&cache, &m, dest).unwrap();
 }
 
-/// Inputs the workers open themselves (nothing to upload).
-const ON_WORKERS: [&str; 3] = ["worker:/m", "worker:/train.tsv", "worker:/dev.tsv"];
-
-fn study_toml(name: &str, budget: &str, [model, train, validation]: [&str; 3]) -> String {
-    format!(
-        r#"name = "{name}"
-[objective]
-metric = "eval_accuracy"
-[algorithm]
-sampler = "grid"
-[budget]
-{budget}
-[task]
-model = "{model}"
-train_file = "{train}"
-validation_file = "{validation}"
-[parameters.per_device_train_batch_size]
-values = [8, 16, 32, 64]
-"#
-    )
+/// A four-trial grid study (inputs on the workers unless `.inputs(…)` says otherwise).
+fn study(name: &str, budget: &str) -> StudyToml {
+    StudyToml::new(name).budget(budget).parameters("[parameters.per_device_train_batch_size]\nvalues = [8, 16, 32, 64]")
 }
 
 async fn lease_all(c: &mut Client, n: usize) -> Vec<pb::Assignment> {
@@ -176,14 +150,6 @@ async fn complete(c: &mut Client, a: &pb::Assignment, acc: f64, artifact: &str) 
 async fn list_trials(c: &mut Client, study: &str) -> Vec<pb::Trial> {
     let request = pb::ListTrialsRequest { study: study.into(), page_size: 100, page_token: String::new() };
     c.list_trials(request).await.unwrap().into_inner().trials
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,7 +301,7 @@ async fn study_inputs_must_be_uploaded_and_of_the_right_kind() {
         (incomplete.as_str(), Code::FailedPrecondition, "missing"),
     ];
     for (bad_train, code, text) in cases {
-        let spec_toml = study_toml("inputs", "", [&model, bad_train, &dev]);
+        let spec_toml = study("inputs", "").inputs(&model, bad_train, &dev).to_string();
         let status = c.create_study(pb::CreateStudyRequest { spec_toml }).await.unwrap_err();
         assert_eq!(status.code(), code, "{status:?}");
         let m = status.message();
@@ -344,12 +310,12 @@ async fn study_inputs_must_be_uploaded_and_of_the_right_kind() {
         assert_eq!(get.code(), Code::NotFound, "nothing was created");
     }
     // A single file is not a model directory.
-    let status = c.create_study(pb::CreateStudyRequest { spec_toml: study_toml("inputs", "", [&train, &train, &dev]) });
+    let spec_toml = study("inputs", "").inputs(&train, &train, &dev).to_string();
+    let status = c.create_study(pb::CreateStudyRequest { spec_toml });
     assert_eq!(status.await.unwrap_err().code(), Code::InvalidArgument);
 
-    c.create_study(pb::CreateStudyRequest { spec_toml: study_toml("inputs", "", [&model, &train, &dev]) })
-        .await
-        .unwrap();
+    let spec_toml = study("inputs", "").inputs(&model, &train, &dev).to_string();
+    c.create_study(pb::CreateStudyRequest { spec_toml }).await.unwrap();
     let task = lease_all(&mut c, 1).await[0].task.clone().unwrap();
     assert_eq!((task.model, task.train_file, task.validation_file), (model, train, dev));
     server.stop().await;
@@ -374,7 +340,7 @@ async fn only_the_top_k_models_are_kept_and_pushed_out_blobs_are_deleted() {
     let server = Server::start(tmp.path(), 1 << 30).await;
     let mut c = server.client().await;
     let remote = Remote::new(c.clone());
-    let spec_toml = study_toml("topk", "parallel_trials = 4\nkeep_artifacts = 2", ON_WORKERS);
+    let spec_toml = study("topk", "parallel_trials = 4\nkeep_artifacts = 2").to_string();
     c.create_study(pb::CreateStudyRequest { spec_toml }).await.unwrap();
     let leases = lease_all(&mut c, 4).await;
 
@@ -399,7 +365,7 @@ async fn only_the_top_k_models_are_kept_and_pushed_out_blobs_are_deleted() {
     let kept = [2, 3].map(|i| format!("blob:sha256:{}", models[i].digest));
     assert_eq!(artifacts, ["", "", kept[0].as_str(), kept[1].as_str()]);
     let weights = |i: usize| models[i].manifest.files.iter().find(|f| f.path == "weights/model.bin").unwrap().digest();
-    eventually("pushed-out models to be deleted", || {
+    until("pushed-out models to be deleted", || {
         (0..2).all(|i| !server.blob(&weights(i)).exists() && !server.blob(&models[i].digest).exists())
     })
     .await;
@@ -415,7 +381,7 @@ async fn kept_models_survive_a_restart_and_unfinished_uploads_do_not() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path(), 1 << 30).await;
     let mut c = server.client().await;
-    let spec_toml = study_toml("restart", "keep_artifacts = 1\nparallel_trials = 2", ON_WORKERS);
+    let spec_toml = study("restart", "keep_artifacts = 1\nparallel_trials = 2").to_string();
     c.create_study(pb::CreateStudyRequest { spec_toml }).await.unwrap();
     let mut models = Vec::new();
     for (i, a) in lease_all(&mut c, 2).await.iter().enumerate() {
@@ -424,7 +390,7 @@ async fn kept_models_survive_a_restart_and_unfinished_uploads_do_not() {
         models.push(m.digest);
     }
     let artifact = format!("blob:sha256:{}", models[1]);
-    eventually("the pushed-out model to be deleted", || !server.blob(&models[0]).exists()).await;
+    until("the pushed-out model to be deleted", || !server.blob(&models[0]).exists()).await;
     // A blob no one refers to yet (a study being created) is young: a restart keeps it.
     let young = Digest::of(b"young");
     raw_upload(&mut c, &young.to_string(), 5, &[&b"young"[..]]).await.unwrap();

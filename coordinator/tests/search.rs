@@ -7,31 +7,26 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bertsweep_coordinator::fixtures::StudyToml;
 use bertsweep_proto::v1 as pb;
 use common::*;
 
+/// A study over 8 learning rates × 4 batch sizes × 3 epoch counts (96 configurations).
 fn search_toml(name: &str, sampler: &str, budget: &str, extra: &str) -> String {
-    format!(
-        r#"name = "{name}"
-[objective]
-metric = "eval_accuracy"
-[algorithm]
-sampler = "{sampler}"
-seed = 7
-[budget]
-{budget}
-[task]
-model = "m"
-train_file = "t.tsv"
-validation_file = "v.tsv"
-[parameters.learning_rate]
+    StudyToml::new(name)
+        .sampler(sampler)
+        .seed(7)
+        .budget(budget)
+        .parameters(
+            "[parameters.learning_rate]
 values = [1e-5, 1.5e-5, 2e-5, 2.5e-5, 3e-5, 4e-5, 5e-5, 6e-5]
 [parameters.per_device_train_batch_size]
 values = [8, 16, 32, 64]
 [parameters.num_train_epochs]
-values = [2, 3, 4]
-{extra}"#
-    )
+values = [2, 3, 4]",
+        )
+        .section(extra)
+        .to_string()
 }
 
 fn lr(a: &pb::Assignment) -> f64 {

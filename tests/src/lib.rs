@@ -41,6 +41,7 @@ pub fn sst2_dir() -> Option<PathBuf> {
 
 /// A running `bertsweep serve`, killed on drop.
 pub struct Coordinator {
+    /// The `bertsweep serve` process; public so tests can SIGKILL it or wait for its exit.
     pub child: Child,
     /// `http://ADDR`, or `https://ADDR` when started with TLS.
     pub url: String,
@@ -175,9 +176,80 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
     }
 }
 
+/// A running `moto_server` (the S3-compatible server from the project's .venv), killed on drop.
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Starts moto_server on a free port and waits until it accepts connections.
+    pub fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let bin = workspace_root().join(".venv/bin/moto_server");
+        assert!(bin.exists(), "{} is missing: run `make setup` (it installs moto[server])", bin.display());
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+        eventually("moto_server to start", Duration::from_secs(60), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+        });
+        moto
+    }
+
+    /// Creates a bucket (path-style PUT; object_store does not create buckets).
+    pub fn create_bucket(&self, bucket: &str) {
+        let status = Command::new(workspace_root().join(".venv/bin/python"))
+            .args(["-c", "import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], method='PUT')).read()"])
+            .arg(format!("{}/{bucket}", self.endpoint))
+            .status()
+            .expect("run python");
+        assert!(status.success(), "creating bucket {bucket}");
+    }
+
+    /// The variables an S3 client needs to use this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT", self.endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Prints why a test is skipped (visible with --nocapture and in CI logs).
 pub fn skip(reason: &str) {
     eprintln!("SKIPPED: {reason}");
+}
+
+/// A one-trial study named `name` whose model does not exist, so any worker that leases the
+/// trial fails it at once (max_attempts = 1). Returns the study file written in `dir`.
+pub fn unrunnable_study(dir: &Path, name: &str) -> PathBuf {
+    let file = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "name = \"{name}\"\n[objective]\nmetric = \"eval_accuracy\"\n[budget]\nmax_attempts = 1\n[task]\nmodel = \"worker:{missing}\"\ntrain_file = \"worker:/t.tsv\"\nvalidation_file = \"worker:/d.tsv\"\n[parameters.learning_rate]\nvalue = 3e-5\n",
+        missing = dir.join("no-such-model").display()
+    );
+    std::fs::write(&file, text).expect("write study file");
+    file
 }
 
 /// A one-trial study named `name` on the project's demo reviews: MiniLM, 160 training rows,

@@ -25,7 +25,11 @@ fn worker_rides_through_a_coordinator_restart() {
 
     coordinator.child.kill().unwrap(); // SIGKILL
     coordinator.child.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // The restart needs the address back (the database lock went with the process). The
+    // worker's connection died with the coordinator, so its next call meets the outage.
+    eventually("the coordinator's address to be free", Duration::from_secs(10), || {
+        std::net::TcpListener::bind(&addr).ok().map(drop)
+    });
     let coordinator = Coordinator::start_on(&addr, &db, "30s");
 
     assert!(worker.wait().unwrap().success(), "the worker finishes the study after the restart");

@@ -4,7 +4,6 @@
 //! - a worker whose id the coordinator no longer knows (a coordinator restarted on a fresh
 //!   database at the same address) registers again and goes on taking trials.
 
-use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -24,17 +23,6 @@ fn exit_within(child: &mut Child, limit: Duration) -> Option<bool> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// A one-trial study whose model does not exist: any worker that leases it fails it at once.
-fn unrunnable_study(dir: &Path, name: &str) -> std::path::PathBuf {
-    let file = dir.join(format!("{name}.toml"));
-    let text = format!(
-        "name = \"{name}\"\n[objective]\nmetric = \"eval_accuracy\"\n[budget]\nmax_attempts = 1\n[task]\nmodel = \"worker:{missing}\"\ntrain_file = \"worker:/t.tsv\"\nvalidation_file = \"worker:/d.tsv\"\n[parameters.learning_rate]\nvalue = 3e-5\n",
-        missing = dir.join("no-such-model").display()
-    );
-    std::fs::write(&file, text).unwrap();
-    file
 }
 
 #[test]

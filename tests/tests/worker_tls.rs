@@ -63,15 +63,7 @@ fn a_worker_leases_trials_over_mutual_tls_and_a_wrong_ca_stops_it_at_once() {
         ("BERTSWEEP_TOKEN_FILE".into(), p("token")),
     ];
     // A study whose model is missing: a worker that leases the trial fails it at once.
-    let study = dir.path().join("tls.toml");
-    std::fs::write(
-        &study,
-        format!(
-            "name = \"tls\"\n[objective]\nmetric = \"eval_accuracy\"\n[budget]\nmax_attempts = 1\n[task]\nmodel = \"worker:{}\"\ntrain_file = \"worker:/t.tsv\"\nvalidation_file = \"worker:/d.tsv\"\n[parameters.learning_rate]\nvalue = 3e-5\n",
-            dir.path().join("no-model").display()
-        ),
-    )
-    .unwrap();
+    let study = unrunnable_study(dir.path(), "tls");
     let created = coordinator.cli(&["study", "create", study.to_str().unwrap()]);
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
 

@@ -1,72 +1,18 @@
 //! Model directories in a real S3-compatible server (moto's, from the project's .venv, started
 //! by the test): upload, verified download, and refusals for an incomplete or tampered upload.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
+use bertsweep_tests::Moto;
 use bertsweep_transfer::object::{download_dir, upload_dir, MANIFEST_NAME};
 use object_store::ObjectStore;
 
-struct Moto(Child);
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn venv_bin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin").join(name)
-}
-
-/// Starts moto_server on a free port; returns it and its URL.
-fn start_moto() -> (Moto, String) {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let bin = venv_bin("moto_server");
-    assert!(bin.exists(), "{} is missing: run `make setup` (it installs moto[server])", bin.display());
-    let child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto_server");
-    let moto = Moto(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (moto, format!("http://127.0.0.1:{port}"))
-}
-
-/// Creates a bucket with a path-style PUT (object_store does not create buckets).
-fn create_bucket(endpoint: &str, bucket: &str) {
-    let status = Command::new(venv_bin("python"))
-        .args(["-c", "import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], method='PUT')).read()"])
-        .arg(format!("{endpoint}/{bucket}"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "creating bucket {bucket}");
-}
-
 #[tokio::test]
 async fn a_model_directory_round_trips_through_s3_and_tampering_is_refused() {
-    let (_moto, endpoint) = start_moto();
+    let moto = Moto::start();
     // This test binary holds this one test: the process environment is its own.
-    for (k, v) in [
-        ("AWS_ENDPOINT", endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false"),
-    ] {
+    for (k, v) in moto.env() {
         std::env::set_var(k, v);
     }
-    create_bucket(&endpoint, "models");
+    moto.create_bucket("models");
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
     std::fs::create_dir_all(model.join("sub")).unwrap();

@@ -83,7 +83,7 @@ struct Linear {
 }
 
 impl Linear {
-    fn new(p: &nn::Path, params: Params, in_dim: i64, out_dim: i64, std: f64) -> Self {
+    fn new(p: &nn::Path<'_>, params: Params<'_, '_>, in_dim: i64, out_dim: i64, std: f64) -> Self {
         let params = Params { path: p, ..params };
         Linear {
             weight: params.weight("weight", &[out_dim, in_dim], std),
@@ -108,7 +108,7 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
-    fn new(p: &nn::Path, params: Params, dim: i64, eps: f64) -> Self {
+    fn new(p: &nn::Path<'_>, params: Params<'_, '_>, dim: i64, eps: f64) -> Self {
         let params = Params { path: p, ..params };
         LayerNorm {
             weight: params.filled("weight", &[dim], Init::Ones),
@@ -143,7 +143,7 @@ pub struct BertEmbeddings {
 }
 
 impl BertEmbeddings {
-    fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
+    fn new(p: &nn::Path<'_>, params: Params<'_, '_>, c: &BertConfig) -> Self {
         let h = c.hidden_size;
         let std = c.initializer_range;
         let table = |name: &str, rows: i64| Params { path: &(p / name), ..params }.weight("weight", &[rows, h], std);
@@ -188,7 +188,7 @@ pub struct BertSelfAttention {
 }
 
 impl BertSelfAttention {
-    fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
+    fn new(p: &nn::Path<'_>, params: Params<'_, '_>, c: &BertConfig) -> Self {
         let (h, std) = (c.hidden_size, c.initializer_range);
         BertSelfAttention {
             query: Linear::new(&(p / "query"), params, h, h, std),
@@ -224,7 +224,7 @@ pub struct BertSelfOutput {
 }
 
 impl BertSelfOutput {
-    fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
+    fn new(p: &nn::Path<'_>, params: Params<'_, '_>, c: &BertConfig) -> Self {
         let h = c.hidden_size;
         BertSelfOutput {
             dense: Linear::new(&(p / "dense"), params, h, h, c.initializer_range),
@@ -247,7 +247,7 @@ pub struct BertAttention {
 }
 
 impl BertAttention {
-    fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
+    fn new(p: &nn::Path<'_>, params: Params<'_, '_>, c: &BertConfig) -> Self {
         BertAttention {
             self_attention: BertSelfAttention::new(&(p / "self"), params, c),
             output: BertSelfOutput::new(&(p / "output"), params, c),
@@ -268,7 +268,7 @@ pub struct BertIntermediate {
 }
 
 impl BertIntermediate {
-    fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
+    fn new(p: &nn::Path<'_>, params: Params<'_, '_>, c: &BertConfig) -> Self {
         BertIntermediate {
             dense: Linear::new(&(p / "dense"), params, c.hidden_size, c.intermediate_size, c.initializer_range),
             activation: c.hidden_act.clone(),
@@ -295,7 +295,7 @@ pub struct BertOutput {
 }
 
 impl BertOutput {
-    fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
+    fn new(p: &nn::Path<'_>, params: Params<'_, '_>, c: &BertConfig) -> Self {
         BertOutput {
             dense: Linear::new(&(p / "dense"), params, c.intermediate_size, c.hidden_size, c.initializer_range),
             layer_norm: LayerNorm::new(&(p / "LayerNorm"), params, c.hidden_size, c.layer_norm_eps),
@@ -318,7 +318,7 @@ pub struct BertLayer {
 }
 
 impl BertLayer {
-    fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
+    fn new(p: &nn::Path<'_>, params: Params<'_, '_>, c: &BertConfig) -> Self {
         BertLayer {
             attention: BertAttention::new(&(p / "attention"), params, c),
             intermediate: BertIntermediate::new(&(p / "intermediate"), params, c),
@@ -340,7 +340,7 @@ pub struct BertEncoder {
 }
 
 impl BertEncoder {
-    fn new(p: &nn::Path, params: Params, c: &BertConfig, frozen_layers: usize) -> Self {
+    fn new(p: &nn::Path<'_>, params: Params<'_, '_>, c: &BertConfig, frozen_layers: usize) -> Self {
         let layers = (0..c.num_hidden_layers as usize)
             .map(|i| {
                 let params = Params { trainable: params.trainable && i >= frozen_layers, ..params };
@@ -362,7 +362,7 @@ pub struct BertPooler {
 }
 
 impl BertPooler {
-    fn new(p: &nn::Path, params: Params, c: &BertConfig) -> Self {
+    fn new(p: &nn::Path<'_>, params: Params<'_, '_>, c: &BertConfig) -> Self {
         let h = c.hidden_size;
         BertPooler { dense: Linear::new(&(p / "dense"), params, h, h, c.initializer_range) }
     }
@@ -382,7 +382,7 @@ pub struct BertModel {
 }
 
 impl BertModel {
-    fn new(p: &nn::Path, c: &BertConfig, freeze_layers: usize) -> Self {
+    fn new(p: &nn::Path<'_>, c: &BertConfig, freeze_layers: usize) -> Self {
         let trainable = Params { path: p, trainable: true };
         let embeddings_params = Params { trainable: freeze_layers == 0, ..trainable };
         BertModel {
@@ -438,7 +438,7 @@ impl BertForSequenceClassification {
     /// does (normal(0, initializer_range) weights, zero biases, unit LayerNorm). Embeddings
     /// and the first `freeze_layers` encoder layers are created untrainable.
     pub fn new(
-        root: &nn::Path,
+        root: &nn::Path<'_>,
         config: &BertConfig,
         num_labels: i64,
         freeze_layers: usize,

@@ -19,8 +19,6 @@
 //!
 //! **Invariant:** asking for CUDA where torch sees none is an error, never a silent CPU run.
 
-#![warn(missing_docs)]
-
 pub mod bert;
 pub mod checkpoint;
 pub mod config;

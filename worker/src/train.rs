@@ -27,7 +27,7 @@ pub const MAX_GRAD_NORM: f64 = 1.0;
 /// Examples per evaluation batch (evaluation order does not change the metrics).
 pub const EVAL_BATCH_SIZE: usize = 64;
 /// Metric names the objective may use.
-pub const OBJECTIVE_METRICS: &[&str] = &["eval_accuracy", "eval_f1", "eval_precision", "eval_recall", "eval_loss"];
+pub use bertsweep_proto::contract::OBJECTIVE_METRICS;
 
 /// Everything one trial needs: the task and the hyperparameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,12 +78,12 @@ impl Default for TrialConfig {
             model_dir: PathBuf::new(),
             train_file: PathBuf::new(),
             validation_file: PathBuf::new(),
-            text_column: "sentence".to_owned(),
-            label_column: "label".to_owned(),
-            max_seq_length: 128,
+            text_column: bertsweep_proto::contract::DEFAULT_TEXT_COLUMN.to_owned(),
+            label_column: bertsweep_proto::contract::DEFAULT_LABEL_COLUMN.to_owned(),
+            max_seq_length: bertsweep_proto::contract::DEFAULT_MAX_SEQ_LENGTH as usize,
             max_train_samples: None,
             learning_rate: 5e-5,
-            num_train_epochs: 3,
+            num_train_epochs: bertsweep_proto::contract::DEFAULT_EPOCHS as usize,
             per_device_train_batch_size: 8,
             warmup_ratio: 0.0,
             weight_decay: 0.01,

@@ -21,8 +21,10 @@ use client::Client;
 #[derive(Debug, Parser)]
 #[command(name = "bertsweep", version, about)]
 pub struct Cli {
+    /// The verb to run.
     #[command(subcommand)]
     pub command: Command,
+    /// Connection and authentication flags, shared by every verb.
     #[command(flatten)]
     pub global: GlobalArgs,
 }
@@ -67,7 +69,7 @@ impl GlobalArgs {
         Client::connect(&self.coordinator, self.token()?.as_deref(), &tls).await
     }
 }
-
+/// The verbs: `serve` runs the coordinator, the others are its gRPC clients.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the coordinator (gRPC server over a SQLite database).
@@ -83,6 +85,7 @@ pub enum Command {
     Download(DownloadArgs),
 }
 
+/// Flags of `download`.
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
     /// The study.
@@ -94,6 +97,7 @@ pub struct DownloadArgs {
     pub trial: Option<u32>,
 }
 
+/// Flags of `serve`, turned into a [`ServerConfig`] by [`run`].
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
@@ -131,28 +135,41 @@ pub struct ServeArgs {
     pub insecure: bool,
 }
 
+/// The `study` verbs.
 #[derive(Debug, Subcommand)]
 pub enum StudyCommand {
     /// Create a study from a TOML study file.
-    Create { file: PathBuf },
+    Create {
+        /// The study file; plain-path inputs it names are uploaded first.
+        file: PathBuf,
+    },
     /// List studies.
     List {
+        /// How to print the list.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// Show one study.
     Show {
+        /// The study.
         name: String,
+        /// How to print the study.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
     /// Stop a study: running trials are told to stop, pending ones are dropped.
-    Stop { name: String },
+    Stop {
+        /// The study.
+        name: String,
+    },
 }
 
+/// Flags of `trials`.
 #[derive(Debug, Args)]
 pub struct TrialsArgs {
+    /// The study.
     pub name: String,
+    /// How to print the trials.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Keep printing trial changes until the study ends.
@@ -160,14 +177,20 @@ pub struct TrialsArgs {
     pub follow: bool,
 }
 
+/// Flags of `best`.
 #[derive(Debug, Args)]
 pub struct BestArgs {
+    /// The study.
     pub name: String,
+    /// How to print the trial.
     #[arg(long, value_enum, default_value_t = BestFormat::Table)]
     pub format: BestFormat,
 }
 
 /// Output formats: aligned tables for people, json/csv for scripts.
+// The variant names say it all; doc comments on them would become clap help text and turn
+// every `--help` with a `--format` into clap's long, one-flag-per-paragraph form.
+#[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum Format {
     Table,
@@ -175,13 +198,14 @@ pub enum Format {
     Csv,
 }
 
+/// Output formats of `best` (one trial has no use for csv).
+#[allow(missing_docs)] // as for `Format`
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum BestFormat {
     Table,
     Json,
 }
 
-/// Parses `30s`, `500ms`, `2m`, `1h` or plain seconds.
 /// Parses a size: bytes, or a number with kB/MB/GB (powers of 1000) or KiB/MiB/GiB (of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -201,6 +225,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok((n * scale as f64) as u64)
 }
 
+/// Parses `30s`, `500ms`, `2m`, `1h` or plain seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let (number, unit) = t.find(|c: char| c.is_ascii_alphabetic()).map(|i| t.split_at(i)).unwrap_or((t, "s"));

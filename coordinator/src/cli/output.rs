@@ -265,7 +265,7 @@ pub fn best(best: &pb::BestTrial, format: BestFormat) -> Result<String> {
             for (k, v) in metrics {
                 rows.push(vec![format!("metric {k}"), format!("{v:.4}")]);
             }
-            rows.push(vec!["artifact".into(), if t.artifact.is_empty() { "-".into() } else { t.artifact.clone() }]);
+            rows.push(vec!["artifact".into(), artifact_location(t)]);
             if let Some(c) = config {
                 rows.push(vec!["config mean".into(), fmt_value(c.mean)]);
                 rows.push(vec!["config std".into(), fmt_value(c.std)]);
@@ -280,6 +280,17 @@ pub fn best(best: &pb::BestTrial, format: BestFormat) -> Result<String> {
             }
             Ok(table(&["FIELD".into(), "VALUE".into()], &rows))
         }
+    }
+}
+
+/// Where a trial's model is, and how to get it.
+fn artifact_location(t: &pb::Trial) -> String {
+    let fetch = format!("fetch it with `bertsweep download {} DIR --trial {}`", t.study, t.number);
+    match t.artifact.as_str() {
+        "" => "- (not kept: only the best budget.keep_artifacts trials keep their model)".into(),
+        a if a.starts_with("blob:") => format!("{a} (kept on the coordinator; {fetch})"),
+        a if bertsweep_transfer::object::is_object_url(a) => format!("{a} (object storage; {fetch})"),
+        a => format!("{a} (on the disk of worker {})", if t.worker_id.is_empty() { "?" } else { &t.worker_id }),
     }
 }
 

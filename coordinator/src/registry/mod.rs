@@ -31,6 +31,7 @@ use study::LiveStudy;
 /// The result of an operation plus what it changed.
 #[derive(Debug)]
 pub struct Outcome<T> {
+    /// What the caller asked for (an assignment, a verdict, …).
     pub value: T,
     /// Changes to persist before answering.
     pub ops: Vec<WriteOp>,
@@ -52,9 +53,11 @@ impl<T> Outcome<T> {
 /// What a heartbeat tells the worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeartbeatAnswer {
+    /// How long the renewed lease lives.
     pub lease_ttl_ms: u32,
     /// Stop training now (study stopped or trial pruned).
     pub stop: bool,
+    /// Why it should stop (empty otherwise).
     pub reason: String,
 }
 

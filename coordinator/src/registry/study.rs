@@ -16,6 +16,7 @@ use crate::stopping::{self, EarlyStopper};
 /// A configuration (params without the seed) and how its seed repeats did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Configuration {
+    /// Its parameters, `seed` left out.
     pub params: Params,
     /// Trial numbers running this configuration.
     pub trials: Vec<u32>,
@@ -23,6 +24,7 @@ pub struct Configuration {
     pub values: Vec<f64>,
     /// Mean and sample standard deviation of `values`.
     pub mean: Option<f64>,
+    /// Sample standard deviation of `values` (0 for one value).
     pub std: Option<f64>,
 }
 

@@ -16,6 +16,7 @@ pub struct RandomSampler {
 }
 
 impl RandomSampler {
+    /// The sampler of `spec`: its seed and parameter domains are all it needs.
     pub fn new(spec: &StudySpec) -> Self {
         RandomSampler { seed: spec.seed, parameters: spec.parameters.clone() }
     }

@@ -40,6 +40,7 @@ pub struct TpeSampler {
 }
 
 impl TpeSampler {
+    /// The sampler of `spec`: its seed, start-up trials and parameter domains.
     pub fn new(spec: &StudySpec) -> Self {
         TpeSampler { seed: spec.seed, startup_trials: spec.startup_trials, parameters: spec.parameters.clone() }
     }
@@ -306,14 +307,13 @@ fn erf(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::StudyToml;
     use crate::sampler::RandomSampler;
     use crate::spec::parse_study;
 
     fn spec(sampler: &str, seed: u64, params: &str) -> StudySpec {
-        let text = format!(
-            "name = \"t\"\n[objective]\nmetric = \"eval_accuracy\"\n[algorithm]\nsampler = \"{sampler}\"\nseed = {seed}\n[budget]\nmax_trials = 40\n[task]\nmodel = \"m\"\ntrain_file = \"t\"\nvalidation_file = \"v\"\n{params}"
-        );
-        parse_study(&text).unwrap()
+        let text = StudyToml::new("t").sampler(sampler).seed(seed).budget("max_trials = 40").parameters(params);
+        parse_study(&text.to_string()).unwrap()
     }
 
     const SPACE: &str = "[parameters.learning_rate]\ndistribution = \"log_uniform\"\nmin = 1e-6\nmax = 1e-3\n[parameters.warmup_ratio]\ndistribution = \"uniform\"\nmin = 0.0\nmax = 0.5\n[parameters.per_device_train_batch_size]\nvalues = [8, 16, 32, 64]\n";

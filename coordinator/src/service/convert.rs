@@ -10,6 +10,7 @@ use crate::model::{Assignment, Decision, FailureKind, Metrics, StudyState, Study
 use crate::params::{ParamValue, Params};
 use crate::registry::Configuration;
 
+/// A parameter value for the wire; integers stay integers.
 pub fn param_to_proto(v: &ParamValue) -> pb::ParamValue {
     let kind = match v {
         ParamValue::Int(i) => pb::param_value::Kind::IntValue(*i),
@@ -19,10 +20,12 @@ pub fn param_to_proto(v: &ParamValue) -> pb::ParamValue {
     pb::ParamValue { kind: Some(kind) }
 }
 
+/// A trial's parameters for the wire.
 pub fn params_to_proto(params: &Params) -> HashMap<String, pb::ParamValue> {
     params.iter().map(|(k, v)| (k.clone(), param_to_proto(v))).collect()
 }
 
+/// The wire name of a trial state.
 pub fn trial_state_to_proto(s: TrialState) -> pb::TrialState {
     match s {
         TrialState::Pending => pb::TrialState::Pending,
@@ -34,6 +37,7 @@ pub fn trial_state_to_proto(s: TrialState) -> pb::TrialState {
     }
 }
 
+/// The wire name of a study state.
 pub fn study_state_to_proto(s: StudyState) -> pb::StudyState {
     match s {
         StudyState::Running => pb::StudyState::Running,
@@ -43,6 +47,7 @@ pub fn study_state_to_proto(s: StudyState) -> pb::StudyState {
     }
 }
 
+/// A trial with both curves (current attempt, earlier attempts) for `ListTrials`, `GetBest` and watchers.
 pub fn trial_to_proto(t: &Trial) -> pb::Trial {
     pb::Trial {
         study: t.study.clone(),
@@ -72,6 +77,7 @@ pub fn trial_to_proto(t: &Trial) -> pb::Trial {
     }
 }
 
+/// A study's summary for `ListStudies` and `GetStudy`.
 pub fn study_to_proto(s: &StudySummary) -> pb::Study {
     let c = s.counts;
     pb::Study {
@@ -100,6 +106,7 @@ pub fn study_to_proto(s: &StudySummary) -> pb::Study {
     }
 }
 
+/// A configuration's seed repeats and their mean and spread.
 pub fn configuration_to_proto(c: &Configuration) -> pb::Configuration {
     pb::Configuration {
         params: params_to_proto(&c.params),
@@ -110,6 +117,7 @@ pub fn configuration_to_proto(c: &Configuration) -> pb::Configuration {
     }
 }
 
+/// A lease for `AcquireTrial`: the study's task and objective travel with every trial.
 pub fn assignment_to_proto(a: &Assignment) -> pb::Assignment {
     pb::Assignment {
         trial_id: a.trial_id,
@@ -133,6 +141,7 @@ pub fn assignment_to_proto(a: &Assignment) -> pb::Assignment {
     }
 }
 
+/// The early-stopping verdict a `ReportProgress` answers with.
 pub fn decision_to_proto(d: &Decision) -> pb::ReportProgressResponse {
     match d {
         Decision::Continue => {
@@ -155,6 +164,7 @@ pub fn metrics_from_proto(m: HashMap<String, f64>) -> Result<Metrics, Status> {
     Ok(metrics)
 }
 
+/// A `FailTrial` kind; 0 and unknown numbers are refused (INVALID_ARGUMENT).
 pub fn failure_kind_from_proto(kind: i32) -> Result<FailureKind, Status> {
     match pb::FailureKind::try_from(kind) {
         Ok(pb::FailureKind::Retryable) => Ok(FailureKind::Retryable),

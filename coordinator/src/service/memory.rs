@@ -27,6 +27,7 @@ pub fn release_freed_memory() {
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // FFI into glibc; the only unsafe code in the coordinator
 fn trim() {
     // SAFETY: malloc_trim only walks the allocator's own free lists; it has no preconditions.
     unsafe {

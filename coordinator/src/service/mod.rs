@@ -49,6 +49,8 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The registry; a panic while it was held (a bug) does not take the coordinator down,
+    /// since every operation validates before it mutates.
     pub fn lock(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -76,6 +78,7 @@ pub struct CoordinatorService {
 }
 
 impl CoordinatorService {
+    /// A service over the state `server::run` built.
     pub fn new(shared: Arc<Shared>) -> Self {
         CoordinatorService { shared }
     }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use bertsweep_coordinator::fixtures::StudyToml;
 use bertsweep_coordinator::server::{self, ServerConfig};
 use bertsweep_proto::v1 as pb;
 use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
@@ -38,8 +39,6 @@ impl TestServer {
     }
 
     async fn start_in(dir: tempfile::TempDir, lease_ttl: Duration, token: Option<&str>, db_url: String) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let config = ServerConfig {
             db_url,
             token: token.map(String::from),
@@ -48,6 +47,17 @@ impl TestServer {
             tls: None,
             ..ServerConfig::default()
         };
+        Self::start_config_in(dir, config).await
+    }
+
+    /// A server with any configuration (its own temporary directory stays empty).
+    pub async fn start_config(config: ServerConfig) -> Self {
+        Self::start_config_in(tempfile::tempdir().unwrap(), config).await
+    }
+
+    async fn start_config_in(dir: tempfile::TempDir, config: ServerConfig) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(async move {
@@ -70,6 +80,12 @@ impl TestServer {
         CoordinatorClient::connect(self.url.clone()).await.unwrap()
     }
 
+    /// The client type the CLI, the worker and `bertsweep_transfer::remote::Remote` use.
+    pub async fn intercepted_client(&self) -> bertsweep_proto::Client {
+        let channel = tonic::transport::Endpoint::from_shared(self.url.clone()).unwrap().connect().await.unwrap();
+        CoordinatorClient::with_interceptor(channel, bertsweep_proto::auth::BearerToken::new(None).unwrap())
+    }
+
     /// Shuts down and hands back the directory holding the database.
     pub async fn stop_keeping_files(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
@@ -82,33 +98,24 @@ impl TestServer {
         std::mem::replace(&mut self.dir, empty)
     }
 
+    /// Shuts down gracefully; a server that panicked fails the test here.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            let _ = task.await;
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
         }
     }
 }
 
-/// A study file over the README's example task with the given grid and budget lines.
+/// A grid study over inputs on the workers with the given budget lines and parameter tables.
 pub fn study_toml(name: &str, budget: &str, parameters: &str) -> String {
-    format!(
-        r#"name = "{name}"
-[objective]
-metric = "eval_accuracy"
-[algorithm]
-sampler = "grid"
-[budget]
-{budget}
-[task]
-model = "worker:/models/m"
-train_file = "worker:/data/train.tsv"
-validation_file = "worker:/data/dev.tsv"
-{parameters}
-"#
-    )
+    StudyToml::new(name).budget(budget).parameters(parameters).to_string()
 }
 
 /// A grid of `n_lr` learning rates × 2 batch sizes.

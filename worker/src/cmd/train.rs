@@ -21,13 +21,13 @@ pub struct TrainArgs {
     #[arg(long)]
     validation_file: PathBuf,
     /// Column holding the text.
-    #[arg(long, default_value = "sentence")]
+    #[arg(long, default_value = bertsweep_proto::contract::DEFAULT_TEXT_COLUMN)]
     text_column: String,
     /// Column holding the label (integer or string).
-    #[arg(long, default_value = "label")]
+    #[arg(long, default_value = bertsweep_proto::contract::DEFAULT_LABEL_COLUMN)]
     label_column: String,
     /// Truncate examples to this many tokens.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = bertsweep_proto::contract::DEFAULT_MAX_SEQ_LENGTH as usize)]
     max_seq_length: usize,
     /// Train on the first N rows only.
     #[arg(long)]

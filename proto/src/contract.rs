@@ -1,0 +1,25 @@
+//! The coordinator–worker contract that is not a protobuf message: names and defaults both
+//! sides must agree on, kept here once so that they cannot drift apart.
+//!
+//! The coordinator validates study files against these (`coordinator/src/spec.rs`); the worker
+//! trains with them (`worker/src/train.rs`). A study that leaves a hyperparameter unset sends
+//! nothing for it, so the worker's default *is* the study's value: whenever the coordinator
+//! reasons about such a value (early stopping needs the longest run), it must use the same
+//! number, and that number lives here.
+
+/// Metrics a study may optimise: Hugging Face names that every worker reports after every
+/// epoch (the coordinator refuses any other `objective.metric`).
+pub const OBJECTIVE_METRICS: &[&str] = &["eval_accuracy", "eval_f1", "eval_precision", "eval_recall", "eval_loss"];
+
+/// Epochs a trial trains when the study does not set `num_train_epochs` (transformers'
+/// Trainer default).
+pub const DEFAULT_EPOCHS: u32 = 3;
+
+/// Column holding the text when a study's `[task]` does not name one (GLUE's SST-2 layout).
+pub const DEFAULT_TEXT_COLUMN: &str = "sentence";
+
+/// Column holding the label when a study's `[task]` does not name one.
+pub const DEFAULT_LABEL_COLUMN: &str = "label";
+
+/// Tokens per example, `[CLS]` and `[SEP]` included, when a study's `[task]` does not say.
+pub const DEFAULT_MAX_SEQ_LENGTH: u32 = 128;
