@@ -113,13 +113,7 @@ mod tests {
     fn eval_loss(dir: &Path, cfg: &TrialConfig) -> f64 {
         let config = BertConfig::from_dir(dir).unwrap();
         let tokenizer = BertTokenizer::from_dir(dir, cfg.max_seq_length).unwrap();
-        let spec = DataSpec {
-            train_file: cfg.train_file.clone(),
-            validation_file: cfg.validation_file.clone(),
-            text_column: cfg.text_column.clone(),
-            label_column: cfg.label_column.clone(),
-            max_train_samples: None,
-        };
+        let spec = DataSpec { max_train_samples: None, ..cfg.data_spec() };
         let data = ClassificationData::load(&spec, &tokenizer).unwrap();
         let vs = nn::VarStore::new(Device::Cpu);
         let model = BertForSequenceClassification::new(&vs.root(), &config, 2, 0, Kind::Float);

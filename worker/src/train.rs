@@ -97,6 +97,19 @@ impl Default for TrialConfig {
     }
 }
 
+impl TrialConfig {
+    /// The data files and columns of this trial, as the data loader wants them.
+    pub fn data_spec(&self) -> DataSpec {
+        DataSpec {
+            train_file: self.train_file.clone(),
+            validation_file: self.validation_file.clone(),
+            text_column: self.text_column.clone(),
+            label_column: self.label_column.clone(),
+            max_train_samples: self.max_train_samples,
+        }
+    }
+}
+
 /// What the observer wants after an epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EpochDecision {
@@ -232,13 +245,7 @@ pub fn run_trial(
         )));
     }
     let tokenizer = BertTokenizer::from_dir(&cfg.model_dir, cfg.max_seq_length)?;
-    let spec = DataSpec {
-        train_file: cfg.train_file.clone(),
-        validation_file: cfg.validation_file.clone(),
-        text_column: cfg.text_column.clone(),
-        label_column: cfg.label_column.clone(),
-        max_train_samples: cfg.max_train_samples,
-    };
+    let spec = cfg.data_spec();
     let data = ClassificationData::load(&spec, &tokenizer)?;
     if device.is_cuda() {
         crate::device::prepare_cuda();
@@ -686,13 +693,7 @@ mod tests {
     fn trainer_parts(cfg: &TrialConfig) -> (BertConfig, ClassificationData, i64) {
         let config = BertConfig::from_dir(&cfg.model_dir).unwrap();
         let tokenizer = BertTokenizer::from_dir(&cfg.model_dir, cfg.max_seq_length).unwrap();
-        let spec = DataSpec {
-            train_file: cfg.train_file.clone(),
-            validation_file: cfg.validation_file.clone(),
-            text_column: cfg.text_column.clone(),
-            label_column: cfg.label_column.clone(),
-            max_train_samples: cfg.max_train_samples,
-        };
+        let spec = cfg.data_spec();
         (config, ClassificationData::load(&spec, &tokenizer).unwrap(), tokenizer.pad_id)
     }
 
