@@ -77,6 +77,16 @@ pub enum ManifestError {
     Invalid(String),
 }
 
+/// This machine's name, for a manifest's `source` (where the files came from).
+pub fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// Whether `p` is a safe relative path: `/`-separated normal components only.
 pub fn is_safe_relative(p: &str) -> bool {
     !p.is_empty()

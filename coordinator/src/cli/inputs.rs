@@ -17,16 +17,6 @@ struct Upload {
     path: PathBuf,
 }
 
-/// This machine's name, recorded in manifests as where the files came from.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|h| h.trim().to_string())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// Checks every local input before anything is sent: a missing or unreadable one is one line
 /// and nothing is uploaded or created.
 fn local_inputs(spec: &StudySpec) -> Result<Vec<Upload>> {
@@ -69,7 +59,7 @@ pub async fn upload_inputs(remote: &Remote, spec: &StudySpec, text: &str) -> Res
         return Ok(text.to_string());
     }
     let mut doc: toml_edit::DocumentMut = text.parse().context("the study file is not valid TOML")?;
-    let host = hostname();
+    let host = bertsweep_transfer::manifest::this_host();
     for u in uploads {
         let source = format!("{host}:{}", u.path.display());
         let up =

@@ -337,7 +337,7 @@ async fn publish(
         info!(trial = %a.label(), "model not kept: {why}");
         return Ok(None);
     }
-    let source = format!("{}:trial {}", hostname(), a.label());
+    let source = format!("{}:trial {}", bertsweep_transfer::manifest::this_host(), a.label());
     let started = std::time::Instant::now();
     let artifact = match sink {
         ArtifactSink::Object(base) => {
@@ -374,13 +374,6 @@ fn remove_staging(dir: Option<PathBuf>) {
     if let Some(dir) = dir {
         let _ = std::fs::remove_dir_all(dir);
     }
-}
-
-/// This machine's name, for manifests.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "worker".into())
 }
 
 async fn fail(ctx: &Context, a: &Assignment, failure: Failure, message: String) {
