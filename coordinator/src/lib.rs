@@ -14,7 +14,9 @@
 //! - [`store`]: SQLite via sqlx — migrations, start-up load, group-commit writer.
 //! - [`service`]: the gRPC methods; [`service::convert`] is the server's only proto ↔ domain
 //!   mapping (the CLI, a client, works on the messages themselves).
-//! - [`server`]: wires store, registry, reaper, auth, health and reflection into a server.
+//! - [`server`]: wires store, registry, reaper, auth, health and reflection into a server, with
+//!   the optional metrics and plaintext health listeners beside it.
+//! - [`telemetry`]: the coordinator's Prometheus metrics (names, counters, scrape-time gauges).
 //! - [`text`]: safe names and bounded error text (how much of an input a message may quote).
 //! - [`fixtures`]: study files, large databases and `bertsweep serve` processes for tests and
 //!   benchmarks.
@@ -34,4 +36,5 @@ pub mod service;
 pub mod spec;
 pub mod stopping;
 pub mod store;
+pub mod telemetry;
 pub mod text;

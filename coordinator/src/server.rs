@@ -114,6 +114,18 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     diff == 0
 }
 
+/// Listeners served beside the gRPC API, bound by the caller (so it can print their addresses
+/// and refuse a taken port before anything else starts).
+#[derive(Debug, Default)]
+pub struct Sidecars {
+    /// `GET /metrics` in the Prometheus text format (plain HTTP, no token: bind it where only
+    /// the scraper reaches).
+    pub metrics: Option<TcpListener>,
+    /// A plaintext gRPC server carrying only grpc.health.v1, for probes that cannot speak TLS
+    /// or send a token (Kubernetes' native gRPC probes). It reveals nothing but SERVING.
+    pub health: Option<TcpListener>,
+}
+
 /// Opens the store, restores the registry, and serves on `listener` until `shutdown`
 /// resolves; queued writes are flushed before returning.
 pub async fn run(
@@ -132,6 +144,26 @@ pub async fn run_with_ready(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), ServerError> {
+    run_with_sidecars(listener, Sidecars::default(), config, shutdown, ready).await
+}
+
+/// [`run_with_ready`] that also serves the metrics and health listeners in `sidecars` until
+/// the same `shutdown`.
+pub async fn run_with_sidecars(
+    listener: TcpListener,
+    sidecars: Sidecars,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), ServerError> {
+    let metrics_handle = match sidecars.metrics {
+        Some(_) => {
+            let handle = bertsweep_telemetry::install("coordinator").map_err(|e| ServerError::Config(e.to_string()))?;
+            crate::telemetry::describe();
+            Some(handle)
+        }
+        None => None,
+    };
     let ttl_ms =
         u32::try_from(config.lease_ttl.as_millis()).map_err(|_| ServerError::Config("lease TTL is too long".into()))?;
     if ttl_ms < 100 {
@@ -181,6 +213,52 @@ pub async fn run_with_ready(
         });
     }
     let reaper = tokio::spawn(reap_forever(shared.clone()));
+    // One shutdown signal for the gRPC server and its sidecars.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|&stop| stop).await;
+        }
+    };
+    let mut sidecar_tasks = Vec::new();
+    if let (Some(listener), Some(handle)) = (sidecars.metrics, metrics_handle) {
+        let state = shared.clone();
+        // Workers poll at least once per long-poll and heartbeat every TTL/3.
+        let window_ms = (config.long_poll + config.lease_ttl).as_millis() as i64;
+        let refresh = Arc::new(move || {
+            let registry = state.lock();
+            let (studies, connected) = registry.gauges(now_ms() - window_ms);
+            crate::telemetry::set_gauges(&studies, connected);
+        });
+        let stop = stopped();
+        sidecar_tasks.push(tokio::spawn(async move {
+            if let Err(e) = bertsweep_telemetry::serve(listener, handle, refresh, stop).await {
+                tracing::error!("{e}");
+            }
+        }));
+    }
+    if let Some(listener) = sidecars.health {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter.set_serving::<CoordinatorServer<CoordinatorService>>().await;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let stop = stopped();
+        sidecar_tasks.push(tokio::spawn(async move {
+            // Kept alive for as long as the server runs: dropping it would mark the service unknown.
+            let _reporter = reporter;
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, stop)
+                .await
+            {
+                tracing::error!("the health listener failed: {e}");
+            }
+        }));
+    }
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
 
     let auth = BearerAuth { expected: config.token.as_deref().map(Arc::from) };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -203,6 +281,7 @@ pub async fn run_with_ready(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let _ = ready.send(());
     let result = builder
+        .layer(bertsweep_telemetry::rpc::RpcMetricsLayer)
         .layer(tower::util::MapResponseLayer::new(crate::service::wire_errors::caller_error_codes))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -211,6 +290,10 @@ pub async fn run_with_ready(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     reaper.abort();
+    // The sidecars saw the same stop (or the server failed): nothing of theirs needs flushing.
+    for task in sidecar_tasks {
+        task.abort();
+    }
     writer.close().await;
     info!("coordinator stopped");
     result.map_err(ServerError::from)

@@ -398,6 +398,7 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
     if studies.is_empty() && trials.is_empty() && epochs.is_empty() && leases.is_empty() && workers.is_empty() {
         return Ok(());
     }
+    let started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
     for s in &studies {
         sqlx::query(
@@ -479,6 +480,7 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
             .await?;
     }
     tx.commit().await?;
+    crate::telemetry::db_commit(started.elapsed().as_secs_f64());
     Ok(())
 }
 

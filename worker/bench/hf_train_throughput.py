@@ -48,6 +48,8 @@ def main():
     parser.add_argument("--no-fused", action="store_true", help="plain for-loop AdamW")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--bf16", action="store_true", help="autocast matrix products to bf16 (as Trainer --bf16)")
+    parser.add_argument("--eval-every-epoch", action="store_true",
+                        help="also evaluate after every epoch (outside the timed loop) and print the accuracies")
     args = parser.parse_args()
 
     from torch.utils.data import DataLoader, RandomSampler
@@ -98,6 +100,20 @@ def main():
             torch.cuda.synchronize(device)
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+
+    def evaluate():
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(dev), 64):
+                batch = {k: v.to(device) for k, v in collator(dev[i:i + 64]).items()}
+                labels = batch.pop("labels")
+                with autocast:
+                    correct += (model(**batch).logits.argmax(-1) == labels).sum().item()
+        model.train()
+        return correct / len(dev)
+
+    epoch_accuracy = []
     model.train()
     losses = []
     samples = 0
@@ -115,23 +131,22 @@ def main():
             optimizer.zero_grad()
             losses.append(loss.detach())
             samples += batch["input_ids"].shape[0]
+        if args.eval_every_epoch:
+            # Evaluation stays out of the throughput figure: the clock pauses around it.
+            synchronize()
+            paused = time.perf_counter()
+            epoch_accuracy.append(evaluate())
+            start += time.perf_counter() - paused
     synchronize()
     seconds = time.perf_counter() - start
     losses = [l.item() for l in losses]
 
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(dev), 64):
-            batch = {k: v.to(device) for k, v in collator(dev[i:i + 64]).items()}
-            labels = batch.pop("labels")
-            with autocast:
-                correct += (model(**batch).logits.argmax(-1) == labels).sum().item()
     print(json.dumps({
         "train_samples_per_second": samples / seconds,
         "train_seconds": seconds,
         "train_loss": sum(losses) / len(losses),
-        "eval_accuracy": correct / len(dev),
+        "eval_accuracy": epoch_accuracy[-1] if epoch_accuracy else evaluate(),
+        "epoch_eval_accuracy": epoch_accuracy,
         "group_by_length": args.group_by_length,
         "optimizer": "adamw (for-loop)" if args.no_fused else "adamw fused (HF default adamw_torch_fused)",
         "torch": torch.__version__,

@@ -41,6 +41,21 @@ pub fn status_error(url: &str, status: Status) -> anyhow::Error {
     }
 }
 
+/// Asks the coordinator at `url` for grpc.health.v1 of the coordinator service: Ok("SERVING")
+/// or one line saying what is wrong (unreachable, certificate, not serving).
+pub async fn health(url: &str, tls: &connect::ClientTls) -> Result<String> {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest};
+    let endpoint = connect::endpoint(url, tls)?.timeout(std::time::Duration::from_secs(5));
+    let channel =
+        endpoint.connect().await.map_err(|e| anyhow!("{}", connect::explain_failure(url, &connect::innermost(&e))))?;
+    let request = HealthCheckRequest { service: "bertsweep.v1.Coordinator".into() };
+    let response = HealthClient::new(channel).check(request).await.map_err(|s| status_error(url, s))?;
+    match response.into_inner().status() {
+        ServingStatus::Serving => Ok("SERVING".into()),
+        other => Err(anyhow!("the coordinator at {url} is not serving ({})", other.as_str_name())),
+    }
+}
+
 impl Client {
     /// The underlying gRPC client (for blob transfers).
     pub fn raw(&self) -> bertsweep_proto::Client {

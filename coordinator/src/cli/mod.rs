@@ -73,7 +73,7 @@ impl GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the coordinator (gRPC server over a SQLite database).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create, list, show or stop studies.
     #[command(subcommand)]
     Study(StudyCommand),
@@ -83,6 +83,9 @@ pub enum Command {
     Best(BestArgs),
     /// Fetch a trial's exported model (the best one unless --trial) into DIR, verified.
     Download(DownloadArgs),
+    /// Check that the coordinator answers grpc.health.v1 with SERVING (exit 0), else say why
+    /// on one line (exit 1): for container health checks and scripts.
+    Health,
 }
 
 /// Flags of `download`.
@@ -133,6 +136,14 @@ pub struct ServeArgs {
     /// create, stop and read studies).
     #[arg(long)]
     pub insecure: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (plain HTTP without a token: bind it
+    /// where only the scraper reaches; off unless set).
+    #[arg(long, env = "BERTSWEEP_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Also serve grpc.health.v1, and nothing else, in plaintext on ADDR: for probes that
+    /// cannot speak TLS or send a token (Kubernetes' native gRPC probes).
+    #[arg(long)]
+    pub health_listen: Option<SocketAddr>,
 }
 
 /// The `study` verbs.
@@ -246,7 +257,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args, cli.global.token()?).await,
+        Command::Serve(args) => serve(*args, cli.global.token()?).await,
         Command::Study(cmd) => {
             let mut client = cli.global.client().await?;
             match cmd {
@@ -306,6 +317,16 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", download::run(&mut client, &args.study, args.trial, &args.dir).await?);
             Ok(())
         }
+        Command::Health => {
+            let tls = bertsweep_proto::connect::ClientTls {
+                ca_cert: cli.global.ca_cert.clone(),
+                client_cert: cli.global.client_cert.clone(),
+                client_key: cli.global.client_key.clone(),
+            };
+            let state = client::health(&cli.global.coordinator, &tls).await?;
+            println!("{state}");
+            Ok(())
+        }
         Command::Best(args) => {
             let mut client = cli.global.client().await?;
             let best = client.best_trial(&args.name).await?;
@@ -343,6 +364,21 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let bind_sidecar = |flag: &'static str, addr: Option<SocketAddr>| async move {
+        match addr {
+            Some(addr) => tokio::net::TcpListener::bind(addr)
+                .await
+                .map(Some)
+                .with_context(|| format!("cannot listen on {flag} {addr}")),
+            None => Ok(None),
+        }
+    };
+    let sidecars = server::Sidecars {
+        metrics: bind_sidecar("--metrics-listen", args.metrics_listen).await?,
+        health: bind_sidecar("--health-listen", args.health_listen).await?,
+    };
+    let metrics_addr = sidecars.metrics.as_ref().map(|l| l.local_addr()).transpose()?;
+    let health_addr = sidecars.health.as_ref().map(|l| l.local_addr()).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let config = ServerConfig {
         db_url: args.db.clone(),
@@ -362,9 +398,15 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
     let announce = tokio::spawn(async move {
         if ready_rx.await.is_ok() {
             println!("bertsweep coordinator listening on {addr} (db {}, {scheme})", args.db);
+            if let Some(metrics) = metrics_addr {
+                println!("metrics at http://{metrics}/metrics");
+            }
+            if let Some(health) = health_addr {
+                println!("plaintext health checks on {health}");
+            }
         }
     });
-    let result = server::run_with_ready(listener, config, shutdown, ready_tx).await;
+    let result = server::run_with_sidecars(listener, sidecars, config, shutdown, ready_tx).await;
     announce.abort();
     result.map_err(anyhow::Error::from)
 }

@@ -14,7 +14,7 @@ use tracing::info;
 
 use crate::error::{CoordinatorError, Result};
 use crate::model::{
-    validate_metrics, Assignment, Decision, FailureKind, Metrics, StudyRecord, StudyState, StudySummary, Trial,
+    validate_metrics, Assignment, Counts, Decision, FailureKind, Metrics, StudyRecord, StudyState, StudySummary, Trial,
     TrialState, WorkerRecord,
 };
 use crate::params::{format_params, Params};
@@ -75,6 +75,9 @@ pub struct Registry {
     /// Trial id → (study index, number).
     trial_index: HashMap<u64, (usize, u32)>,
     workers: HashMap<String, WorkerRecord>,
+    /// Worker id → when it last asked for work or heartbeated (wall-clock ms; not stored):
+    /// the connected-workers gauge.
+    last_seen: HashMap<String, i64>,
     next_study_id: u64,
     next_trial_id: u64,
     /// Fencing tokens only grow, across restarts too (restored from the largest stored token).
@@ -134,6 +137,7 @@ impl Registry {
             by_name: HashMap::new(),
             trial_index: HashMap::new(),
             workers: HashMap::new(),
+            last_seen: HashMap::new(),
             next_study_id: 1,
             next_trial_id: 1,
             next_token: 1,
@@ -291,6 +295,7 @@ impl Registry {
                 quote(worker_id)
             )));
         }
+        self.last_seen.insert(worker_id.to_string(), now);
         let candidates: Vec<usize> = match study_filter {
             Some(name) => vec![self.study_index(name)?],
             None => (0..self.studies.len()).collect(),
@@ -359,6 +364,9 @@ impl Registry {
         let ttl = self.lease.ttl_ms;
         let study = &mut self.studies[si];
         let trial = study.trial_mut(number);
+        if let Some(seen) = self.last_seen.get_mut(&trial.worker_id) {
+            *seen = now;
+        }
         match trial.state {
             TrialState::Running => {
                 trial.lease_expires_ms = now + i64::from(ttl);
@@ -582,7 +590,12 @@ impl Registry {
         }
         let mut ops = Vec::new();
         match kind {
-            FailureKind::Retryable => study.requeue_or_fail(number, error, now, &mut ops),
+            FailureKind::Retryable => {
+                study.requeue_or_fail(number, error, now, &mut ops);
+                if study.trials[number as usize].state == TrialState::Pending {
+                    crate::telemetry::requeued("retryable_error");
+                }
+            }
             FailureKind::Infeasible => {
                 study.trial_mut(number).error = format!("infeasible: {error}");
                 study.transition(number, TrialState::Failed, now, &error);
@@ -596,6 +609,7 @@ impl Registry {
                 trial.error = format!("released: {error}");
                 study.transition(number, TrialState::Pending, now, "released by worker");
                 ops.push(study.trial_op(number));
+                crate::telemetry::requeued("released");
             }
         }
         let state = study.trials[number as usize].state;
@@ -617,10 +631,21 @@ impl Registry {
                     now,
                     &mut ops,
                 );
+                crate::telemetry::lease_expired();
+                if study.trials[number as usize].state == TrialState::Pending {
+                    crate::telemetry::requeued("lease_expired");
+                }
                 reaped += 1;
             }
         }
         Outcome::new(reaped, ops, reaped > 0)
+    }
+
+    /// What the metrics endpoint shows: every study's name, state and trial counts, and how
+    /// many workers asked for work or heartbeated since `seen_since` (wall-clock ms).
+    pub fn gauges(&self, seen_since: i64) -> (Vec<(&str, StudyState, Counts)>, usize) {
+        let studies = self.studies.iter().map(|s| (s.record.name.as_str(), s.record.state, s.counts)).collect();
+        (studies, self.last_seen.values().filter(|&&at| at >= seen_since).count())
     }
 
     /// Earliest lease expiry among running trials (the reaper sleeps until then).

@@ -104,7 +104,11 @@ impl LiveStudy {
             TrialState::Running => {
                 self.running.insert(number);
             }
-            _ => trial.finished_ms = Some(now),
+            _ => {
+                trial.finished_ms = Some(now);
+                let started = trial.started_ms.unwrap_or(now);
+                crate::telemetry::trial_ended(&self.record.name, to, (now - started) as f64 / 1000.0);
+            }
         }
         info!(
             study = %self.record.name,

@@ -77,7 +77,12 @@ impl TestServer {
     }
 
     pub async fn client(&self) -> Client {
-        CoordinatorClient::connect(self.url.clone()).await.unwrap()
+        Self::client_for(&self.url).await
+    }
+
+    /// A client of the coordinator at `url`.
+    pub async fn client_for(url: &str) -> Client {
+        CoordinatorClient::connect(url.to_string()).await.unwrap()
     }
 
     /// The client type the CLI, the worker and `bertsweep_transfer::remote::Remote` use.

@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// padding, faster; off by default, as in transformers, because it changes what is learned).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     group_by_length: bool,
+    /// Serve this worker's Prometheus metrics (samples/s, epoch time, trial outcomes, GPU
+    /// memory) at http://ADDR/metrics (plain HTTP; off unless set).
+    #[arg(long, env = "BERTSWEEP_WORKER_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs the worker until SIGINT/SIGTERM, --max-trials, or the end of --study.
@@ -99,7 +103,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let gpus: Vec<u32> = options
+        .devices
+        .iter()
+        .filter_map(|d| match d {
+            tch::Device::Cuda(i) => u32::try_from(*i).ok(),
+            _ => None,
+        })
+        .collect();
     runtime.block_on(async move {
+        if let Some(addr) = args.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on --metrics-listen {addr}"))?;
+            let handle = bertsweep_telemetry::install("worker")?;
+            runtime::telemetry::describe();
+            info!("metrics at http://{}/metrics", listener.local_addr()?);
+            let refresh = runtime::telemetry::gpu_memory_refresher(gpus);
+            tokio::spawn(async move {
+                if let Err(e) = bertsweep_telemetry::serve(listener, handle, refresh, std::future::pending()).await {
+                    warn!("{e}");
+                }
+            });
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             wait_for_signal().await;

@@ -15,6 +15,7 @@ pub mod coordinator;
 pub mod inputs;
 mod observer;
 pub mod paths;
+pub mod telemetry;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -240,8 +241,14 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
     };
     let staged = export_dir.clone().filter(|_| !matches!(ctx.options.artifacts, ArtifactSink::Local(_)));
 
-    let observer =
-        RemoteObserver::new(tokio::runtime::Handle::current(), ctx.clone(), &a, lease.clone(), cfg.num_train_epochs);
+    let observer = RemoteObserver::new(
+        tokio::runtime::Handle::current(),
+        ctx.clone(),
+        &a,
+        lease.clone(),
+        cfg.num_train_epochs,
+        device_name(device),
+    );
     let trained = tokio::task::spawn_blocking(move || {
         let mut observer = observer;
         let result = run_trial(&cfg, device, &mut observer, export_dir.as_deref());
@@ -256,12 +263,19 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
     match (trained, reason) {
         (_, Some(AbortReason::Shutdown)) => {
             info!(trial = %label, "released: the worker is shutting down");
+            telemetry::trial_ended("released");
             if let Err(why) = ctx.coordinator.release(&a.lease).await {
                 warn!("could not release the trial: {why}");
             }
         }
-        (_, Some(AbortReason::LeaseLost(why))) => warn!(trial = %label, "abandoned: {why}"),
-        (_, Some(AbortReason::Stopped(why))) => info!(trial = %label, "stopped by the coordinator: {why}"),
+        (_, Some(AbortReason::LeaseLost(why))) => {
+            telemetry::trial_ended("abandoned");
+            warn!(trial = %label, "abandoned: {why}")
+        }
+        (_, Some(AbortReason::Stopped(why))) => {
+            telemetry::trial_ended("stopped");
+            info!(trial = %label, "stopped by the coordinator: {why}")
+        }
         // The coordinator refusing a report says nothing about the parameters: never infeasible.
         (_, Some(AbortReason::Rejected(why))) => fail(ctx, &a, Failure::Retryable, why).await,
         (Err(join), None) => fail(ctx, &a, Failure::Retryable, format!("training thread panicked: {join}")).await,
@@ -291,13 +305,16 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
             }
             remove_staging(staged);
             match completed {
-                Ok(()) => info!(
-                    trial = %label,
-                    "completed: best epoch {} {} = {:.4}",
-                    outcome.best_epoch,
-                    a.objective,
-                    outcome.best_metrics.get(&a.objective).copied().unwrap_or(f64::NAN)
-                ),
+                Ok(()) => {
+                    telemetry::trial_ended("completed");
+                    info!(
+                        trial = %label,
+                        "completed: best epoch {} {} = {:.4}",
+                        outcome.best_epoch,
+                        a.objective,
+                        outcome.best_metrics.get(&a.objective).copied().unwrap_or(f64::NAN)
+                    )
+                }
                 Err(why) => error!(trial = %label, "could not report completion: {why}"),
             }
         }
@@ -378,6 +395,7 @@ fn remove_staging(dir: Option<PathBuf>) {
 
 async fn fail(ctx: &Context, a: &Assignment, failure: Failure, message: String) {
     warn!(trial = %a.label(), kind = ?failure, "failed: {message}");
+    telemetry::trial_ended(if matches!(failure, Failure::Infeasible) { "infeasible" } else { "failed" });
     if let Err(why) = ctx.coordinator.fail(&a.lease, failure, message).await {
         error!("could not report the failure: {why}");
     }

@@ -59,6 +59,10 @@ pub struct RemoteObserver {
     epochs: usize,
     lease: Arc<LeaseState>,
     bar: Option<indicatif::ProgressBar>,
+    /// The device's name, for the worker's metrics.
+    device: String,
+    /// When the current epoch began.
+    epoch_started: std::time::Instant,
 }
 
 impl RemoteObserver {
@@ -68,6 +72,7 @@ impl RemoteObserver {
         a: &Assignment,
         lease: Arc<LeaseState>,
         epochs: usize,
+        device: String,
     ) -> Self {
         let label = a.label();
         let bar = ctx.bars.as_ref().map(|m| {
@@ -80,7 +85,8 @@ impl RemoteObserver {
             bar.set_prefix(format!("trial {label}"));
             bar
         });
-        RemoteObserver { handle, ctx, trial: a.lease, label, epochs, lease, bar }
+        let epoch_started = std::time::Instant::now();
+        RemoteObserver { handle, ctx, trial: a.lease, label, epochs, lease, bar, device, epoch_started }
     }
 
     /// Removes the progress bar.
@@ -98,6 +104,7 @@ fn summary(metrics: &BTreeMap<String, f64>) -> String {
 
 impl TrainObserver for RemoteObserver {
     fn on_epoch(&mut self, epoch: usize, metrics: &BTreeMap<String, f64>) -> EpochDecision {
+        super::telemetry::epoch(&self.device, self.epoch_started.elapsed().as_secs_f64(), metrics);
         let line = format!("epoch {epoch}/{}: {}", self.epochs, summary(metrics));
         match &self.bar {
             Some(bar) => {
@@ -107,6 +114,7 @@ impl TrainObserver for RemoteObserver {
             None => info!(trial = %self.label, "{line}"),
         }
         let verdict = self.handle.block_on(self.ctx.coordinator.report(&self.trial, epoch, metrics));
+        self.epoch_started = std::time::Instant::now();
         match verdict {
             Verdict::Continue => EpochDecision::Continue,
             Verdict::Stop(why) => {

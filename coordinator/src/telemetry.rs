@@ -1,0 +1,112 @@
+//! The coordinator's Prometheus metrics (served by `serve --metrics-listen`): names, the
+//! counters bumped where things happen, and the gauges read from the registry at scrape time.
+//! Every `metrics::` call is a no-op until [`bertsweep_telemetry::install`] ran, so tests and
+//! servers without a metrics address pay nothing.
+
+use crate::model::{Counts, StudyState, TrialState};
+
+/// Trials by study and state (gauge, refreshed at scrape time).
+pub const TRIALS: &str = "bertsweep_trials";
+/// Running trials over all studies (gauge).
+pub const RUNNING_TRIALS: &str = "bertsweep_running_trials";
+/// Studies by state (gauge).
+pub const STUDIES: &str = "bertsweep_studies";
+/// Workers that asked for work or heartbeated within a long-poll plus a lease TTL (gauge).
+pub const CONNECTED_WORKERS: &str = "bertsweep_connected_workers";
+/// Trials that ended, by final state (counter).
+pub const TRIALS_ENDED: &str = "bertsweep_trials_ended_total";
+/// Trials stopped early by the study's early-stopping rule, by study (counter).
+pub const TRIALS_PRUNED: &str = "bertsweep_trials_pruned_total";
+/// From a trial's first lease to its end, by final state (histogram, seconds).
+pub const TRIAL_DURATION: &str = "bertsweep_trial_duration_seconds";
+/// Leases that expired without a heartbeat (counter).
+pub const LEASE_EXPIRIES: &str = "bertsweep_lease_expiries_total";
+/// Trials put back in the queue, by reason (lease_expired, released, retryable_error).
+pub const REQUEUES: &str = "bertsweep_requeues_total";
+/// One write batch's SQLite transaction, begin to commit (histogram, seconds).
+pub const DB_COMMIT: &str = "bertsweep_db_commit_seconds";
+
+/// Describes every metric (the `# HELP` lines).
+pub fn describe() {
+    metrics::describe_gauge!(TRIALS, "Trials by study and state.");
+    metrics::describe_gauge!(RUNNING_TRIALS, "Running trials over all studies.");
+    metrics::describe_gauge!(STUDIES, "Studies by state.");
+    metrics::describe_gauge!(CONNECTED_WORKERS, "Workers seen (asking for work or heartbeating) recently.");
+    metrics::describe_counter!(TRIALS_ENDED, "Trials that reached a final state, by state.");
+    metrics::describe_counter!(TRIALS_PRUNED, "Trials stopped by early stopping, by study.");
+    metrics::describe_histogram!(TRIAL_DURATION, metrics::Unit::Seconds, "First lease to final state.");
+    metrics::describe_counter!(LEASE_EXPIRIES, "Leases that expired without a heartbeat.");
+    metrics::describe_counter!(REQUEUES, "Trials put back in the queue, by reason.");
+    metrics::describe_histogram!(DB_COMMIT, metrics::Unit::Seconds, "SQLite write batch, begin to commit.");
+    metrics::describe_histogram!(
+        bertsweep_telemetry::rpc::RPC_DURATION,
+        metrics::Unit::Seconds,
+        "gRPC calls by method and status code (streams: their whole life)."
+    );
+}
+
+/// A trial reached a final state `state` after `seconds` since its first lease.
+pub fn trial_ended(study: &str, state: TrialState, seconds: f64) {
+    metrics::counter!(TRIALS_ENDED, "state" => state.as_str()).increment(1);
+    metrics::histogram!(TRIAL_DURATION, "state" => state.as_str()).record(seconds.max(0.0));
+    if state == TrialState::Pruned {
+        metrics::counter!(TRIALS_PRUNED, "study" => study.to_string()).increment(1);
+    }
+}
+
+/// A lease expired.
+pub fn lease_expired() {
+    metrics::counter!(LEASE_EXPIRIES).increment(1);
+}
+
+/// A trial went back to the queue for `reason`.
+pub fn requeued(reason: &'static str) {
+    metrics::counter!(REQUEUES, "reason" => reason).increment(1);
+}
+
+/// A write batch took `seconds` from begin to commit.
+pub fn db_commit(seconds: f64) {
+    metrics::histogram!(DB_COMMIT).record(seconds);
+}
+
+const TRIAL_STATES: [TrialState; 6] = [
+    TrialState::Pending,
+    TrialState::Running,
+    TrialState::Completed,
+    TrialState::Pruned,
+    TrialState::Failed,
+    TrialState::Stopped,
+];
+
+fn count_of(counts: &Counts, state: TrialState) -> u32 {
+    match state {
+        TrialState::Pending => counts.pending,
+        TrialState::Running => counts.running,
+        TrialState::Completed => counts.completed,
+        TrialState::Pruned => counts.pruned,
+        TrialState::Failed => counts.failed,
+        TrialState::Stopped => counts.stopped,
+    }
+}
+
+/// Sets the state gauges from the registry's `studies` and `connected` workers.
+pub fn set_gauges(studies: &[(&str, StudyState, Counts)], connected: usize) {
+    let mut running = 0u64;
+    let mut by_state = std::collections::BTreeMap::<&'static str, u64>::new();
+    for state in [StudyState::Running, StudyState::Completed, StudyState::Stopped, StudyState::Failed] {
+        by_state.insert(state.as_str(), 0);
+    }
+    for (name, state, counts) in studies {
+        *by_state.entry(state.as_str()).or_default() += 1;
+        running += u64::from(counts.running);
+        for trial_state in TRIAL_STATES {
+            metrics::gauge!(TRIALS, "study" => name.to_string(), "state" => trial_state.as_str())
+                .set(f64::from(count_of(counts, trial_state)));
+        }
+    }
+    for (state, n) in by_state {
+        metrics::gauge!(STUDIES, "state" => state).set(n as f64);
+    }
+    metrics::gauge!(RUNNING_TRIALS).set(running as f64);
+    metrics::gauge!(CONNECTED_WORKERS).set(connected as f64);
+}
