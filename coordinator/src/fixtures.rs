@@ -26,6 +26,7 @@ pub struct StudyToml {
     name: String,
     sampler: String,
     seed: Option<u64>,
+    repeats: Option<u32>,
     budget: String,
     inputs: [String; 3],
     task: String,
@@ -40,6 +41,7 @@ impl StudyToml {
             name: name.to_string(),
             sampler: "grid".into(),
             seed: None,
+            repeats: None,
             budget: String::new(),
             inputs: ["worker:/models/m".into(), "worker:/data/train.tsv".into(), "worker:/data/dev.tsv".into()],
             task: String::new(),
@@ -57,6 +59,12 @@ impl StudyToml {
     /// `algorithm.seed`.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
+        self
+    }
+
+    /// `algorithm.repeats`: each configuration runs with seeds 0..n.
+    pub fn repeats(mut self, n: u32) -> Self {
+        self.repeats = Some(n);
         self
     }
 
@@ -101,6 +109,9 @@ impl fmt::Display for StudyToml {
         writeln!(f, "[algorithm]\nsampler = \"{}\"", self.sampler)?;
         if let Some(seed) = self.seed {
             writeln!(f, "seed = {seed}")?;
+        }
+        if let Some(repeats) = self.repeats {
+            writeln!(f, "repeats = {repeats}")?;
         }
         writeln!(f, "[budget]")?;
         if !self.budget.is_empty() {
