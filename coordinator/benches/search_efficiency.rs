@@ -340,6 +340,8 @@ fn optuna_reference(table: &str, seeds: u64, workers: usize, budget: usize) {
             "{}",
             serde_json::json!({"optuna": "failed", "stderr": String::from_utf8_lossy(&out.stderr).lines().last()})
         ),
-        Err(e) => println!("{}", serde_json::json!({"optuna": format!("skipped: cannot run {python}: {e}; run make setup")})),
+        Err(e) => {
+            println!("{}", serde_json::json!({"optuna": format!("skipped: cannot run {python}: {e}; run make setup")}))
+        }
     }
 }
