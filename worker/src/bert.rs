@@ -261,19 +261,20 @@ impl BertSelfAttention {
         kind: Kind,
         train: bool,
     ) -> Result<Tensor, TchError> {
-        let padded = |t: Tensor| match tokens {
-            Some(tokens) => tokens.pad(&t),
-            None => Ok(t),
+        // One matrix product for the three projections (their weights stacked), and one
+        // padded copy of the result: the same products as three `nn.Linear`s.
+        let weight = Tensor::f_cat(&[&self.query.weight, &self.key.weight, &self.value.weight], 0)?;
+        let bias = Tensor::f_cat(&[&self.query.bias, &self.key.bias, &self.value.bias], 0)?;
+        let qkv = Linear { weight, bias }.forward(xs, kind)?;
+        let qkv = match tokens {
+            Some(tokens) => tokens.pad(&qkv)?,
+            None => qkv,
         };
-        let (q, k, v) = (
-            padded(self.query.forward(xs, kind)?)?,
-            padded(self.key.forward(xs, kind)?)?,
-            padded(self.value.forward(xs, kind)?)?,
-        );
-        let size = q.size();
+        let size = qkv.size();
         let (batch, seq) = (size[0], size[1]);
-        let heads = |t: Tensor| t.f_view([batch, seq, self.num_heads, self.head_dim])?.f_transpose(1, 2);
-        let (q, k, v) = (heads(q)?, heads(k)?, heads(v)?);
+        // [batch, seq, 3, heads, head_dim] → three [batch, heads, seq, head_dim] views.
+        let qkv = qkv.f_view([batch, seq, 3, self.num_heads, self.head_dim])?.f_permute([2, 0, 3, 1, 4])?;
+        let (q, k, v) = (qkv.f_select(0, 0)?, qkv.f_select(0, 1)?, qkv.f_select(0, 2)?);
         let p = if train { self.dropout } else { 0.0 };
         let context = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, p, false, None, false)?;
         let context = context.f_transpose(1, 2)?.f_reshape([batch, seq, self.num_heads * self.head_dim])?;
