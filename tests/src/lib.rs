@@ -252,35 +252,89 @@ pub fn unrunnable_study(dir: &Path, name: &str) -> PathBuf {
     file
 }
 
+/// A grid study file for the end-to-end tests, built from its varying parts; everything not
+/// set is the tests' common ground (objective eval_accuracy, grid sampler).
+#[derive(Debug, Clone)]
+pub struct StudyFile {
+    name: String,
+    budget: Vec<String>,
+    inputs: [String; 3],
+    task: Vec<String>,
+    parameters: Vec<String>,
+}
+
+impl StudyFile {
+    /// A study named `name` on the project's demo reviews with model `model`.
+    pub fn reviews(name: &str, model: &Path) -> Self {
+        let root = workspace_root();
+        let data = |file: &str| root.join("examples/data").join(file).display().to_string();
+        StudyFile {
+            name: name.to_string(),
+            budget: Vec::new(),
+            inputs: [model.display().to_string(), data("reviews-train.tsv"), data("reviews-dev.tsv")],
+            task: Vec::new(),
+            parameters: Vec::new(),
+        }
+    }
+
+    /// `task.model`, `task.train_file` and `task.validation_file` as written.
+    pub fn inputs(mut self, model: &str, train_file: &str, validation_file: &str) -> Self {
+        self.inputs = [model.to_string(), train_file.to_string(), validation_file.to_string()];
+        self
+    }
+
+    /// One `[budget]` line, e.g. `"parallel_trials = 2"`.
+    pub fn budget(mut self, line: &str) -> Self {
+        self.budget.push(line.to_string());
+        self
+    }
+
+    /// One further `[task]` line, e.g. `"max_seq_length = 32"`.
+    pub fn task(mut self, line: &str) -> Self {
+        self.task.push(line.to_string());
+        self
+    }
+
+    /// A searched or fixed parameter: `value` is the body line, e.g. `"values = [16, 32]"`.
+    pub fn parameter(mut self, name: &str, value: &str) -> Self {
+        self.parameters.push(format!("[parameters.{name}]\n{value}"));
+        self
+    }
+
+    /// Writes the study as `dir/<name>.toml` and returns its path.
+    pub fn write_in(&self, dir: &Path) -> PathBuf {
+        let file = dir.join(format!("{}.toml", self.name));
+        std::fs::write(&file, self.to_string()).expect("write study file");
+        file
+    }
+}
+
+impl std::fmt::Display for StudyFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [model, train, dev] = &self.inputs;
+        writeln!(
+            f,
+            "name = \"{}\"\n[objective]\nmetric = \"eval_accuracy\"\n[algorithm]\nsampler = \"grid\"",
+            self.name
+        )?;
+        writeln!(f, "[budget]")?;
+        self.budget.iter().try_for_each(|line| writeln!(f, "{line}"))?;
+        writeln!(f, "[task]\nmodel = \"{model}\"\ntrain_file = \"{train}\"\nvalidation_file = \"{dev}\"")?;
+        self.task.iter().try_for_each(|line| writeln!(f, "{line}"))?;
+        self.parameters.iter().try_for_each(|table| writeln!(f, "{table}"))
+    }
+}
+
 /// A one-trial study named `name` on the project's demo reviews: MiniLM, 160 training rows,
 /// 3 epochs (time enough to interrupt it mid-way). Returns the study file written in `dir`.
 pub fn one_trial_review_study(dir: &Path, name: &str, model: &Path, max_attempts: u32) -> PathBuf {
-    let root = workspace_root();
-    let study = format!(
-        r#"name = "{name}"
-[objective]
-metric = "eval_accuracy"
-[budget]
-parallel_trials = 1
-max_attempts = {max_attempts}
-[task]
-model = "{model}"
-train_file = "{train}"
-validation_file = "{dev}"
-max_seq_length = 64
-max_train_samples = 160
-[parameters.learning_rate]
-value = 5e-5
-[parameters.per_device_train_batch_size]
-value = 16
-[parameters.num_train_epochs]
-value = 3
-"#,
-        model = model.display(),
-        train = root.join("examples/data/reviews-train.tsv").display(),
-        dev = root.join("examples/data/reviews-dev.tsv").display()
-    );
-    let file = dir.join(format!("{name}.toml"));
-    std::fs::write(&file, study).expect("write study file");
-    file
+    StudyFile::reviews(name, model)
+        .budget("parallel_trials = 1")
+        .budget(&format!("max_attempts = {max_attempts}"))
+        .task("max_seq_length = 64")
+        .task("max_train_samples = 160")
+        .parameter("learning_rate", "value = 5e-5")
+        .parameter("per_device_train_batch_size", "value = 16")
+        .parameter("num_train_epochs", "value = 3")
+        .write_in(dir)
 }

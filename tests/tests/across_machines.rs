@@ -183,32 +183,17 @@ fn workers_that_share_only_the_address_train_and_the_best_model_comes_home() {
     let root = workspace_root();
     std::fs::copy(root.join("examples/data/reviews-train.tsv"), source.join("train.tsv")).unwrap();
     std::fs::copy(root.join("examples/data/reviews-dev.tsv"), source.join("dev.tsv")).unwrap();
-    std::fs::write(
-        source.join("study.toml"),
-        r#"name = "far"
-[objective]
-metric = "eval_accuracy"
-[algorithm]
-sampler = "grid"
-[budget]
-parallel_trials = 2
-keep_artifacts = 2
-[task]
-model = "model"
-train_file = "train.tsv"
-validation_file = "dev.tsv"
-max_seq_length = 32
-max_train_samples = 48
-[parameters.learning_rate]
-values = [2e-5, 5e-5, 1e-4]
-[parameters.per_device_train_batch_size]
-value = 16
-[parameters.num_train_epochs]
-value = 1
-"#,
-    )
-    .unwrap();
-    let created = coordinator.cli_in(Some(&source), &["study", "create", "study.toml"]);
+    StudyFile::reviews("far", Path::new("model"))
+        .inputs("model", "train.tsv", "dev.tsv")
+        .budget("parallel_trials = 2")
+        .budget("keep_artifacts = 2")
+        .task("max_seq_length = 32")
+        .task("max_train_samples = 48")
+        .parameter("learning_rate", "values = [2e-5, 5e-5, 1e-4]")
+        .parameter("per_device_train_batch_size", "value = 16")
+        .parameter("num_train_epochs", "value = 1")
+        .write_in(&source);
+    let created = coordinator.cli_in(Some(&source), &["study", "create", "far.toml"]);
     assert!(created.status.success(), "study create: {}", String::from_utf8_lossy(&created.stderr));
     let shown = coordinator.cli(&["study", "show", "far", "--format", "json"]);
     let spec: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();

@@ -521,37 +521,16 @@ fn worker_command(prefix: &[String], argv: &[String], home: &Path, env: &[(Strin
 
 /// A grid study over `learning_rates` (one trial each): MiniLM, 32 reviews, 1 epoch.
 fn tiny_study(dir: &Path, name: &str, model: &Path, learning_rates: &str) -> PathBuf {
-    let root = workspace_root();
-    let text = format!(
-        r#"name = "{name}"
-[objective]
-metric = "eval_accuracy"
-[algorithm]
-sampler = "grid"
-[budget]
-parallel_trials = 2
-max_attempts = 2
-keep_artifacts = 1
-[task]
-model = "{model}"
-train_file = "{train}"
-validation_file = "{dev}"
-max_seq_length = 32
-max_train_samples = 32
-[parameters.learning_rate]
-values = [{learning_rates}]
-[parameters.per_device_train_batch_size]
-value = 16
-[parameters.num_train_epochs]
-value = 1
-"#,
-        model = model.display(),
-        train = root.join("examples/data/reviews-train.tsv").display(),
-        dev = root.join("examples/data/reviews-dev.tsv").display()
-    );
-    let file = dir.join(format!("{name}.toml"));
-    std::fs::write(&file, text).unwrap();
-    file
+    StudyFile::reviews(name, model)
+        .budget("parallel_trials = 2")
+        .budget("max_attempts = 2")
+        .budget("keep_artifacts = 1")
+        .task("max_seq_length = 32")
+        .task("max_train_samples = 32")
+        .parameter("learning_rate", &format!("values = [{learning_rates}]"))
+        .parameter("per_device_train_batch_size", "value = 16")
+        .parameter("num_train_epochs", "value = 1")
+        .write_in(dir)
 }
 
 fn create_study(coordinator: &Coordinator, file: &Path) {

@@ -16,34 +16,17 @@ fn four_trial_grid_on_sst2_with_two_workers() {
     let Some(model) = minilm_dir() else { return skip("no MiniLM checkpoint; run `make setup`") };
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(&dir.path().join("sweep.db"), "30s");
-    let study = format!(
-        r#"name = "sst2-e2e"
-[objective]
-metric = "eval_accuracy"
-[algorithm]
-sampler = "grid"
-[budget]
-parallel_trials = 2
-max_attempts = 2
-[task]
-model = "{model}"
-train_file = "{train}"
-validation_file = "{dev}"
-max_seq_length = 128
-max_train_samples = 1000
-[parameters.learning_rate]
-values = [3e-5, 5e-5]
-[parameters.per_device_train_batch_size]
-values = [16, 32]
-[parameters.num_train_epochs]
-value = 2
-"#,
-        model = model.display(),
-        train = sst2.join("train.tsv").display(),
-        dev = sst2.join("dev.tsv").display()
-    );
-    let file = dir.path().join("study.toml");
-    std::fs::write(&file, study).unwrap();
+    let path = |file: &str| sst2.join(file).display().to_string();
+    let file = StudyFile::reviews("sst2-e2e", &model)
+        .inputs(&model.display().to_string(), &path("train.tsv"), &path("dev.tsv"))
+        .budget("parallel_trials = 2")
+        .budget("max_attempts = 2")
+        .task("max_seq_length = 128")
+        .task("max_train_samples = 1000")
+        .parameter("learning_rate", "values = [3e-5, 5e-5]")
+        .parameter("per_device_train_batch_size", "values = [16, 32]")
+        .parameter("num_train_epochs", "value = 2")
+        .write_in(dir.path());
     let created = coordinator.cli(&["study", "create", file.to_str().unwrap()]);
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
 
