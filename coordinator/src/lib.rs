@@ -7,6 +7,7 @@
 //! - [`model`]: domain types — trials, studies, states, assignments.
 //! - [`sampler`]: what to try next (grid, random, TPE) behind the [`sampler::Sampler`] trait.
 //! - [`stopping`]: early-stopping decisions behind [`stopping::EarlyStopper`].
+//! - [`importance`]: hyperparameter importance by fANOVA (the `importance` verb).
 //! - [`ops`]: what the registry asks the store to persist and what the store loads back.
 //! - [`registry`]: the trial lifecycle state machine (leases, fencing, requeue, study end).
 //! - [`error`]: [`error::CoordinatorError`], what an operation can be refused with.
@@ -26,6 +27,7 @@ pub mod blobs;
 pub mod cli;
 pub mod error;
 pub mod fixtures;
+pub mod importance;
 pub mod model;
 pub mod ops;
 pub mod params;

@@ -247,3 +247,47 @@ async fn repeats_rank_configurations_and_pruned_trials_show_their_epoch() {
     assert!(csv.lines().next().unwrap().ends_with(",config_mean,config_std"), "{csv}");
     server.shutdown().await;
 }
+
+/// `bertsweep importance`: fANOVA over completed trials through the CLI. The objective
+/// follows the learning rate only, so it ranks first; the numbers repeat for a seed; a study
+/// without enough completed trials gets one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importance_ranks_the_parameter_that_matters() {
+    let server = TestServer::start(Duration::from_secs(30)).await;
+    let url = server.url.clone();
+    let params = "[parameters.learning_rate]\ndistribution = \"log_uniform\"\nmin = 1e-5\nmax = 1e-3\n\
+                  [parameters.per_device_train_batch_size]\nvalues = [16, 32]\n";
+    let text = bertsweep_coordinator::fixtures::StudyToml::new("imp")
+        .sampler("random")
+        .seed(3)
+        .budget("max_trials = 30\nparallel_trials = 1")
+        .parameters(params)
+        .to_string();
+    let file = write(server.dir.path(), "imp.toml", &text);
+    assert!(bertsweep(&url, &["study", "create", &file]).status.success());
+    assert_one_line_error(&bertsweep(&url, &["importance", "imp"]), "0 completed trial(s)");
+
+    let mut c = server.client().await;
+    let w = register(&mut c).await;
+    for _ in 0..30 {
+        let a = acquire(&mut c, &w, 1000).await.unwrap();
+        let lr = match a.params["learning_rate"].kind {
+            Some(bertsweep_proto::v1::param_value::Kind::FloatValue(f)) => f,
+            ref other => panic!("learning_rate is {other:?}"),
+        };
+        // Best at 1e-4, worse the further away in log space; batch size does not matter.
+        complete(&mut c, &a, 0.9 - 0.1 * (lr.log10() + 4.0).powi(2)).await.unwrap();
+    }
+    let json_out = bertsweep(&url, &["importance", "imp", "--format", "json", "--seed", "1"]);
+    assert!(json_out.status.success(), "{json_out:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&json_out.stdout).unwrap();
+    assert_eq!(rows[0]["parameter"], "learning_rate", "{rows}");
+    assert!(rows[0]["importance"].as_f64().unwrap() > 0.8, "{rows}");
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
+    let again = bertsweep(&url, &["importance", "imp", "--format", "json", "--seed", "1"]);
+    assert_eq!(json_out.stdout, again.stdout, "the same seed gives the same numbers");
+    let table = stdout(&bertsweep(&url, &["importance", "imp"]));
+    assert!(table.starts_with("parameter"), "{table}");
+    assert!(table.lines().nth(1).unwrap().starts_with("learning_rate"), "{table}");
+    assert_one_line_error(&bertsweep(&url, &["importance", "nope"]), "unknown study");
+}

@@ -83,6 +83,8 @@ pub enum Command {
     Best(BestArgs),
     /// Fetch a trial's exported model (the best one unless --trial) into DIR, verified.
     Download(DownloadArgs),
+    /// How much each searched parameter mattered (fANOVA over the completed trials).
+    Importance(ImportanceArgs),
     /// Check that the coordinator answers grpc.health.v1 with SERVING (exit 0), else say why
     /// on one line (exit 1): for container health checks and scripts.
     Health,
@@ -186,6 +188,19 @@ pub struct TrialsArgs {
     /// Keep printing trial changes until the study ends.
     #[arg(long)]
     pub follow: bool,
+}
+
+/// Flags of `importance`.
+#[derive(Debug, Args)]
+pub struct ImportanceArgs {
+    /// The study.
+    pub name: String,
+    /// How to print the importances.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Seed of the random forest (the same seed gives the same numbers).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 /// Flags of `best`.
@@ -315,6 +330,21 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Download(args) => {
             let mut client = cli.global.client().await?;
             println!("{}", download::run(&mut client, &args.study, args.trial, &args.dir).await?);
+            Ok(())
+        }
+        Command::Importance(args) => {
+            let mut client = cli.global.client().await?;
+            let study = client.get_study(&args.name).await?;
+            let spec = crate::spec::parse_stored_study(&study.spec_toml)
+                .map_err(|e| anyhow::anyhow!("the study's stored text does not parse here: {e}"))?;
+            let trials = client.list_trials(&args.name).await?;
+            let completed: Vec<(crate::params::Params, f64)> = trials
+                .iter()
+                .filter(|t| t.state == pb::TrialState::Completed as i32)
+                .filter_map(|t| Some((output::params_of(t), t.value?)))
+                .collect();
+            let list = crate::importance::importances(&spec, completed.iter().map(|(p, v)| (p, *v)), args.seed)?;
+            print!("{}", output::importances(&list, args.format)?);
             Ok(())
         }
         Command::Health => {

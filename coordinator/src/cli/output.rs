@@ -18,6 +18,11 @@ fn param_value(v: &pb::ParamValue) -> ParamValue {
     }
 }
 
+/// A trial's parameters as domain values (for computations over trials on the CLI side).
+pub fn params_of(t: &pb::Trial) -> crate::params::Params {
+    params_sorted(t)
+}
+
 fn params_sorted(t: &pb::Trial) -> BTreeMap<String, ParamValue> {
     t.params.iter().map(|(k, v)| (k.clone(), param_value(v))).collect()
 }
@@ -463,4 +468,35 @@ impl FollowPrinter {
             }
         }))
     }
+}
+
+/// `bertsweep importance`: one row per searched parameter, most important first.
+pub fn importances(list: &[crate::importance::ParamImportance], format: Format) -> Result<String> {
+    Ok(match format {
+        Format::Json => {
+            let rows: Vec<Value> = list
+                .iter()
+                .map(|p| json!({"parameter": p.name, "importance": p.importance, "stddev": p.stddev}))
+                .collect();
+            serde_json::to_string_pretty(&rows)? + "\n"
+        }
+        Format::Csv => {
+            let mut out = csv_line(&["parameter".into(), "importance".into(), "stddev".into()]);
+            for p in list {
+                out.push_str(&csv_line(&[p.name.clone(), p.importance.to_string(), p.stddev.to_string()]));
+            }
+            out
+        }
+        Format::Table => {
+            let header = ["parameter".to_string(), "importance".to_string(), String::new()];
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|p| {
+                    let bar = "#".repeat((p.importance * 40.0).round().clamp(0.0, 40.0) as usize);
+                    vec![p.name.clone(), format!("{:.3} ± {:.3}", p.importance, p.stddev), bar]
+                })
+                .collect();
+            table(&header, &rows)
+        }
+    })
 }
