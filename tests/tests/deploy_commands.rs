@@ -781,7 +781,11 @@ fn every_deploy_command_line_serves_and_trains() {
     workers.sort_unstable();
     workers.dedup();
     assert_eq!(workers.len(), 2, "both pool workers trained a trial: {trials:?}");
-    scrape(&format!("127.0.0.1:{}", compose_site.metrics_port));
+    // The worker's own metrics moved with the trial it trained.
+    let worker_metrics = scrape(&format!("127.0.0.1:{}", compose_site.metrics_port));
+    for needle in ["bertsweep_worker_trials_total{outcome=\"completed\"} 1", "bertsweep_worker_epoch_seconds_count"] {
+        assert!(worker_metrics.contains(needle), "{needle} missing from the worker's /metrics:\n{worker_metrics}");
+    }
     for worker in [&mut systemd_worker, &mut compose_worker] {
         worker.terminate();
         let status = worker.exit_within(Duration::from_secs(60));
