@@ -19,16 +19,6 @@ fn three_epochs(name: &str, budget: &str) -> String {
     study_toml(name, budget, &(grid_params(2) + "[parameters.num_train_epochs]\nvalue = 3\n"))
 }
 
-async fn fail(c: &mut Client, a: &pb::Assignment, kind: pb::FailureKind) -> pb::TrialState {
-    let request = pb::FailTrialRequest {
-        trial_id: a.trial_id,
-        lease_token: a.lease_token,
-        error: "lost".into(),
-        kind: kind as i32,
-    };
-    pb::TrialState::try_from(c.fail_trial(request).await.unwrap().into_inner().state).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requeued_trial_reports_from_epoch_one_again_and_completes() {
     let server = TestServer::start(Duration::from_secs(30)).await;

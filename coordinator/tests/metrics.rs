@@ -50,16 +50,6 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
         .sum()
 }
 
-async fn fail(client: &mut Client, a: &pb::Assignment, kind: pb::FailureKind) -> pb::TrialState {
-    let request = pb::FailTrialRequest {
-        trial_id: a.trial_id,
-        lease_token: a.lease_token,
-        error: "test".into(),
-        kind: kind as i32,
-    };
-    client.fail_trial(request).await.unwrap().into_inner().state()
-}
-
 /// Calls a method the server does not have.
 async fn call_unknown(url: &str, method: &str) -> tonic::Code {
     let channel = tonic::transport::Endpoint::from_shared(url.to_string()).unwrap().connect().await.unwrap();

@@ -189,6 +189,17 @@ pub async fn complete(client: &mut Client, a: &pb::Assignment, acc: f64) -> Resu
         .map(|_| ())
 }
 
+/// Reports the trial of `a` as failed with `kind`; returns the trial's state afterwards.
+pub async fn fail(client: &mut Client, a: &pb::Assignment, kind: pb::FailureKind) -> pb::TrialState {
+    let request = pb::FailTrialRequest {
+        trial_id: a.trial_id,
+        lease_token: a.lease_token,
+        error: "lost".into(),
+        kind: kind as i32,
+    };
+    pb::TrialState::try_from(client.fail_trial(request).await.unwrap().into_inner().state).unwrap()
+}
+
 pub async fn study(client: &mut Client, name: &str) -> pb::Study {
     client.get_study(pb::GetStudyRequest { name: name.into() }).await.unwrap().into_inner()
 }
