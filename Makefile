@@ -9,7 +9,7 @@ VENV := .venv
 SST2_DIR ?= $(abspath ../shared/data/sst2)
 export SST2_DIR
 
-.PHONY: setup build build-release demo test bench bench-coordinator bench-worker bench-search bench-scale bench-transfer bench-curves
+.PHONY: setup build build-release demo test bench bench-coordinator bench-worker bench-search bench-scale bench-transfer bench-curves bench-dashboard
 
 setup: $(VENV)/.ready
 
@@ -35,7 +35,7 @@ demo: build
 test: setup
 	cargo test --workspace
 
-bench: bench-coordinator bench-worker bench-search bench-scale bench-transfer
+bench: bench-coordinator bench-worker bench-search bench-scale bench-transfer bench-dashboard
 
 bench-coordinator:
 	cargo bench -p bertsweep-coordinator --bench lifecycle
@@ -60,3 +60,8 @@ bench-scale:
 # once inputs are cached (with sha256 and local-copy reference figures from the same run).
 bench-transfer:
 	cargo bench -p bertsweep-coordinator --bench transfer
+
+# The dashboard with a 10,000-trial study: API latency and the study page's load in headless
+# Chromium (apt-get install chromium chromium-driver).
+bench-dashboard:
+	cargo bench -p bertsweep-coordinator --bench dashboard

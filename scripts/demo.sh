@@ -17,7 +17,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-"$BIN/bertsweep" serve --listen 127.0.0.1:0 --db "sqlite://$RUN/bertsweep.db" >"$RUN/serve.out" 2>"$RUN/serve.log" &
+"$BIN/bertsweep" serve --listen 127.0.0.1:0 --http "${DEMO_HTTP:-127.0.0.1:0}" --db "sqlite://$RUN/bertsweep.db" >"$RUN/serve.out" 2>"$RUN/serve.log" &
 pids+=($!)
 for _ in $(seq 300); do
   grep -q "listening on" "$RUN/serve.out" 2>/dev/null && break
@@ -27,6 +27,8 @@ addr=$(awk '/listening on/ {print $5}' "$RUN/serve.out")
 [ -n "$addr" ] || { echo "error: the coordinator did not start; see $RUN/serve.log" >&2; exit 1; }
 export BERTSWEEP_COORDINATOR="http://$addr"
 echo "coordinator: $BERTSWEEP_COORDINATOR (database $RUN/bertsweep.db, log $RUN/serve.log)"
+for _ in $(seq 50); do grep -q "dashboard at" "$RUN/serve.out" 2>/dev/null && break; sleep 0.1; done
+echo "dashboard: $(awk '/dashboard at/ {print $3}' "$RUN/serve.out")studies/demo-reviews (open it while the sweep runs; DEMO_HTTP=ADDR picks the address)"
 
 "$BIN/bertsweep" study create examples/demo.toml
 

@@ -17,6 +17,7 @@
 //!   mapping (the CLI, a client, works on the messages themselves).
 //! - [`server`]: wires store, registry, reaper, auth, health and reflection into a server, with
 //!   the optional metrics and plaintext health listeners beside it.
+//! - [`dashboard`]: the web dashboard (`serve --http`): JSON API, live events, login, pages.
 //! - [`telemetry`]: the coordinator's Prometheus metrics (names, counters, scrape-time gauges).
 //! - [`text`]: safe names and bounded error text (how much of an input a message may quote).
 //! - [`fixtures`]: study files, large databases and `bertsweep serve` processes for tests and
@@ -25,6 +26,7 @@
 
 pub mod blobs;
 pub mod cli;
+pub mod dashboard;
 pub mod error;
 pub mod fixtures;
 pub mod importance;

@@ -106,7 +106,7 @@ impl Interceptor for BearerAuth {
 /// Compares a presented token with the expected one in time that depends only on the
 /// expected token's length (no early exit on the first differing byte or on a length
 /// mismatch).
-fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     let mut diff = u8::from(given.len() != expected.len());
     for (i, e) in expected.iter().enumerate() {
         diff |= given.get(i).copied().unwrap_or(0) ^ e;
@@ -124,6 +124,8 @@ pub struct Sidecars {
     /// A plaintext gRPC server carrying only grpc.health.v1, for probes that cannot speak TLS
     /// or send a token (Kubernetes' native gRPC probes). It reveals nothing but SERVING.
     pub health: Option<TcpListener>,
+    /// The web dashboard (`--http`): the same token and TLS as the gRPC API.
+    pub http: Option<TcpListener>,
 }
 
 /// Opens the store, restores the registry, and serves on `listener` until `shutdown`
@@ -184,6 +186,12 @@ pub async fn run_with_sidecars(
             ServerError::Config(format!("invalid TLS certificate or key: {}", bertsweep_proto::connect::innermost(&e)))
         })?;
     }
+    let dashboard_tls = match (&sidecars.http, &config.tls) {
+        (Some(_), Some(tls)) => {
+            Some(crate::dashboard::tls::acceptor(tls).map_err(|e| ServerError::Config(e.to_string()))?)
+        }
+        _ => None,
+    };
     let data_dir = config.data_dir.clone().unwrap_or_else(|| crate::blobs::default_data_dir(&config.db_url));
     let blobs = crate::blobs::BlobStore::open(&data_dir, config.max_blob_bytes).map_err(|e| {
         ServerError::Config(format!("cannot use the data directory {}: {e}; pass --data-dir", data_dir.display()))
@@ -215,6 +223,7 @@ pub async fn run_with_sidecars(
     let reaper = tokio::spawn(reap_forever(shared.clone()));
     // One shutdown signal for the gRPC server and its sidecars.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let dashboard_stop = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -254,6 +263,10 @@ pub async fn run_with_sidecars(
                 tracing::error!("the health listener failed: {e}");
             }
         }));
+    }
+    if let Some(listener) = sidecars.http {
+        let config = crate::dashboard::DashboardConfig { token: config.token.clone(), tls: dashboard_tls };
+        sidecar_tasks.push(tokio::spawn(crate::dashboard::serve(listener, shared.clone(), config, dashboard_stop)));
     }
     let shutdown = async move {
         shutdown.await;

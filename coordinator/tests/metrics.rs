@@ -75,7 +75,7 @@ async fn metrics_move_with_trials_and_stay_bounded() {
     let metrics_addr = metrics_listener.local_addr().unwrap();
     let health_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health_url = format!("http://{}", health_listener.local_addr().unwrap());
-    let sidecars = Sidecars { metrics: Some(metrics_listener), health: Some(health_listener) };
+    let sidecars = Sidecars { metrics: Some(metrics_listener), health: Some(health_listener), http: None };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(async move {

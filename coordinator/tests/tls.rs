@@ -213,6 +213,10 @@ fn serve_is_secure_by_default() {
     one_line_error(&serve(&["--listen", "0.0.0.0:0"]), &["without a token", "--insecure"]);
     one_line_error(&serve(&["--listen", "127.0.0.1:0", "--token", " "]), &["empty"]);
     one_line_error(
+        &serve(&["--listen", "127.0.0.1:0", "--http", "0.0.0.0:0"]),
+        &["dashboard", "without a token", "--insecure"],
+    );
+    one_line_error(
         &serve(&["--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"]),
         &["cannot read --tls-cert"],
     );

@@ -146,6 +146,10 @@ pub struct ServeArgs {
     /// cannot speak TLS or send a token (Kubernetes' native gRPC probes).
     #[arg(long)]
     pub health_listen: Option<SocketAddr>,
+    /// Serve the web dashboard on ADDR: studies, curves, importance and trials, live. It takes
+    /// the same token (a login form sets a session cookie) and, with --tls-cert, HTTPS.
+    #[arg(long, env = "BERTSWEEP_HTTP_LISTEN")]
+    pub http: Option<SocketAddr>,
 }
 
 /// The `study` verbs.
@@ -379,6 +383,13 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
             args.listen
         );
     }
+    if let Some(http) = args.http {
+        if token.is_none() && !http.ip().is_loopback() && !args.insecure {
+            bail!(
+                "refusing to serve the dashboard on {http} without a token: anyone who can reach it could read every study; set --token-file (or --token), or pass --insecure to accept that"
+            );
+        }
+    }
     if args.max_blob_size == 0 {
         bail!("--max-blob-size must be more than 0; name inputs as worker:/path to upload nothing");
     }
@@ -406,9 +417,11 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
     let sidecars = server::Sidecars {
         metrics: bind_sidecar("--metrics-listen", args.metrics_listen).await?,
         health: bind_sidecar("--health-listen", args.health_listen).await?,
+        http: bind_sidecar("--http", args.http).await?,
     };
     let metrics_addr = sidecars.metrics.as_ref().map(|l| l.local_addr()).transpose()?;
     let health_addr = sidecars.health.as_ref().map(|l| l.local_addr()).transpose()?;
+    let http_addr = sidecars.http.as_ref().map(|l| l.local_addr()).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let config = ServerConfig {
         db_url: args.db.clone(),
@@ -433,6 +446,9 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
             }
             if let Some(health) = health_addr {
                 println!("plaintext health checks on {health}");
+            }
+            if let Some(http) = http_addr {
+                println!("dashboard at {scheme}://{http}/");
             }
         }
     });

@@ -223,6 +223,14 @@ impl Registry {
         Ok((trials[start..end].to_vec(), trials.len() as u32))
     }
 
+    /// Runs `f` over a study's spec and its trials (in number order) without copying them: for
+    /// readers that derive something from many trials (the dashboard's CSV, seed points,
+    /// importance inputs) while holding the lock only as long as that takes.
+    pub fn with_trials<R>(&self, name: &str, f: impl FnOnce(&StudySpec, &[Trial]) -> R) -> Result<R> {
+        let study = &self.studies[self.study_index(name)?];
+        Ok(f(&study.spec, &study.trials))
+    }
+
     /// Up to `limit` studies whose id is at least `from_id`, oldest first, and the id of the
     /// next study when there are more.
     pub fn studies_page(&self, from_id: u64, limit: usize) -> (Vec<StudySummary>, Option<u64>) {

@@ -1,0 +1,635 @@
+//! The dashboard's JSON API. Every reply is read from the registry under its lock, a bounded
+//! page at a time (trials by number, studies by id), so no request holds the lock for long and
+//! none touches SQLite. Errors are `{"error": "one line"}` with a 4xx/5xx status.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::auth::Gate;
+use super::AppState;
+use crate::error::CoordinatorError;
+use crate::importance::{importances, ParamImportance};
+use crate::model::{Metrics, StudySummary, Trial, TrialState};
+use crate::params::{ParamValue, Params};
+use crate::registry::{blob_of, Registry};
+use crate::spec::{Domain, SamplerKind, StudySpec};
+use crate::text::{bounded, is_study_name, quote};
+
+/// Most studies one `/api/studies` page carries.
+pub const MAX_STUDIES_PAGE: u64 = 500;
+/// Most trials one `/api/studies/{name}/trials` page carries.
+pub const MAX_TRIALS_PAGE: u64 = 2000;
+/// Trials written to the CSV per lock (the lock is released between chunks).
+const CSV_CHUNK: usize = 1000;
+/// Seed of the importance forest: the same as `bertsweep importance`'s default.
+const IMPORTANCE_SEED: u64 = 0;
+/// Characters of a trial's error the trial rows carry (the trial page has it whole).
+const ROW_ERROR_CHARS: usize = 200;
+
+/// An error reply.
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": bounded(&self.1) }))).into_response()
+    }
+}
+
+impl From<CoordinatorError> for ApiError {
+    fn from(e: CoordinatorError) -> Self {
+        let status = match &e {
+            CoordinatorError::NotFound(_) => StatusCode::NOT_FOUND,
+            CoordinatorError::Spec(_) | CoordinatorError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+            CoordinatorError::StudyExists(_) | CoordinatorError::FailedPrecondition(_) => StatusCode::CONFLICT,
+            CoordinatorError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> Self {
+        let status = match s.code() {
+            tonic::Code::NotFound => StatusCode::NOT_FOUND,
+            tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+            tonic::Code::FailedPrecondition | tonic::Code::AlreadyExists => StatusCode::CONFLICT,
+            tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, s.message().to_string())
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Refuses a name that cannot be a study before it reaches the registry.
+pub fn check_name(name: &str) -> ApiResult<()> {
+    if is_study_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, format!("no study named {}; the studies page lists them", quote(name))))
+    }
+}
+
+/// A numeric query parameter: absent → `default`; not a number or above `max` → a 400 that
+/// says what is allowed.
+fn number_param(query: &HashMap<String, String>, key: &str, default: u64, max: u64) -> ApiResult<u64> {
+    let Some(text) = query.get(key) else { return Ok(default) };
+    match text.parse::<u64>() {
+        Ok(v) if v <= max => Ok(v),
+        _ => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{key} must be a whole number from 0 to {max}, not {}", quote(text)),
+        )),
+    }
+}
+
+/// A study as the pages show it.
+#[derive(Debug, Serialize)]
+pub struct StudyRow {
+    name: String,
+    state: &'static str,
+    reason: String,
+    created_ms: i64,
+    finished_ms: Option<i64>,
+    sampler: &'static str,
+    early_stopping: &'static str,
+    objective: Value,
+    counts: Value,
+    max_trials: Option<u64>,
+    repeats: u32,
+    best_value: Option<f64>,
+    best_trial: Option<u32>,
+}
+
+impl StudyRow {
+    /// The row of `summary`, whose best trial is `best_trial`.
+    pub fn new(summary: &StudySummary, best_trial: Option<u32>) -> Self {
+        let spec = &summary.spec;
+        let c = summary.counts;
+        let max_trials = match spec.sampler {
+            SamplerKind::Grid => u64::from(spec.budget.max_trials).min(summary.grid_size),
+            _ => u64::from(spec.budget.max_trials),
+        };
+        StudyRow {
+            name: summary.record.name.clone(),
+            state: summary.record.state.as_str(),
+            reason: summary.record.reason.clone(),
+            created_ms: summary.record.created_ms,
+            finished_ms: summary.record.finished_ms,
+            sampler: spec.sampler.as_str(),
+            early_stopping: spec.early_stopping.as_str(),
+            objective: json!({
+                "metric": spec.objective.metric,
+                "direction": if spec.objective.maximize { "maximize" } else { "minimize" },
+            }),
+            counts: json!({
+                "pending": c.pending, "running": c.running, "completed": c.completed,
+                "pruned": c.pruned, "failed": c.failed, "stopped": c.stopped,
+            }),
+            max_trials: (max_trials > 0).then_some(max_trials),
+            repeats: spec.repeats,
+            best_value: summary.best_value,
+            best_trial,
+        }
+    }
+
+    /// The row of study `name` read from `registry`.
+    pub fn read(registry: &Registry, name: &str) -> ApiResult<Self> {
+        let summary = registry.study(name)?;
+        let best = registry.best_trial(name)?.map(|t| t.number);
+        Ok(StudyRow::new(&summary, best))
+    }
+}
+
+/// A trial's place in its life, growing with every change a watcher can see, so a page that
+/// receives an event older than what it already shows (read between the change and its
+/// broadcast) can ignore it: `[lease token, step]` where the step is 1 + epochs while running
+/// and grows again when the lease ends.
+fn revision(trial: &Trial) -> [u64; 2] {
+    let step = match trial.state {
+        TrialState::Pending if trial.lease_token == 0 => 0,
+        TrialState::Running => 1 + u64::from(trial.last_epoch()).min(999_999),
+        TrialState::Pending => 1_000_000,
+        _ => 2_000_000,
+    };
+    [trial.lease_token, step]
+}
+
+/// A trial in a page of rows: what the charts and the table need.
+#[derive(Debug, Serialize)]
+pub struct TrialRow {
+    number: u32,
+    state: &'static str,
+    params: Params,
+    value: Option<f64>,
+    /// `[epoch, objective]` of the current attempt.
+    curve: Vec<(u32, f64)>,
+    attempt: u32,
+    worker: String,
+    created_ms: i64,
+    started_ms: Option<i64>,
+    finished_ms: Option<i64>,
+    error: String,
+    has_model: bool,
+    rev: [u64; 2],
+}
+
+impl TrialRow {
+    /// The row of `trial` under `spec`'s objective.
+    pub fn new(spec: &StudySpec, trial: &Trial) -> Self {
+        let metric = &spec.objective.metric;
+        TrialRow {
+            number: trial.number,
+            state: trial.state.as_str(),
+            params: trial.params.clone(),
+            value: trial.value,
+            curve: trial.intermediate.iter().filter_map(|(e, m)| Some((*e, *m.get(metric)?))).collect(),
+            attempt: trial.attempt,
+            worker: trial.worker_id.clone(),
+            created_ms: trial.created_ms,
+            started_ms: trial.started_ms,
+            finished_ms: trial.finished_ms,
+            error: trial.error.chars().take(ROW_ERROR_CHARS).collect(),
+            has_model: blob_of(&trial.artifact).is_some(),
+            rev: revision(trial),
+        }
+    }
+}
+
+/// `GET /api/session`.
+pub async fn session(State(app): State<Arc<AppState>>) -> Json<Value> {
+    let auth = app.gate.required();
+    Json(json!({ "auth": auth, "can_stop": auth, "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// `GET /api/studies?from=ID&limit=N`.
+pub async fn studies(
+    State(app): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let from = number_param(&query, "from", 0, u64::MAX)?;
+    let limit = number_param(&query, "limit", 100, MAX_STUDIES_PAGE)?.max(1) as usize;
+    let registry = app.shared.lock();
+    let (page, next) = registry.studies_page(from, limit);
+    let rows = page
+        .iter()
+        .map(|s| {
+            let best = registry.best_trial(&s.record.name).ok().flatten().map(|t| t.number);
+            StudyRow::new(s, best)
+        })
+        .collect::<Vec<_>>();
+    Ok(Json(json!({ "studies": rows, "next": next })))
+}
+
+/// One parameter's domain as the charts need it (log axes, categories).
+fn parameter_json(name: &str, domain: &Domain) -> Value {
+    match domain {
+        Domain::Fixed(v) => {
+            json!({"name": name, "kind": "fixed", "low": null, "high": null, "log": false, "integer": false, "values": [v]})
+        }
+        Domain::Categorical(values) => {
+            json!({"name": name, "kind": "categorical", "low": null, "high": null, "log": false, "integer": false, "values": values})
+        }
+        Domain::Range(r) => json!({
+            "name": name, "kind": "range", "low": r.min, "high": r.max, "log": r.log,
+            "integer": r.kind == crate::params::ParamKind::Int, "values": [],
+        }),
+    }
+}
+
+/// The most epochs any trial of `spec` can train.
+fn max_epochs(spec: &StudySpec) -> Option<f64> {
+    let p = spec.parameters.iter().find(|p| p.name == "num_train_epochs")?;
+    match &p.domain {
+        Domain::Fixed(v) => v.as_f64(),
+        Domain::Categorical(values) => values.iter().filter_map(ParamValue::as_f64).reduce(f64::max),
+        Domain::Range(r) => Some(r.max),
+    }
+}
+
+/// `GET /api/studies/{name}`.
+pub async fn study(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    check_name(&name)?;
+    let registry = app.shared.lock();
+    let row = StudyRow::read(&registry, &name)?;
+    let spec = registry.study(&name)?.spec;
+    let parameters: Vec<Value> = spec.parameters.iter().map(|p| parameter_json(&p.name, &p.domain)).collect();
+    Ok(Json(json!({ "study": row, "parameters": parameters, "max_epochs": max_epochs(&spec) })))
+}
+
+/// `GET /api/studies/{name}/trials?from=NUMBER&limit=N`.
+pub async fn trials(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    check_name(&name)?;
+    let from = number_param(&query, "from", 0, u64::from(u32::MAX))? as usize;
+    let limit = number_param(&query, "limit", 500, MAX_TRIALS_PAGE)?.max(1) as usize;
+    let (rows, total) = app.shared.lock().with_trials(&name, |spec, trials| {
+        let start = from.min(trials.len());
+        let end = start.saturating_add(limit).min(trials.len());
+        (trials[start..end].iter().map(|t| TrialRow::new(spec, t)).collect::<Vec<_>>(), trials.len())
+    })?;
+    let next = (from + rows.len() < total && !rows.is_empty()).then_some(from + rows.len());
+    Ok(Json(json!({ "trials": rows, "total": total, "next": next })))
+}
+
+/// The trial `number` of study `name` (cloned), with its study's spec.
+fn one_trial(app: &AppState, name: &str, number: &str) -> ApiResult<(StudySpec, Trial)> {
+    check_name(name)?;
+    let n: u32 = number.parse().map_err(|_| {
+        ApiError(StatusCode::NOT_FOUND, format!("trial numbers are whole numbers from 0; {} is not one", quote(number)))
+    })?;
+    app.shared
+        .lock()
+        .with_trials(name, |spec, trials| trials.get(n as usize).map(|t| (spec.clone(), t.clone())))?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("study {} has no trial {n}", quote(name))))
+}
+
+fn epochs_json(intermediate: &std::collections::BTreeMap<u32, Metrics>) -> Vec<Value> {
+    intermediate.iter().map(|(epoch, metrics)| json!({ "epoch": epoch, "metrics": metrics })).collect()
+}
+
+/// The files of a trial's model kept on the coordinator, or None.
+fn model_files(app: &AppState, name: &str, trial: &Trial) -> Option<Vec<Value>> {
+    let digest = blob_of(&trial.artifact)?;
+    let manifest = app.shared.blobs.dir().read_manifest(&digest).ok()?;
+    Some(
+        manifest
+            .files
+            .iter()
+            .map(|f| {
+                let url = format!(
+                    "/api/studies/{name}/trials/{}/model/{}",
+                    trial.number,
+                    f.path.split('/').map(percent_encode).collect::<Vec<_>>().join("/")
+                );
+                json!({ "path": f.path, "size": f.size, "url": url })
+            })
+            .collect(),
+    )
+}
+
+/// Percent-encodes one path segment (file names in a model directory).
+fn percent_encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `GET /api/studies/{name}/trials/{number}`.
+pub async fn trial(
+    State(app): State<Arc<AppState>>,
+    Path((name, number)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let (spec, trial) = one_trial(&app, &name, &number)?;
+    let mut detail = serde_json::to_value(TrialRow::new(&spec, &trial)).map_err(internal)?;
+    let earlier: Vec<Value> = trial
+        .earlier_attempts
+        .iter()
+        .map(|e| json!({ "attempt": e.attempt, "epoch": e.epoch, "metrics": e.metrics }))
+        .collect();
+    let extra = json!({
+        "error": trial.error,
+        "metrics": trial.metrics,
+        "epochs": epochs_json(&trial.intermediate),
+        "earlier_attempts": earlier,
+        "artifact": trial.artifact,
+        "model_files": model_files(&app, &name, &trial),
+        "lease_expires_ms": trial.lease_expires_ms,
+    });
+    if let (Value::Object(d), Value::Object(e)) = (&mut detail, extra) {
+        d.extend(e);
+    }
+    Ok(Json(detail))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+/// `GET /api/studies/{name}/trials/{number}/model/{path}`: one file of a kept model.
+pub async fn model_file(
+    State(app): State<Arc<AppState>>,
+    Path((name, number, path)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let (_, trial) = one_trial(&app, &name, &number)?;
+    let missing = || {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("trial {} of study {} has no kept model file {}", trial.number, quote(&name), quote(&path)),
+        )
+    };
+    let digest = blob_of(&trial.artifact).ok_or_else(missing)?;
+    let manifest = app.shared.blobs.dir().read_manifest(&digest).map_err(|_| missing())?;
+    let entry = manifest.files.iter().find(|f| f.path == path).ok_or_else(missing)?;
+    let file = tokio::fs::File::open(app.shared.blobs.dir().path(&entry.digest())).await.map_err(|_| missing())?;
+    let base = path.rsplit('/').next().unwrap_or("model");
+    let safe: String =
+        base.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect();
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, entry.size.to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{safe}\"")),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /api/studies/{name}/configurations`: each configuration's seed repeats, with every
+/// seed's point.
+pub async fn configurations(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    check_name(&name)?;
+    let registry = app.shared.lock();
+    let configurations = registry.configurations(&name)?;
+    let list = registry.with_trials(&name, |_, trials| {
+        configurations
+            .iter()
+            .map(|c| {
+                let points: Vec<Value> = c
+                    .trials
+                    .iter()
+                    .filter_map(|&n| trials.get(n as usize))
+                    .filter(|t| t.state == TrialState::Completed)
+                    .filter_map(|t| Some(json!({ "trial": t.number, "seed": t.params.get("seed"), "value": t.value? })))
+                    .collect();
+                json!({ "params": c.params, "trials": c.trials, "points": points, "mean": c.mean, "std": c.std })
+            })
+            .collect::<Vec<_>>()
+    })?;
+    Ok(Json(json!({ "configurations": list })))
+}
+
+/// Importances per study, keyed by how many trials had completed when they were computed
+/// (completed trials never change, so the count identifies the input).
+#[derive(Default)]
+pub struct ImportanceCache {
+    entries: Mutex<HashMap<String, (usize, Arc<CachedReply>)>>,
+}
+
+/// A computed reply: its status and body.
+type CachedReply = (StatusCode, Value);
+
+impl ImportanceCache {
+    fn get(&self, name: &str, completed: usize) -> Option<Arc<CachedReply>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(name).filter(|(n, _)| *n == completed).map(|(_, v)| v.clone())
+    }
+
+    fn put(&self, name: &str, completed: usize, reply: Arc<CachedReply>) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string(), (completed, reply));
+    }
+}
+
+/// `GET /api/studies/{name}/importance`: fANOVA importances (the same numbers as
+/// `bertsweep importance NAME`), or 422 with why they cannot be computed yet.
+pub async fn importance(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult<Response> {
+    check_name(&name)?;
+    let (spec, completed): (StudySpec, Vec<(Params, f64)>) = app.shared.lock().with_trials(&name, |spec, trials| {
+        let completed = trials
+            .iter()
+            .filter(|t| t.state == TrialState::Completed)
+            .filter_map(|t| Some((t.params.clone(), t.value?)))
+            .collect();
+        (spec.clone(), completed)
+    })?;
+    let count = completed.len();
+    let reply = match app.importance.get(&name, count) {
+        Some(reply) => reply,
+        None => {
+            let computed = tokio::task::spawn_blocking(move || {
+                match importances(&spec, completed.iter().map(|(p, v)| (p, *v)), IMPORTANCE_SEED) {
+                    Ok(list) => {
+                        (StatusCode::OK, json!({ "importances": importance_json(&list), "trials_used": count.min(crate::importance::MAX_TRIALS) }))
+                    }
+                    Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "error": e.to_string() })),
+                }
+            })
+            .await
+            .map_err(internal)?;
+            let reply = Arc::new(computed);
+            app.importance.put(&name, count, reply.clone());
+            reply
+        }
+    };
+    Ok((reply.0, Json(reply.1.clone())).into_response())
+}
+
+fn importance_json(list: &[ParamImportance]) -> Vec<Value> {
+    list.iter().map(|p| json!({ "name": p.name, "importance": p.importance, "stddev": p.stddev })).collect()
+}
+
+/// One CSV field: quoted when it holds a separator, quote or line break; text that a
+/// spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) gets a leading `'`.
+fn csv_field(text: &str, is_text: bool) -> String {
+    let guarded = if is_text && text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
+    if guarded.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", guarded.replace('"', "\"\""))
+    } else {
+        guarded
+    }
+}
+
+fn csv_row(spec: &StudySpec, trial: &Trial) -> String {
+    let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let mut fields = vec![
+        trial.number.to_string(),
+        trial.state.as_str().to_string(),
+        trial.value.map(|v| v.to_string()).unwrap_or_default(),
+    ];
+    for p in &spec.parameters {
+        fields.push(match trial.params.get(&p.name) {
+            Some(ParamValue::Str(s)) => csv_field(s, true),
+            Some(v) => v.to_string(),
+            None => String::new(),
+        });
+    }
+    let duration = match (trial.started_ms, trial.finished_ms) {
+        (Some(s), Some(f)) => format!("{:.3}", (f - s) as f64 / 1000.0),
+        _ => String::new(),
+    };
+    fields.extend([
+        trial.last_epoch().to_string(),
+        trial.attempt.to_string(),
+        csv_field(&trial.worker_id, true),
+        trial.created_ms.to_string(),
+        opt(trial.started_ms),
+        opt(trial.finished_ms),
+        duration,
+        csv_field(&trial.error, true),
+    ]);
+    fields.join(",") + "\n"
+}
+
+/// `GET /api/studies/{name}/trials.csv`: every trial, one row each, the lock released between
+/// chunks of rows.
+pub async fn trials_csv(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult<Response> {
+    check_name(&name)?;
+    let mut out = app.shared.lock().with_trials(&name, |spec, _| {
+        let mut header = vec!["number".to_string(), "state".into(), "value".into()];
+        header.extend(spec.parameters.iter().map(|p| csv_field(&p.name, true)));
+        header.extend(
+            ["epochs", "attempt", "worker", "created_ms", "started_ms", "finished_ms", "duration_s", "error"]
+                .map(String::from),
+        );
+        header.join(",") + "\n"
+    })?;
+    let mut from = 0usize;
+    loop {
+        let (chunk, done) = app.shared.lock().with_trials(&name, |spec, trials| {
+            let start = from.min(trials.len());
+            let end = (start + CSV_CHUNK).min(trials.len());
+            (trials[start..end].iter().map(|t| csv_row(spec, t)).collect::<String>(), end >= trials.len())
+        })?;
+        out.push_str(&chunk);
+        from += CSV_CHUNK;
+        if done {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}-trials.csv\"")),
+        ],
+        out,
+    )
+        .into_response())
+}
+
+/// `POST /api/studies/{name}/stop`: needs the token in a bearer header on this very request;
+/// a session cookie alone only reads.
+pub async fn stop(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    check_name(&name)?;
+    if !app.gate.required() {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("this coordinator has no token, so its dashboard only reads; stop the study with `bertsweep study stop {name}`"),
+        ));
+    }
+    match Gate::bearer(&headers) {
+        Some(token) if app.gate.token_matches(token) => {}
+        Some(_) => {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "wrong token; stopping needs the coordinator's token".into(),
+            ))
+        }
+        None => {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "stopping a study needs the coordinator's token in Authorization: Bearer TOKEN".into(),
+            ))
+        }
+    }
+    app.shared.apply(|r, now| r.stop_study(&name, now)).await?;
+    let row = StudyRow::read(&app.shared.lock(), &name)?;
+    Ok(Json(json!({ "study": row })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_formula_guarded() {
+        assert_eq!(csv_field("plain", true), "plain");
+        assert_eq!(csv_field("a,b", true), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\"", true), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=cmd()", true), "'=cmd()");
+        assert_eq!(csv_field("-0.5", false), "-0.5");
+    }
+
+    #[test]
+    fn revisions_grow_through_a_trial_life() {
+        let mut t = crate::model::test_trial(0, Params::new(), TrialState::Pending);
+        let mut seen = vec![revision(&t)];
+        t.state = TrialState::Running;
+        t.lease_token = 7;
+        seen.push(revision(&t));
+        t.intermediate.insert(1, Metrics::new());
+        seen.push(revision(&t));
+        t.state = TrialState::Pending; // lease lost, requeued
+        t.archive_attempt();
+        seen.push(revision(&t));
+        t.state = TrialState::Running;
+        t.lease_token = 9;
+        seen.push(revision(&t));
+        t.state = TrialState::Completed;
+        seen.push(revision(&t));
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    }
+
+    #[test]
+    fn model_file_names_are_percent_encoded() {
+        assert_eq!(percent_encode("model.safetensors"), "model.safetensors");
+        assert_eq!(percent_encode("a b#?"), "a%20b%23%3F");
+    }
+}

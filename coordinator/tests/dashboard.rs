@@ -1,0 +1,636 @@
+//! The web dashboard (`serve --http`): its JSON API and guards over real HTTP(S), and its
+//! pages in a real headless Chromium against a real `bertsweep serve` process.
+//!
+//! The study every test watches is a scripted sweep with seed repeats (2 per configuration),
+//! median pruning and learning-rate-driven accuracy: completed trials, a pruned one and a
+//! running one, with more finishing while a page is open.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bertsweep_coordinator::fixtures::browser::Browser;
+use bertsweep_coordinator::fixtures::{ServeProcess, StudyToml, SEARCH_SPACE};
+use bertsweep_coordinator::server::{self, ServerConfig, ServerTls, Sidecars};
+use bertsweep_proto::v1 as pb;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+const TOKEN: &str = "dashboard-test-token-5f1c";
+const STUDY: &str = "sst2-sweep";
+
+// ---------------------------------------------------------------------------------------------
+// A scripted worker (gRPC, with the token)
+
+async fn client(url: &str, token: Option<&str>) -> bertsweep_proto::Client {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string()).unwrap().connect().await.unwrap();
+    let auth = bertsweep_proto::auth::BearerToken::new(token).unwrap();
+    pb::coordinator_client::CoordinatorClient::with_interceptor(channel, auth)
+}
+
+/// The sweep's study file: random search over learning rate and batch size, two seeds per
+/// configuration, three epochs, median pruning from epoch 2 once six trials completed.
+fn sweep_toml() -> String {
+    StudyToml::new(STUDY)
+        .sampler("random")
+        .seed(3)
+        .repeats(2)
+        .budget("max_trials = 12\nparallel_trials = 12\nmax_attempts = 2")
+        .parameters(SEARCH_SPACE)
+        .parameters("[parameters.num_train_epochs]\nvalue = 3")
+        .section("[early_stopping]\ntype = \"median\"\nmin_epochs = 2\nwarmup_trials = 6")
+        .to_string()
+}
+
+/// Accuracy after `epoch` for these params: rises with the learning rate, a little with epochs,
+/// barely with the seed; the batch size does not matter.
+fn accuracy(a: &pb::Assignment, epoch: u32) -> f64 {
+    let param = |name: &str| match a.params.get(name).and_then(|v| v.kind.as_ref()) {
+        Some(pb::param_value::Kind::FloatValue(v)) => *v,
+        Some(pb::param_value::Kind::IntValue(v)) => *v as f64,
+        _ => 0.0,
+    };
+    0.55 + 5000.0 * (param("learning_rate") - 1e-5) + 0.02 * f64::from(epoch) + 0.003 * param("seed")
+}
+
+fn metrics(acc: f64) -> HashMap<String, f64> {
+    [("eval_accuracy", acc), ("eval_loss", 1.0 - acc), ("train_loss", 1.1 - acc)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+/// One fake worker's session with the coordinator.
+struct Worker {
+    client: bertsweep_proto::Client,
+    id: String,
+}
+
+impl Worker {
+    async fn register(url: &str, token: Option<&str>) -> Self {
+        let mut client = client(url, token).await;
+        let request = pb::RegisterWorkerRequest {
+            hostname: "gpu-box-1".into(),
+            devices: vec!["cuda:0".into()],
+            version: "t".into(),
+        };
+        let id = client.register_worker(request).await.unwrap().into_inner().worker_id;
+        Worker { client, id }
+    }
+
+    async fn acquire(&mut self) -> pb::Assignment {
+        let request = pb::AcquireTrialRequest { worker_id: self.id.clone(), study: STUDY.into(), wait_ms: 0 };
+        self.client.acquire_trial(request).await.unwrap().into_inner().assignment.expect("a trial to run")
+    }
+
+    /// Reports `epoch` with `acc`; returns whether the coordinator says stop.
+    async fn report(&mut self, a: &pb::Assignment, epoch: u32, acc: f64) -> bool {
+        let request = pb::ReportProgressRequest {
+            trial_id: a.trial_id,
+            lease_token: a.lease_token,
+            epoch,
+            metrics: metrics(acc),
+        };
+        let reply = self.client.report_progress(request).await.unwrap().into_inner();
+        reply.decision == pb::Decision::Stop as i32
+    }
+
+    async fn complete(&mut self, a: &pb::Assignment, acc: f64) {
+        let request = pb::CompleteTrialRequest {
+            trial_id: a.trial_id,
+            lease_token: a.lease_token,
+            metrics: metrics(acc),
+            artifact: String::new(),
+        };
+        self.client.complete_trial(request).await.unwrap();
+    }
+
+    /// Runs one trial through all three epochs and completes it.
+    async fn run_to_completion(&mut self) -> pb::Assignment {
+        let a = self.acquire().await;
+        for epoch in 1..=3 {
+            assert!(!self.report(&a, epoch, accuracy(&a, epoch)).await, "a good trial was stopped");
+        }
+        self.complete(&a, accuracy(&a, 3)).await;
+        a
+    }
+}
+
+/// What the scripted sweep left behind.
+struct Sweep {
+    worker: Worker,
+    /// Still RUNNING (one epoch reported).
+    running: pb::Assignment,
+    completed: usize,
+    pruned: u32,
+}
+
+/// Creates the study and runs it to: 6 completed, 1 pruned (at epoch 2), 1 running (epoch 1).
+async fn sweep(url: &str, token: Option<&str>) -> Sweep {
+    let mut worker = Worker::register(url, token).await;
+    worker.client.create_study(pb::CreateStudyRequest { spec_toml: sweep_toml() }).await.unwrap();
+    for _ in 0..6 {
+        worker.run_to_completion().await;
+    }
+    let doomed = worker.acquire().await;
+    assert!(!worker.report(&doomed, 1, 0.30).await);
+    assert!(worker.report(&doomed, 2, 0.31).await, "the median rule prunes a trial far below the others");
+    let running = worker.acquire().await;
+    worker.report(&running, 1, accuracy(&running, 1)).await;
+    Sweep { worker, running, completed: 6, pruned: doomed.number }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP over a plain or TLS stream
+
+/// One HTTP/1.1 reply.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: String) -> Reply {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP reply");
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
+    Reply { status, headers, body: body.to_string() }
+}
+
+fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
+    let mut text =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text + "\r\n" + body
+}
+
+async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    exchange(stream, request(addr, method, path, headers, body)).await
+}
+
+async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    http(addr, "GET", path, headers, "").await
+}
+
+/// A coordinator in this process with the dashboard on its own port.
+struct Served {
+    grpc_url: String,
+    http: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve(token: Option<&str>, tls: Option<ServerTls>) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        db_url: format!("sqlite://{}", dir.path().join("d.db").display()),
+        token: token.map(String::from),
+        lease_ttl: Duration::from_secs(30),
+        long_poll: Duration::from_millis(200),
+        tls: tls.clone(),
+        ..ServerConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let grpc_url = format!("{scheme}://{}", listener.local_addr().unwrap());
+    let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = http_listener.local_addr().unwrap();
+    let sidecars = Sidecars { http: Some(http_listener), ..Sidecars::default() };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let stop = async {
+            let _ = stopped.await;
+        };
+        server::run_with_sidecars(listener, sidecars, config, stop, ready_tx).await.unwrap();
+    });
+    ready_rx.await.unwrap();
+    Served { grpc_url, http, stop: Some(stop), task, _dir: dir }
+}
+
+impl Served {
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap();
+    }
+}
+
+/// Reads `stream` into `seen` until it holds `needle` (at most 10 s).
+async fn read_until(stream: &mut tokio::net::TcpStream, seen: &mut String, needle: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    while !seen.contains(needle) {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {needle:?} in the stream; got {seen}"))
+            .unwrap();
+        assert!(n > 0, "the stream ended before {needle:?}: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_guards_every_page_and_call_and_only_the_token_stops() {
+    let served = serve(Some(TOKEN), None).await;
+    let addr = served.http;
+    let sweep = sweep(&served.grpc_url, Some(TOKEN)).await;
+
+    // Nothing without the token: API calls get a one-line 401, pages the login form and no data.
+    for path in ["/api/studies", &format!("/api/studies/{STUDY}/trials"), &format!("/api/studies/{STUDY}/trials.csv")] {
+        let reply = get(addr, path, &[]).await;
+        assert_eq!(reply.status, 401, "{path}");
+        assert!(reply.json()["error"].as_str().unwrap().contains("log in at /login"), "{path}");
+    }
+    for path in ["/", &format!("/studies/{STUDY}"), "/studies/nope"] {
+        let reply = get(addr, path, &[]).await;
+        assert_eq!(reply.status, 401, "{path}");
+        // The form, not the app: no script, no trial data.
+        assert!(reply.body.contains("id=\"login-form\""), "{path}: {}", reply.body);
+        assert!(!reply.body.contains("app.js") && !reply.body.contains("COMPLETED"), "{path}: {}", reply.body);
+    }
+    let wrong = get(addr, "/api/studies", &[("Authorization", "Bearer nope")]).await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.json()["error"].as_str().unwrap().starts_with("wrong token"));
+    let forged = get(addr, "/api/studies", &[("Cookie", "bertsweep_session=0123456789abcdef")]).await;
+    assert_eq!(forged.status, 401);
+
+    // The login form: a wrong token gets the form again; the right one a cookie and a redirect.
+    let form = |token: &str| format!("token={token}&next=%2Fstudies%2F{STUDY}");
+    let login_headers = [("Content-Type", "application/x-www-form-urlencoded")];
+    let bad = http(addr, "POST", "/login", &login_headers, &form("guess")).await;
+    assert_eq!(bad.status, 401);
+    assert!(bad.body.contains("Wrong token") && bad.header("set-cookie").is_none());
+    let good = http(addr, "POST", "/login", &login_headers, &form(TOKEN)).await;
+    assert_eq!(good.status, 303);
+    assert_eq!(good.header("location"), Some(format!("/studies/{STUDY}").as_str()));
+    let set_cookie = good.header("set-cookie").unwrap().to_string();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let with_cookie = [("Cookie", cookie.as_str())];
+    let offsite =
+        http(addr, "POST", "/login", &login_headers, &format!("token={TOKEN}&next=%2F%2Fevil.example%2F")).await;
+    assert_eq!(offsite.header("location"), Some("/"), "login never redirects off the site");
+
+    // With the session: pages and data, and the security headers.
+    let page = get(addr, &format!("/studies/{STUDY}"), &with_cookie).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("/assets/app.js"));
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    let session = get(addr, "/api/session", &with_cookie).await.json();
+    assert_eq!((session["auth"].as_bool(), session["can_stop"].as_bool()), (Some(true), Some(true)));
+
+    // A session only reads: stopping takes the token itself.
+    let stop_path = format!("/api/studies/{STUDY}/stop");
+    let refused = http(addr, "POST", &stop_path, &with_cookie, "").await;
+    assert_eq!(refused.status, 401);
+    assert!(refused.json()["error"].as_str().unwrap().contains("Authorization: Bearer"));
+    let refused = http(addr, "POST", &stop_path, &[("Authorization", "Bearer wrong")], "").await;
+    assert_eq!(refused.status, 401);
+    let study = get(addr, &format!("/api/studies/{STUDY}"), &with_cookie).await.json();
+    assert_eq!(study["study"]["state"], "RUNNING", "refused stops change nothing");
+
+    // Logging out ends the session.
+    let out = http(addr, "POST", "/logout", &with_cookie, "").await;
+    assert_eq!(out.status, 303);
+    assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(get(addr, "/api/studies", &with_cookie).await.status, 401);
+
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("Authorization", bearer.as_str())];
+    let stopped = http(addr, "POST", &stop_path, &auth, "").await;
+    assert_eq!(stopped.status, 200, "{}", stopped.body);
+    assert_eq!(stopped.json()["study"]["state"], "STOPPED");
+    let trials = get(addr, &format!("/api/studies/{STUDY}/trials"), &auth).await.json();
+    let running = &trials["trials"][sweep.running.number as usize];
+    assert_eq!(running["state"], "STOPPED");
+    served.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_pages_trials_and_derives_configurations_importance_csv_and_events() {
+    let served = serve(None, None).await;
+    let addr = served.http;
+    let mut sweep = sweep(&served.grpc_url, None).await;
+
+    // An open coordinator (no token): readable, and the page cannot stop studies.
+    let session = get(addr, "/api/session", &[]).await.json();
+    assert_eq!((session["auth"].as_bool(), session["can_stop"].as_bool()), (Some(false), Some(false)));
+    let refused = http(addr, "POST", &format!("/api/studies/{STUDY}/stop"), &[], "").await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.json()["error"].as_str().unwrap().contains("bertsweep study stop"));
+
+    let studies = get(addr, "/api/studies", &[]).await.json();
+    let row = &studies["studies"][0];
+    assert_eq!(
+        (row["name"].as_str(), row["sampler"].as_str(), row["early_stopping"].as_str()),
+        (Some(STUDY), Some("random"), Some("median"))
+    );
+    assert_eq!(row["counts"]["completed"], 6);
+    assert_eq!(row["counts"]["pruned"], 1);
+    assert_eq!(row["counts"]["running"], 1);
+    assert_eq!((row["max_trials"].as_u64(), row["repeats"].as_u64()), (Some(12), Some(2)));
+    assert!(row["best_trial"].is_u64() && row["best_value"].is_f64());
+
+    let study = get(addr, &format!("/api/studies/{STUDY}"), &[]).await.json();
+    let lr = study["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "learning_rate").unwrap();
+    assert_eq!((lr["kind"].as_str(), lr["log"].as_bool()), (Some("range"), Some(true)));
+    assert_eq!(study["max_epochs"].as_f64(), Some(3.0));
+
+    // Trials in pages: `next` walks them all; bad paging gets a clear 400.
+    let first = get(addr, &format!("/api/studies/{STUDY}/trials?limit=3"), &[]).await.json();
+    assert_eq!((first["total"].as_u64(), first["next"].as_u64()), (Some(8), Some(3)));
+    let rest = get(addr, &format!("/api/studies/{STUDY}/trials?from=3&limit=2000"), &[]).await.json();
+    assert_eq!((rest["trials"].as_array().unwrap().len(), rest["next"].is_null()), (5, true));
+    let pruned = &rest["trials"][(sweep.pruned - 3) as usize];
+    assert_eq!(pruned["state"], "PRUNED");
+    assert_eq!(pruned["curve"].as_array().unwrap().len(), 2, "pruned at epoch 2");
+    for bad in ["limit=5000", "limit=ten", "from=-1"] {
+        let reply = get(addr, &format!("/api/studies/{STUDY}/trials?{bad}"), &[]).await;
+        assert_eq!(reply.status, 400, "{bad}");
+        assert!(reply.json()["error"].as_str().unwrap().contains("must be a whole number"), "{bad}");
+    }
+    for (path, status) in [
+        ("/api/studies/nope".to_string(), 404),
+        ("/api/studies/..%2Fetc".to_string(), 404),
+        (format!("/api/studies/{STUDY}/trials/99"), 404),
+        (format!("/api/studies/{STUDY}/trials/x"), 404),
+        ("/api/nothing".to_string(), 404),
+    ] {
+        let reply = get(addr, &path, &[]).await;
+        assert_eq!(reply.status, status, "{path}");
+        assert!(!reply.json()["error"].as_str().unwrap().is_empty(), "{path}");
+    }
+    let missing_page = get(addr, "/studies/nope", &[]).await;
+    assert_eq!(missing_page.status, 404);
+    assert!(missing_page.body.contains("There is no study named &quot;nope&quot;"), "{}", missing_page.body);
+
+    // One trial in full: every epoch's metrics.
+    let detail = get(addr, &format!("/api/studies/{STUDY}/trials/0"), &[]).await.json();
+    assert_eq!(detail["state"], "COMPLETED");
+    assert_eq!(detail["epochs"].as_array().unwrap().len(), 3);
+    assert!(detail["epochs"][2]["metrics"]["train_loss"].is_f64());
+    assert!(detail["model_files"].is_null(), "no model kept for this trial");
+
+    // Seed spread: configurations with both seeds' points.
+    let configs = get(addr, &format!("/api/studies/{STUDY}/configurations"), &[]).await.json();
+    let configs = configs["configurations"].as_array().unwrap();
+    let with_points: Vec<&Value> = configs.iter().filter(|c| !c["points"].as_array().unwrap().is_empty()).collect();
+    assert_eq!(with_points.iter().map(|c| c["points"].as_array().unwrap().len()).sum::<usize>(), sweep.completed);
+    assert!(
+        with_points.iter().any(|c| c["points"].as_array().unwrap().len() == 2),
+        "some configuration ran both seeds"
+    );
+    assert!(configs.iter().all(|c| c["params"].get("seed").is_none()));
+
+    // Importance: the learning rate drives accuracy, the batch size does not.
+    let importance = get(addr, &format!("/api/studies/{STUDY}/importance"), &[]).await;
+    assert_eq!(importance.status, 200, "{}", importance.body);
+    let list = importance.json()["importances"].as_array().unwrap().clone();
+    assert_eq!(list[0]["name"], "learning_rate", "{list:?}");
+    assert!(list[0]["importance"].as_f64().unwrap() > 0.5, "{list:?}");
+
+    // CSV: a header and one row per trial, parameters as columns.
+    let csv = get(addr, &format!("/api/studies/{STUDY}/trials.csv"), &[]).await;
+    assert_eq!(csv.status, 200);
+    assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert!(lines[0].starts_with("number,state,value,learning_rate"), "{}", lines[0]);
+    assert_eq!(lines.len(), 9);
+
+    // Live events: a trial completed while the stream is open arrives as a `trial` event.
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request(addr, "GET", &format!("/api/studies/{STUDY}/events"), &[], "").as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, "event: study").await;
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    let running = sweep.running.clone();
+    for epoch in 2..=3 {
+        // Well above the median, so the rule lets it finish.
+        assert!(!sweep.worker.report(&running, epoch, 0.95).await);
+    }
+    sweep.worker.complete(&running, 0.95).await;
+    read_until(&mut stream, &mut seen, &format!("\"number\":{},\"state\":\"COMPLETED\"", running.number)).await;
+    served.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_speaks_https_with_the_coordinators_certificate() {
+    let ca = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let tls = ServerTls {
+        cert_pem: ca.cert.pem().into_bytes(),
+        key_pem: ca.key_pair.serialize_pem().into_bytes(),
+        client_ca_pem: None,
+    };
+    let served = serve(Some(TOKEN), Some(tls)).await;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(served.http).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = connector.connect(name, tcp).await.expect("the dashboard presents the coordinator's certificate");
+    let bearer = format!("Bearer {TOKEN}");
+    let reply = exchange(stream, request(served.http, "GET", "/api/session", &[("Authorization", &bearer)], "")).await;
+    assert_eq!(reply.status, 200);
+    let tcp = tokio::net::TcpStream::connect(served.http).await.unwrap();
+    let stream = connector.connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    let login = exchange(
+        stream,
+        request(
+            served.http,
+            "POST",
+            "/login",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &format!("token={TOKEN}"),
+        ),
+    )
+    .await;
+    assert!(login.header("set-cookie").unwrap().contains("; Secure"), "the cookie never travels in clear");
+    // Plain HTTP on the TLS port gets nothing.
+    let mut plain = tokio::net::TcpStream::connect(served.http).await.unwrap();
+    plain.write_all(request(served.http, "GET", "/api/session", &[], "").as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut raw)).await;
+    assert!(!String::from_utf8_lossy(&raw).contains("\"auth\""));
+    served.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pages, in a real browser
+
+fn screenshots() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-screenshots")
+}
+
+/// Every chart's `data-series`, by `data-chart`.
+fn series(browser: &Browser) -> HashMap<String, u64> {
+    let value = browser
+        .eval(
+            "const out = {}; document.querySelectorAll('[data-chart]').forEach(e => { out[e.dataset.chart] = Number(e.dataset.series || 0); }); return out;",
+            vec![],
+        )
+        .unwrap();
+    value.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0))).collect()
+}
+
+fn assert_no_console_errors(browser: &Browser, page: &str) {
+    let errors = browser.console_errors().unwrap();
+    assert!(errors.is_empty(), "console errors on the {page} page: {errors:#?}");
+}
+
+const READY: &str = "return document.body.dataset.ready === '1';";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_render_in_chromium_and_follow_the_sweep_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let serve = ServeProcess::start(
+        env!("CARGO_BIN_EXE_bertsweep"),
+        &dir.path().join("b.db"),
+        &["--http", "127.0.0.1:0", "--token-file", token_file.to_str().unwrap()],
+    )
+    .unwrap();
+    let base = serve.dashboard.clone().expect("the banner names the dashboard");
+    let mut sweep = sweep(&serve.url, Some(TOKEN)).await;
+    let shots = screenshots();
+
+    let browser = Browser::launch(1400, 2200).expect("headless Chromium and chromedriver");
+    // Without the token: the login form, no data.
+    let study_url = format!("{base}studies/{STUDY}");
+    browser.goto(&study_url).unwrap();
+    let text = browser.eval("return document.body.innerText;", vec![]).unwrap();
+    assert!(text.as_str().unwrap().contains("Log in") && !text.as_str().unwrap().contains("COMPLETED"));
+    assert_eq!(browser.eval("return !!document.querySelector('#login-form');", vec![]).unwrap(), Value::Bool(true));
+    browser.screenshot(&shots.join("login.png")).unwrap();
+    // A wrong token: the form again, saying so.
+    let submit = "document.querySelector('#token').value = arguments[0]; document.querySelector('#login-form').submit(); return true;";
+    browser.eval(submit, vec![Value::from("wrong-token")]).unwrap();
+    browser
+        .wait_for(
+            "the wrong-token message",
+            "return !!document.querySelector('#login-error');",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    // The right one: on to the study page.
+    browser.eval(submit, vec![Value::from(TOKEN)]).unwrap();
+    browser.wait_for("the study page", READY, Duration::from_secs(30)).unwrap();
+    assert_eq!(browser.url().unwrap(), study_url);
+    // The two refused documents (the study before login, the wrong token) are logged as
+    // failed loads with their 401; nothing else may be.
+    let refused = browser.console_errors().unwrap();
+    assert!(refused.len() == 2 && refused.iter().all(|e| e.contains("status of 401")), "{refused:#?}");
+    assert_no_console_errors(&browser, "study");
+
+    let drawn = series(&browser);
+    let searched = 2; // learning_rate, per_device_train_batch_size (seed and epochs are not searched)
+    assert_eq!(drawn.get("history"), Some(&2), "{drawn:?}");
+    assert_eq!(drawn.get("curves"), Some(&8), "6 completed, 1 pruned, 1 running: {drawn:?}");
+    assert_eq!(drawn.get("parallel"), Some(&7), "trials with a value: {drawn:?}");
+    assert_eq!(drawn.get("slice"), Some(&searched), "{drawn:?}");
+    assert_eq!(drawn.get("importance"), Some(&searched), "{drawn:?}");
+    let configs_with_points = browser
+        .eval("return fetch('/api/studies/' + arguments[0] + '/configurations').then(r => r.json()).then(j => j.configurations.filter(c => c.points.length > 0).length);", vec![Value::from(STUDY)])
+        .unwrap();
+    assert_eq!(drawn.get("seeds").copied(), configs_with_points.as_u64(), "{drawn:?}");
+    let rows =
+        browser.eval("return document.querySelectorAll('#trials-table tr[data-trial]').length;", vec![]).unwrap();
+    assert_eq!(rows.as_u64(), Some(8));
+    browser.screenshot(&shots.join("study.png")).unwrap();
+
+    // A trial that completes while the page is open shows up without a reload.
+    let running = sweep.running.clone();
+    let row_state = format!(
+        "const r = document.querySelector('#trials-table tr[data-trial=\"{}\"]'); return r ? r.innerText : '';",
+        running.number
+    );
+    assert!(browser.eval(&row_state, vec![]).unwrap().as_str().unwrap().contains("RUNNING"));
+    for epoch in 2..=3 {
+        // Well above the median, so the rule lets it finish.
+        assert!(!sweep.worker.report(&running, epoch, 0.95).await);
+    }
+    sweep.worker.complete(&running, 0.95).await;
+    browser
+        .wait_for(
+            "the completed trial in the table",
+            &format!(
+                "const r = document.querySelector('#trials-table tr[data-trial=\"{}\"]'); return !!r && r.innerText.includes('COMPLETED');",
+                running.number
+            ),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    browser
+        .wait_for(
+            "the history to gain a point",
+            "return Number(document.body.dataset.events || 0) > 0;",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert_eq!(series(&browser).get("parallel"), Some(&8), "the new value is drawn");
+    assert_no_console_errors(&browser, "study (live)");
+
+    // The trial page: every metric per epoch.
+    browser.goto(&format!("{base}studies/{STUDY}/trials/0")).unwrap();
+    browser.wait_for("the trial page", READY, Duration::from_secs(20)).unwrap();
+    assert_eq!(series(&browser).get("metrics"), Some(&3), "eval_accuracy, eval_loss, train_loss");
+    assert_no_console_errors(&browser, "trial");
+    browser.screenshot(&shots.join("trial.png")).unwrap();
+
+    // The studies page.
+    browser.goto(&base).unwrap();
+    browser
+        .wait_for(
+            "the studies page",
+            &format!("return document.body.innerText.includes('{STUDY}');"),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    assert_no_console_errors(&browser, "studies");
+    browser.screenshot(&shots.join("studies.png")).unwrap();
+
+    // An unknown study: a clear 404 page.
+    browser.goto(&format!("{base}studies/no-such-study")).unwrap();
+    let message =
+        browser.eval("const e = document.querySelector('#not-found'); return e ? e.innerText : '';", vec![]).unwrap();
+    assert!(message.as_str().unwrap().contains("There is no study named \"no-such-study\""), "{message}");
+    browser.screenshot(&shots.join("not-found.png")).unwrap();
+    // The 404 status itself shows as a console error for the document; nothing else may.
+    let errors: Vec<String> = browser.console_errors().unwrap().into_iter().filter(|e| !e.contains("404")).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
