@@ -97,11 +97,15 @@ impl Worker {
     }
 
     async fn complete(&mut self, a: &pb::Assignment, acc: f64) {
+        self.complete_with(a, acc, String::new()).await;
+    }
+
+    async fn complete_with(&mut self, a: &pb::Assignment, acc: f64, artifact: String) {
         let request = pb::CompleteTrialRequest {
             trial_id: a.trial_id,
             lease_token: a.lease_token,
             metrics: metrics(acc),
-            artifact: String::new(),
+            artifact,
         };
         self.client.complete_trial(request).await.unwrap();
     }
@@ -437,8 +441,35 @@ async fn api_pages_trials_and_derives_configurations_importance_csv_and_events()
         // Well above the median, so the rule lets it finish.
         assert!(!sweep.worker.report(&running, epoch, 0.95).await);
     }
-    sweep.worker.complete(&running, 0.95).await;
+    // It completes with a model kept on the coordinator, as workers upload it.
+    let model = tempfile::tempdir().unwrap();
+    std::fs::write(model.path().join("config.json"), b"{\"architectures\": [\"BertForSequenceClassification\"]}")
+        .unwrap();
+    std::fs::create_dir(model.path().join("tokenizer")).unwrap();
+    std::fs::write(model.path().join("tokenizer/vocab.txt"), b"[PAD]\n[UNK]\nfilm\n").unwrap();
+    let uploaded = bertsweep_transfer::remote::Remote::new(sweep.worker.client.clone())
+        .upload_path(model.path(), "gpu-box-1:/models/t7".into())
+        .await
+        .unwrap();
+    sweep.worker.complete_with(&running, 0.95, bertsweep_transfer::InputRef::Blob(uploaded.digest).to_string()).await;
     read_until(&mut stream, &mut seen, &format!("\"number\":{},\"state\":\"COMPLETED\"", running.number)).await;
+
+    // Its trial page offers each file of the model, byte for byte.
+    let detail = get(addr, &format!("/api/studies/{STUDY}/trials/{}", running.number), &[]).await.json();
+    assert_eq!(detail["has_model"], true);
+    let files = detail["model_files"].as_array().expect("the coordinator keeps this model").clone();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in &files {
+        let path = file["path"].as_str().unwrap();
+        let reply = get(addr, file["url"].as_str().unwrap(), &[]).await;
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(reply.body.as_bytes(), std::fs::read(model.path().join(path)).unwrap(), "{path}");
+        assert!(reply.header("content-disposition").unwrap().starts_with("attachment"), "{path}");
+    }
+    for bad in ["../../bertsweep.db", "missing.bin", "tokenizer/../config.json"] {
+        let reply = get(addr, &format!("/api/studies/{STUDY}/trials/{}/model/{bad}", running.number), &[]).await;
+        assert_eq!(reply.status, 404, "{bad}");
+    }
     served.shutdown().await;
 }
 
