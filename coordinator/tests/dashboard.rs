@@ -352,6 +352,15 @@ async fn api_pages_trials_and_derives_configurations_importance_csv_and_events()
     assert_eq!(refused.status, 403);
     assert!(refused.json()["error"].as_str().unwrap().contains("bertsweep study stop"));
 
+    // An open dashboard answers only to an IP or localhost, so a rebound DNS name gets nothing.
+    assert_eq!(http(addr, "GET", "/api/studies", &[], "").await.status, 200, "Host: 127.0.0.1:PORT");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let rebinding = "GET /api/studies HTTP/1.1\r\nHost: attacker.example:8080\r\nConnection: close\r\n\r\n";
+    stream.write_all(rebinding.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    assert!(raw.starts_with("HTTP/1.1 403") && raw.contains("DNS rebinding") && !raw.contains(STUDY), "{raw}");
+
     let studies = get(addr, "/api/studies", &[]).await.json();
     let row = &studies["studies"][0];
     assert_eq!(

@@ -166,8 +166,29 @@ pub fn safe_next(next: &str) -> &str {
     }
 }
 
+/// `true` when the request's `Host` is an IP address or `localhost` (with or without a port):
+/// a name the browser did not look up in DNS, so a web page elsewhere cannot rebind its own
+/// name to this address and read an open dashboard through the user's browser.
+pub fn host_is_literal(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return true };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => return rest.split(']').next().is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => {
+            host.rsplit_once(':').map_or(host, |(name, port)| if port.parse::<u16>().is_ok() { name } else { host })
+        }
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// The middleware in front of every page and API call.
 pub async fn gate(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if !app.gate.required() && !host_is_literal(request.headers()) {
+        let why = "this dashboard has no token, so it answers only to an IP address or localhost in the address (a defence against DNS rebinding); open http://IP:PORT/, or start the coordinator with --token-file";
+        if request.uri().path().starts_with("/api/") {
+            return (StatusCode::FORBIDDEN, Json(serde_json::json!({ "error": why }))).into_response();
+        }
+        return (StatusCode::FORBIDDEN, pages::message_html("Refused", why)).into_response();
+    }
     let why = match app.gate.check(request.headers()) {
         Credentials::Valid => return next.run(request).await,
         Credentials::WrongToken => "wrong token; use the token the coordinator was started with (--token-file)",
@@ -290,6 +311,16 @@ mod tests {
         }
         assert!(!Gate::new(Some("t"), false).cookie("abc").contains("Secure"));
         assert!(Gate::new(Some("t"), false).cookie("").contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn open_dashboards_answer_only_to_literal_hosts() {
+        for ok in ["127.0.0.1:8080", "localhost:8080", "LOCALHOST", "10.0.0.5", "[::1]:8080", "[fe80::1]"] {
+            assert!(host_is_literal(&headers(&[("host", ok)])), "{ok}");
+        }
+        for bad in ["evil.example", "evil.example:8080", "127.0.0.1.nip.io", "[not-ip]:80", "localhost.evil.example"] {
+            assert!(!host_is_literal(&headers(&[("host", bad)])), "{bad}");
+        }
     }
 
     #[test]

@@ -116,6 +116,13 @@ fn page(title: &str, body: &str) -> String {
     )
 }
 
+/// A page titled `title` saying `message` (for refusals).
+pub fn message_html(title: &str, message: &str) -> Html<String> {
+    let body =
+        format!("<h1>{}</h1><p class=\"notfound-message\" id=\"message\">{}</p>", escape(title), escape(message));
+    Html(page(title, &body))
+}
+
 /// The 404 page saying `message`.
 pub fn not_found_html(message: &str) -> Response {
     let body = format!(
