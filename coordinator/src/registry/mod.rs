@@ -817,11 +817,16 @@ mod tests {
         let (mut reg, w) = registry_with(&text);
         // Config 0 (two seeds: 0.80, 0.70 → mean 0.75); config 1 (0.78, 0.77 → mean 0.775).
         let values = [0.80, 0.70, 0.78, 0.77];
+        // The best mean after each completion: read between changes, so the cached
+        // configurations must follow every completion.
+        let best_means = [0.80, 0.75, 0.78, 0.775];
         let mut seen = Vec::new();
-        for v in values {
+        for (v, best) in values.into_iter().zip(best_means) {
             let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
             seen.push(a.params.clone());
+            assert_eq!(reg.configurations("small").unwrap().iter().map(|c| c.trials.len()).sum::<usize>(), seen.len());
             reg.complete(a.trial_id, a.lease_token, metrics(v), String::new(), 1).unwrap();
+            assert!((reg.study("small").unwrap().best_value.unwrap() - best).abs() < 1e-12, "after {v}");
         }
         assert_eq!(seen[0]["seed"], ParamValue::Int(0));
         assert_eq!(seen[1]["seed"], ParamValue::Int(1));

@@ -2,7 +2,9 @@
 //! lifecycle needs (pending, running, counts), and what it derives from them (configurations,
 //! the best trial, its end).
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use tracing::info;
 
@@ -44,7 +46,15 @@ pub(super) struct LiveStudy {
     /// The sampler has no new params left.
     pub(super) exhausted: bool,
     pub(super) grid_size: u64,
+    /// The configurations as last computed, under the (trials, completed) count they were
+    /// computed at. Both counts only grow and together decide the configurations (params are
+    /// fixed at creation, a completed trial never changes), so a read between changes (every
+    /// study row, every `best`) costs a clone of an `Arc` instead of a pass over all trials.
+    configurations_cache: RefCell<Option<CachedConfigurations>>,
 }
+
+/// Configurations and the (trial count, completed count) they were computed at.
+type CachedConfigurations = ((usize, u32), Arc<Vec<Configuration>>);
 
 impl LiveStudy {
     pub(super) fn new(record: StudyRecord, spec: StudySpec) -> Self {
@@ -60,6 +70,7 @@ impl LiveStudy {
             counts: Counts::default(),
             exhausted: false,
             grid_size,
+            configurations_cache: RefCell::new(None),
         }
     }
 
@@ -174,6 +185,24 @@ impl LiveStudy {
     /// Configurations (params without `seed`) ranked by the mean objective of their COMPLETED
     /// trials; configurations with no completed trial come last.
     pub(super) fn configurations(&self) -> Vec<Configuration> {
+        self.configurations_shared().as_ref().clone()
+    }
+
+    /// [`Self::configurations`], shared: computed once per change of the trial or completed
+    /// count.
+    pub(super) fn configurations_shared(&self) -> Arc<Vec<Configuration>> {
+        let key = (self.trials.len(), self.counts.completed);
+        if let Some((at, cached)) = self.configurations_cache.borrow().as_ref() {
+            if *at == key {
+                return cached.clone();
+            }
+        }
+        let computed = Arc::new(self.compute_configurations());
+        *self.configurations_cache.borrow_mut() = Some((key, computed.clone()));
+        computed
+    }
+
+    fn compute_configurations(&self) -> Vec<Configuration> {
         let mut configs: Vec<Configuration> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         for t in &self.trials {
@@ -224,7 +253,7 @@ impl LiveStudy {
             spec: self.spec.clone(),
             counts: self.counts,
             best_value: if self.spec.repeats > 1 {
-                self.configurations().first().and_then(|c| c.mean)
+                self.configurations_shared().first().and_then(|c| c.mean)
             } else {
                 self.best().and_then(|t| t.value)
             },
@@ -236,7 +265,8 @@ impl LiveStudy {
     /// trial of the configuration with the best mean.
     pub(super) fn best(&self) -> Option<&Trial> {
         if self.spec.repeats > 1 {
-            let best_config = self.configurations().into_iter().next().filter(|c| c.mean.is_some())?;
+            let configs = self.configurations_shared();
+            let best_config = configs.first().filter(|c| c.mean.is_some())?;
             return self.best_of(best_config.trials.iter().map(|&n| &self.trials[n as usize]));
         }
         self.best_of(self.trials.iter())
