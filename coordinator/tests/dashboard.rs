@@ -475,6 +475,31 @@ async fn api_pages_trials_and_derives_configurations_importance_csv_and_events()
         assert_eq!(reply.body.as_bytes(), std::fs::read(model.path().join(path)).unwrap(), "{path}");
         assert!(reply.header("content-disposition").unwrap().starts_with("attachment"), "{path}");
     }
+    // The whole model as one archive, which GNU tar unpacks into the same directory.
+    let tar_url = detail["model_tar_url"].as_str().expect("a tar link for a kept model");
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut raw = Vec::new();
+    let mut stream = stream;
+    stream.write_all(request(addr, "GET", tar_url, &[], "").as_bytes()).await.unwrap();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200") && head.contains("application/x-tar"), "{head}");
+    let unpacked = tempfile::tempdir().unwrap();
+    let archive = unpacked.path().join("model.tar");
+    std::fs::write(&archive, &raw[split + 4..]).unwrap();
+    let out = std::process::Command::new("tar").arg("-xf").arg(&archive).current_dir(unpacked.path()).output().unwrap();
+    assert!(out.status.success(), "tar: {}", String::from_utf8_lossy(&out.stderr));
+    for file in &files {
+        let path = file["path"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read(unpacked.path().join(path)).unwrap(),
+            std::fs::read(model.path().join(path)).unwrap(),
+            "{path}"
+        );
+    }
+    let none = get(addr, &format!("/api/studies/{STUDY}/trials/0/model.tar"), &[]).await;
+    assert_eq!(none.status, 404, "a trial without a kept model");
     for bad in ["../../bertsweep.db", "missing.bin", "tokenizer/../config.json"] {
         let reply = get(addr, &format!("/api/studies/{STUDY}/trials/{}/model/{bad}", running.number), &[]).await;
         assert_eq!(reply.status, 404, "{bad}");

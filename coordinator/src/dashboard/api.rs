@@ -351,6 +351,7 @@ pub async fn trial(
         "earlier_attempts": earlier,
         "artifact": trial.artifact,
         "model_files": model_files(&app, &name, &trial),
+        "model_tar_url": blob_of(&trial.artifact).map(|_| format!("/api/studies/{name}/trials/{}/model.tar", trial.number)),
         "lease_expires_ms": trial.lease_expires_ms,
     });
     if let (Value::Object(d), Value::Object(e)) = (&mut detail, extra) {
@@ -388,6 +389,122 @@ pub async fn model_file(
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (header::CONTENT_LENGTH, entry.size.to_string()),
             (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{safe}\"")),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// One ustar header block for a regular file `path` of `size` bytes, or None when the path does
+/// not fit ustar's name fields (100 bytes, or a prefix of 155 and a name of 100 split at a `/`).
+fn tar_header(path: &str, size: u64, mtime: u64) -> Option<[u8; 512]> {
+    let mut block = [0u8; 512];
+    let bytes = path.as_bytes();
+    let (prefix, name) = if bytes.len() <= 100 {
+        (&[][..], bytes)
+    } else {
+        let split = path[..path.len().min(156)].rfind('/')?;
+        (&bytes[..split], &bytes[split + 1..])
+    };
+    if name.is_empty() || name.len() > 100 || prefix.len() > 155 {
+        return None;
+    }
+    let octal = |field: &mut [u8], value: u64| {
+        let text = format!("{value:0width$o}", width = field.len() - 1);
+        field[..text.len()].copy_from_slice(text.as_bytes());
+    };
+    block[..name.len()].copy_from_slice(name);
+    octal(&mut block[100..108], 0o644);
+    octal(&mut block[108..116], 0);
+    octal(&mut block[116..124], 0);
+    if size >= 8u64.pow(11) {
+        return None; // 8 GiB and more need GNU extensions
+    }
+    octal(&mut block[124..136], size);
+    octal(&mut block[136..148], mtime);
+    block[156] = b'0';
+    block[257..263].copy_from_slice(b"ustar\0");
+    block[263..265].copy_from_slice(b"00");
+    block[345..345 + prefix.len()].copy_from_slice(prefix);
+    // The checksum is computed with its own field as eight spaces.
+    block[148..156].copy_from_slice(b"        ");
+    let sum: u32 = block.iter().map(|&b| u32::from(b)).sum();
+    let text = format!("{sum:06o}\0 ");
+    block[148..156].copy_from_slice(text.as_bytes());
+    Some(block)
+}
+
+/// `GET /api/studies/{name}/trials/{number}/model.tar`: the whole kept model as one tar
+/// archive (uncompressed: safetensors weights do not compress), streamed file by file, which
+/// `tar -xf` unpacks into the directory `transformers` loads.
+pub async fn model_tar(
+    State(app): State<Arc<AppState>>,
+    Path((name, number)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (_, trial) = one_trial(&app, &name, &number)?;
+    let missing = || {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("trial {} of study {} has no model kept on the coordinator", trial.number, quote(&name)),
+        )
+    };
+    let digest = blob_of(&trial.artifact).ok_or_else(missing)?;
+    let manifest = app.shared.blobs.dir().read_manifest(&digest).map_err(|_| missing())?;
+    let mtime = trial.finished_ms.unwrap_or(0).max(0) as u64 / 1000;
+    let mut parts = Vec::with_capacity(manifest.files.len());
+    let mut total = 1024u64;
+    for f in &manifest.files {
+        let header = tar_header(&f.path, f.size, mtime).ok_or_else(|| {
+            ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{} does not fit a tar archive; use `bertsweep download`", quote(&f.path)),
+            )
+        })?;
+        total += 512 + f.size.div_ceil(512) * 512;
+        parts.push((header, app.shared.blobs.dir().path(&f.digest()), f.size));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        for (header, path, size) in parts {
+            if tx.send(Ok(bytes::Bytes::copy_from_slice(&header))).await.is_err() {
+                return;
+            }
+            let mut file = match tokio::fs::File::open(&path).await {
+                Ok(file) => file.take(size),
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                match file.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if tx.send(Ok(bytes::Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+            let pad = (512 - (size % 512) as usize) % 512;
+            if pad > 0 && tx.send(Ok(bytes::Bytes::from(vec![0u8; pad]))).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Ok(bytes::Bytes::from(vec![0u8; 1024]))).await;
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (header::CONTENT_LENGTH, total.to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}-trial-{}-model.tar\"", trial.number)),
         ],
         body,
     )
@@ -597,6 +714,22 @@ pub async fn stop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tar_headers_follow_ustar() {
+        let h = tar_header("config.json", 1234, 1_700_000_000).unwrap();
+        assert_eq!(&h[..11], b"config.json");
+        assert_eq!(&h[124..135], format!("{:011o}", 1234).as_bytes());
+        assert_eq!(&h[257..263], b"ustar\0");
+        let sum: u32 =
+            h.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) }).sum();
+        assert_eq!(&h[148..154], format!("{sum:06o}").as_bytes());
+        let long = format!("{}/{}", "d".repeat(120), "f".repeat(90));
+        let h = tar_header(&long, 1, 0).unwrap();
+        assert_eq!(&h[..90], "f".repeat(90).as_bytes());
+        assert_eq!(&h[345..465], "d".repeat(120).as_bytes());
+        assert!(tar_header(&"x".repeat(101), 1, 0).is_none(), "no / to split at");
+    }
 
     #[test]
     fn csv_fields_are_quoted_and_formula_guarded() {

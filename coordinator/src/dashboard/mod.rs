@@ -77,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/studies/{name}/trials.csv", get(api::trials_csv))
         .route("/api/studies/{name}/trials/{number}", get(api::trial))
         .route("/api/studies/{name}/trials/{number}/model/{*path}", get(api::model_file))
+        .route("/api/studies/{name}/trials/{number}/model.tar", get(api::model_tar))
         .route("/api/studies/{name}/configurations", get(api::configurations))
         .route("/api/studies/{name}/importance", get(api::importance))
         .route("/api/studies/{name}/events", get(events::stream))

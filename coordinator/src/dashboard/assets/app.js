@@ -2185,10 +2185,16 @@
       // model
       let model;
       if (Array.isArray(d.model_files)) {
+        const total = d.model_files.reduce((sum, f) => sum + (isNum(f.size) ? f.size : 0), 0);
         model = d.model_files.length
-          ? h('ul', { class: 'files', id: 'model-files' }, d.model_files.map((f) => h('li', null,
-            h('a', { href: f.url, download: String(f.path).split('/').pop() }, f.path),
-            h('span', { class: 'size' }, fmtSize(f.size)))))
+          ? h('div', null,
+            d.model_tar_url
+              ? h('p', null, h('a', { href: d.model_tar_url, id: 'model-tar' }, 'Download the whole model (.tar)'),
+                h('span', { class: 'size' }, ` ${fmtSize(total)}, unpack with tar -xf, load with from_pretrained`))
+              : null,
+            h('ul', { class: 'files', id: 'model-files' }, d.model_files.map((f) => h('li', null,
+              h('a', { href: f.url, download: String(f.path).split('/').pop() }, f.path),
+              h('span', { class: 'size' }, fmtSize(f.size))))))
           : h('p', { class: 'muted' }, 'The model has no files.');
       } else if (!d.artifact) {
         model = h('p', { class: 'muted', id: 'model-none' },
