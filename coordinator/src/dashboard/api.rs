@@ -301,10 +301,15 @@ fn epochs_json(intermediate: &std::collections::BTreeMap<u32, Metrics>) -> Vec<V
     intermediate.iter().map(|(epoch, metrics)| json!({ "epoch": epoch, "metrics": metrics })).collect()
 }
 
+/// The manifest of the model the coordinator keeps for `trial`, or None (no `blob:` artifact,
+/// or its manifest is gone).
+fn kept_manifest(app: &AppState, trial: &Trial) -> Option<bertsweep_transfer::Manifest> {
+    app.shared.blobs.dir().read_manifest(&blob_of(&trial.artifact)?).ok()
+}
+
 /// The files of a trial's model kept on the coordinator, or None.
 fn model_files(app: &AppState, name: &str, trial: &Trial) -> Option<Vec<Value>> {
-    let digest = blob_of(&trial.artifact)?;
-    let manifest = app.shared.blobs.dir().read_manifest(&digest).ok()?;
+    let manifest = kept_manifest(app, trial)?;
     Some(
         manifest
             .files
@@ -376,8 +381,7 @@ pub async fn model_file(
             format!("trial {} of study {} has no kept model file {}", trial.number, quote(&name), quote(&path)),
         )
     };
-    let digest = blob_of(&trial.artifact).ok_or_else(missing)?;
-    let manifest = app.shared.blobs.dir().read_manifest(&digest).map_err(|_| missing())?;
+    let manifest = kept_manifest(&app, &trial).ok_or_else(missing)?;
     let entry = manifest.files.iter().find(|f| f.path == path).ok_or_else(missing)?;
     let file = tokio::fs::File::open(app.shared.blobs.dir().path(&entry.digest())).await.map_err(|_| missing())?;
     let base = path.rsplit('/').next().unwrap_or("model");
@@ -448,8 +452,7 @@ pub async fn model_tar(
             format!("trial {} of study {} has no model kept on the coordinator", trial.number, quote(&name)),
         )
     };
-    let digest = blob_of(&trial.artifact).ok_or_else(missing)?;
-    let manifest = app.shared.blobs.dir().read_manifest(&digest).map_err(|_| missing())?;
+    let manifest = kept_manifest(&app, &trial).ok_or_else(missing)?;
     let mtime = trial.finished_ms.unwrap_or(0).max(0) as u64 / 1000;
     let mut parts = Vec::with_capacity(manifest.files.len());
     let mut total = 1024u64;

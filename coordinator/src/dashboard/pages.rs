@@ -62,13 +62,11 @@ pub async fn study(State(app): State<Arc<AppState>>, Path(name): Path<String>) -
 
 /// `GET /studies/{name}/trials/{number}`: the trial page, or a 404 page.
 pub async fn trial(State(app): State<Arc<AppState>>, Path((name, number)): Path<(String, String)>) -> Response {
-    if !is_study_name(&name) || app.shared.lock().study(&name).is_err() {
+    if !is_study_name(&name) {
         return no_study(&name);
     }
-    let exists = number.parse::<u32>().ok().is_some_and(|n| {
-        app.shared.lock().with_trials(&name, |_, trials| (n as usize) < trials.len()).unwrap_or(false)
-    });
-    if !exists {
+    let Ok(count) = app.shared.lock().with_trials(&name, |_, trials| trials.len()) else { return no_study(&name) };
+    if !number.parse::<u32>().is_ok_and(|n| (n as usize) < count) {
         return not_found_html(&format!("Study {} has no trial {}.", quote(&name), quote(&number)));
     }
     Html(INDEX_HTML).into_response()
