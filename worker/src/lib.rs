@@ -9,6 +9,7 @@
 //! - [`bert`]: BertForSequenceClassification with Hugging Face class and variable names.
 //! - [`data`]: TSV/CSV/JSONL reading, in-process tokenization cache, batching.
 //! - [`metrics`]: accuracy and macro precision/recall/F1.
+//! - [`optim`]: AdamW with its state in reach (checkpoints carry it).
 //! - [`schedule`]: linear warm-up and decay of the learning rate.
 //! - [`train`]: one trial ([`train::run_trial`]), per-epoch evaluation, observer hooks.
 //! - [`export`]: the best epoch as a Hugging Face directory.
@@ -27,6 +28,7 @@ pub mod device;
 pub mod export;
 pub mod hub;
 pub mod metrics;
+pub mod optim;
 pub mod runtime;
 pub mod schedule;
 pub mod testing;

@@ -10,7 +10,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Reduction, TchError, Tensor};
 
 use crate::bert::{self, BertForSequenceClassification};
@@ -19,6 +18,7 @@ use crate::config::{BertConfig, ConfigError};
 use crate::data::{batch_order, eval_batch_order, Batch, ClassificationData, DataError, DataSpec, Split};
 use crate::export::{export_classifier, ExportError};
 use crate::metrics::classification_scores;
+use crate::optim::AdamW;
 use crate::schedule::LinearSchedule;
 use crate::tokenizer::{BertTokenizer, TokenizerError};
 
@@ -191,7 +191,7 @@ pub enum TrainError {
         /// The torch error.
         source: TchError,
     },
-    /// A torch call inside tch panicked (tch's optimizer has no fallible API).
+    /// A torch call inside tch panicked (some tch calls have no fallible form).
     #[error("{context}: {message}")]
     Panic {
         /// What the trial was doing.
@@ -308,7 +308,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 pub struct StepTrainer {
     vs: nn::VarStore,
     model: BertForSequenceClassification,
-    optimizer: nn::Optimizer,
+    optimizer: AdamW,
     schedule: LinearSchedule,
     learning_rate: f64,
     head_lr_multiplier: f64,
@@ -346,16 +346,7 @@ impl StepTrainer {
         drop(weights);
         tracing::info!(initialized = ?report.initialized, unused = report.unused.len(), "loaded checkpoint");
 
-        let adamw = nn::AdamW { beta1: 0.9, beta2: 0.999, wd: cfg.weight_decay, eps: 1e-8, amsgrad: false };
-        let mut optimizer = adamw.build(&vs, cfg.learning_rate).map_err(torch("creating the optimizer"))?;
-        for (group, decay) in [
-            (bert::GROUP_DECAY, cfg.weight_decay),
-            (bert::GROUP_NO_DECAY, 0.0),
-            (bert::GROUP_HEAD_DECAY, cfg.weight_decay),
-            (bert::GROUP_HEAD_NO_DECAY, 0.0),
-        ] {
-            optimizer.set_weight_decay_group(group, decay);
-        }
+        let optimizer = AdamW::new(&vs, cfg.weight_decay).map_err(torch("creating the optimizer"))?;
         Ok(StepTrainer {
             vs,
             model,
@@ -377,10 +368,11 @@ impl StepTrainer {
         let factor = self.schedule.factor(self.step);
         let lr = self.learning_rate * factor;
         let head_lr = lr * self.head_lr_multiplier;
-        self.optimizer.set_lr_group(bert::GROUP_DECAY, lr);
-        self.optimizer.set_lr_group(bert::GROUP_NO_DECAY, lr);
-        self.optimizer.set_lr_group(bert::GROUP_HEAD_DECAY, head_lr);
-        self.optimizer.set_lr_group(bert::GROUP_HEAD_NO_DECAY, head_lr);
+        let mut rates = [0.0; bert::NUM_GROUPS];
+        rates[bert::GROUP_DECAY] = lr;
+        rates[bert::GROUP_NO_DECAY] = lr;
+        rates[bert::GROUP_HEAD_DECAY] = head_lr;
+        rates[bert::GROUP_HEAD_NO_DECAY] = head_lr;
 
         let logits = self.model.forward_t(input_ids, attention_mask, true).map_err(torch("forward pass"))?;
         let loss = logits
@@ -388,9 +380,9 @@ impl StepTrainer {
             .map_err(torch("computing the loss"))?;
         self.optimizer.zero_grad();
         loss.f_backward().map_err(torch("backward pass"))?;
-        let grad_norm = clip_grad_norm(&self.optimizer.trainable_variables(), MAX_GRAD_NORM)
-            .map_err(torch("clipping gradients"))?;
-        self.optimizer.step();
+        let grad_norm =
+            clip_grad_norm(&self.optimizer.parameters(), MAX_GRAD_NORM).map_err(torch("clipping gradients"))?;
+        self.optimizer.step(&rates).map_err(torch("optimizer step"))?;
         self.step += 1;
         Ok(StepStats { loss: loss.f_detach().map_err(torch("training step"))?, grad_norm })
     }
@@ -735,15 +727,12 @@ mod tests {
             .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
         let before = snapshot(&trainer.stepper.vs);
         let (lr, head_lr) = (0.1, 0.3);
-        for group in [bert::GROUP_DECAY, bert::GROUP_NO_DECAY] {
-            trainer.stepper.optimizer.set_lr_group(group, lr);
-        }
-        for group in [bert::GROUP_HEAD_DECAY, bert::GROUP_HEAD_NO_DECAY] {
-            trainer.stepper.optimizer.set_lr_group(group, head_lr);
-        }
+        let mut rates = [lr; bert::NUM_GROUPS];
+        rates[bert::GROUP_HEAD_DECAY] = head_lr;
+        rates[bert::GROUP_HEAD_NO_DECAY] = head_lr;
         trainer.stepper.optimizer.zero_grad();
         zero.backward();
-        trainer.stepper.optimizer.step();
+        trainer.stepper.optimizer.step(&rates).unwrap();
         for (name, after) in trainer.stepper.vs.variables() {
             let expected = match bert::param_group(&name) {
                 bert::GROUP_DECAY => 1.0 - lr * 0.5,
