@@ -10,6 +10,7 @@
 //! - [`data`]: TSV/CSV/JSONL reading, in-process tokenization cache, batching.
 //! - [`metrics`]: accuracy and macro precision/recall/F1.
 //! - [`optim`]: AdamW with its state in reach (checkpoints carry it).
+//! - [`resume`]: a trial's resumable state after an epoch (checkpoint write, checks, load).
 //! - [`schedule`]: linear warm-up and decay of the learning rate.
 //! - [`train`]: one trial ([`train::run_trial`]), per-epoch evaluation, observer hooks.
 //! - [`export`]: the best epoch as a Hugging Face directory.
@@ -29,6 +30,7 @@ pub mod export;
 pub mod hub;
 pub mod metrics;
 pub mod optim;
+pub mod resume;
 pub mod runtime;
 pub mod schedule;
 pub mod testing;

@@ -19,6 +19,7 @@ use crate::data::{batch_order, eval_batch_order, Batch, ClassificationData, Data
 use crate::export::{export_classifier, ExportError};
 use crate::metrics::classification_scores;
 use crate::optim::AdamW;
+use crate::resume;
 use crate::schedule::LinearSchedule;
 use crate::tokenizer::{BertTokenizer, TokenizerError};
 
@@ -127,6 +128,21 @@ pub trait TrainObserver {
     fn should_abort(&self) -> bool;
     /// Called after each optimizer step with steps done and total steps of the whole run.
     fn on_batch(&mut self, _done: usize, _total: usize) {}
+    /// Asked once before training: a checkpoint directory ([`crate::resume`]) to continue
+    /// from. One that cannot be used is logged and the trial starts from epoch 1.
+    fn resume_from(&mut self) -> Option<PathBuf> {
+        None
+    }
+    /// Whether [`TrainObserver::checkpoint_dir`] may ask for checkpoints (the best epoch's
+    /// weights are then kept, so a resumed trial can still export them).
+    fn writes_checkpoints(&self) -> bool {
+        false
+    }
+    /// Asked after each epoch's evaluation, before [`TrainObserver::on_epoch`]: where to write
+    /// that epoch's checkpoint (a directory that does not exist yet), or `None` for none.
+    fn checkpoint_dir(&mut self, _epoch: usize) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// An observer that lets every trial run to its last epoch (benchmarks, tests, library use).
@@ -439,7 +455,29 @@ impl<'a> Trainer<'a> {
         };
         let mut best_weights: Option<HashMap<String, Tensor>> = None;
         let mut best_value: Option<f64> = None;
-        for epoch in 1..=self.cfg.num_train_epochs {
+        let mut first_epoch = 1;
+        if let Some(dir) = observer.resume_from() {
+            match self.resume(&dir, export_dir.is_some() || observer.writes_checkpoints()) {
+                Ok((state, best)) => {
+                    tracing::info!(checkpoint = %dir.display(), epoch = state.epoch, "resuming after epoch {}", state.epoch);
+                    first_epoch = state.epoch + 1;
+                    outcome.epochs_run = state.epoch;
+                    outcome.best_epoch = state.best_epoch;
+                    outcome.best_metrics = state.best_metrics;
+                    outcome.last_metrics = state.last_metrics;
+                    best_value = Some(state.best_value);
+                    best_weights = best;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot resume from the checkpoint, starting again from epoch 1: {e:#}");
+                    // A fresh start from a model the failed load may have touched.
+                    let total = self.stepper.schedule.total_steps;
+                    self.stepper =
+                        StepTrainer::new(self.cfg, self.config, self.data.labels.len() as i64, total, self.device)?;
+                }
+            }
+        }
+        for epoch in first_epoch..=self.cfg.num_train_epochs {
             let Some(train) = self.train_epoch(epoch, observer)? else {
                 outcome.aborted = true;
                 return Ok(outcome);
@@ -459,11 +497,17 @@ impl<'a> Trainer<'a> {
                 best_value = Some(value);
                 outcome.best_epoch = epoch;
                 outcome.best_metrics = metrics.clone();
-                if export_dir.is_some() {
+                if export_dir.is_some() || observer.writes_checkpoints() {
                     best_weights = Some(self.weights_on_cpu()?);
                 }
             }
             outcome.last_metrics = metrics.clone();
+            if epoch < self.cfg.num_train_epochs {
+                if let Some(dir) = observer.checkpoint_dir(epoch) {
+                    let best = best_weights.as_ref().filter(|_| outcome.best_epoch != epoch);
+                    self.write_checkpoint(&dir, epoch, &outcome, best_value.unwrap_or(value), best);
+                }
+            }
             if observer.on_epoch(epoch, &metrics) == EpochDecision::Stop {
                 outcome.stopped_early = epoch < self.cfg.num_train_epochs;
                 break;
@@ -474,6 +518,71 @@ impl<'a> Trainer<'a> {
             outcome.artifact = Some(dir);
         }
         Ok(outcome)
+    }
+
+    /// Loads the checkpoint in `dir`; returns where the trial stood and, when `export` and
+    /// the best epoch was an earlier one, that epoch's weights.
+    fn resume(
+        &mut self,
+        dir: &Path,
+        export: bool,
+    ) -> Result<(resume::ResumeState, Option<HashMap<String, Tensor>>), resume::ResumeError> {
+        let variables = self.stepper.vs.variables();
+        let restored = resume::load(dir, self.cfg, &variables, &mut self.stepper.optimizer)?;
+        self.stepper.step = restored.state.steps as usize;
+        let best = match (export, restored.best_weights) {
+            (false, _) => None,
+            (true, Some(best)) => Some(best),
+            // The best epoch is the checkpoint's own: its weights are the current ones.
+            (true, None) if restored.state.best_epoch == restored.state.epoch => Some(
+                self.weights_on_cpu()
+                    .map_err(|e| resume::ResumeError::Invalid { dir: dir.to_path_buf(), message: e.to_string() })?,
+            ),
+            (true, None) => {
+                return Err(resume::ResumeError::Invalid {
+                    dir: dir.to_path_buf(),
+                    message: "the best epoch's weights are not in the checkpoint".into(),
+                })
+            }
+        };
+        Ok((restored.state, best))
+    }
+
+    /// Writes epoch `epoch`'s checkpoint into `dir`; a failure is logged (the trial goes on,
+    /// and a retry would start from the previous checkpoint).
+    fn write_checkpoint(
+        &self,
+        dir: &Path,
+        epoch: usize,
+        outcome: &TrialOutcome,
+        best_value: f64,
+        best: Option<&HashMap<String, Tensor>>,
+    ) {
+        let state = resume::ResumeState {
+            format: resume::FORMAT,
+            fingerprint: resume::fingerprint(self.cfg),
+            epoch,
+            steps: self.stepper.optimizer.steps(),
+            best_epoch: outcome.best_epoch,
+            best_value,
+            best_metrics: outcome.best_metrics.clone(),
+            last_metrics: outcome.last_metrics.clone(),
+            has_best_weights: false,
+            tensors_sha256: String::new(),
+        };
+        match resume::save(dir, state, &self.stepper.vs.variables(), &self.stepper.optimizer, best) {
+            Ok(w) => tracing::info!(
+                epoch,
+                bytes = w.bytes,
+                "checkpoint written: {} in {:.2} s",
+                bertsweep_transfer::human_bytes(w.bytes),
+                w.seconds
+            ),
+            Err(e) => {
+                tracing::warn!(epoch, "checkpoint not written: {e}");
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
     }
 
     /// One pass over the training data; `None` if the observer aborted.
@@ -487,6 +596,13 @@ impl<'a> Trainer<'a> {
         let batches =
             batch_order(&split.lengths(), self.cfg.per_device_train_batch_size, seed, self.cfg.group_by_length);
         let total_steps = self.stepper.schedule.total_steps;
+        // Dropout draws from a stream fixed by (seed, epoch), so an epoch trained after a
+        // resume draws what it would have drawn in an uninterrupted run.
+        let dropout_seed = (seed ^ 0xD1B5_4A32_D192_ED03).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 1;
+        tch::manual_seed(dropout_seed as i64);
+        if self.device.is_cuda() {
+            tch::Cuda::manual_seed_all(dropout_seed);
+        }
         let started = Instant::now();
         // Summed on the device so the loop never waits for the GPU.
         let mut loss_sum = Tensor::zeros([], (Kind::Float, self.device));

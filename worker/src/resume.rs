@@ -1,0 +1,251 @@
+//! A trial's resumable state after an epoch: weights, AdamW moments, the step count (which
+//! fixes the schedule's position), the best epoch so far and its metrics, and — when the best
+//! epoch is an earlier one and a model is to be exported — its weights.
+//!
+//! Nothing else is needed to continue exactly: the batch order of epoch `e` and the dropout
+//! stream of epoch `e` are functions of (seed, e) alone (see [`crate::train`]), so the next
+//! epoch after a resume draws what it would have drawn without the interruption.
+//!
+//! On disk a checkpoint is a directory: `tensors.safetensors` (`model/…`, `exp_avg/…`,
+//! `exp_avg_sq/…`, `best/…`) and `state.json`, written last, which names the tensors file's
+//! sha256 and the trial's fingerprint. Loading checks both, so a torn, corrupted or foreign
+//! checkpoint is refused as a whole and the trial starts again from epoch 1.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::optim::AdamW;
+use crate::train::TrialConfig;
+
+/// The JSON file that describes a checkpoint (written last: without it there is none).
+pub const STATE_FILE: &str = "state.json";
+/// The tensors of a checkpoint.
+pub const TENSORS_FILE: &str = "tensors.safetensors";
+/// Version of the layout; another version is refused.
+pub const FORMAT: u32 = 1;
+
+/// Prefix of the model's variables in the tensors file.
+const MODEL: &str = "model/";
+/// Prefix of the best epoch's weights (only when it is not the checkpoint's own epoch).
+const BEST: &str = "best/";
+
+/// Why a checkpoint could not be written or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The checkpoint is not usable for this trial.
+    #[error("{dir}: {message}")]
+    Invalid {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// `state.json`: where the trial stood after the checkpoint's epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResumeState {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// [`fingerprint`] of the trial that wrote it.
+    pub fingerprint: String,
+    /// Epochs completed (the next one to train is `epoch + 1`).
+    pub epoch: usize,
+    /// Optimizer steps taken.
+    pub steps: u64,
+    /// Best epoch so far (1-based).
+    pub best_epoch: usize,
+    /// Its objective value.
+    pub best_value: f64,
+    /// Its metrics.
+    pub best_metrics: BTreeMap<String, f64>,
+    /// The checkpoint epoch's metrics.
+    pub last_metrics: BTreeMap<String, f64>,
+    /// Whether `best/…` weights are in the tensors file.
+    pub has_best_weights: bool,
+    /// Lowercase hex sha256 of the tensors file.
+    pub tensors_sha256: String,
+}
+
+/// What a loaded checkpoint gives back besides the weights and moments it restored.
+pub struct Restored {
+    /// Where the trial stood.
+    pub state: ResumeState,
+    /// The best epoch's weights on the CPU, when stored apart from the current ones.
+    pub best_weights: Option<HashMap<String, Tensor>>,
+}
+
+/// What identifies a trial's training run: every setting that changes what is learned (paths
+/// are left out: workers lay the same inputs out at different places).
+pub fn fingerprint(cfg: &TrialConfig) -> String {
+    format!(
+        "lr={:e} epochs={} batch={} warmup={:e} decay={:e} seed={} head_lr×{:e} freeze={} max_len={} samples={:?} \
+         group={} text={} label={} objective={} maximize={}",
+        cfg.learning_rate,
+        cfg.num_train_epochs,
+        cfg.per_device_train_batch_size,
+        cfg.warmup_ratio,
+        cfg.weight_decay,
+        cfg.seed,
+        cfg.head_lr_multiplier,
+        cfg.freeze_layers,
+        cfg.max_seq_length,
+        cfg.max_train_samples,
+        cfg.group_by_length,
+        cfg.text_column,
+        cfg.label_column,
+        cfg.objective_metric,
+        cfg.maximize,
+    )
+}
+
+/// Size and time of one written checkpoint (for the log).
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// Writes a checkpoint into `dir` (created; must not hold another). `best` are the best
+/// epoch's weights when they differ from the current ones and will be exported.
+pub fn save(
+    dir: &Path,
+    mut state: ResumeState,
+    variables: &HashMap<String, Tensor>,
+    optimizer: &AdamW,
+    best: Option<&HashMap<String, Tensor>>,
+) -> Result<Written, ResumeError> {
+    let started = Instant::now();
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ResumeError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let invalid = |message: String| ResumeError::Invalid { dir: dir.to_path_buf(), message };
+    let _no_grad = tch::no_grad_guard();
+    let on_cpu = |t: &Tensor| -> Result<Tensor, ResumeError> {
+        t.f_to_device(Device::Cpu)
+            .and_then(|t| t.f_contiguous())
+            .map_err(|e| invalid(format!("copying a tensor to the CPU: {e}")))
+    };
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for (name, t) in variables {
+        tensors.push((format!("{MODEL}{name}"), on_cpu(t)?));
+    }
+    for (name, t) in optimizer.state() {
+        tensors.push((name, on_cpu(&t)?));
+    }
+    state.has_best_weights = best.is_some();
+    for (name, t) in best.into_iter().flatten() {
+        tensors.push((format!("{BEST}{name}"), on_cpu(t)?));
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let path = dir.join(TENSORS_FILE);
+    Tensor::write_safetensors(&tensors, &path).map_err(|e| invalid(format!("writing {TENSORS_FILE}: {e}")))?;
+    let (digest, size) = bertsweep_transfer::digest::hash_file(&path).map_err(io(&path))?;
+    state.tensors_sha256 = digest.to_string();
+    state.format = FORMAT;
+    let json = serde_json::to_vec_pretty(&state).map_err(|e| invalid(e.to_string()))?;
+    let state_path = dir.join(STATE_FILE);
+    std::fs::write(&state_path, &json).map_err(io(&state_path))?;
+    Ok(Written { bytes: size + json.len() as u64, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Reads `dir`'s `state.json` and checks it belongs to `cfg` and leaves an epoch to train.
+pub fn read_state(dir: &Path, cfg: &TrialConfig) -> Result<ResumeState, ResumeError> {
+    let invalid = |message: String| ResumeError::Invalid { dir: dir.to_path_buf(), message };
+    let path = dir.join(STATE_FILE);
+    let bytes = std::fs::read(&path).map_err(|source| ResumeError::Io { path: path.clone(), source })?;
+    let state: ResumeState =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("{STATE_FILE} is not a checkpoint state: {e}")))?;
+    if state.format != FORMAT {
+        return Err(invalid(format!("checkpoint format {} (this worker reads {FORMAT})", state.format)));
+    }
+    if state.fingerprint != fingerprint(cfg) {
+        return Err(invalid(format!(
+            "written by another configuration ({}), not this trial's ({})",
+            state.fingerprint,
+            fingerprint(cfg)
+        )));
+    }
+    if state.epoch == 0
+        || state.epoch >= cfg.num_train_epochs
+        || state.best_epoch == 0
+        || state.best_epoch > state.epoch
+    {
+        return Err(invalid(format!(
+            "epoch {} (best {}) leaves nothing to resume in a {}-epoch trial",
+            state.epoch, state.best_epoch, cfg.num_train_epochs
+        )));
+    }
+    Ok(state)
+}
+
+/// Loads a checkpoint into the model's `variables` and `optimizer`. Everything is checked
+/// before anything changes, so on error the model is as it was.
+pub fn load(
+    dir: &Path,
+    cfg: &TrialConfig,
+    variables: &HashMap<String, Tensor>,
+    optimizer: &mut AdamW,
+) -> Result<Restored, ResumeError> {
+    let invalid = |message: String| ResumeError::Invalid { dir: dir.to_path_buf(), message };
+    let state = read_state(dir, cfg)?;
+    let path = dir.join(TENSORS_FILE);
+    let (digest, _) = bertsweep_transfer::digest::hash_file(&path)
+        .map_err(|source| ResumeError::Io { path: path.clone(), source })?;
+    if digest.to_string() != state.tensors_sha256 {
+        return Err(invalid(format!("{TENSORS_FILE} does not match its recorded sha256 (corrupted or torn)")));
+    }
+    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+        .map_err(|e| invalid(format!("reading {TENSORS_FILE}: {e}")))?
+        .into_iter()
+        .collect();
+    let mut model = Vec::with_capacity(variables.len());
+    let mut best = HashMap::new();
+    for (name, var) in variables {
+        for (prefix, wanted) in [(MODEL, true), (BEST, state.has_best_weights)] {
+            if !wanted {
+                continue;
+            }
+            let key = format!("{prefix}{name}");
+            let t = tensors.get(&key).ok_or_else(|| invalid(format!("tensor {key} is missing")))?;
+            if t.size() != var.size() || t.kind() != Kind::Float {
+                return Err(invalid(format!(
+                    "tensor {key} is {:?} {:?}, the model has {:?}",
+                    t.kind(),
+                    t.size(),
+                    var.size()
+                )));
+            }
+            if prefix == MODEL {
+                model.push((var, t));
+            } else {
+                best.insert(name.clone(), t.shallow_clone());
+            }
+        }
+    }
+    // The optimizer checks all its moments before it changes any; the weights go last.
+    optimizer.load_state(&tensors, state.steps).map_err(invalid)?;
+    let _no_grad = tch::no_grad_guard();
+    for (var, t) in model {
+        let mut var = var.shallow_clone();
+        var.f_copy_(t).map_err(|e| invalid(format!("restoring a weight: {e}")))?;
+    }
+    let best_weights = state.has_best_weights.then_some(best);
+    Ok(Restored { state, best_weights })
+}
