@@ -71,6 +71,7 @@ async fn worker(url: String, start_at: Instant, stop_at: Instant) -> (Vec<f64>, 
                     lease_token: a.lease_token,
                     epoch,
                     metrics: metrics(epoch),
+                    checkpoint: String::new(),
                 })
                 .await?;
             }

@@ -153,6 +153,7 @@ async fn simulated_worker(
                     lease_token: a.lease_token,
                     epoch: i as u32 + 1,
                     metrics: metrics.clone(),
+                    checkpoint: String::new(),
                 })
                 .await
                 .unwrap()

@@ -146,6 +146,11 @@ pub struct Trial {
     pub lease_expires_ms: i64,
     /// Where the worker stored the model (empty when none).
     pub artifact: String,
+    /// The latest resumable checkpoint a worker reported (`blob:sha256:…` or an object URL),
+    /// handed to the next attempt; empty when none, and cleared once the trial is terminal.
+    pub checkpoint: String,
+    /// The epoch `checkpoint` was written after (0 when none).
+    pub checkpoint_epoch: u32,
     /// Last error reported by a worker or the reaper.
     pub error: String,
     /// Wall-clock ms when the sampler created it.
@@ -160,6 +165,22 @@ impl Trial {
     /// The last epoch a worker reported, 0 when none.
     pub fn last_epoch(&self) -> u32 {
         self.intermediate.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// The epochs up to `checkpoint_epoch` of the attempt that wrote the checkpoint (the last
+    /// earlier attempt that reported that epoch), which a resumed attempt continues.
+    pub fn checkpointed_curve(&self) -> BTreeMap<u32, Metrics> {
+        let Some(writer) =
+            self.earlier_attempts.iter().rev().find(|e| e.epoch == self.checkpoint_epoch).map(|e| e.attempt)
+        else {
+            return BTreeMap::new();
+        };
+        // A released attempt and the one after it share a number; the later copy wins (equal).
+        let mut curve = BTreeMap::new();
+        for e in self.earlier_attempts.iter().filter(|e| e.attempt == writer && e.epoch <= self.checkpoint_epoch) {
+            curve.insert(e.epoch, e.metrics.clone());
+        }
+        curve
     }
 
     /// Moves the current attempt's epochs to `earlier_attempts` (the lease is gone; the next
@@ -296,6 +317,12 @@ pub struct Assignment {
     pub lease_ttl_ms: u32,
     /// Which lease of the trial this is (1 for the first).
     pub attempt: u32,
+    /// Whether the worker writes and reports a checkpoint after each epoch.
+    pub checkpoints: bool,
+    /// The checkpoint to continue from (empty: start at epoch 1).
+    pub resume_checkpoint: String,
+    /// The epoch `resume_checkpoint` was written after.
+    pub resume_epoch: u32,
 }
 
 /// A registered worker.
@@ -358,6 +385,8 @@ pub(crate) fn test_trial(number: u32, params: Params, state: TrialState) -> Tria
         lease_token: 0,
         lease_expires_ms: 0,
         artifact: String::new(),
+        checkpoint: String::new(),
+        checkpoint_epoch: 0,
         error: String::new(),
         created_ms: 0,
         started_ms: None,

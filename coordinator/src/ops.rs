@@ -11,8 +11,8 @@ pub enum WriteOp {
     Study(StudyRecord),
     /// Insert or replace a trial row (not its epochs); also published to watchers.
     Trial {
-        /// The trial as it is now.
-        trial: Trial,
+        /// The trial as it is now (boxed: it is far larger than the other variants).
+        trial: Box<Trial>,
         /// Its study's state, for the watchers' events.
         study_state: StudyState,
     },

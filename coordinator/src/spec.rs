@@ -127,6 +127,9 @@ pub struct Budget {
     /// (0 keeps none). Workers upload only while a trial is among them; a trial pushed out
     /// loses its artifact and its blobs are deleted.
     pub keep_artifacts: u32,
+    /// Workers write a resumable checkpoint after each epoch, and a requeued trial continues
+    /// from the last one (default true; only workers with a shared artifact store write them).
+    pub checkpoints: bool,
 }
 
 /// Where and how workers train; paths are resolved on the workers.
@@ -366,6 +369,7 @@ struct RawBudget {
     max_failed_trials: Option<i64>,
     max_attempts: Option<i64>,
     keep_artifacts: Option<i64>,
+    checkpoints: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -503,7 +507,14 @@ fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpec, SpecErro
         repeats,
         startup_trials: 0,
         early_stopping,
-        budget: Budget { max_trials: 0, parallel_trials: 0, max_failed_trials: 0, max_attempts: 0, keep_artifacts: 0 },
+        budget: Budget {
+            max_trials: 0,
+            parallel_trials: 0,
+            max_failed_trials: 0,
+            max_attempts: 0,
+            keep_artifacts: 0,
+            checkpoints: true,
+        },
         task,
         parameters,
     };
@@ -585,7 +596,8 @@ fn validate_budget(
         Some(n) if (0..=1000).contains(&n) => n as u32,
         Some(n) => return Err(invalid(format!("budget.keep_artifacts must be between 0 and 1000 (got {n})"))),
     };
-    Ok(Budget { max_trials, parallel_trials, max_failed_trials, max_attempts, keep_artifacts })
+    let checkpoints = raw.checkpoints.unwrap_or(true);
+    Ok(Budget { max_trials, parallel_trials, max_failed_trials, max_attempts, keep_artifacts, checkpoints })
 }
 
 fn validate_early_stopping(raw: Option<RawEarlyStopping>) -> Result<EarlyStopping, SpecError> {

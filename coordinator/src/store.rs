@@ -69,7 +69,7 @@ pub enum CommittedChange {
     /// A trial changed.
     Trial {
         /// The trial as committed.
-        trial: Trial,
+        trial: Box<Trial>,
         /// Its study's state at that moment (a watcher ends after a terminal one).
         study_state: StudyState,
     },
@@ -162,7 +162,8 @@ impl Store {
 
         let trials = sqlx::query(
             "SELECT id, study_id, number, state, params_json, value, metrics_json, attempt, worker_id, lease_token, \
-             lease_expires_ms, artifact, error, created_ms, started_ms, finished_ms FROM trials ORDER BY study_id, number",
+             lease_expires_ms, artifact, checkpoint, checkpoint_epoch, error, created_ms, started_ms, finished_ms \
+             FROM trials ORDER BY study_id, number",
         )
         .fetch_all(&self.pool)
         .await?
@@ -175,9 +176,11 @@ impl Store {
                 study: String::new(),
                 number: r.get::<i64, _>("number") as u32,
                 state: r.get::<String, _>("state").parse::<TrialState>().map_err(|m| corrupt("trials", m))?,
-                params: serde_json::from_str(&r.get::<String, _>("params_json")).map_err(|e| corrupt("trials", e.to_string()))?,
+                params: serde_json::from_str(&r.get::<String, _>("params_json"))
+                    .map_err(|e| corrupt("trials", e.to_string()))?,
                 value: r.get("value"),
-                metrics: serde_json::from_str(&r.get::<String, _>("metrics_json")).map_err(|e| corrupt("trials", e.to_string()))?,
+                metrics: serde_json::from_str(&r.get::<String, _>("metrics_json"))
+                    .map_err(|e| corrupt("trials", e.to_string()))?,
                 intermediate: Default::default(),
                 earlier_attempts: Vec::new(),
                 attempt: r.get::<i64, _>("attempt") as u32,
@@ -185,6 +188,8 @@ impl Store {
                 lease_token: r.get::<i64, _>("lease_token") as u64,
                 lease_expires_ms: r.get("lease_expires_ms"),
                 artifact: r.get("artifact"),
+                checkpoint: r.get("checkpoint"),
+                checkpoint_epoch: r.get::<i64, _>("checkpoint_epoch") as u32,
                 error: r.get("error"),
                 created_ms: r.get("created_ms"),
                 started_ms: r.get("started_ms"),
@@ -430,7 +435,8 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
     for chunk in trials.chunks(CHUNK) {
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
             "INSERT INTO trials (id, study_id, number, state, params_json, value, metrics_json, attempt, worker_id, \
-             lease_token, lease_expires_ms, artifact, error, created_ms, started_ms, finished_ms) ",
+             lease_token, lease_expires_ms, artifact, checkpoint, checkpoint_epoch, error, created_ms, started_ms, \
+             finished_ms) ",
         );
         qb.push_values(chunk, |mut b, t| {
             b.push_bind(t.id as i64)
@@ -445,6 +451,8 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
                 .push_bind(t.lease_token as i64)
                 .push_bind(t.lease_expires_ms)
                 .push_bind(t.artifact.clone())
+                .push_bind(t.checkpoint.clone())
+                .push_bind(t.checkpoint_epoch as i64)
                 .push_bind(t.error.clone())
                 .push_bind(t.created_ms)
                 .push_bind(t.started_ms)
@@ -453,7 +461,8 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
         qb.push(
             " ON CONFLICT(id) DO UPDATE SET state = excluded.state, value = excluded.value, metrics_json = excluded.metrics_json, \
              attempt = excluded.attempt, worker_id = excluded.worker_id, lease_token = excluded.lease_token, \
-             lease_expires_ms = excluded.lease_expires_ms, artifact = excluded.artifact, error = excluded.error, \
+             lease_expires_ms = excluded.lease_expires_ms, artifact = excluded.artifact, checkpoint = excluded.checkpoint, \
+             checkpoint_epoch = excluded.checkpoint_epoch, error = excluded.error, \
              started_ms = excluded.started_ms, finished_ms = excluded.finished_ms",
         );
         qb.build().execute(&mut *tx).await?;

@@ -91,6 +91,7 @@ impl Worker {
             lease_token: a.lease_token,
             epoch,
             metrics: metrics(acc),
+            checkpoint: String::new(),
         };
         let reply = self.client.report_progress(request).await.unwrap().into_inner();
         reply.decision == pb::Decision::Stop as i32

@@ -366,6 +366,7 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
                     lease_token: number(&mut rng, &tokens),
                     epoch,
                     metrics: random_metrics(&mut rng),
+                    checkpoint: String::new(),
                 };
                 c.report_progress(request).await.map(drop)
             }

@@ -145,6 +145,7 @@ async fn reports_are_bounded_and_repeats_are_idempotent_or_refused() {
         lease_token: a.lease_token,
         epoch,
         metrics,
+        checkpoint: String::new(),
     };
     let mut many = metrics(0.5);
     many.extend((0..150_000).map(|i| (format!("m{i}"), 1.0)));

@@ -36,26 +36,47 @@ async fn malformed_requests_change_nothing() {
     let a = acquire(&mut c, &w, 100).await.unwrap();
     let before = trials(&mut c, "v").await;
     let bad_reports = [
-        pb::ReportProgressRequest { trial_id: 0, lease_token: a.lease_token, epoch: 1, metrics: metrics(0.5) },
-        pb::ReportProgressRequest { trial_id: a.trial_id, lease_token: 0, epoch: 1, metrics: metrics(0.5) },
-        pb::ReportProgressRequest { trial_id: a.trial_id, lease_token: a.lease_token, epoch: 0, metrics: metrics(0.5) },
+        pb::ReportProgressRequest {
+            trial_id: 0,
+            lease_token: a.lease_token,
+            epoch: 1,
+            metrics: metrics(0.5),
+            checkpoint: String::new(),
+        },
+        pb::ReportProgressRequest {
+            trial_id: a.trial_id,
+            lease_token: 0,
+            epoch: 1,
+            metrics: metrics(0.5),
+            checkpoint: String::new(),
+        },
+        pb::ReportProgressRequest {
+            trial_id: a.trial_id,
+            lease_token: a.lease_token,
+            epoch: 0,
+            metrics: metrics(0.5),
+            checkpoint: String::new(),
+        },
         pb::ReportProgressRequest {
             trial_id: a.trial_id,
             lease_token: a.lease_token,
             epoch: 1,
             metrics: Default::default(),
+            checkpoint: String::new(),
         },
         pb::ReportProgressRequest {
             trial_id: a.trial_id,
             lease_token: a.lease_token,
             epoch: 1,
             metrics: metrics(f64::NAN),
+            checkpoint: String::new(),
         },
         pb::ReportProgressRequest {
             trial_id: a.trial_id,
             lease_token: a.lease_token,
             epoch: 1,
             metrics: [("eval_loss".to_string(), 0.3)].into_iter().collect(),
+            checkpoint: String::new(),
         },
     ];
     for r in bad_reports {
@@ -68,6 +89,7 @@ async fn malformed_requests_change_nothing() {
             lease_token: 1,
             epoch: 1,
             metrics: metrics(0.5),
+            checkpoint: String::new(),
         })
         .await
         .unwrap_err();

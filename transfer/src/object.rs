@@ -129,6 +129,31 @@ pub async fn upload_dir(dir: &Path, url: &str, source: String) -> Result<Manifes
     Ok(manifest)
 }
 
+/// Deletes the directory at `url`: its manifest first (so what is left reads as incomplete),
+/// then every object under it. Returns how many objects went; a missing directory is 0.
+pub async fn delete_dir(url: &str) -> Result<usize, ObjectError> {
+    let (store, base) = open(url)?;
+    let store_error = |source| ObjectError::Store { url: url.into(), source };
+    match store.delete(&child(&base, MANIFEST_NAME)).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(source) => return Err(store_error(source)),
+    }
+    let mut listing = store.list(Some(&base));
+    let mut doomed = Vec::new();
+    while let Some(meta) = listing.next().await {
+        doomed.push(meta.map_err(store_error)?.location);
+    }
+    let mut deleted = 0;
+    for path in doomed {
+        match store.delete(&path).await {
+            Ok(()) => deleted += 1,
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(source) => return Err(store_error(source)),
+        }
+    }
+    Ok(deleted)
+}
+
 /// Downloads the model directory at `url` into `dest` (which must not exist), verifying every
 /// file; returns (files, bytes).
 pub async fn download_dir(url: &str, dest: &Path) -> Result<(usize, u64), ObjectError> {

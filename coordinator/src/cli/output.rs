@@ -151,6 +151,11 @@ pub fn trial_json(t: &pb::Trial) -> Value {
         "attempt": t.attempt,
         "worker_id": if t.worker_id.is_empty() { Value::Null } else { json!(t.worker_id) },
         "artifact": if t.artifact.is_empty() { Value::Null } else { json!(t.artifact) },
+        "checkpoint": if t.checkpoint.is_empty() {
+            Value::Null
+        } else {
+            json!({"reference": t.checkpoint, "epoch": t.checkpoint_epoch})
+        },
         "error": if t.error.is_empty() { Value::Null } else { json!(t.error) },
     })
 }

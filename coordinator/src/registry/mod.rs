@@ -360,6 +360,9 @@ impl Registry {
                 lease_token: token,
                 lease_ttl_ms: ttl,
                 attempt: trial.attempt,
+                checkpoints: study.spec.budget.checkpoints,
+                resume_checkpoint: if study.spec.budget.checkpoints { trial.checkpoint.clone() } else { String::new() },
+                resume_epoch: if study.spec.budget.checkpoints { trial.checkpoint_epoch } else { 0 },
             };
             return Ok(Outcome::new(Some(assignment), ops, wake));
         }
@@ -400,15 +403,18 @@ impl Registry {
     /// Stores one epoch of the current attempt and returns the early-stopping decision.
     ///
     /// Epochs run from 1 to the trial's `num_train_epochs`, in order, counted afresh by every
-    /// attempt. Repeating an epoch with the same metrics is answered like the first time (a
-    /// worker retrying after a lost reply); with other metrics it is refused, as is an epoch
-    /// before the last one.
+    /// attempt — or, for an attempt that resumed from the trial's checkpoint, from the epoch
+    /// after it: its first report brings the checkpointed attempt's epochs into its own curve.
+    /// Repeating an epoch with the same metrics is answered like the first time (a worker
+    /// retrying after a lost reply); with other metrics it is refused, as is an epoch before
+    /// the last one. A non-empty `checkpoint` replaces the trial's previous one.
     pub fn report_progress(
         &mut self,
         trial_id: u64,
         token: u64,
         epoch: u32,
         metrics: Metrics,
+        checkpoint: String,
         now: i64,
     ) -> Result<Outcome<Decision>> {
         let (si, number) = self.leased(trial_id, token)?;
@@ -448,10 +454,25 @@ impl Registry {
         }
         let value = metrics[&objective.metric];
         let attempt = trial.attempt;
+        let mut ops = Vec::new();
+        let resumed =
+            trial.intermediate.is_empty() && trial.checkpoint_epoch > 0 && epoch == trial.checkpoint_epoch + 1;
         let trial = study.trial_mut(number);
+        if resumed {
+            // This attempt continued from the checkpoint: the epochs up to it are its own too.
+            for (e, m) in trial.checkpointed_curve() {
+                ops.push(WriteOp::Epoch { trial_id, lease_token: token, attempt, epoch: e, metrics: m.clone() });
+                trial.intermediate.insert(e, m);
+            }
+        }
         trial.intermediate.insert(epoch, metrics.clone());
         trial.lease_expires_ms = now + i64::from(ttl);
-        let mut ops = vec![WriteOp::Epoch { trial_id, lease_token: token, attempt, epoch, metrics: metrics.clone() }];
+        if !checkpoint.is_empty() && checkpoint != trial.checkpoint {
+            let old = std::mem::replace(&mut trial.checkpoint, checkpoint);
+            trial.checkpoint_epoch = epoch;
+            study.drop_checkpoint(old);
+        }
+        ops.push(WriteOp::Epoch { trial_id, lease_token: token, attempt, epoch, metrics: metrics.clone() });
         let decision = study.stopper.decide(&study.trials[number as usize], epoch, value, &study.trials, &objective);
         let mut wake = false;
         if let Decision::Stop(reason) = &decision {
@@ -569,8 +590,15 @@ impl Registry {
                 roots.extend(blob_of(text));
             }
             roots.extend(study.trials.iter().filter_map(|t| blob_of(&t.artifact)));
+            roots.extend(study.trials.iter().filter_map(|t| blob_of(&t.checkpoint)));
         }
         roots
+    }
+
+    /// Checkpoints no trial needs any more (replaced by a later one, or their trial ended),
+    /// since the last call: the caller deletes them.
+    pub fn take_dropped_checkpoints(&mut self) -> Vec<String> {
+        self.studies.iter_mut().flat_map(|s| std::mem::take(&mut s.dropped_checkpoints)).collect()
     }
 
     /// Records a failure: retryable ones are requeued while attempts remain, infeasible ones
@@ -684,6 +712,8 @@ fn new_trial(id: u64, study: &LiveStudy, number: u32, params: Params, now: i64) 
         lease_token: 0,
         lease_expires_ms: 0,
         artifact: String::new(),
+        checkpoint: String::new(),
+        checkpoint_epoch: 0,
         error: String::new(),
         created_ms: now,
         started_ms: None,
@@ -738,7 +768,7 @@ mod tests {
             let a = reg.acquire(&w, None, 1).unwrap().value.unwrap();
             assert_eq!(a.number, i);
             assert_eq!(
-                reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), 2).unwrap().value,
+                reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), String::new(), 2).unwrap().value,
                 Decision::Continue
             );
             reg.complete(a.trial_id, a.lease_token, metrics(0.6 + i as f64 / 100.0), String::new(), 3).unwrap();
@@ -747,6 +777,67 @@ mod tests {
         let s = reg.study("small").unwrap();
         assert_eq!(s.record.state, StudyState::Completed);
         assert_eq!(reg.best_trial("small").unwrap().unwrap().number, 3);
+    }
+
+    fn ckpt(n: u8) -> String {
+        format!("blob:sha256:{}", format!("{n:02x}").repeat(32))
+    }
+
+    #[test]
+    fn a_requeued_trial_resumes_from_its_last_checkpoint_with_one_curve() {
+        let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
+        let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+        assert!(a.checkpoints && a.resume_checkpoint.is_empty() && a.resume_epoch == 0);
+        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), ckpt(1), 1).unwrap();
+        assert!(reg.take_dropped_checkpoints().is_empty());
+        reg.report_progress(a.trial_id, a.lease_token, 2, metrics(0.6), ckpt(2), 2).unwrap();
+        assert_eq!(reg.take_dropped_checkpoints(), [ckpt(1)], "only the latest is kept");
+        assert!(reg.blob_roots().contains(&blob_of(&ckpt(2)).unwrap()));
+
+        // The worker dies: the lease expires, the checkpoint stays with the requeued trial.
+        assert_eq!(reg.reap(2 + TTL as i64 + 1).value, 1);
+        assert!(reg.take_dropped_checkpoints().is_empty());
+        let b = reg.acquire(&w, None, 5000).unwrap().value.unwrap();
+        assert_eq!((b.number, b.attempt), (a.number, 2));
+        assert_eq!((b.resume_checkpoint.as_str(), b.resume_epoch), (ckpt(2).as_str(), 2));
+        reg.report_progress(b.trial_id, b.lease_token, 3, metrics(0.7), String::new(), 5001).unwrap();
+        let t = &reg.trials("small").unwrap()[a.number as usize];
+        assert_eq!(t.intermediate.keys().copied().collect::<Vec<_>>(), [1, 2, 3], "one continuous curve");
+        assert_eq!(t.intermediate[&2], metrics(0.6));
+        assert_eq!(t.earlier_attempts.len(), 2, "the first attempt's record stays");
+
+        reg.complete(b.trial_id, b.lease_token, metrics(0.7), String::new(), 5002).unwrap();
+        assert_eq!(reg.take_dropped_checkpoints(), [ckpt(2)], "a terminal trial's checkpoint goes");
+        let t = &reg.trials("small").unwrap()[a.number as usize];
+        assert!(t.checkpoint.is_empty() && t.checkpoint_epoch == 0);
+        assert!(!reg.blob_roots().contains(&blob_of(&ckpt(2)).unwrap()));
+    }
+
+    #[test]
+    fn a_resumed_attempt_may_restart_from_epoch_one_and_studies_may_turn_checkpoints_off() {
+        let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
+        let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), ckpt(1), 1).unwrap();
+        reg.fail(a.trial_id, a.lease_token, "SIGTERM".into(), FailureKind::Released, 2).unwrap();
+        let b = reg.acquire(&w, None, 3).unwrap().value.unwrap();
+        assert_eq!(b.resume_epoch, 1);
+        // The checkpoint was unusable: the worker starts over and reports epoch 1.
+        reg.report_progress(b.trial_id, b.lease_token, 1, metrics(0.4), String::new(), 4).unwrap();
+        let t = &reg.trials("small").unwrap()[a.number as usize];
+        assert_eq!(t.intermediate, [(1, metrics(0.4))].into_iter().collect());
+        // Pruned, failed or stopped trials drop theirs too.
+        reg.stop_study("small", 5).unwrap();
+        assert_eq!(reg.take_dropped_checkpoints(), [ckpt(1)]);
+
+        let off = crate::spec::test_support::SMALL_GRID
+            .replace("parallel_trials = 2", "parallel_trials = 2\ncheckpoints = false");
+        let (mut reg, w) = registry_with(&off);
+        let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+        assert!(!a.checkpoints);
+        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), ckpt(1), 1).unwrap();
+        reg.fail(a.trial_id, a.lease_token, "SIGTERM".into(), FailureKind::Released, 2).unwrap();
+        let b = reg.acquire(&w, None, 3).unwrap().value.unwrap();
+        assert!(b.resume_checkpoint.is_empty() && b.resume_epoch == 0);
     }
 
     #[test]
@@ -801,9 +892,9 @@ mod tests {
     fn released_trials_do_not_use_an_attempt_and_bad_reports_change_nothing() {
         let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
         let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
-        assert!(reg.report_progress(a.trial_id, a.lease_token, 0, metrics(0.5), 1).is_err());
+        assert!(reg.report_progress(a.trial_id, a.lease_token, 0, metrics(0.5), String::new(), 1).is_err());
         let nan = metrics(f64::NAN);
-        assert!(reg.report_progress(a.trial_id, a.lease_token, 1, nan, 1).is_err());
+        assert!(reg.report_progress(a.trial_id, a.lease_token, 1, nan, String::new(), 1).is_err());
         assert!(reg.trials("small").unwrap()[0].intermediate.is_empty());
         reg.fail(a.trial_id, a.lease_token, "SIGTERM".into(), FailureKind::Released, 1).unwrap();
         let again = reg.acquire(&w, None, 2).unwrap().value.unwrap();
@@ -848,23 +939,23 @@ mod tests {
         let (mut reg, w) = registry_with(&text);
         let a: Vec<Assignment> = (0..4).map(|_| reg.acquire(&w, None, 0).unwrap().value.unwrap()).collect();
         assert_eq!(
-            reg.report_progress(a[0].trial_id, a[0].lease_token, 1, metrics(0.8), 1).unwrap().value,
+            reg.report_progress(a[0].trial_id, a[0].lease_token, 1, metrics(0.8), String::new(), 1).unwrap().value,
             Decision::Continue
         );
-        let d = reg.report_progress(a[1].trial_id, a[1].lease_token, 1, metrics(0.5), 1).unwrap().value;
+        let d = reg.report_progress(a[1].trial_id, a[1].lease_token, 1, metrics(0.5), String::new(), 1).unwrap().value;
         assert!(matches!(d, Decision::Stop(_)), "{d:?}");
         let pruned = &reg.trials("small").unwrap()[1];
         assert_eq!(pruned.state, TrialState::Pruned);
         assert_eq!((pruned.value, pruned.last_epoch()), (Some(0.5), 1));
         // A pruned trial is terminal: further reports answer stop, completion is refused.
         assert!(matches!(
-            reg.report_progress(a[1].trial_id, a[1].lease_token, 2, metrics(0.9), 2).unwrap().value,
+            reg.report_progress(a[1].trial_id, a[1].lease_token, 2, metrics(0.9), String::new(), 2).unwrap().value,
             Decision::Stop(_)
         ));
         assert!(reg.complete(a[1].trial_id, a[1].lease_token, metrics(0.9), String::new(), 2).is_err());
         // It counts toward the budget: the grid's 4 trials end the study.
         for t in [&a[0], &a[2], &a[3]] {
-            reg.report_progress(t.trial_id, t.lease_token, 2, metrics(0.9), 3).unwrap();
+            reg.report_progress(t.trial_id, t.lease_token, 2, metrics(0.9), String::new(), 3).unwrap();
             reg.complete(t.trial_id, t.lease_token, metrics(0.9), String::new(), 3).unwrap();
         }
         let s = reg.study("small").unwrap();
@@ -877,7 +968,7 @@ mod tests {
         let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
         reg.stop_study("small", 1).unwrap();
         assert_eq!(
-            reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), 2).unwrap().value,
+            reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), String::new(), 2).unwrap().value,
             Decision::Stop("study stopped".into())
         );
         assert!(reg.acquire(&w, None, 2).unwrap().value.is_none());

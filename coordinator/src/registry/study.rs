@@ -51,6 +51,8 @@ pub(super) struct LiveStudy {
     /// fixed at creation, a completed trial never changes), so a read between changes (every
     /// study row, every `best`) costs a clone of an `Arc` instead of a pass over all trials.
     configurations_cache: RefCell<Option<CachedConfigurations>>,
+    /// Checkpoints replaced or left by ended trials, until the service deletes them.
+    pub(super) dropped_checkpoints: Vec<String>,
 }
 
 /// Configurations and the (trial count, completed count) they were computed at.
@@ -71,6 +73,7 @@ impl LiveStudy {
             exhausted: false,
             grid_size,
             configurations_cache: RefCell::new(None),
+            dropped_checkpoints: Vec::new(),
         }
     }
 
@@ -119,6 +122,12 @@ impl LiveStudy {
                 trial.finished_ms = Some(now);
                 let started = trial.started_ms.unwrap_or(now);
                 crate::telemetry::trial_ended(&self.record.name, to, (now - started) as f64 / 1000.0);
+                // A terminal trial is never resumed: its checkpoint goes.
+                trial.checkpoint_epoch = 0;
+                let checkpoint = std::mem::take(&mut trial.checkpoint);
+                if !checkpoint.is_empty() {
+                    self.dropped_checkpoints.push(checkpoint);
+                }
             }
         }
         info!(
@@ -131,7 +140,7 @@ impl LiveStudy {
     }
 
     pub(super) fn trial_op(&self, number: u32) -> WriteOp {
-        WriteOp::Trial { trial: self.trials[number as usize].clone(), study_state: self.record.state }
+        WriteOp::Trial { trial: Box::new(self.trials[number as usize].clone()), study_state: self.record.state }
     }
 
     /// Ends the study when its rules say so, stopping live trials of a failed study.
@@ -334,6 +343,13 @@ impl LiveStudy {
     }
 
     /// Requeues a trial that lost its lease, or fails it when attempts are used up.
+    /// Queues a checkpoint no trial needs any more for deletion (empty: nothing).
+    pub(super) fn drop_checkpoint(&mut self, checkpoint: String) {
+        if !checkpoint.is_empty() {
+            self.dropped_checkpoints.push(checkpoint);
+        }
+    }
+
     pub(super) fn requeue_or_fail(&mut self, number: u32, error: String, now: i64, ops: &mut Vec<WriteOp>) {
         let attempts_left = self.trials[number as usize].attempt < self.spec.budget.max_attempts;
         self.trial_mut(number).error = error.clone();

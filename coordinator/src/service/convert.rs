@@ -74,6 +74,8 @@ pub fn trial_to_proto(t: &Trial) -> pb::Trial {
         started_at_ms: t.started_ms.unwrap_or(0),
         finished_at_ms: t.finished_ms.unwrap_or(0),
         trial_id: t.id,
+        checkpoint: t.checkpoint.clone(),
+        checkpoint_epoch: t.checkpoint_epoch,
     }
 }
 
@@ -138,6 +140,9 @@ pub fn assignment_to_proto(a: &Assignment) -> pb::Assignment {
         lease_token: a.lease_token,
         lease_ttl_ms: a.lease_ttl_ms,
         attempt: a.attempt,
+        checkpoints: a.checkpoints,
+        resume_checkpoint: a.resume_checkpoint.clone(),
+        resume_epoch: a.resume_epoch,
     }
 }
 

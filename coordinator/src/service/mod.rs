@@ -55,18 +55,23 @@ impl Shared {
         self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs a registry operation, persists its changes, and returns its value once committed.
+    /// Runs a registry operation, persists its changes, and returns its value once committed;
+    /// then deletes the checkpoints the change left without a trial (whichever call ended or
+    /// superseded them: reports, completions, failures, the reaper, a stopped study).
     pub async fn apply<T>(&self, op: impl FnOnce(&mut Registry, i64) -> CoordResult<Outcome<T>>) -> Result<T, Status> {
-        let (value, commit) = {
+        let (value, commit, dropped) = {
             let mut registry = self.lock();
             let outcome = op(&mut registry, now_ms())?;
             let commit = self.writer.submit(outcome.ops);
             if outcome.wake {
                 self.work.send_modify(|v| *v = v.wrapping_add(1));
             }
-            (outcome.value, commit)
+            (outcome.value, commit, registry.take_dropped_checkpoints())
         };
         commit.wait().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        if !dropped.is_empty() {
+            transfer::delete_checkpoints(self, dropped).await;
+        }
         Ok(value)
     }
 }
@@ -286,7 +291,9 @@ impl Coordinator for CoordinatorService {
         let r = request.into_inner();
         let (id, token) = (require_nonzero("trial_id", r.trial_id)?, require_nonzero("lease_token", r.lease_token)?);
         let metrics = metrics_from_proto(r.metrics)?;
-        let decision = self.shared.apply(|reg, now| reg.report_progress(id, token, r.epoch, metrics, now)).await?;
+        transfer::check_checkpoint(&self.shared, id, token, &r.checkpoint)?;
+        let decision =
+            self.shared.apply(|reg, now| reg.report_progress(id, token, r.epoch, metrics, r.checkpoint, now)).await?;
         Ok(Response::new(decision_to_proto(&decision)))
     }
 

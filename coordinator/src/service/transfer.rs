@@ -51,6 +51,49 @@ pub fn check_artifact(shared: &Shared, trial_id: u64, token: u64, artifact: &str
     Ok(())
 }
 
+/// A reported checkpoint must be a `blob:` directory complete here or an object storage URL.
+pub fn check_checkpoint(shared: &Shared, trial_id: u64, token: u64, checkpoint: &str) -> Result<(), Status> {
+    if checkpoint.is_empty() {
+        return Ok(());
+    }
+    if checkpoint.len() > 4096 {
+        return Err(Status::invalid_argument("checkpoint is longer than 4096 bytes"));
+    }
+    if let Some(d) = crate::registry::blob_of(checkpoint) {
+        if shared.lock().is_running(trial_id, token) {
+            shared.blobs.check_tree("checkpoint", &d, ManifestKind::Dir)?;
+        }
+        return Ok(());
+    }
+    if bertsweep_transfer::object::is_object_url(checkpoint) {
+        return Ok(());
+    }
+    Err(Status::invalid_argument(format!(
+        "checkpoint {checkpoint:?} is neither blob:sha256:<manifest> (uploaded here first) nor an s3://, gs:// or az:// URL"
+    )))
+}
+
+/// Deletes checkpoints no trial needs any more (replaced, or their trial ended): blobs here
+/// once nothing refers to them; objects in object storage in the background, as far as this
+/// coordinator's credentials allow (the workers delete theirs too).
+pub async fn delete_checkpoints(shared: &Shared, dropped: Vec<String>) {
+    let blobs: Vec<Digest> = dropped.iter().filter_map(|c| crate::registry::blob_of(c)).collect();
+    if !blobs.is_empty() {
+        let roots = shared.lock().blob_roots();
+        shared.blobs.collect_only(roots, blobs).await;
+    }
+    let objects: Vec<String> = dropped.into_iter().filter(|c| bertsweep_transfer::object::is_object_url(c)).collect();
+    if !objects.is_empty() {
+        tokio::spawn(async move {
+            for url in objects {
+                if let Err(e) = bertsweep_transfer::object::delete_dir(&url).await {
+                    tracing::debug!("checkpoint {url} not deleted here (its worker deletes it): {e}");
+                }
+            }
+        });
+    }
+}
+
 /// Deletes the blobs of models pushed out of a top K (in the background; nothing waits).
 pub fn collect_evicted(shared: &Arc<Shared>, evicted: Vec<Digest>) {
     if evicted.is_empty() {

@@ -172,6 +172,7 @@ pub async fn report(
             lease_token: a.lease_token,
             epoch,
             metrics: metrics(acc),
+            checkpoint: String::new(),
         })
         .await
         .map(|r| r.into_inner())

@@ -58,6 +58,17 @@ impl Assignment {
         convert::describe_params(&self.raw)
     }
 
+    /// The checkpoint to continue from and the epoch it ends, when the coordinator sent one.
+    pub fn resume(&self) -> Option<(String, usize)> {
+        (!self.raw.resume_checkpoint.is_empty() && self.raw.resume_epoch > 0)
+            .then(|| (self.raw.resume_checkpoint.clone(), self.raw.resume_epoch as usize))
+    }
+
+    /// Whether the study wants a checkpoint after every epoch.
+    pub fn checkpoints(&self) -> bool {
+        self.raw.checkpoints
+    }
+
     /// The training run this assignment asks for.
     pub fn trial_config(&self, group_by_length: bool) -> Result<TrialConfig, AssignmentError> {
         convert::trial_config(&self.raw, group_by_length)
@@ -219,13 +230,21 @@ impl Coordinator {
         }
     }
 
-    /// Reports one epoch's metrics, retrying for up to a lease's length.
-    pub async fn report(&self, lease: &Lease, epoch: usize, metrics: &BTreeMap<String, f64>) -> Verdict {
+    /// Reports one epoch's metrics and the checkpoint written after it (empty: none),
+    /// retrying for up to a lease's length.
+    pub async fn report(
+        &self,
+        lease: &Lease,
+        epoch: usize,
+        metrics: &BTreeMap<String, f64>,
+        checkpoint: &str,
+    ) -> Verdict {
         let request = pb::ReportProgressRequest {
             trial_id: lease.trial_id,
             lease_token: lease.token,
             epoch: epoch as u32,
             metrics: convert::metrics_to_proto(metrics),
+            checkpoint: checkpoint.to_string(),
         };
         let call = || {
             let mut c = self.client.clone();

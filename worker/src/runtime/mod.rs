@@ -9,6 +9,7 @@
 //! that owns retries, backoff and status classification; `client` (connection and the retry
 //! policy) and `convert` (the only protobuf ↔ worker-type mapping) sit behind it.
 
+mod checkpoints;
 mod client;
 mod convert;
 pub mod coordinator;
@@ -241,7 +242,12 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
     };
     let staged = export_dir.clone().filter(|_| !matches!(ctx.options.artifacts, ArtifactSink::Local(_)));
 
-    let observer = RemoteObserver::new(
+    // Checkpoints go where models go, when that store is shared and the study wants them.
+    let store = checkpoints::CheckpointStore::for_sink(&ctx.options.artifacts, ctx.coordinator.remote())
+        .filter(|_| a.checkpoints());
+    let checkpoint_staging = ctx.inputs.staging_dir(&format!("{}-{}-{}-checkpoints", a.study, a.number, a.lease.token));
+    let resume = checkpoints::fetch_resume(store.as_ref(), &a, &checkpoint_staging).await;
+    let mut observer = RemoteObserver::new(
         tokio::runtime::Handle::current(),
         ctx.clone(),
         &a,
@@ -249,6 +255,12 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
         cfg.num_train_epochs,
         device_name(device),
     );
+    if let Some(store) = store.clone() {
+        observer = observer.with_checkpoints(store, checkpoint_staging.clone(), resume);
+    }
+    let _staging_cleanup = RemoveOnDrop(checkpoint_staging);
+    // Whether the trial ended for good (its checkpoint is then of no use to anyone).
+    let mut ended = false;
     let trained = tokio::task::spawn_blocking(move || {
         let mut observer = observer;
         let result = run_trial(&cfg, device, &mut observer, export_dir.as_deref());
@@ -273,6 +285,7 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
             warn!(trial = %label, "abandoned: {why}")
         }
         (_, Some(AbortReason::Stopped(why))) => {
+            ended = true;
             telemetry::trial_ended("stopped");
             info!(trial = %label, "stopped by the coordinator: {why}")
         }
@@ -280,6 +293,7 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
         (_, Some(AbortReason::Rejected(why))) => fail(ctx, &a, Failure::Retryable, why).await,
         (Err(join), None) => fail(ctx, &a, Failure::Retryable, format!("training thread panicked: {join}")).await,
         (Ok(Err(e)), None) => {
+            ended = e.is_infeasible();
             let kind = if e.is_infeasible() { Failure::Infeasible } else { Failure::Retryable };
             fail(ctx, &a, kind, format!("{e:#}")).await;
         }
@@ -306,6 +320,7 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
             remove_staging(staged);
             match completed {
                 Ok(()) => {
+                    ended = true;
                     telemetry::trial_ended("completed");
                     info!(
                         trial = %label,
@@ -318,6 +333,20 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
                 Err(why) => error!(trial = %label, "could not report completion: {why}"),
             }
         }
+    }
+    if ended {
+        if let Some(store) = store {
+            store.discard_trial(&a).await;
+        }
+    }
+}
+
+/// Removes a directory when dropped (whichever way the function returns).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1,12 +1,14 @@
 //! Bridges the training thread to the coordinator: per-epoch reports, abort flags, progress.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::runtime::Handle;
-use tracing::info;
+use tracing::{info, warn};
 
+use super::checkpoints::CheckpointStore;
 use super::coordinator::{Assignment, Lease, Verdict};
 use super::Context;
 use crate::train::{EpochDecision, TrainObserver};
@@ -63,6 +65,15 @@ pub struct RemoteObserver {
     device: String,
     /// When the current epoch began.
     epoch_started: std::time::Instant,
+    /// Checkpoints: where they are stored, and the staging directory they are written in.
+    checkpoints: Option<(CheckpointStore, PathBuf)>,
+    /// The assignment itself (checkpoint uploads name the study and trial).
+    assignment: Assignment,
+    /// The checkpoint fetched for this attempt, handed to training once.
+    resume: Option<PathBuf>,
+    /// The latest checkpoint this attempt reported or resumed from (replaced ones are deleted
+    /// from object storage; the caller deletes all of an ended trial's).
+    latest_checkpoint: Option<String>,
 }
 
 impl RemoteObserver {
@@ -86,7 +97,55 @@ impl RemoteObserver {
             bar
         });
         let epoch_started = std::time::Instant::now();
-        RemoteObserver { handle, ctx, trial: a.lease, label, epochs, lease, bar, device, epoch_started }
+        RemoteObserver {
+            handle,
+            ctx,
+            trial: a.lease,
+            label,
+            epochs,
+            lease,
+            bar,
+            device,
+            epoch_started,
+            checkpoints: None,
+            assignment: a.clone(),
+            resume: None,
+            latest_checkpoint: None,
+        }
+    }
+
+    /// Writes a checkpoint after every epoch into `staging` and stores it in `store`; resumes
+    /// from `resume` (fetched from the assignment's checkpoint) if given.
+    pub(super) fn with_checkpoints(
+        mut self,
+        store: CheckpointStore,
+        staging: PathBuf,
+        resume: Option<PathBuf>,
+    ) -> Self {
+        if resume.is_some() {
+            self.latest_checkpoint = self.assignment.resume().map(|(reference, _)| reference);
+        }
+        self.checkpoints = Some((store, staging));
+        self.resume = resume;
+        self
+    }
+
+    /// Stores the checkpoint written after `epoch`, if training wrote one; its reference.
+    fn store_checkpoint(&self, epoch: usize) -> String {
+        let Some((store, staging)) = &self.checkpoints else { return String::new() };
+        let dir = staging.join(format!("e{epoch}"));
+        if !dir.join(crate::resume::STATE_FILE).exists() {
+            return String::new();
+        }
+        let stored = self.handle.block_on(store.put(&self.assignment, epoch, &dir));
+        let _ = std::fs::remove_dir_all(&dir);
+        match stored {
+            Ok(reference) => reference,
+            Err(e) => {
+                warn!(trial = %self.label, epoch, "checkpoint not stored (a retry would resume from the previous one): {e}");
+                String::new()
+            }
+        }
     }
 
     /// Removes the progress bar.
@@ -113,7 +172,15 @@ impl TrainObserver for RemoteObserver {
             }
             None => info!(trial = %self.label, "{line}"),
         }
-        let verdict = self.handle.block_on(self.ctx.coordinator.report(&self.trial, epoch, metrics));
+        let checkpoint = self.store_checkpoint(epoch);
+        let verdict = self.handle.block_on(self.ctx.coordinator.report(&self.trial, epoch, metrics, &checkpoint));
+        if !checkpoint.is_empty() && matches!(verdict, Verdict::Continue | Verdict::Stop(_)) {
+            // The coordinator holds the new one: the previous one of this trial is not needed.
+            let previous = self.latest_checkpoint.replace(checkpoint.clone());
+            if let (Some(previous), Some((store, _))) = (previous, &self.checkpoints) {
+                self.handle.block_on(store.discard(&previous));
+            }
+        }
         self.epoch_started = std::time::Instant::now();
         match verdict {
             Verdict::Continue => EpochDecision::Continue,
@@ -134,6 +201,18 @@ impl TrainObserver for RemoteObserver {
 
     fn should_abort(&self) -> bool {
         self.lease.is_aborted()
+    }
+
+    fn resume_from(&mut self) -> Option<PathBuf> {
+        self.resume.take()
+    }
+
+    fn writes_checkpoints(&self) -> bool {
+        self.checkpoints.is_some()
+    }
+
+    fn checkpoint_dir(&mut self, epoch: usize) -> Option<PathBuf> {
+        self.checkpoints.as_ref().map(|(_, staging)| staging.join(format!("e{epoch}")))
     }
 
     fn on_batch(&mut self, done: usize, total: usize) {

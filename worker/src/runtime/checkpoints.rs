@@ -1,0 +1,141 @@
+//! Where a trial's resumable checkpoints go and come from: the coordinator's blob store (the
+//! default artifact store) or object storage (`--artifacts s3://…`). A worker with local
+//! artifacts (`--artifacts DIR`) or none (`--no-export`) writes no checkpoints: no other
+//! machine could read them.
+//!
+//! The training thread writes each checkpoint into a staging directory; [`CheckpointStore::put`]
+//! uploads it and returns the reference the epoch's report carries. [`CheckpointStore::fetch`]
+//! brings an assignment's checkpoint back into a staging directory before training starts.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bertsweep_transfer::blob_dir::BlobDir;
+use bertsweep_transfer::remote::{materialize, Remote};
+use bertsweep_transfer::{human_bytes, InputRef, ManifestKind};
+use tracing::{info, warn};
+
+use super::coordinator::Assignment;
+use super::ArtifactSink;
+
+/// The shared store a worker keeps checkpoints in.
+#[derive(Clone)]
+pub enum CheckpointStore {
+    /// Blobs on the coordinator, named `blob:sha256:<manifest>`.
+    Coordinator(Remote),
+    /// `<base>/<study>/<number>/checkpoints/e<epoch>-<lease>/` in object storage.
+    Object(String),
+}
+
+impl CheckpointStore {
+    /// The store for `sink`, if checkpoints can be shared through it.
+    pub fn for_sink(sink: &ArtifactSink, remote: Remote) -> Option<Self> {
+        match sink {
+            ArtifactSink::Coordinator => Some(CheckpointStore::Coordinator(remote)),
+            ArtifactSink::Object(base) => Some(CheckpointStore::Object(base.clone())),
+            ArtifactSink::Local(_) | ArtifactSink::None => None,
+        }
+    }
+
+    /// Uploads the checkpoint in `dir` (written after `epoch`) and returns its reference.
+    pub async fn put(&self, a: &Assignment, epoch: usize, dir: &Path) -> Result<String, String> {
+        let started = Instant::now();
+        let source = format!("{}:trial {} epoch {epoch}", bertsweep_transfer::manifest::this_host(), a.label());
+        let (reference, bytes) = match self {
+            CheckpointStore::Coordinator(remote) => {
+                let up = remote.upload_path(dir, source).await.map_err(|e| e.to_string())?;
+                (format!("blob:sha256:{}", up.digest), up.manifest.total_size())
+            }
+            CheckpointStore::Object(base) => {
+                let url = format!("{}/e{epoch}-{}", trial_prefix(base, a), a.lease.token);
+                let manifest =
+                    bertsweep_transfer::object::upload_dir(dir, &url, source).await.map_err(|e| e.to_string())?;
+                (url, manifest.total_size())
+            }
+        };
+        info!(trial = %a.label(), epoch, "checkpoint stored: {} in {:.2?} ({reference})", human_bytes(bytes), started.elapsed());
+        Ok(reference)
+    }
+
+    /// Downloads `reference` into `dest` (which must not exist).
+    pub async fn fetch(&self, reference: &str, dest: &Path) -> Result<(), String> {
+        if bertsweep_transfer::object::is_object_url(reference) {
+            bertsweep_transfer::object::download_dir(reference, dest).await.map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+        let digest = match InputRef::parse(reference) {
+            Ok(InputRef::Blob(d)) => d,
+            _ => return Err(format!("{reference:?} is neither a blob: reference nor an object storage URL")),
+        };
+        let remote = match self {
+            CheckpointStore::Coordinator(remote) => remote,
+            CheckpointStore::Object(_) => {
+                return Err("a coordinator-stored checkpoint, and this worker writes to object storage".into())
+            }
+        };
+        let blobs_dir = dest.with_extension("blobs");
+        let result = async {
+            let blobs = BlobDir::open(&blobs_dir).map_err(|e| e.to_string())?;
+            let manifest = remote.fetch_manifest(&blobs, digest).await.map_err(|e| e.to_string())?;
+            if manifest.kind != ManifestKind::Dir {
+                return Err("not a checkpoint directory".to_string());
+            }
+            remote.fetch_files(&blobs, &manifest).await.map_err(|e| e.to_string())?;
+            materialize(&blobs, &manifest, dest).map_err(|e| e.to_string())
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&blobs_dir);
+        result
+    }
+
+    /// Deletes a checkpoint this worker no longer needs from object storage (the coordinator
+    /// deletes blobs itself). Failures are logged only.
+    pub async fn discard(&self, reference: &str) {
+        if let CheckpointStore::Object(_) = self {
+            if bertsweep_transfer::object::is_object_url(reference) {
+                if let Err(e) = bertsweep_transfer::object::delete_dir(reference).await {
+                    warn!("could not delete checkpoint {reference}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Deletes every checkpoint of an ended trial from object storage, those a killed worker
+    /// left behind included (the coordinator deletes blobs itself). Failures are logged only.
+    pub async fn discard_trial(&self, a: &Assignment) {
+        if let CheckpointStore::Object(base) = self {
+            let url = trial_prefix(base, a);
+            if let Err(e) = bertsweep_transfer::object::delete_dir(&url).await {
+                warn!("could not delete the checkpoints under {url}: {e}");
+            }
+        }
+    }
+}
+
+/// `<base>/<study>/<number>/checkpoints`: where a trial's checkpoints go in object storage.
+fn trial_prefix(base: &str, a: &Assignment) -> String {
+    format!("{base}/{}/{}/checkpoints", a.study, a.number)
+}
+
+/// Fetches an assignment's checkpoint, if it has one, into `staging/resume`; `None` (with a
+/// warning) when it cannot be had, so the trial starts from epoch 1.
+pub async fn fetch_resume(store: Option<&CheckpointStore>, a: &Assignment, staging: &Path) -> Option<PathBuf> {
+    let (reference, epoch) = a.resume()?;
+    let Some(store) = store else {
+        warn!(trial = %a.label(), "the trial has a checkpoint after epoch {epoch}, but this worker keeps no shared artifacts; starting from epoch 1");
+        return None;
+    };
+    let dest = staging.join("resume");
+    let started = Instant::now();
+    match store.fetch(&reference, &dest).await {
+        Ok(()) => {
+            info!(trial = %a.label(), "checkpoint after epoch {epoch} fetched in {:.2?}", started.elapsed());
+            Some(dest)
+        }
+        Err(e) => {
+            warn!(trial = %a.label(), "cannot fetch the checkpoint after epoch {epoch} ({reference}): {e}; starting from epoch 1");
+            let _ = std::fs::remove_dir_all(&dest);
+            None
+        }
+    }
+}
