@@ -9,7 +9,7 @@ VENV := .venv
 SST2_DIR ?= $(abspath ../shared/data/sst2)
 export SST2_DIR
 
-.PHONY: setup build build-release demo test bench bench-coordinator bench-worker bench-search bench-scale bench-transfer bench-curves bench-dashboard
+.PHONY: setup build build-release demo test bench bench-coordinator bench-worker bench-search bench-scale bench-transfer bench-curves bench-dashboard bench-preemption
 
 setup: $(VENV)/.ready
 
@@ -65,3 +65,9 @@ bench-transfer:
 # Chromium (apt-get install chromium chromium-driver).
 bench-dashboard:
 	cargo bench -p bertsweep-coordinator --bench dashboard
+
+# A 12-trial MiniLM study with a worker SIGKILLed every 40 s (KILL_EVERY_SECS), with and without
+# checkpoints: epochs trained, wall time, identical best value (about 10 minutes on 2 cores).
+bench-preemption: setup
+	cargo build --release -p bertsweep-coordinator -p bertsweep-worker
+	cargo bench -p bertsweep-tests --bench preemption

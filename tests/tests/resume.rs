@@ -3,7 +3,8 @@
 //! releases the trial) — is continued by another worker from epoch 3, from the checkpoint kept
 //! on the coordinator or in object storage (a real S3-compatible server), and ends with exactly
 //! the metrics of the same trial run without interruption. The trial's curve is one history;
-//! the checkpoints are gone once it has completed.
+//! the checkpoints are gone once it has completed. A checkpoint lost from the coordinator means
+//! a clean restart from epoch 1 with a warning, and the same result.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -13,10 +14,12 @@ use bertsweep_tests::*;
 use serde_json::Value;
 
 /// How the first worker is stopped.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Interruption {
     Kill,
     Term,
+    /// SIGKILL, then the checkpoint's manifest is deleted from the coordinator.
+    KillAndLoseCheckpoint,
 }
 
 /// The four-epoch one-trial study `name` (same settings, hence same training, in every study).
@@ -91,6 +94,7 @@ fn interrupted_run(
     name: &str,
     artifacts: Option<&str>,
     how: Interruption,
+    data_dir: &Path,
 ) -> (Value, Vec<String>) {
     let file = study(dir, name, model);
     assert!(c.cli(&["study", "create", file.to_str().unwrap()]).status.success());
@@ -107,7 +111,7 @@ fn interrupted_run(
         (t["state"] == "RUNNING" && t["last_epoch"].as_u64() >= Some(2)).then_some(t)
     });
     match how {
-        Interruption::Kill => first.kill().unwrap(),
+        Interruption::Kill | Interruption::KillAndLoseCheckpoint => first.kill().unwrap(),
         Interruption::Term => {
             assert!(Command::new("kill").args(["-TERM", &first.id().to_string()]).status().unwrap().success())
         }
@@ -119,11 +123,21 @@ fn interrupted_run(
     let cut_epoch = at_cut["checkpoint"]["epoch"].as_u64().expect("a checkpoint after epoch 2");
     assert_eq!(cut_epoch, at_cut["last_epoch"].as_u64().unwrap(), "{at_cut}");
 
+    if how == Interruption::KillAndLoseCheckpoint {
+        let reference = at_cut["checkpoint"]["reference"].as_str().unwrap();
+        let hex = reference.strip_prefix("blob:sha256:").unwrap();
+        std::fs::remove_file(data_dir.join("sha256").join(&hex[..2]).join(hex)).unwrap();
+    }
+
     let mut second = worker(c, name, artifacts, dir, &format!("{name}-second"));
     assert!(second.wait().unwrap().success(), "{}", log_of(dir, &format!("{name}-second")));
     let log = log_of(dir, &format!("{name}-second"));
-    assert!(log.contains(&format!("resuming after epoch {cut_epoch}")), "the retry resumed: {log}");
-    assert!(!log.contains("cannot resume"), "{log}");
+    if how == Interruption::KillAndLoseCheckpoint {
+        assert!(log.contains("cannot fetch the checkpoint") && log.contains("starting from epoch 1"), "{log}");
+    } else {
+        assert!(log.contains(&format!("resuming after epoch {cut_epoch}")), "the retry resumed: {log}");
+        assert!(!log.contains("cannot resume"), "{log}");
+    }
     let t = only_trial(c, name);
     assert_eq!(t["state"], "COMPLETED", "{t}");
     assert!(t["checkpoint"].is_null(), "a completed trial keeps no checkpoint: {t}");
@@ -153,8 +167,9 @@ fn a_trial_interrupted_after_epoch_two_resumes_on_another_worker_with_the_same_r
         ("killed", None, Interruption::Kill),
         ("terminated", None, Interruption::Term),
         ("s3killed", Some("s3://sweeps/runs"), Interruption::Kill),
+        ("lost", None, Interruption::KillAndLoseCheckpoint),
     ] {
-        let (t, seen) = interrupted_run(&c, dir.path(), &model, name, artifacts, how);
+        let (t, seen) = interrupted_run(&c, dir.path(), &model, name, artifacts, how, &data_dir);
         let epochs: Vec<u64> = t["epochs"].as_array().unwrap().iter().map(|e| e["epoch"].as_u64().unwrap()).collect();
         assert_eq!(epochs, [1, 2, 3, 4], "{name}: one continuous curve: {t}");
         assert_eq!(curve(&t), curve(&whole), "{name}: every epoch as in the uninterrupted run");
@@ -163,8 +178,8 @@ fn a_trial_interrupted_after_epoch_two_resumes_on_another_worker_with_the_same_r
         let earlier = t["earlier_attempts"].as_array().unwrap();
         assert!(earlier.iter().any(|e| e["epoch"] == 2), "{name}: the first attempt's record stays: {t}");
         match how {
-            Interruption::Kill => assert_eq!(t["attempt"], 2, "{name}: a lost lease costs an attempt: {t}"),
             Interruption::Term => assert_eq!(t["attempt"], 1, "{name}: a released trial keeps its attempt: {t}"),
+            _ => assert_eq!(t["attempt"], 2, "{name}: a lost lease costs an attempt: {t}"),
         }
         assert!(!seen.is_empty(), "{name}: checkpoints were reported");
         for reference in &seen {
