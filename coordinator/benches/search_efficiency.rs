@@ -81,6 +81,8 @@ struct Strategy {
 }
 
 const ASHA: &str = "[early_stopping]\ntype = \"asha\"\nmin_epochs = 1\nreduction_factor = 3\n";
+const ASHA_PROMOTION: &str =
+    "[early_stopping]\ntype = \"asha\"\nmode = \"promotion\"\nmin_epochs = 1\nreduction_factor = 3\n";
 const MEDIAN: &str = "[early_stopping]\ntype = \"median\"\nwarmup_trials = 5\n";
 
 const STRATEGIES: &[Strategy] = &[
@@ -89,6 +91,8 @@ const STRATEGIES: &[Strategy] = &[
     Strategy { name: "tpe", sampler: "tpe", early_stopping: "" },
     Strategy { name: "random+asha", sampler: "random", early_stopping: ASHA },
     Strategy { name: "tpe+asha", sampler: "tpe", early_stopping: ASHA },
+    Strategy { name: "random+asha-promotion", sampler: "random", early_stopping: ASHA_PROMOTION },
+    Strategy { name: "tpe+asha-promotion", sampler: "tpe", early_stopping: ASHA_PROMOTION },
     Strategy { name: "tpe+median", sampler: "tpe", early_stopping: MEDIAN },
 ];
 
@@ -144,16 +148,25 @@ async fn simulated_worker(
             number(&p["per_device_train_batch_size"]) as i64,
         );
         let record = &table[&key(lr, epochs, batch, number(&p["seed"]) as i64)];
-        let mut pruned = false;
-        for (i, metrics) in record.epochs.iter().enumerate() {
+        let (mut pruned, mut paused) = (false, false);
+        // A promoted (or requeued) trial resumes after its checkpoint: those epochs cost nothing
+        // again. Checkpoints are named as object storage URLs, never read: the curves are recorded.
+        for (i, metrics) in record.epochs.iter().enumerate().skip(a.resume_epoch as usize) {
             *cost.lock().unwrap() += 1;
+            let epoch = i as u32 + 1;
+            let last = i + 1 == record.epochs.len();
+            let checkpoint = if a.checkpoints && !last {
+                format!("s3://replay/{study}/{}/e{epoch}-{}", a.number, a.lease_token)
+            } else {
+                String::new()
+            };
             let answer = c
                 .report_progress(pb::ReportProgressRequest {
                     trial_id: a.trial_id,
                     lease_token: a.lease_token,
-                    epoch: i as u32 + 1,
+                    epoch,
                     metrics: metrics.clone(),
-                    checkpoint: String::new(),
+                    checkpoint,
                 })
                 .await
                 .unwrap()
@@ -162,6 +175,13 @@ async fn simulated_worker(
                 pruned = true;
                 break;
             }
+            if answer.decision == pb::Decision::Pause as i32 {
+                paused = true;
+                break;
+            }
+        }
+        if paused {
+            continue;
         }
         if pruned {
             log.lock().unwrap().push((*cost.lock().unwrap(), None));
@@ -192,6 +212,17 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    // The replayed checkpoints are s3:// names that were never written: the coordinator's
+    // background deletion of replaced ones must fail fast, locally, instead of asking AWS.
+    for (k, v) in [
+        ("AWS_ENDPOINT", "http://127.0.0.1:9"),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "replay"),
+        ("AWS_SECRET_ACCESS_KEY", "replay"),
+        ("AWS_REGION", "us-east-1"),
+    ] {
+        std::env::set_var(k, v);
+    }
     let path = std::env::var("CURVES")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../bench/curves/sst2-minilm-curves.json").into());
     let seeds: u64 = std::env::var("SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);

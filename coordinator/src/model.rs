@@ -25,12 +25,15 @@ pub enum TrialState {
     Failed,
     /// Was still live when its study ended (stopped or failed).
     Stopped,
+    /// Waiting at an ASHA rung (`mode = "promotion"`) with its checkpoint kept, until it is
+    /// promoted (RUNNING again) or pruned.
+    Paused,
 }
 
 impl TrialState {
     /// Terminal states never change again.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, TrialState::Pending | TrialState::Running)
+        !matches!(self, TrialState::Pending | TrialState::Running | TrialState::Paused)
     }
 
     /// Upper-case name used in the database, logs and CLI output.
@@ -42,6 +45,7 @@ impl TrialState {
             TrialState::Pruned => "PRUNED",
             TrialState::Failed => "FAILED",
             TrialState::Stopped => "STOPPED",
+            TrialState::Paused => "PAUSED",
         }
     }
 }
@@ -62,6 +66,7 @@ impl FromStr for TrialState {
             "PRUNED" => TrialState::Pruned,
             "FAILED" => TrialState::Failed,
             "STOPPED" => TrialState::Stopped,
+            "PAUSED" => TrialState::Paused,
             other => return Err(format!("unknown trial state {other:?}")),
         })
     }
@@ -260,6 +265,8 @@ pub struct Counts {
     pub failed: u32,
     /// STOPPED trials.
     pub stopped: u32,
+    /// PAUSED trials.
+    pub paused: u32,
 }
 
 impl Counts {
@@ -272,12 +279,13 @@ impl Counts {
             TrialState::Pruned => self.pruned += 1,
             TrialState::Failed => self.failed += 1,
             TrialState::Stopped => self.stopped += 1,
+            TrialState::Paused => self.paused += 1,
         }
     }
 
-    /// Trials that are PENDING or RUNNING.
+    /// Trials that are PENDING, RUNNING or PAUSED (the study is not done while any are).
     pub fn live(&self) -> u32 {
-        self.pending + self.running
+        self.pending + self.running + self.paused
     }
 }
 
@@ -358,6 +366,8 @@ pub enum Decision {
     Continue,
     /// Stop training; the reason is shown to the user.
     Stop(String),
+    /// Stop training and wait at this rung, checkpoint kept, until promoted (ASHA promotion).
+    Pause(String),
 }
 
 /// Milliseconds since the Unix epoch.

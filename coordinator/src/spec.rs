@@ -90,6 +90,9 @@ pub enum EarlyStopping {
         min_epochs: u32,
         /// Rung spacing and the fraction kept at each (at least 2).
         reduction_factor: u32,
+        /// `mode = "promotion"`: a trial pauses at a rung (its checkpoint kept) until it is among
+        /// the top 1/η there, then resumes; `false` (`mode = "stop"`, the default) stops it.
+        promotion: bool,
     },
     /// Stop a trial worse than the median of completed trials at the same epoch, once
     /// `warmup_trials` trials have completed and from epoch `min_epochs` on.
@@ -359,6 +362,7 @@ struct RawEarlyStopping {
     min_epochs: Option<i64>,
     reduction_factor: Option<i64>,
     warmup_trials: Option<i64>,
+    mode: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -553,6 +557,11 @@ fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpec, SpecErro
         Some(n) => return Err(invalid(format!("algorithm.startup_trials must be at least 1 (got {n})"))),
     };
     check_early_stopping_has_epochs(&spec)?;
+    if matches!(spec.early_stopping, EarlyStopping::Asha { promotion: true, .. }) && !spec.budget.checkpoints {
+        return Err(invalid(
+            "early_stopping.mode = \"promotion\" resumes paused trials from their checkpoints; remove budget.checkpoints = false or use mode = \"stop\"",
+        ));
+    }
     Ok(spec)
 }
 
@@ -610,7 +619,11 @@ fn validate_early_stopping(raw: Option<RawEarlyStopping>) -> Result<EarlyStoppin
     let only = |field: &str, kind: &str| invalid(format!("early_stopping.{field} only applies to type = \"{kind}\""));
     match raw.kind.as_str() {
         "none" => {
-            if raw.min_epochs.is_some() || raw.reduction_factor.is_some() || raw.warmup_trials.is_some() {
+            if raw.min_epochs.is_some()
+                || raw.reduction_factor.is_some()
+                || raw.warmup_trials.is_some()
+                || raw.mode.is_some()
+            {
                 return Err(invalid("early_stopping type \"none\" takes no other settings"));
             }
             Ok(EarlyStopping::None)
@@ -626,11 +639,23 @@ fn validate_early_stopping(raw: Option<RawEarlyStopping>) -> Result<EarlyStoppin
                     return Err(invalid(format!("early_stopping.reduction_factor must be at least 2 (got {n})")))
                 }
             };
-            Ok(EarlyStopping::Asha { min_epochs, reduction_factor })
+            let promotion = match raw.mode.as_deref() {
+                None | Some("stop") => false,
+                Some("promotion") => true,
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "early_stopping.mode {other:?} is not known; use \"stop\" (the default) or \"promotion\""
+                    )))
+                }
+            };
+            Ok(EarlyStopping::Asha { min_epochs, reduction_factor, promotion })
         }
         "median" => {
             if raw.reduction_factor.is_some() {
                 return Err(only("reduction_factor", "asha"));
+            }
+            if raw.mode.is_some() {
+                return Err(only("mode", "asha"));
             }
             let warmup_trials = match raw.warmup_trials {
                 None => 5,
@@ -977,7 +1002,21 @@ values = [16, 32]
             .replace("[budget]", "[budget]\nmax_trials = 20");
         let spec = parse_study(&format!("{tpe}\n[early_stopping]\ntype = \"asha\"\nreduction_factor = 2\n")).unwrap();
         assert_eq!((spec.sampler, spec.repeats, spec.startup_trials), (SamplerKind::Tpe, 2, 5));
-        assert_eq!(spec.early_stopping, EarlyStopping::Asha { min_epochs: 1, reduction_factor: 2 });
+        assert_eq!(spec.early_stopping, EarlyStopping::Asha { min_epochs: 1, reduction_factor: 2, promotion: false });
+        let promoting =
+            parse_study(&format!("{tpe}\n[early_stopping]\ntype = \"asha\"\nmode = \"promotion\"\n")).unwrap();
+        assert_eq!(
+            promoting.early_stopping,
+            EarlyStopping::Asha { min_epochs: 1, reduction_factor: 3, promotion: true }
+        );
+        let refused = |extra: &str| parse_study(&format!("{tpe}\n{extra}")).unwrap_err().to_string();
+        assert!(refused("[early_stopping]\ntype = \"asha\"\nmode = \"pause\"\n").contains("\"promotion\""));
+        assert!(refused("[early_stopping]\ntype = \"median\"\nmode = \"promotion\"\n").contains("only applies"));
+        let no_checkpoints = tpe.replace("[budget]", "[budget]\ncheckpoints = false");
+        let err = parse_study(&format!("{no_checkpoints}\n[early_stopping]\ntype = \"asha\"\nmode = \"promotion\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("checkpoints"), "{err}");
         let grid = parse_study(&GOOD.replace("seed = 0", "seed = 0\nrepeats = 3")).unwrap();
         assert_eq!(grid.budget.max_trials, 54, "grid × repeats");
         let median =

@@ -17,6 +17,19 @@ pub trait EarlyStopper: Send + Sync {
     /// `trial` has just reported `value` (the objective) at `epoch` (already recorded in its
     /// intermediate values); `trials` holds every trial of the study (index = number).
     fn decide(&self, trial: &Trial, epoch: u32, value: f64, trials: &[Trial], objective: &Objective) -> Decision;
+
+    /// What to do instead of [`Decision::Pause`] when the trial cannot pause (its worker
+    /// reported no checkpoint for this epoch): by default, go on.
+    fn fallback(
+        &self,
+        _trial: &Trial,
+        _epoch: u32,
+        _value: f64,
+        _trials: &[Trial],
+        _objective: &Objective,
+    ) -> Decision {
+        Decision::Continue
+    }
 }
 
 /// Never stops a trial.
@@ -32,7 +45,12 @@ impl EarlyStopper for NoEarlyStopping {
 pub fn for_spec(spec: &StudySpec) -> Box<dyn EarlyStopper> {
     match spec.early_stopping {
         EarlyStopping::None => Box::new(NoEarlyStopping),
-        EarlyStopping::Asha { min_epochs, reduction_factor } => Box::new(Asha { min_epochs, reduction_factor }),
+        EarlyStopping::Asha { min_epochs, reduction_factor, promotion: false } => {
+            Box::new(Asha { min_epochs, reduction_factor })
+        }
+        EarlyStopping::Asha { min_epochs, reduction_factor, promotion: true } => {
+            Box::new(AshaPromotion { rungs: Asha { min_epochs, reduction_factor } })
+        }
         EarlyStopping::Median { min_epochs, warmup_trials } => Box::new(MedianStopping { min_epochs, warmup_trials }),
     }
 }
@@ -114,6 +132,86 @@ impl EarlyStopper for Asha {
             Decision::Continue
         }
     }
+}
+
+/// Asynchronous successive halving, promotion-based (Li et al., "A System for Massively
+/// Parallel Hyperparameter Tuning", algorithm 2): a trial reaching a rung continues at once
+/// only if it is already among the top ⌊n/η⌋ of the n trials recorded there; otherwise it
+/// pauses (its checkpoint kept) and the registry promotes it later, when enough results have
+/// arrived for it to rank there ([`promotable`]). Trials never promoted are pruned when the
+/// study has nothing else left to run.
+pub struct AshaPromotion {
+    /// Where the rungs are.
+    pub rungs: Asha,
+}
+
+impl EarlyStopper for AshaPromotion {
+    fn decide(&self, trial: &Trial, epoch: u32, value: f64, trials: &[Trial], objective: &Objective) -> Decision {
+        if epoch >= planned_epochs(trial) || !self.rungs.is_rung(epoch) {
+            return Decision::Continue;
+        }
+        let ranked = rung_scores(trial.id, epoch, score(value, objective), trials, objective);
+        if in_top(&ranked, score(value, objective), self.rungs.reduction_factor) {
+            Decision::Continue
+        } else {
+            Decision::Pause(format!(
+                "asha: paused at epoch {epoch}, not yet in the top 1/{} of {} trials there",
+                self.rungs.reduction_factor,
+                ranked.len()
+            ))
+        }
+    }
+
+    fn fallback(&self, trial: &Trial, epoch: u32, value: f64, trials: &[Trial], objective: &Objective) -> Decision {
+        self.rungs.decide(trial, epoch, value, trials, objective)
+    }
+}
+
+/// Scores (larger is better) every trial recorded at `epoch`, `own` standing for `trial_id`'s,
+/// best first.
+fn rung_scores(trial_id: u64, epoch: u32, own: f64, trials: &[Trial], objective: &Objective) -> Vec<f64> {
+    let mut ranked: Vec<f64> = trials
+        .iter()
+        .filter(|t| t.id != trial_id)
+        .filter_map(|t| value_at(t, epoch, objective))
+        .map(|v| score(v, objective))
+        .collect();
+    ranked.push(own);
+    ranked.sort_by(|a, b| b.total_cmp(a));
+    ranked
+}
+
+/// Whether `own` is among the top ⌊n/η⌋ of `ranked` (best first; ties count as in).
+fn in_top(ranked: &[f64], own: f64, reduction_factor: u32) -> bool {
+    let keep = ranked.len() / reduction_factor.max(1) as usize;
+    keep >= 1 && own >= ranked[keep - 1]
+}
+
+/// The PAUSED trial to promote next, if any: the one at the highest rung, best first, that now
+/// ranks among the top ⌊n/η⌋ of the n trials recorded at its rung.
+pub fn promotable(trials: &[Trial], reduction_factor: u32, objective: &Objective) -> Option<u32> {
+    let mut best: Option<(u32, f64, u32)> = None;
+    let mut by_rung: std::collections::HashMap<u32, Vec<f64>> = std::collections::HashMap::new();
+    for t in trials.iter().filter(|t| t.state == TrialState::Paused) {
+        let rung = t.last_epoch();
+        let Some(own) = value_at(t, rung, objective).map(|v| score(v, objective)) else { continue };
+        let ranked = by_rung.entry(rung).or_insert_with(|| {
+            let mut r: Vec<f64> =
+                trials.iter().filter_map(|t| value_at(t, rung, objective)).map(|v| score(v, objective)).collect();
+            r.sort_by(|a, b| b.total_cmp(a));
+            r
+        });
+        if in_top(ranked, own, reduction_factor) {
+            let better = match best {
+                None => true,
+                Some((r, s, _)) => rung > r || (rung == r && own > s),
+            };
+            if better {
+                best = Some((rung, own, t.number));
+            }
+        }
+    }
+    best.map(|(_, _, number)| number)
 }
 
 /// Stops a trial whose objective at epoch e is worse than the median of the completed trials'

@@ -69,13 +69,14 @@ pub fn db_commit(seconds: f64) {
     metrics::histogram!(DB_COMMIT).record(seconds);
 }
 
-const TRIAL_STATES: [TrialState; 6] = [
+const TRIAL_STATES: [TrialState; 7] = [
     TrialState::Pending,
     TrialState::Running,
     TrialState::Completed,
     TrialState::Pruned,
     TrialState::Failed,
     TrialState::Stopped,
+    TrialState::Paused,
 ];
 
 fn count_of(counts: &Counts, state: TrialState) -> u32 {
@@ -86,6 +87,7 @@ fn count_of(counts: &Counts, state: TrialState) -> u32 {
         TrialState::Pruned => counts.pruned,
         TrialState::Failed => counts.failed,
         TrialState::Stopped => counts.stopped,
+        TrialState::Paused => counts.paused,
     }
 }
 

@@ -35,6 +35,7 @@ fn trial_state(code: i32) -> &'static str {
         pb::TrialState::Pruned => "PRUNED",
         pb::TrialState::Failed => "FAILED",
         pb::TrialState::Stopped => "STOPPED",
+        pb::TrialState::Paused => "PAUSED",
         pb::TrialState::Unspecified => "UNKNOWN",
     }
 }

@@ -134,7 +134,7 @@ impl StudyRow {
             }),
             counts: json!({
                 "pending": c.pending, "running": c.running, "completed": c.completed,
-                "pruned": c.pruned, "failed": c.failed, "stopped": c.stopped,
+                "pruned": c.pruned, "failed": c.failed, "stopped": c.stopped, "paused": c.paused,
             }),
             max_trials: (max_trials > 0).then_some(max_trials),
             repeats: spec.repeats,

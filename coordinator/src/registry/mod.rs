@@ -59,6 +59,8 @@ pub struct HeartbeatAnswer {
     pub stop: bool,
     /// Why it should stop (empty otherwise).
     pub reason: String,
+    /// With `stop`: the trial is PAUSED (resumed later), not ended.
+    pub paused: bool,
 }
 
 /// Lease settings.
@@ -315,11 +317,20 @@ impl Registry {
             if study.record.state != StudyState::Running || study.counts.running >= study.spec.budget.parallel_trials {
                 continue;
             }
-            let number = match study.pending.iter().next() {
-                Some(&n) => n,
+            let mut promoted = false;
+            let number = match study.pending.iter().next().copied().or_else(|| study.promotable()) {
+                Some(n) => {
+                    promoted = study.trials[n as usize].state == TrialState::Paused;
+                    n
+                }
                 None => {
                     let next = study.trials.len() as u32;
                     if next >= study.spec.budget.max_trials || study.exhausted {
+                        // No rung can gain a result any more: what is still paused is done.
+                        if !study.paused.is_empty() && study.running.is_empty() {
+                            study.prune_unpromoted(now, &mut ops);
+                            wake = true;
+                        }
                         continue;
                     }
                     let Some(params) = study.next_params(next) else {
@@ -340,13 +351,31 @@ impl Registry {
             self.next_token += 1;
             let ttl = self.lease.ttl_ms;
             let trial = study.trial_mut(number);
-            trial.attempt += 1;
+            // A promotion continues the same attempt (nothing was lost): its curve moves to the
+            // new lease as it is.
+            if promoted {
+                for (&epoch, metrics) in &trial.intermediate {
+                    ops.push(WriteOp::Epoch {
+                        trial_id: trial.id,
+                        lease_token: token,
+                        attempt: trial.attempt,
+                        epoch,
+                        metrics: metrics.clone(),
+                    });
+                }
+            } else {
+                trial.attempt += 1;
+            }
             trial.worker_id = worker_id.to_string();
             trial.lease_token = token;
             trial.lease_expires_ms = now + i64::from(ttl);
             trial.started_ms.get_or_insert(now);
             trial.error.clear();
-            let detail = format!("leased to worker {worker_id}");
+            let detail = if promoted {
+                format!("promoted from epoch {} (asha), leased to worker {worker_id}", trial.last_epoch())
+            } else {
+                format!("leased to worker {worker_id}")
+            };
             study.transition(number, TrialState::Running, now, &detail);
             ops.push(study.trial_op(number));
             let trial = &study.trials[number as usize];
@@ -383,18 +412,19 @@ impl Registry {
                 trial.lease_expires_ms = now + i64::from(ttl);
                 let op = WriteOp::Lease { trial_id, expires_ms: trial.lease_expires_ms };
                 Ok(Outcome::new(
-                    HeartbeatAnswer { lease_ttl_ms: ttl, stop: false, reason: String::new() },
+                    HeartbeatAnswer { lease_ttl_ms: ttl, stop: false, reason: String::new(), paused: false },
                     vec![op],
                     false,
                 ))
             }
-            TrialState::Stopped | TrialState::Pruned => {
-                let reason = if trial.state == TrialState::Pruned {
-                    "trial was pruned".to_string()
-                } else {
-                    trial.error.clone()
+            TrialState::Stopped | TrialState::Pruned | TrialState::Paused => {
+                let reason = match trial.state {
+                    TrialState::Pruned => "trial was pruned".to_string(),
+                    TrialState::Paused => "trial is paused at an asha rung".to_string(),
+                    _ => trial.error.clone(),
                 };
-                Ok(Outcome::new(HeartbeatAnswer { lease_ttl_ms: 0, stop: true, reason }, vec![], false))
+                let paused = trial.state == TrialState::Paused;
+                Ok(Outcome::new(HeartbeatAnswer { lease_ttl_ms: 0, stop: true, reason, paused }, vec![], false))
             }
             _ => Err(stale(trial)),
         }
@@ -426,6 +456,9 @@ impl Registry {
             TrialState::Running => {}
             TrialState::Stopped => return Ok(Outcome::new(Decision::Stop(trial.error.clone()), vec![], false)),
             TrialState::Pruned => return Ok(Outcome::new(Decision::Stop("trial was pruned".into()), vec![], false)),
+            TrialState::Paused => {
+                return Ok(Outcome::new(Decision::Pause("trial is paused at an asha rung".into()), vec![], false))
+            }
             _ => return Err(stale(trial)),
         }
         let max_epoch = stopping::planned_epochs(trial);
@@ -473,9 +506,20 @@ impl Registry {
             study.drop_checkpoint(old);
         }
         ops.push(WriteOp::Epoch { trial_id, lease_token: token, attempt, epoch, metrics: metrics.clone() });
-        let decision = study.stopper.decide(&study.trials[number as usize], epoch, value, &study.trials, &objective);
+        let mut decision =
+            study.stopper.decide(&study.trials[number as usize], epoch, value, &study.trials, &objective);
+        if matches!(decision, Decision::Pause(_)) && study.trials[number as usize].checkpoint_epoch != epoch {
+            // Nothing to resume from: this trial is judged as the stop-based rule would.
+            decision = study.stopper.fallback(&study.trials[number as usize], epoch, value, &study.trials, &objective);
+        }
         let mut wake = false;
-        if let Decision::Stop(reason) = &decision {
+        if let Decision::Pause(reason) = &decision {
+            let detail = format!("{reason} ({} = {value})", objective.metric);
+            study.transition(number, TrialState::Paused, now, &detail);
+            ops.push(study.trial_op(number));
+            // Its result may make another paused trial promotable.
+            wake = true;
+        } else if let Decision::Stop(reason) = &decision {
             let trial = study.trial_mut(number);
             trial.value = Some(value);
             trial.metrics = metrics;
@@ -838,6 +882,79 @@ mod tests {
         reg.fail(a.trial_id, a.lease_token, "SIGTERM".into(), FailureKind::Released, 2).unwrap();
         let b = reg.acquire(&w, None, 3).unwrap().value.unwrap();
         assert!(b.resume_checkpoint.is_empty() && b.resume_epoch == 0);
+    }
+
+    /// Four trials of 4 epochs, asha promotion with η = 2 from epoch 1, all in parallel.
+    const PROMOTING: &str = r#"
+name = "promo"
+[objective]
+metric = "eval_accuracy"
+[algorithm]
+sampler = "grid"
+[budget]
+parallel_trials = 4
+[early_stopping]
+type = "asha"
+mode = "promotion"
+reduction_factor = 2
+[task]
+model = "m"
+train_file = "t.tsv"
+validation_file = "v.tsv"
+[parameters.learning_rate]
+values = [1e-5, 2e-5, 3e-5, 4e-5]
+[parameters.num_train_epochs]
+value = 4
+"#;
+
+    #[test]
+    fn promotion_mode_pauses_at_a_rung_and_promotes_once_the_trial_ranks() {
+        let (mut reg, w) = registry_with(PROMOTING);
+        let a: Vec<Assignment> = (0..3).map(|_| reg.acquire(&w, None, 0).unwrap().value.unwrap()).collect();
+        let report = |reg: &mut Registry, a: &Assignment, epoch: u32, acc: f64, ck: String| {
+            reg.report_progress(a.trial_id, a.lease_token, epoch, metrics(acc), ck, 1).unwrap().value
+        };
+        // Alone at the rung: nothing ranks yet (⌊1/2⌋ = 0 kept), so it pauses.
+        assert!(matches!(report(&mut reg, &a[0], 1, 0.6, ckpt(1)), Decision::Pause(_)));
+        // Second of two, and the better: continues at once.
+        assert_eq!(report(&mut reg, &a[1], 1, 0.7, ckpt(2)), Decision::Continue);
+        // Without a checkpoint a trial cannot pause: the stop-based rule judges it (pruned).
+        assert!(matches!(report(&mut reg, &a[2], 1, 0.1, String::new()), Decision::Stop(_)));
+        let t = &reg.trials("promo").unwrap()[0];
+        assert_eq!((t.state, t.checkpoint.as_str()), (TrialState::Paused, ckpt(1).as_str()), "checkpoint kept");
+        assert_eq!(reg.study("promo").unwrap().counts.paused, 1);
+        // A heartbeat of the paused lease says stop, paused.
+        let hb = reg.heartbeat(a[0].trial_id, a[0].lease_token, 2).unwrap().value;
+        assert!(hb.stop && hb.paused);
+
+        // Trial 0 ranks 2nd of 3 at rung 1: not yet (⌊3/2⌋ = 1). A new trial is sampled instead.
+        let d = reg.acquire(&w, None, 3).unwrap().value.unwrap();
+        assert_eq!(d.number, 3);
+        assert!(matches!(report(&mut reg, &d, 1, 0.5, ckpt(4)), Decision::Pause(_)));
+        // Four results at rung 1 keep two: 0.7 (running) and 0.6 (trial 0, paused) → promoted.
+        let p = reg.acquire(&w, None, 4).unwrap().value.unwrap();
+        assert_eq!((p.number, p.attempt), (0, 1), "a promotion is the same attempt");
+        assert_eq!((p.resume_checkpoint.as_str(), p.resume_epoch), (ckpt(1).as_str(), 1));
+        // Rung 2: alone there, it pauses again; trial 1 arrives second and worse, and pauses too.
+        assert!(matches!(report(&mut reg, &p, 2, 0.8, ckpt(5)), Decision::Pause(_)));
+        let t = &reg.trials("promo").unwrap()[0];
+        assert_eq!(t.intermediate.keys().copied().collect::<Vec<_>>(), [1, 2], "one curve across the pause");
+        assert_eq!(reg.take_dropped_checkpoints(), [ckpt(1)], "the rung-1 checkpoint was replaced");
+        assert!(matches!(report(&mut reg, &a[1], 2, 0.7, ckpt(6)), Decision::Pause(_)));
+        // The highest rung goes first: trial 0 (best of 2 at epoch 2) is promoted and finishes.
+        let q = reg.acquire(&w, None, 5).unwrap().value.unwrap();
+        assert_eq!((q.number, q.resume_epoch), (0, 2));
+        assert_eq!(report(&mut reg, &q, 3, 0.85, ckpt(7)), Decision::Continue);
+        assert_eq!(report(&mut reg, &q, 4, 0.9, String::new()), Decision::Continue);
+        reg.complete(q.trial_id, q.lease_token, metrics(0.9), String::new(), 6).unwrap();
+        // Trials 1 and 3 can never rank now: they are pruned and the study completes.
+        assert!(reg.acquire(&w, None, 7).unwrap().value.is_none());
+        for n in [1, 3] {
+            let t = &reg.trials("promo").unwrap()[n];
+            assert_eq!(t.state, TrialState::Pruned, "{t:?}");
+            assert!(t.checkpoint.is_empty() && t.value.is_some());
+        }
+        assert_eq!(reg.study("promo").unwrap().record.state, StudyState::Completed);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::WriteOp;
 use crate::model::{Counts, StudyRecord, StudyState, StudySummary, Trial, TrialState};
 use crate::params::{config_key, ParamValue, Params};
 use crate::sampler::{self, Sampler};
-use crate::spec::{SamplerKind, StudySpec};
+use crate::spec::{EarlyStopping, SamplerKind, StudySpec};
 use crate::stopping::{self, EarlyStopper};
 
 /// A configuration (params without the seed) and how its seed repeats did.
@@ -42,6 +42,8 @@ pub(super) struct LiveStudy {
     pub(super) pending: BTreeSet<u32>,
     /// Leased trials (the reaper's scan set).
     pub(super) running: BTreeSet<u32>,
+    /// Trials waiting at an ASHA rung for promotion.
+    pub(super) paused: BTreeSet<u32>,
     pub(super) counts: Counts,
     /// The sampler has no new params left.
     pub(super) exhausted: bool,
@@ -69,6 +71,7 @@ impl LiveStudy {
             trials: Vec::new(),
             pending: BTreeSet::new(),
             running: BTreeSet::new(),
+            paused: BTreeSet::new(),
             counts: Counts::default(),
             exhausted: false,
             grid_size,
@@ -86,6 +89,9 @@ impl LiveStudy {
             }
             TrialState::Running => {
                 self.running.insert(trial.number);
+            }
+            TrialState::Paused => {
+                self.paused.insert(trial.number);
             }
             _ => {}
         }
@@ -107,16 +113,21 @@ impl LiveStudy {
             TrialState::Pruned => self.counts.pruned -= 1,
             TrialState::Failed => self.counts.failed -= 1,
             TrialState::Stopped => self.counts.stopped -= 1,
+            TrialState::Paused => self.counts.paused -= 1,
         }
         self.counts.add(to);
         self.pending.remove(&number);
         self.running.remove(&number);
+        self.paused.remove(&number);
         match to {
             TrialState::Pending => {
                 self.pending.insert(number);
             }
             TrialState::Running => {
                 self.running.insert(number);
+            }
+            TrialState::Paused => {
+                self.paused.insert(number);
             }
             _ => {
                 trial.finished_ms = Some(now);
@@ -167,7 +178,7 @@ impl LiveStudy {
         self.record.finished_ms = Some(now);
         info!(study = %self.record.name, "study RUNNING -> {state}{}{reason}", if reason.is_empty() { "" } else { ": " });
         ops.push(WriteOp::Study(self.record.clone()));
-        let live: Vec<u32> = self.pending.iter().chain(self.running.iter()).copied().collect();
+        let live: Vec<u32> = self.pending.iter().chain(&self.running).chain(&self.paused).copied().collect();
         for number in live {
             self.trial_mut(number).error = format!("study {}", state.as_str().to_lowercase());
             self.transition(number, TrialState::Stopped, now, "");
@@ -343,6 +354,37 @@ impl LiveStudy {
     }
 
     /// Requeues a trial that lost its lease, or fails it when attempts are used up.
+    /// The PAUSED trial to promote now (ASHA promotion mode), if any.
+    pub(super) fn promotable(&self) -> Option<u32> {
+        match self.spec.early_stopping {
+            EarlyStopping::Asha { reduction_factor, promotion: true, .. } if !self.paused.is_empty() => {
+                stopping::promotable(&self.trials, reduction_factor, &self.spec.objective)
+            }
+            _ => None,
+        }
+    }
+
+    /// Prunes the PAUSED trials once nothing can promote them any more: no trial is pending or
+    /// running and no new one will be sampled, so no rung will gain a result.
+    pub(super) fn prune_unpromoted(&mut self, now: i64, ops: &mut Vec<WriteOp>) {
+        if self.paused.is_empty() || !self.pending.is_empty() || !self.running.is_empty() {
+            return;
+        }
+        let stranded: Vec<u32> = self.paused.iter().copied().collect();
+        for number in stranded {
+            let trial = &self.trials[number as usize];
+            let epoch = trial.last_epoch();
+            let value = trial.intermediate.get(&epoch).and_then(|m| m.get(&self.spec.objective.metric)).copied();
+            let trial = self.trial_mut(number);
+            trial.value = value;
+            trial.metrics = trial.intermediate.get(&epoch).cloned().unwrap_or_default();
+            let detail = format!("asha: not promoted from epoch {epoch} before the study ran out of trials");
+            self.transition(number, TrialState::Pruned, now, &detail);
+            ops.push(self.trial_op(number));
+        }
+        self.maybe_finish(now, ops);
+    }
+
     /// Queues a checkpoint no trial needs any more for deletion (empty: nothing).
     pub(super) fn drop_checkpoint(&mut self, checkpoint: String) {
         if !checkpoint.is_empty() {

@@ -34,6 +34,7 @@ pub fn trial_state_to_proto(s: TrialState) -> pb::TrialState {
         TrialState::Pruned => pb::TrialState::Pruned,
         TrialState::Failed => pb::TrialState::Failed,
         TrialState::Stopped => pb::TrialState::Stopped,
+        TrialState::Paused => pb::TrialState::Paused,
     }
 }
 
@@ -97,6 +98,7 @@ pub fn study_to_proto(s: &StudySummary) -> pb::Study {
             pruned: c.pruned,
             failed: c.failed,
             stopped: c.stopped,
+            paused: c.paused,
         }),
         spec_toml: s.record.spec_toml.clone(),
         created_at_ms: s.record.created_ms,
@@ -154,6 +156,9 @@ pub fn decision_to_proto(d: &Decision) -> pb::ReportProgressResponse {
         }
         Decision::Stop(reason) => {
             pb::ReportProgressResponse { decision: pb::Decision::Stop as i32, reason: reason.clone() }
+        }
+        Decision::Pause(reason) => {
+            pb::ReportProgressResponse { decision: pb::Decision::Pause as i32, reason: reason.clone() }
         }
     }
 }

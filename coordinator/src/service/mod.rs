@@ -281,6 +281,7 @@ impl Coordinator for CoordinatorService {
             lease_ttl_ms: answer.lease_ttl_ms,
             stop: answer.stop,
             reason: answer.reason,
+            paused: answer.paused,
         }))
     }
 

@@ -94,6 +94,9 @@ pub enum Verdict {
     Continue,
     /// Stop: the trial was pruned or its study stopped.
     Stop(String),
+    /// Stop: the trial is paused at an ASHA rung; the coordinator resumes it later from the
+    /// checkpoint just reported (nothing to fail, release or delete).
+    Pause(String),
     /// The lease is gone (expired and requeued elsewhere): abandon the trial.
     LeaseLost(String),
     /// The report itself was refused (e.g. metrics out of bounds).
@@ -224,6 +227,7 @@ impl Coordinator {
             async move { c.heartbeat(req).await }
         };
         match with_retry("heartbeat", Some(lease.ttl), call).await {
+            Ok(r) if r.get_ref().stop && r.get_ref().paused => Verdict::Pause(r.into_inner().reason),
             Ok(r) if r.get_ref().stop => Verdict::Stop(r.into_inner().reason),
             Ok(_) => Verdict::Continue,
             Err(s) => verdict_of_error("heartbeat", s),
@@ -253,6 +257,7 @@ impl Coordinator {
         };
         match with_retry("report progress", Some(lease.ttl), call).await {
             Ok(r) if r.get_ref().decision == pb::Decision::Stop as i32 => Verdict::Stop(r.into_inner().reason),
+            Ok(r) if r.get_ref().decision == pb::Decision::Pause as i32 => Verdict::Pause(r.into_inner().reason),
             Ok(_) => Verdict::Continue,
             Err(s) => verdict_of_error("report", s),
         }

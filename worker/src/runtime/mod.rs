@@ -284,6 +284,10 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
             telemetry::trial_ended("abandoned");
             warn!(trial = %label, "abandoned: {why}")
         }
+        (_, Some(AbortReason::Paused(why))) => {
+            telemetry::trial_ended("paused");
+            info!(trial = %label, "paused by the coordinator ({why}); it resumes from its checkpoint when promoted")
+        }
         (_, Some(AbortReason::Stopped(why))) => {
             ended = true;
             telemetry::trial_ended("stopped");
@@ -445,6 +449,7 @@ async fn heartbeat_loop(ctx: Arc<Context>, a: Assignment, lease: Arc<LeaseState>
         match ctx.coordinator.heartbeat(&a.lease).await {
             Verdict::Continue => {}
             Verdict::Stop(why) => return lease.abort(AbortReason::Stopped(why)),
+            Verdict::Pause(why) => return lease.abort(AbortReason::Paused(why)),
             Verdict::LeaseLost(why) | Verdict::Rejected(why) => return lease.abort(AbortReason::LeaseLost(why)),
         }
     }

@@ -22,6 +22,8 @@ pub enum AbortReason {
     LeaseLost(String),
     /// The coordinator said stop (pruned, or the study was stopped).
     Stopped(String),
+    /// The coordinator paused the trial at an ASHA rung (it resumes later from its checkpoint).
+    Paused(String),
     /// The coordinator refused our metrics (e.g. the objective is not finite).
     Rejected(String),
 }
@@ -174,7 +176,7 @@ impl TrainObserver for RemoteObserver {
         }
         let checkpoint = self.store_checkpoint(epoch);
         let verdict = self.handle.block_on(self.ctx.coordinator.report(&self.trial, epoch, metrics, &checkpoint));
-        if !checkpoint.is_empty() && matches!(verdict, Verdict::Continue | Verdict::Stop(_)) {
+        if !checkpoint.is_empty() && matches!(verdict, Verdict::Continue | Verdict::Stop(_) | Verdict::Pause(_)) {
             // The coordinator holds the new one: the previous one of this trial is not needed.
             let previous = self.latest_checkpoint.replace(checkpoint.clone());
             if let (Some(previous), Some((store, _))) = (previous, &self.checkpoints) {
@@ -186,6 +188,10 @@ impl TrainObserver for RemoteObserver {
             Verdict::Continue => EpochDecision::Continue,
             Verdict::Stop(why) => {
                 self.lease.abort(AbortReason::Stopped(why));
+                EpochDecision::Stop
+            }
+            Verdict::Pause(why) => {
+                self.lease.abort(AbortReason::Paused(why));
                 EpochDecision::Stop
             }
             Verdict::LeaseLost(why) => {

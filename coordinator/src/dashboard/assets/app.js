@@ -15,7 +15,7 @@
   const ROW_H = 30; // trial table row height (matches --row-h in app.css)
   const ROW_BUFFER = 10; // rows rendered above and below the visible window
   const MAX_CURVE_POINTS = 200; // curves longer than this are decimated when drawn
-  const STATES = ['RUNNING', 'COMPLETED', 'PRUNED', 'FAILED', 'PENDING', 'STOPPED'];
+  const STATES = ['RUNNING', 'COMPLETED', 'PRUNED', 'FAILED', 'PENDING', 'PAUSED', 'STOPPED'];
 
   const COL = {
     completed: '#16a34a',
@@ -1185,7 +1185,7 @@
           stat('Created', fmtTime(s.created_ms)),
           isNum(s.finished_ms) ? stat('Finished', fmtTime(s.finished_ms)) : null),
         h('div', { class: 'counts' },
-          ['completed', 'pruned', 'running', 'pending', 'failed', 'stopped'].map((k) =>
+          ['completed', 'pruned', 'running', 'paused', 'pending', 'failed', 'stopped'].map((k) =>
             h('span', { class: 'count-chip' }, h('b', null, String(c[k] || 0)), ` ${k}`))
             .reduce((acc, el, i) => (i ? acc.concat([' · ', el]) : [el]), [])),
       );
