@@ -235,3 +235,56 @@ fn object_keys(moto: &Moto, bucket: &str, prefix: &str) -> Vec<String> {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(String::from).collect()
 }
+
+#[test]
+fn asha_promotion_pauses_a_trial_and_resumes_it_on_promotion_with_the_same_result() {
+    let Some(model) = minilm_dir() else { panic!("the MiniLM checkpoint is missing: run `make setup`") };
+    let dir = tempfile::tempdir().unwrap();
+    let c = Coordinator::start(&dir.path().join("promotion.db"), "10s");
+    let two_epochs = |name: &str, lrs: &str| {
+        StudyFile::reviews(name, &model)
+            .budget("parallel_trials = 1")
+            .task("max_seq_length = 48")
+            .task("max_train_samples = 96")
+            .parameter("learning_rate", lrs)
+            .parameter("per_device_train_batch_size", "value = 16")
+            .parameter("num_train_epochs", "value = 2")
+    };
+    // The reference: trial 0's configuration, uninterrupted.
+    let file = two_epochs("straight", "values = [5e-5]").write_in(dir.path());
+    let on_loss = |file: &Path| {
+        let text = std::fs::read_to_string(file).unwrap().replace("\"eval_accuracy\"", "\"eval_loss\"");
+        std::fs::write(file, text).unwrap();
+    };
+    on_loss(&file);
+    assert!(c.cli(&["study", "create", file.to_str().unwrap()]).status.success());
+    assert!(worker(&c, "straight", None, dir.path(), "straight").wait().unwrap().success());
+    let straight = only_trial(&c, "straight");
+
+    // Rung at epoch 1, η = 2: trial 0 is alone there and pauses; once trial 1 has reported
+    // epoch 1, trial 0 ranks in the top half and is promoted from its checkpoint.
+    let file = two_epochs("promo", "values = [5e-5, 1e-7]").budget("max_trials = 2").write_in(dir.path());
+    // Judged on eval_loss: both trials start from the same weights (same seed), and after one
+    // epoch at 5e-5 the loss is lower than at 1e-7, so trial 0 is the one promoted (a
+    // deterministic order: same data, seed and thread count every run).
+    on_loss(&file);
+    let text = std::fs::read_to_string(&file).unwrap()
+        + "[early_stopping]\ntype = \"asha\"\nmode = \"promotion\"\nmin_epochs = 1\nreduction_factor = 2\n";
+    std::fs::write(&file, text).unwrap();
+    let created = c.cli(&["study", "create", file.to_str().unwrap()]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(worker(&c, "promo", None, dir.path(), "promo").wait().unwrap().success());
+    let log = log_of(dir.path(), "promo");
+    assert_eq!(c.study_state("promo"), "COMPLETED", "{log}");
+    let trials = c.trials("promo");
+    let t0 = &trials[0];
+    assert_eq!(t0["state"], "COMPLETED", "{t0}");
+    assert!(log.contains("paused by the coordinator"), "{log}");
+    assert!(log.contains("resuming after epoch 1"), "{log}");
+    assert_eq!(t0["attempt"], 1, "a promotion is no new attempt: {t0}");
+    assert!(t0["earlier_attempts"].as_array().unwrap().is_empty(), "{t0}");
+    assert_eq!(curve(t0), curve(&straight), "paused and promoted, the same curve as uninterrupted");
+    assert_eq!(final_metrics(t0), final_metrics(&straight));
+    assert_eq!(trials[1]["state"], "PRUNED", "never promoted: {}", trials[1]);
+    assert!(trials.iter().all(|t| t["checkpoint"].is_null()), "{trials:?}");
+}
