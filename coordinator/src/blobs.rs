@@ -76,6 +76,8 @@ impl BlobStore {
                 "{what} {reference} is not on this coordinator ({e}); {}",
                 if what == "artifact" {
                     "upload the model before completing the trial"
+                } else if what == "checkpoint" {
+                    "upload the checkpoint before reporting it"
                 } else {
                     "upload it with `bertsweep study create` from the machine that has the files"
                 }
