@@ -1,7 +1,8 @@
 //! Preemption-proof trials, end to end with real processes: a 4-epoch MiniLM trial whose worker
 //! dies after its second epoch report — SIGKILL (the lease expires) or SIGTERM (the worker
 //! releases the trial) — is continued by another worker from epoch 3, from the checkpoint kept
-//! on the coordinator or in object storage (a real S3-compatible server), and ends with exactly
+//! on the coordinator, in object storage (a real S3-compatible server) or in a directory both
+//! workers mount (`--artifacts DIR --local-checkpoints`), and ends with exactly
 //! the metrics of the same trial run without interruption. The trial's curve is one history;
 //! the checkpoints are gone once it has completed. A checkpoint lost from the coordinator means
 //! a clean restart from epoch 1 with a warning, and the same result.
@@ -36,7 +37,7 @@ fn study(dir: &Path, name: &str, model: &Path) -> PathBuf {
 }
 
 /// A CPU worker for `study` storing artifacts (and checkpoints) in `artifacts` (None: on the
-/// coordinator), with its own cache.
+/// coordinator; a directory: there, with `--local-checkpoints`), with its own cache.
 fn worker(c: &Coordinator, study: &str, artifacts: Option<&str>, dir: &Path, tag: &str) -> Child {
     let log = dir.join(format!("{tag}.log"));
     let mut command = Command::new(binary("bertsweep-worker"));
@@ -50,6 +51,9 @@ fn worker(c: &Coordinator, study: &str, artifacts: Option<&str>, dir: &Path, tag
         .stderr(std::fs::File::create(log.with_extension("err")).unwrap());
     if let Some(a) = artifacts {
         command.args(["--artifacts", a]);
+        if a.starts_with('/') {
+            command.arg("--local-checkpoints");
+        }
     }
     command.spawn().expect("start bertsweep-worker")
 }
@@ -163,10 +167,14 @@ fn a_trial_interrupted_after_epoch_two_resumes_on_another_worker_with_the_same_r
     assert_eq!(whole["epochs"].as_array().unwrap().len(), 4);
 
     let data_dir = PathBuf::from(format!("{}.data", db.display()));
+    // A directory both workers mount, as a cluster filesystem would be.
+    let shared = dir.path().join("shared-fs");
+    let shared = shared.to_str().unwrap();
     for (name, artifacts, how) in [
         ("killed", None, Interruption::Kill),
         ("terminated", None, Interruption::Term),
         ("s3killed", Some("s3://sweeps/runs"), Interruption::Kill),
+        ("localkilled", Some(shared), Interruption::Kill),
         ("lost", None, Interruption::KillAndLoseCheckpoint),
     ] {
         let (t, seen) = interrupted_run(&c, dir.path(), &model, name, artifacts, how, &data_dir);
@@ -183,6 +191,11 @@ fn a_trial_interrupted_after_epoch_two_resumes_on_another_worker_with_the_same_r
         }
         assert!(!seen.is_empty(), "{name}: checkpoints were reported");
         for reference in &seen {
+            if let Some(path) = reference.strip_prefix("worker:") {
+                assert!(path.starts_with(&format!("{shared}/localkilled/0/checkpoints/")), "{reference}");
+                assert!(!Path::new(path).exists(), "{name}: {reference} deleted");
+                continue;
+            }
             match reference.strip_prefix("blob:sha256:") {
                 Some(hex) => {
                     let blob = data_dir.join("sha256").join(&hex[..2]).join(hex);
@@ -200,6 +213,8 @@ fn a_trial_interrupted_after_epoch_two_resumes_on_another_worker_with_the_same_r
     // now are the kept models only).
     let left = object_keys(&moto, "sweeps", "runs/s3killed/0/checkpoints/");
     assert!(left.is_empty(), "{left:?}");
+    assert!(!Path::new(shared).join("localkilled/0/checkpoints").exists(), "local checkpoints deleted");
+    assert!(Path::new(shared).join("localkilled/0/model.safetensors").exists(), "the model stays");
     let manifests = checkpoint_manifests(&data_dir.join("sha256"));
     assert!(manifests.is_empty(), "checkpoint blobs left on the coordinator: {manifests:?}");
 }

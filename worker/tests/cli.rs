@@ -76,6 +76,13 @@ fn errors_are_one_line_with_exit_status_1() {
         );
     }
 
+    // Local checkpoints need a local artifact directory; refused before connecting anywhere.
+    let output = worker(&["--coordinator", "http://127.0.0.1:9", "--local-checkpoints"]);
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--local-checkpoints needs --artifacts DIR"), "{stderr}");
+
     let output = worker(&["frobnicate"]);
     assert_eq!(output.status.code(), Some(2), "clap usage errors exit 2");
 }

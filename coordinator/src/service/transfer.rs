@@ -68,8 +68,12 @@ pub fn check_checkpoint(shared: &Shared, trial_id: u64, token: u64, checkpoint: 
     if bertsweep_transfer::object::is_object_url(checkpoint) {
         return Ok(());
     }
+    // A directory on a filesystem the workers share (`--local-checkpoints`).
+    if matches!(InputRef::parse(checkpoint), Ok(InputRef::Worker(p)) if p.starts_with('/')) {
+        return Ok(());
+    }
     Err(Status::invalid_argument(format!(
-        "checkpoint {checkpoint:?} is neither blob:sha256:<manifest> (uploaded here first) nor an s3://, gs:// or az:// URL"
+        "checkpoint {checkpoint:?} is neither blob:sha256:<manifest> (uploaded here first), an s3://, gs:// or az:// URL, nor worker:/absolute/path"
     )))
 }
 

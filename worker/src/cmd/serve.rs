@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// Do not export models (metrics only; e.g. for recording learning curves).
     #[arg(long)]
     no_export: bool,
+    /// With --artifacts DIR: also write each epoch's resumable checkpoint under
+    /// DIR/<study>/<trial number>/checkpoints/ and name it to the coordinator as worker:<path>,
+    /// so a retry on any worker that mounts DIR (a cluster filesystem) resumes from it.
+    #[arg(long, env = "BERTSWEEP_LOCAL_CHECKPOINTS")]
+    local_checkpoints: bool,
     /// CPU threads for torch (default: every core).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     threads: Option<u64>,
@@ -76,6 +81,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     if let runtime::ArtifactSink::Local(dir) = &artifacts {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create --artifacts {}", dir.display()))?;
+    } else if args.local_checkpoints {
+        anyhow::bail!(
+            "--local-checkpoints needs --artifacts DIR (a directory every worker can read); with the default or an object storage URL checkpoints are shared already"
+        );
     }
     let cache_dir = args.cache_dir.unwrap_or_else(runtime::inputs::default_cache_dir);
     std::fs::create_dir_all(&cache_dir)
@@ -96,6 +105,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         artifacts,
         cache_dir,
         group_by_length: args.group_by_length,
+        local_checkpoints: args.local_checkpoints,
         progress: std::io::stderr().is_terminal(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,7 +1,8 @@
 //! Where a trial's resumable checkpoints go and come from: the coordinator's blob store (the
-//! default artifact store) or object storage (`--artifacts s3://…`). A worker with local
-//! artifacts (`--artifacts DIR`) or none (`--no-export`) writes no checkpoints: no other
-//! machine could read them.
+//! default artifact store), object storage (`--artifacts s3://…`), or, with
+//! `--artifacts DIR --local-checkpoints`, `DIR` itself (named `worker:<path>`, for a directory
+//! every worker mounts). Otherwise a worker with local artifacts, or none (`--no-export`),
+//! writes no checkpoints: no other machine could read them.
 //!
 //! The training thread writes each checkpoint into a staging directory; [`CheckpointStore::put`]
 //! uploads it and returns the reference the epoch's report carries. [`CheckpointStore::fetch`]
@@ -25,14 +26,20 @@ pub enum CheckpointStore {
     Coordinator(Remote),
     /// `<base>/<study>/<number>/checkpoints/e<epoch>-<lease>/` in object storage.
     Object(String),
+    /// `<dir>/<study>/<number>/checkpoints/e<epoch>-<lease>/` on a filesystem the workers
+    /// share, named `worker:<path>`.
+    Local(PathBuf),
 }
 
 impl CheckpointStore {
     /// The store for `sink`, if checkpoints can be shared through it.
-    pub fn for_sink(sink: &ArtifactSink, remote: Remote) -> Option<Self> {
+    pub fn for_sink(sink: &ArtifactSink, local_checkpoints: bool, remote: Remote) -> Option<Self> {
         match sink {
             ArtifactSink::Coordinator => Some(CheckpointStore::Coordinator(remote)),
             ArtifactSink::Object(base) => Some(CheckpointStore::Object(base.clone())),
+            ArtifactSink::Local(dir) if local_checkpoints => {
+                Some(CheckpointStore::Local(std::path::absolute(dir).unwrap_or_else(|_| dir.clone())))
+            }
             ArtifactSink::Local(_) | ArtifactSink::None => None,
         }
     }
@@ -52,6 +59,11 @@ impl CheckpointStore {
                     bertsweep_transfer::object::upload_dir(dir, &url, source).await.map_err(|e| e.to_string())?;
                 (url, manifest.total_size())
             }
+            CheckpointStore::Local(base) => {
+                let target = local_trial_dir(base, a)?.join(format!("e{epoch}-{}", a.lease.token));
+                let bytes = move_dir(dir, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+                (format!("worker:{}", target.display()), bytes)
+            }
         };
         info!(trial = %a.label(), epoch, "checkpoint stored: {} in {:.2?} ({reference})", human_bytes(bytes), started.elapsed());
         Ok(reference)
@@ -59,6 +71,15 @@ impl CheckpointStore {
 
     /// Downloads `reference` into `dest` (which must not exist).
     pub async fn fetch(&self, reference: &str, dest: &Path) -> Result<(), String> {
+        if let Ok(InputRef::Worker(path)) = InputRef::parse(reference) {
+            // On a shared filesystem: copied, so a deletion meanwhile cannot tear it.
+            std::fs::create_dir_all(dest).map_err(|e| e.to_string())?;
+            for name in [crate::resume::TENSORS_FILE, crate::resume::STATE_FILE] {
+                std::fs::copy(Path::new(&path).join(name), dest.join(name))
+                    .map_err(|e| format!("{path}/{name}: {e}"))?;
+            }
+            return Ok(());
+        }
         if bertsweep_transfer::object::is_object_url(reference) {
             bertsweep_transfer::object::download_dir(reference, dest).await.map_err(|e| e.to_string())?;
             return Ok(());
@@ -69,8 +90,8 @@ impl CheckpointStore {
         };
         let remote = match self {
             CheckpointStore::Coordinator(remote) => remote,
-            CheckpointStore::Object(_) => {
-                return Err("a coordinator-stored checkpoint, and this worker writes to object storage".into())
+            CheckpointStore::Object(_) | CheckpointStore::Local(_) => {
+                return Err("a coordinator-stored checkpoint, and this worker keeps artifacts elsewhere".into())
             }
         };
         let blobs_dir = dest.with_extension("blobs");
@@ -91,23 +112,70 @@ impl CheckpointStore {
     /// Deletes a checkpoint this worker no longer needs from object storage (the coordinator
     /// deletes blobs itself). Failures are logged only.
     pub async fn discard(&self, reference: &str) {
-        if let CheckpointStore::Object(_) = self {
-            if bertsweep_transfer::object::is_object_url(reference) {
+        match self {
+            CheckpointStore::Object(_) if bertsweep_transfer::object::is_object_url(reference) => {
                 if let Err(e) = bertsweep_transfer::object::delete_dir(reference).await {
                     warn!("could not delete checkpoint {reference}: {e}");
                 }
             }
+            CheckpointStore::Local(_) => {
+                if let Ok(InputRef::Worker(path)) = InputRef::parse(reference) {
+                    remove_dir(Path::new(&path));
+                }
+            }
+            _ => {}
         }
     }
 
     /// Deletes every checkpoint of an ended trial from object storage, those a killed worker
     /// left behind included (the coordinator deletes blobs itself). Failures are logged only.
     pub async fn discard_trial(&self, a: &Assignment) {
-        if let CheckpointStore::Object(base) = self {
-            let url = trial_prefix(base, a);
-            if let Err(e) = bertsweep_transfer::object::delete_dir(&url).await {
-                warn!("could not delete the checkpoints under {url}: {e}");
+        match self {
+            CheckpointStore::Object(base) => {
+                let url = trial_prefix(base, a);
+                if let Err(e) = bertsweep_transfer::object::delete_dir(&url).await {
+                    warn!("could not delete the checkpoints under {url}: {e}");
+                }
             }
+            CheckpointStore::Local(base) => {
+                if let Ok(dir) = local_trial_dir(base, a) {
+                    remove_dir(&dir);
+                }
+            }
+            CheckpointStore::Coordinator(_) => {}
+        }
+    }
+}
+
+/// `<base>/<study>/<number>/checkpoints`, built from plain path components only.
+fn local_trial_dir(base: &Path, a: &Assignment) -> Result<PathBuf, String> {
+    super::paths::join_inside(base, &[&a.study, &a.number.to_string(), "checkpoints"]).map_err(|e| e.to_string())
+}
+
+/// Moves the (flat) checkpoint directory `from` to `to`: a rename, or a copy across
+/// filesystems, the state file last. Returns the bytes moved.
+fn move_dir(from: &Path, to: &Path) -> std::io::Result<u64> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let bytes = [crate::resume::TENSORS_FILE, crate::resume::STATE_FILE]
+        .iter()
+        .map(|name| std::fs::metadata(from.join(name)).map(|m| m.len()))
+        .sum::<std::io::Result<u64>>()?;
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(bytes);
+    }
+    std::fs::create_dir_all(to)?;
+    for name in [crate::resume::TENSORS_FILE, crate::resume::STATE_FILE] {
+        std::fs::copy(from.join(name), to.join(name))?;
+    }
+    Ok(bytes)
+}
+
+fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            warn!("could not delete checkpoint {}: {e}", dir.display());
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct WorkerOptions {
     pub cache_dir: PathBuf,
     /// Batch similar lengths together (less padding, faster).
     pub group_by_length: bool,
+    /// With `ArtifactSink::Local`: write checkpoints there too (`--local-checkpoints`).
+    pub local_checkpoints: bool,
     /// Draw progress bars (on a terminal) instead of log lines.
     pub progress: bool,
 }
@@ -243,8 +245,12 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
     let staged = export_dir.clone().filter(|_| !matches!(ctx.options.artifacts, ArtifactSink::Local(_)));
 
     // Checkpoints go where models go, when that store is shared and the study wants them.
-    let store = checkpoints::CheckpointStore::for_sink(&ctx.options.artifacts, ctx.coordinator.remote())
-        .filter(|_| a.checkpoints());
+    let store = checkpoints::CheckpointStore::for_sink(
+        &ctx.options.artifacts,
+        ctx.options.local_checkpoints,
+        ctx.coordinator.remote(),
+    )
+    .filter(|_| a.checkpoints());
     let checkpoint_staging = ctx.inputs.staging_dir(&format!("{}-{}-{}-checkpoints", a.study, a.number, a.lease.token));
     let resume = checkpoints::fetch_resume(store.as_ref(), &a, &checkpoint_staging).await;
     let mut observer = RemoteObserver::new(
