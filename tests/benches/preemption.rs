@@ -7,6 +7,7 @@
 //! lost, wall time and both best values, which must be equal.
 //!
 //!   make bench-preemption      (release build; about 10 minutes on 2 cores)
+//!   SAMPLES=320 KILL_EVERY_SECS=60 make bench-preemption   (longer epochs)
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -15,6 +16,12 @@ use std::time::{Duration, Instant};
 use bertsweep_tests::*;
 
 const TRIALS: usize = 12;
+
+/// Training sentences per trial (`SAMPLES`, default 96: epochs of about 4 s on 2 cores; more
+/// makes epochs longer next to the per-epoch checkpoint).
+fn samples() -> usize {
+    std::env::var("SAMPLES").ok().and_then(|s| s.parse().ok()).unwrap_or(96)
+}
 const EPOCHS: usize = 4;
 
 /// What one run measured.
@@ -33,7 +40,7 @@ fn study(dir: &Path, name: &str, model: &Path, checkpoints: bool) -> PathBuf {
         .budget("max_attempts = 20")
         .budget(&format!("checkpoints = {checkpoints}"))
         .task("max_seq_length = 48")
-        .task("max_train_samples = 96")
+        .task(&format!("max_train_samples = {}", samples()))
         .parameter("learning_rate", "values = [2e-5, 3e-5, 5e-5]")
         .parameter("per_device_train_batch_size", "value = 16")
         .parameter("seed", "values = [1, 2, 3, 4]")
@@ -108,8 +115,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let c = Coordinator::start(&dir.path().join("preempt.db"), "3s");
     println!(
-        "preemption: {TRIALS} trials × {EPOCHS} epochs (MiniLM, 96 reviews, 2 CPU workers with 1 thread each), \
+        "preemption: {TRIALS} trials × {EPOCHS} epochs (MiniLM, {} reviews, 2 CPU workers with 1 thread each), \
          one worker SIGKILLed and replaced every {} s",
+        samples(),
         every.as_secs()
     );
     let with = run(&c, dir.path(), &model, "resume", true, every);
