@@ -10,6 +10,7 @@
 //! - [`data`]: TSV/CSV/JSONL reading, in-process tokenization cache, batching.
 //! - [`metrics`]: accuracy and macro precision/recall/F1.
 //! - [`optim`]: AdamW with its state in reach (checkpoints carry it).
+//! - [`fused`]: ATen's fused AdamW, `_foreach` clipping and `set_to_none` (C++ shim).
 //! - [`resume`]: a trial's resumable state after an epoch (checkpoint write, checks, load).
 //! - [`schedule`]: linear warm-up and decay of the learning rate.
 //! - [`train`]: one trial ([`train::run_trial`]), per-epoch evaluation, observer hooks.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod export;
+pub mod fused;
 pub mod hub;
 pub mod metrics;
 pub mod optim;

@@ -394,7 +394,7 @@ impl StepTrainer {
         let loss = logits
             .f_cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0)
             .map_err(torch("computing the loss"))?;
-        self.optimizer.zero_grad();
+        self.optimizer.zero_grad().map_err(torch("dropping gradients"))?;
         loss.f_backward().map_err(torch("backward pass"))?;
         let grad_norm =
             clip_grad_norm(&self.optimizer.parameters(), MAX_GRAD_NORM).map_err(torch("clipping gradients"))?;
@@ -688,21 +688,10 @@ struct EpochStats {
 }
 
 /// Scales gradients so their joint L2 norm is at most `max_norm`, as
-/// `torch.nn.utils.clip_grad_norm_` (no host synchronisation); returns the norm before
-/// clipping (a 0-d tensor).
+/// `torch.nn.utils.clip_grad_norm_` (one `_foreach` pass, no host synchronisation); returns
+/// the norm before clipping (a 0-d tensor).
 pub fn clip_grad_norm(variables: &[Tensor], max_norm: f64) -> Result<Tensor, TchError> {
-    let _no_grad = tch::no_grad_guard();
-    let mut grads: Vec<Tensor> = variables.iter().map(Tensor::grad).filter(Tensor::defined).collect();
-    if grads.is_empty() {
-        return Tensor::f_zeros([], (Kind::Float, Device::Cpu));
-    }
-    let norms = grads.iter().map(|g| g.f_norm()).collect::<Result<Vec<_>, _>>()?;
-    let total = Tensor::f_stack(&norms, 0)?.f_norm()?;
-    let coef = total.f_add_scalar(1e-6)?.f_reciprocal()?.f_mul_scalar(max_norm)?.f_clamp_max(1.0)?;
-    for grad in &mut grads {
-        let _ = grad.f_mul_(&coef)?;
-    }
-    Ok(total)
+    crate::fused::clip_grad_norm(&variables.iter().collect::<Vec<_>>(), max_norm)
 }
 
 #[cfg(test)]
@@ -846,7 +835,7 @@ mod tests {
         let mut rates = [lr; bert::NUM_GROUPS];
         rates[bert::GROUP_HEAD_DECAY] = head_lr;
         rates[bert::GROUP_HEAD_NO_DECAY] = head_lr;
-        trainer.stepper.optimizer.zero_grad();
+        trainer.stepper.optimizer.zero_grad().unwrap();
         zero.backward();
         trainer.stepper.optimizer.step(&rates).unwrap();
         for (name, after) in trainer.stepper.vs.variables() {

@@ -78,7 +78,8 @@ def train_steps(model_dir, batches, classifier, out, lr, weight_decay, warmup_ra
         {"params": [p for n, p in model.named_parameters() if n in decay], "weight_decay": weight_decay},
         {"params": [p for n, p in model.named_parameters() if n not in decay], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    # Trainer's default optimizer (`adamw_torch_fused`).
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
     # The planted schedule mistake: no schedule at all (the peak learning rate throughout).
     schedule = None if mistake == "schedule" else get_linear_schedule_with_warmup(
         optimizer, math.ceil(steps * warmup_ratio), steps

@@ -1,0 +1,122 @@
+// ATen's multi-tensor optimizer operators, which tch does not wrap (its generator skips
+// in-place operators over tensor lists): the fused AdamW step (the kernel PyTorch's
+// `AdamW(fused=True)` and transformers' default `adamw_torch_fused` run), gradient clipping
+// over all gradients in one `_foreach` pass, and dropping gradients (`set_to_none`).
+//
+// Every tensor arrives as tch's handle, a `torch::Tensor*` (= `at::Tensor*`). Functions
+// return 0, or 1 with ATen's message (without its C++ backtrace) in `err`.
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/_foreach_mul.h>
+#include <ATen/ops/_foreach_norm.h>
+#include <ATen/ops/_fused_adamw.h>
+#include <ATen/ops/linalg_vector_norm.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/zeros.h>
+#include <c10/core/GradMode.h>
+#include <c10/util/Exception.h>
+
+#include <cstring>
+#include <exception>
+#include <vector>
+
+namespace {
+
+std::vector<at::Tensor> gather(at::Tensor* const* tensors, size_t n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) out.push_back(*tensors[i]);
+  return out;
+}
+
+// The defined gradients of `params`.
+std::vector<at::Tensor> grads_of(at::Tensor* const* params, size_t n) {
+  std::vector<at::Tensor> out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& grad = params[i]->grad();
+    if (grad.defined()) out.push_back(grad);
+  }
+  return out;
+}
+
+void write_error(const char* message, char* err, size_t err_len) {
+  if (err == nullptr || err_len == 0) return;
+  std::strncpy(err, message, err_len - 1);
+  err[err_len - 1] = '\0';
+}
+
+template <typename F>
+int guarded(char* err, size_t err_len, F&& body) {
+  try {
+    c10::NoGradGuard no_grad;
+    body();
+    return 0;
+  } catch (const c10::Error& e) {
+    write_error(e.what_without_backtrace(), err, err_len);
+  } catch (const std::exception& e) {
+    write_error(e.what(), err, err_len);
+  } catch (...) {
+    write_error("unknown C++ exception", err, err_len);
+  }
+  return 1;
+}
+
+}  // namespace
+
+extern "C" {
+
+// One AdamW step over `n` parameters (all with gradients, same device and dtype) with their
+// moments and per-parameter step counters (0-d float tensors), which are incremented first,
+// as `torch.optim.adam._fused_adam` does before it calls the kernel (which reads them).
+int bertsweep_fused_adamw(at::Tensor* const* params, at::Tensor* const* exp_avgs,
+                          at::Tensor* const* exp_avg_sqs, at::Tensor* const* steps, size_t n,
+                          double lr, double beta1, double beta2, double weight_decay, double eps,
+                          char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    std::vector<at::Tensor> p = gather(params, n);
+    std::vector<at::Tensor> g;
+    g.reserve(n);
+    for (const at::Tensor& t : p) g.push_back(t.grad());
+    std::vector<at::Tensor> counters = gather(steps, n);
+    at::_foreach_add_(counters, 1);
+    try {
+      at::_fused_adamw_(p, g, gather(exp_avgs, n), gather(exp_avg_sqs, n), {}, counters, lr,
+                        beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
+    } catch (...) {
+      at::_foreach_add_(counters, -1);  // a refused step leaves the counters as they were
+      throw;
+    }
+  });
+}
+
+// `torch.nn.utils.clip_grad_norm_` over the gradients of `params` (those without one are
+// skipped): the joint L2 norm before clipping goes to `*total` (a new tensor on the
+// gradients' device), and every gradient is scaled by min(1, max_norm / (norm + 1e-6))
+// without a host synchronisation.
+int bertsweep_clip_grad_norm(at::Tensor* const* params, size_t n, double max_norm,
+                             at::Tensor** total, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    std::vector<at::Tensor> grads = grads_of(params, n);
+    if (grads.empty()) {
+      *total = new at::Tensor(at::zeros({}, at::kFloat));
+      return;
+    }
+    std::vector<at::Tensor> norms = at::_foreach_norm(grads, 2);
+    at::Tensor norm = at::linalg_vector_norm(at::stack(norms), 2);
+    at::Tensor coef = norm.add(1e-6).reciprocal().mul(max_norm).clamp_max(1.0);
+    at::_foreach_mul_(grads, coef);
+    *total = new at::Tensor(norm);
+  });
+}
+
+// Drops the gradients of `params` (`zero_grad(set_to_none=True)`): the next backward pass
+// then hands each parameter its freshly computed gradient instead of adding it to zeros.
+int bertsweep_clear_grads(at::Tensor* const* params, size_t n, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    for (size_t i = 0; i < n; ++i) params[i]->mutable_grad().reset();
+  });
+}
+
+}  // extern "C"

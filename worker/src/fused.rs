@@ -1,0 +1,170 @@
+//! Safe wrappers over `csrc/optim_ops.cpp`: ATen's multi-tensor optimizer operators that tch
+//! does not expose. One call replaces a loop of small per-tensor operations (about ten per
+//! parameter for AdamW), which matters on the CPU, where each AdamW pass is memory-bound and
+//! fusing reads each tensor once, and on a GPU, where each small operation is a kernel launch.
+//!
+//! The only unsafe code in the worker: calls across the C ABI with tch's own tensor handles.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, CStr};
+
+use tch::{TchError, Tensor};
+use torch_sys::C_tensor;
+
+extern "C" {
+    fn bertsweep_fused_adamw(
+        params: *const *mut C_tensor,
+        exp_avgs: *const *mut C_tensor,
+        exp_avg_sqs: *const *mut C_tensor,
+        steps: *const *mut C_tensor,
+        n: usize,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn bertsweep_clip_grad_norm(
+        params: *const *mut C_tensor,
+        n: usize,
+        max_norm: f64,
+        total: *mut *mut C_tensor,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+    fn bertsweep_clear_grads(params: *const *mut C_tensor, n: usize, err: *mut c_char, err_len: usize) -> c_int;
+}
+
+/// Room for ATen's message (without its backtrace).
+const ERR_LEN: usize = 1024;
+
+/// tch's handles of `tensors` (`at::Tensor*`), valid while `tensors` lives.
+fn handles(tensors: &[&Tensor]) -> Vec<*mut C_tensor> {
+    tensors.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
+}
+
+/// Runs one C++ call with an error buffer, turning a failure into `TchError::Torch`.
+fn checked(call: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<(), TchError> {
+    let mut err = [0 as c_char; ERR_LEN];
+    if call(err.as_mut_ptr(), ERR_LEN) == 0 {
+        return Ok(());
+    }
+    // SAFETY: the C++ side always NUL-terminates within ERR_LEN.
+    let message = unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned();
+    Err(TchError::Torch(message))
+}
+
+/// The moments and step counter of one parameter, as `torch.optim.AdamW` keeps them.
+pub struct AdamWState<'a> {
+    /// The parameter (its gradient must be defined).
+    pub param: &'a Tensor,
+    /// First moment.
+    pub exp_avg: &'a Tensor,
+    /// Second moment.
+    pub exp_avg_sq: &'a Tensor,
+    /// 0-d float step counter on the parameter's device, incremented before the update.
+    pub step: &'a Tensor,
+}
+
+/// Hyper-parameters of one fused AdamW call (one parameter group).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWHyper {
+    /// Learning rate.
+    pub lr: f64,
+    /// β₁.
+    pub beta1: f64,
+    /// β₂.
+    pub beta2: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// ε.
+    pub eps: f64,
+}
+
+/// One `torch._fused_adamw_` step over `states` (same device and dtype, gradients defined).
+pub fn adamw_step(states: &[AdamWState<'_>], hyper: AdamWHyper) -> Result<(), TchError> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    let params = handles(&states.iter().map(|s| s.param).collect::<Vec<_>>());
+    let exp_avgs = handles(&states.iter().map(|s| s.exp_avg).collect::<Vec<_>>());
+    let exp_avg_sqs = handles(&states.iter().map(|s| s.exp_avg_sq).collect::<Vec<_>>());
+    let steps = handles(&states.iter().map(|s| s.step).collect::<Vec<_>>());
+    checked(|err, len| unsafe {
+        // SAFETY: four arrays of `states.len()` live tensor handles, borrowed for the call.
+        bertsweep_fused_adamw(
+            params.as_ptr(),
+            exp_avgs.as_ptr(),
+            exp_avg_sqs.as_ptr(),
+            steps.as_ptr(),
+            states.len(),
+            hyper.lr,
+            hyper.beta1,
+            hyper.beta2,
+            hyper.weight_decay,
+            hyper.eps,
+            err,
+            len,
+        )
+    })
+}
+
+/// `torch.nn.utils.clip_grad_norm_(params, max_norm)`: scales the defined gradients so their
+/// joint L2 norm is at most `max_norm`, with no host synchronisation; returns the norm before
+/// clipping (a 0-d tensor on the gradients' device).
+pub fn clip_grad_norm(params: &[&Tensor], max_norm: f64) -> Result<Tensor, TchError> {
+    let params = handles(params);
+    let mut total: *mut C_tensor = std::ptr::null_mut();
+    checked(|err, len| unsafe {
+        // SAFETY: live handles borrowed for the call; `total` receives a new `at::Tensor*`.
+        bertsweep_clip_grad_norm(params.as_ptr(), params.len(), max_norm, &mut total, err, len)
+    })?;
+    // SAFETY: on success the C++ side allocated `total` with `new`, which tch's drop frees.
+    Ok(unsafe { Tensor::from_ptr(total) })
+}
+
+/// Drops the gradients of `params` (`zero_grad(set_to_none=True)`), so the next backward pass
+/// hands over fresh gradients instead of adding into zeroed ones.
+pub fn clear_grads(params: &[&Tensor]) -> Result<(), TchError> {
+    let params = handles(params);
+    checked(|err, len| unsafe {
+        // SAFETY: live handles borrowed for the call.
+        bertsweep_clear_grads(params.as_ptr(), params.len(), err, len)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn param_with_grad(values: &[f32], grad: &[f32]) -> Tensor {
+        let p = Tensor::from_slice(values).set_requires_grad(true);
+        (&p * Tensor::from_slice(grad)).sum(Kind::Float).backward();
+        p
+    }
+
+    #[test]
+    fn clear_grads_drops_them_and_the_next_backward_starts_fresh() {
+        let p = param_with_grad(&[1.0, 2.0], &[3.0, 4.0]);
+        clear_grads(&[&p]).unwrap();
+        assert!(!p.grad().defined());
+        (&p * 2.0).sum(Kind::Float).backward();
+        assert_eq!(Vec::<f32>::try_from(p.grad()).unwrap(), vec![2.0, 2.0], "not added to the old gradient");
+    }
+
+    #[test]
+    fn a_failing_kernel_is_a_one_line_error_and_changes_nothing() {
+        let p = param_with_grad(&[1.0, 2.0], &[3.0, 4.0]);
+        let wrong = Tensor::zeros([2], (Kind::Double, Device::Cpu));
+        let step = Tensor::zeros([], (Kind::Float, Device::Cpu));
+        let states = [AdamWState { param: &p, exp_avg: &wrong, exp_avg_sq: &wrong, step: &step }];
+        let hyper = AdamWHyper { lr: 0.1, beta1: 0.9, beta2: 0.999, weight_decay: 0.0, eps: 1e-8 };
+        let err = adamw_step(&states, hyper).unwrap_err().to_string();
+        assert!(!err.trim().is_empty() && !err.trim().contains('\n'), "one line: {err:?}");
+        assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![1.0, 2.0]);
+        assert_eq!(f64::try_from(&step).unwrap(), 0.0, "the step counter is unchanged");
+    }
+}
