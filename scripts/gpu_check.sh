@@ -94,6 +94,9 @@ if "$BIN/bertsweep-worker" train --model "$OUT/bert-base" --train-file "$OUT/lon
   --learning-rate 5e-5 --device cuda >"$OUT/oom.out" 2>"$OUT/oom.err"; then
   echo "FAIL: a 16384 x 512 batch did not run out of memory" | tee -a "$OUT/summary.txt"; exit 1
 fi
+if grep -q "^frame #\|Exception raised from" "$OUT/oom.err"; then
+  echo "FAIL: the out-of-memory error carries libtorch's C++ backtrace (see $OUT/oom.err)" | tee -a "$OUT/summary.txt"; exit 1
+fi
 grep -qi "out of memory" "$OUT/oom.err" && echo "out-of-memory batch: refused as infeasible ($(tail -1 "$OUT/oom.err"))" | tee -a "$OUT/summary.txt"
 
 # --device all: one trial per visible GPU through a coordinator.

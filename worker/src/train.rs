@@ -199,16 +199,18 @@ pub enum TrainError {
     /// Writing the artifact failed.
     #[error(transparent)]
     Export(#[from] ExportError),
-    /// A torch operation failed (out of memory, device error...).
-    #[error("{context}: {source}")]
+    /// A torch operation failed (out of memory, device error...). Shown as one line: libtorch's
+    /// messages go on with a C++ backtrace that says nothing to a user.
+    #[error("{context}: {}", first_line(&error.to_string()))]
     Torch {
         /// What the trial was doing.
         context: String,
-        /// The torch error.
-        source: TchError,
+        /// The torch error, whole (not the error's `source`, so that no report prints the
+        /// backtrace after the one-line message).
+        error: TchError,
     },
     /// A torch call inside tch panicked (some tch calls have no fallible form).
-    #[error("{context}: {message}")]
+    #[error("{context}: {}", first_line(message))]
     Panic {
         /// What the trial was doing.
         context: String,
@@ -227,7 +229,7 @@ impl TrainError {
         };
         match self {
             TrainError::InvalidTrial(_) => true,
-            TrainError::Torch { source, .. } => out_of_memory(&source.to_string()),
+            TrainError::Torch { error, .. } => out_of_memory(&error.to_string()),
             TrainError::Panic { message, .. } => out_of_memory(message),
             _ => false,
         }
@@ -235,7 +237,13 @@ impl TrainError {
 }
 
 fn torch(context: &str) -> impl FnOnce(TchError) -> TrainError + '_ {
-    move |source| TrainError::Torch { context: context.to_owned(), source }
+    move |error| TrainError::Torch { context: context.to_owned(), error }
+}
+
+/// The first non-blank line of a libtorch message (the rest is "Exception raised from …" and
+/// C++ stack frames).
+fn first_line(message: &str) -> &str {
+    message.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("")
 }
 
 /// Fine-tunes `cfg.model_dir` on `device` and, if `export_dir` is given, exports the best
@@ -872,11 +880,19 @@ mod tests {
     fn out_of_memory_is_infeasible() {
         let oom = TrainError::Torch {
             context: "forward pass".into(),
-            source: TchError::Torch("CUDA out of memory. Tried to allocate 2.00 GiB".into()),
+            error: TchError::Torch(
+                "CUDA out of memory. Tried to allocate 2.00 GiB\nException raised from malloc at \
+                 CUDACachingAllocator.cpp:1\nframe #0: c10::Error::Error() + 0x1"
+                    .into(),
+            ),
         };
         assert!(oom.is_infeasible());
-        assert!(oom.to_string().starts_with("forward pass: "));
-        let other = TrainError::Torch { context: "x".into(), source: TchError::Torch("device-side assert".into()) };
+        assert_eq!(
+            oom.to_string(),
+            "forward pass: Internal torch error: CUDA out of memory. Tried to allocate 2.00 GiB"
+        );
+        assert!(std::error::Error::source(&oom).is_none(), "no cause that would print the backtrace");
+        let other = TrainError::Torch { context: "x".into(), error: TchError::Torch("device-side assert".into()) };
         assert!(!other.is_infeasible());
     }
 
