@@ -142,16 +142,47 @@ fn dropout(xs: Tensor, p: f64, train: bool) -> Result<Tensor, TchError> {
 pub struct Unpadded {
     /// Flat positions (`row * seq + column`) of the real tokens, in row-major order.
     index: Tensor,
+    /// Row of each example's first token ([CLS]) in the `[tokens, hidden]` states.
+    starts: Tensor,
     batch: i64,
     seq: i64,
 }
 
 impl Unpadded {
-    /// The real tokens of `attention_mask` (`[batch, seq]`, 1 = token, 0 = padding).
+    /// The real tokens of `attention_mask` (`[batch, seq]`, 1 = token, 0 = padding),
+    /// found on its device (on a GPU, `nonzero` waits for the device: prefer
+    /// [`Unpadded::from_lengths`] where the lengths are known).
     pub fn from_mask(attention_mask: &Tensor) -> Result<Self, TchError> {
         let size = attention_mask.size();
         let index = attention_mask.f_reshape([-1])?.f_nonzero()?.f_squeeze_dim(1)?;
-        Ok(Unpadded { index, batch: size[0], seq: size[1] })
+        let lengths = attention_mask.f_sum_dim_intlist(1, false, Kind::Int64)?;
+        let starts = lengths.f_cumsum(0, Kind::Int64)?.f_sub(&lengths)?;
+        Ok(Unpadded { index, starts, batch: size[0], seq: size[1] })
+    }
+
+    /// The real tokens of a right-padded batch of examples with `lengths` tokens each,
+    /// padded to `seq`: computed on the host and copied to `device` with the batch, so the
+    /// training step never waits for the device to find them.
+    pub fn from_lengths(lengths: &[usize], seq: usize, device: Device) -> Result<Self, TchError> {
+        let index: Vec<i64> = lengths
+            .iter()
+            .enumerate()
+            .flat_map(|(row, &len)| (0..len.min(seq)).map(move |column| (row * seq + column) as i64))
+            .collect();
+        let starts: Vec<i64> = lengths
+            .iter()
+            .scan(0i64, |next, &len| {
+                let start = *next;
+                *next += len.min(seq) as i64;
+                Some(start)
+            })
+            .collect();
+        Ok(Unpadded {
+            index: Tensor::f_from_slice(&index)?.f_to_device(device)?,
+            starts: Tensor::f_from_slice(&starts)?.f_to_device(device)?,
+            batch: lengths.len() as i64,
+            seq: seq as i64,
+        })
     }
 
     /// `[tokens, width]` → `[batch, seq, width]` with zeros at padding.
@@ -483,11 +514,13 @@ impl BertModel {
         }
     }
 
-    /// `input_ids` `[batch, seq]` → pooled output `[batch, hidden]`.
+    /// `input_ids` `[batch, seq]` → pooled output `[batch, hidden]`; `tokens`, when given,
+    /// is `attention_mask`'s layout (found from the mask otherwise).
     pub fn forward_t(
         &self,
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
+        tokens: Option<&Unpadded>,
         kind: Kind,
         train: bool,
     ) -> Result<Tensor, TchError> {
@@ -499,12 +532,17 @@ impl BertModel {
         // Padded batches run on their real tokens only (see `Unpadded`); the batches are
         // right-padded, so each example's [CLS] is its first real token.
         let mask = additive_mask(attention_mask, kind)?;
-        let tokens = Unpadded::from_mask(attention_mask)?;
-        let embedded = self.embeddings.forward_unpadded(input_ids, &tokens, train)?;
-        let hidden = self.encoder.forward_t(embedded, Some(&mask), Some(&tokens), kind, train)?;
-        let lengths = attention_mask.f_sum_dim_intlist(1, false, Kind::Int64)?;
-        let starts = lengths.f_cumsum(0, Kind::Int64)?.f_sub(&lengths)?;
-        self.pooler.forward(&hidden.f_index_select(0, &starts)?, kind)
+        let found;
+        let tokens = match tokens {
+            Some(tokens) => tokens,
+            None => {
+                found = Unpadded::from_mask(attention_mask)?;
+                &found
+            }
+        };
+        let embedded = self.embeddings.forward_unpadded(input_ids, tokens, train)?;
+        let hidden = self.encoder.forward_t(embedded, Some(&mask), Some(tokens), kind, train)?;
+        self.pooler.forward(&hidden.f_index_select(0, &tokens.starts)?, kind)
     }
 }
 
@@ -570,7 +608,19 @@ impl BertForSequenceClassification {
         attention_mask: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor, TchError> {
-        let pooled = self.bert.forward_t(input_ids, attention_mask, self.compute_kind, train)?;
+        self.forward_unpadded_t(input_ids, attention_mask, None, train)
+    }
+
+    /// [`Self::forward_t`] with the padded batch's layout already known (`tokens`, from
+    /// [`Unpadded::from_lengths`]), so no device synchronisation is needed to find it.
+    pub fn forward_unpadded_t(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        tokens: Option<&Unpadded>,
+        train: bool,
+    ) -> Result<Tensor, TchError> {
+        let pooled = self.bert.forward_t(input_ids, attention_mask, tokens, self.compute_kind, train)?;
         let pooled = dropout(pooled, self.dropout, train)?;
         self.classifier.forward(&pooled, self.compute_kind)?.f_to_kind(Kind::Float)
     }
@@ -609,6 +659,21 @@ mod tests {
         let mask: Vec<i64> = rows.iter().flat_map(|r| pad(r, 0, Some(1))).collect();
         let shape = [rows.len() as i64, longest as i64];
         (Tensor::from_slice(&flat).view(shape), Tensor::from_slice(&mask).view(shape))
+    }
+
+    #[test]
+    fn token_layout_from_lengths_is_the_masks() {
+        let (_vs, model) = tiny(0);
+        let rows: [&[i64]; 3] = [&[2, 5, 7], &[2, 9, 4, 4, 3], &[2]];
+        let (input, mask) = ids(&rows);
+        let from_mask = Unpadded::from_mask(&mask).unwrap();
+        let from_lengths = Unpadded::from_lengths(&[3, 5, 1], 5, Device::Cpu).unwrap();
+        assert_eq!(Vec::<i64>::try_from(&from_lengths.index).unwrap(), Vec::<i64>::try_from(&from_mask.index).unwrap());
+        assert_eq!(Vec::<i64>::try_from(&from_lengths.starts).unwrap(), vec![0, 3, 8]);
+        assert_eq!(Vec::<i64>::try_from(&from_mask.starts).unwrap(), vec![0, 3, 8]);
+        let a = model.forward_t(&input, Some(&mask), false).unwrap();
+        let b = model.forward_unpadded_t(&input, Some(&mask), Some(&from_lengths), false).unwrap();
+        assert_eq!(f64::try_from((a - b).abs().max()).unwrap(), 0.0);
     }
 
     #[test]

@@ -383,12 +383,7 @@ impl StepTrainer {
     }
 
     /// Forward, backward, clip, AdamW step at the scheduled learning rate.
-    pub fn step(
-        &mut self,
-        input_ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        labels: &Tensor,
-    ) -> Result<StepStats, TrainError> {
+    pub fn step(&mut self, batch: &Batch) -> Result<StepStats, TrainError> {
         let factor = self.schedule.factor(self.step);
         let lr = self.learning_rate * factor;
         let head_lr = lr * self.head_lr_multiplier;
@@ -398,9 +393,12 @@ impl StepTrainer {
         rates[bert::GROUP_HEAD_DECAY] = head_lr;
         rates[bert::GROUP_HEAD_NO_DECAY] = head_lr;
 
-        let logits = self.model.forward_t(input_ids, attention_mask, true).map_err(torch("forward pass"))?;
+        let logits = self
+            .model
+            .forward_unpadded_t(&batch.input_ids, batch.attention_mask.as_ref(), batch.tokens.as_ref(), true)
+            .map_err(torch("forward pass"))?;
         let loss = logits
-            .f_cross_entropy_loss::<Tensor>(labels, None, Reduction::Mean, -100, 0.0)
+            .f_cross_entropy_loss::<Tensor>(&batch.labels, None, Reduction::Mean, -100, 0.0)
             .map_err(torch("computing the loss"))?;
         self.optimizer.zero_grad().map_err(torch("dropping gradients"))?;
         loss.f_backward().map_err(torch("backward pass"))?;
@@ -620,7 +618,7 @@ impl<'a> Trainer<'a> {
                 return Ok(None);
             }
             let batch = Batch::new(split, indices, self.pad_id, self.device).map_err(torch("building a batch"))?;
-            let stats = self.stepper.step(&batch.input_ids, batch.attention_mask.as_ref(), &batch.labels)?;
+            let stats = self.stepper.step(&batch)?;
             loss_sum = loss_sum.f_add(&stats.loss).map_err(torch("training step"))?;
             samples += batch.size;
             observer.on_batch(self.stepper.steps_done(), total_steps);
@@ -645,7 +643,7 @@ impl<'a> Trainer<'a> {
             let logits = self
                 .stepper
                 .model
-                .forward_t(&batch.input_ids, batch.attention_mask.as_ref(), false)
+                .forward_unpadded_t(&batch.input_ids, batch.attention_mask.as_ref(), batch.tokens.as_ref(), false)
                 .map_err(torch("evaluation"))?;
             let loss = logits
                 .f_cross_entropy_loss::<Tensor>(&batch.labels, None, Reduction::Sum, -100, 0.0)
@@ -815,7 +813,7 @@ mod tests {
         let before = snapshot(&trainer.stepper.vs);
         for indices in batch_order(&data.train.lengths(), 8, 0, false).iter().take(3) {
             let batch = Batch::new(&data.train, indices, pad_id, Device::Cpu).unwrap();
-            let _ = trainer.stepper.step(&batch.input_ids, batch.attention_mask.as_ref(), &batch.labels).unwrap();
+            let _ = trainer.stepper.step(&batch).unwrap();
         }
         for (name, after) in trainer.stepper.vs.variables() {
             let frozen = name.starts_with("bert.embeddings.") || name.starts_with("bert.encoder.layer.0.");

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use bertsweep_worker::config::BertConfig;
+use bertsweep_worker::data::Batch;
 use bertsweep_worker::tokenizer::BertTokenizer;
 use bertsweep_worker::train::StepTrainer;
 use bertsweep_worker::TrialConfig;
@@ -104,7 +105,14 @@ fn our_run(dir: &Path, batches: &[(Tensor, Tensor, Tensor)]) -> OurRun {
     let initial = copy_all(&trainer.variables());
     let (mut step1, mut loss, mut grad_norm) = (HashMap::new(), Vec::new(), Vec::new());
     for (k, (ids, mask, labels)) in batches.iter().enumerate() {
-        let stats = trainer.step(ids, Some(mask), labels).unwrap();
+        let batch = Batch {
+            input_ids: ids.shallow_clone(),
+            attention_mask: Some(mask.shallow_clone()),
+            tokens: None,
+            labels: labels.shallow_clone(),
+            size: labels.size()[0] as usize,
+        };
+        let stats = trainer.step(&batch).unwrap();
         loss.push(f64::try_from(&stats.loss).unwrap());
         grad_norm.push(f64::try_from(&stats.grad_norm).unwrap());
         if k == 0 {

@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Device, TchError, Tensor};
 
 use super::Split;
+use crate::bert::Unpadded;
 
 /// Most batches per mega-batch when grouping by length (transformers' `mega_batch_mult` cap).
 const MAX_MEGABATCH_MULT: usize = 50;
@@ -27,6 +28,9 @@ pub struct Batch {
     pub input_ids: Tensor,
     /// 1 for tokens, 0 for padding, `[batch, longest]`; `None` when nothing is padded.
     pub attention_mask: Option<Tensor>,
+    /// Where the real tokens are when something is padded, computed here on the host (the
+    /// model would otherwise find them on the device, a synchronisation on a GPU).
+    pub tokens: Option<Unpadded>,
     /// Class ids `[batch]`.
     pub labels: Tensor,
     /// Number of examples.
@@ -49,12 +53,20 @@ impl Batch {
         }
         let shape = [indices.len() as i64, longest as i64];
         let padded = indices.iter().any(|&i| ids[i].len() < longest);
-        let attention_mask =
-            if padded { Some(Tensor::f_from_slice(&mask)?.f_view(shape)?.f_to_device(device)?) } else { None };
+        let (attention_mask, tokens) = if padded {
+            let lengths: Vec<usize> = indices.iter().map(|&i| ids[i].len()).collect();
+            (
+                Some(Tensor::f_from_slice(&mask)?.f_view(shape)?.f_to_device(device)?),
+                Some(Unpadded::from_lengths(&lengths, longest, device)?),
+            )
+        } else {
+            (None, None)
+        };
         let labels: Vec<i64> = indices.iter().map(|&i| split.label_ids[i]).collect();
         Ok(Batch {
             input_ids: Tensor::f_from_slice(&flat)?.f_view(shape)?.f_to_device(device)?,
             attention_mask,
+            tokens,
             labels: Tensor::f_from_slice(&labels)?.f_to_device(device)?,
             size: indices.len(),
         })
