@@ -113,14 +113,9 @@ impl EarlyStopper for Asha {
         if epoch >= planned_epochs(trial) || !self.is_rung(epoch) {
             return Decision::Continue;
         }
-        let mut recorded: Vec<f64> = trials
-            .iter()
-            .filter(|t| t.id != trial.id)
-            .filter_map(|t| value_at(t, epoch, objective))
-            .map(|v| score(v, objective))
-            .collect();
-        recorded.push(score(value, objective));
-        recorded.sort_by(f64::total_cmp);
+        // Worst first, as `quantile` reads them.
+        let mut recorded = rung_scores(trial.id, epoch, score(value, objective), trials, objective);
+        recorded.reverse();
         let cutoff = quantile(&recorded, 1.0 - 1.0 / self.reduction_factor as f64);
         if score(value, objective) < cutoff {
             Decision::Stop(format!(

@@ -25,6 +25,9 @@ use crate::train::TrialConfig;
 pub const STATE_FILE: &str = "state.json";
 /// The tensors of a checkpoint.
 pub const TENSORS_FILE: &str = "tensors.safetensors";
+/// Every file of a checkpoint directory, the state file last (copy in this order, so a
+/// copy cut short has no state file and is not a checkpoint).
+pub const FILES: [&str; 2] = [TENSORS_FILE, STATE_FILE];
 /// Version of the layout; another version is refused.
 pub const FORMAT: u32 = 1;
 

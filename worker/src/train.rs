@@ -336,7 +336,6 @@ pub struct StepTrainer {
     schedule: LinearSchedule,
     learning_rate: f64,
     head_lr_multiplier: f64,
-    step: usize,
 }
 
 /// What one optimizer step measured (detached, on the training device: reading them syncs).
@@ -378,13 +377,12 @@ impl StepTrainer {
             schedule: LinearSchedule::new(total_steps, cfg.warmup_ratio),
             learning_rate: cfg.learning_rate,
             head_lr_multiplier: cfg.head_lr_multiplier,
-            step: 0,
         })
     }
 
     /// Forward, backward, clip, AdamW step at the scheduled learning rate.
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats, TrainError> {
-        let factor = self.schedule.factor(self.step);
+        let factor = self.schedule.factor(self.steps_done());
         let lr = self.learning_rate * factor;
         let head_lr = lr * self.head_lr_multiplier;
         let mut rates = [0.0; bert::NUM_GROUPS];
@@ -405,13 +403,13 @@ impl StepTrainer {
         let grad_norm =
             clip_grad_norm(&self.optimizer.parameters(), MAX_GRAD_NORM).map_err(torch("clipping gradients"))?;
         self.optimizer.step(&rates).map_err(torch("optimizer step"))?;
-        self.step += 1;
         Ok(StepStats { loss: loss.f_detach().map_err(torch("training step"))?, grad_norm })
     }
 
     /// Optimizer steps taken so far.
     pub fn steps_done(&self) -> usize {
-        self.step
+        // The optimizer's count is the one truth (a resume restores it with the moments).
+        self.optimizer.steps() as usize
     }
 
     /// The model (for evaluation).
@@ -535,7 +533,6 @@ impl<'a> Trainer<'a> {
     ) -> Result<(resume::ResumeState, Option<HashMap<String, Tensor>>), resume::ResumeError> {
         let variables = self.stepper.vs.variables();
         let restored = resume::load(dir, self.cfg, &variables, &mut self.stepper.optimizer)?;
-        self.stepper.step = restored.state.steps as usize;
         let best = match (export, restored.best_weights) {
             (false, _) => None,
             (true, Some(best)) => Some(best),

@@ -74,7 +74,7 @@ impl CheckpointStore {
         if let Ok(InputRef::Worker(path)) = InputRef::parse(reference) {
             // On a shared filesystem: copied, so a deletion meanwhile cannot tear it.
             std::fs::create_dir_all(dest).map_err(|e| e.to_string())?;
-            for name in [crate::resume::TENSORS_FILE, crate::resume::STATE_FILE] {
+            for name in crate::resume::FILES {
                 std::fs::copy(Path::new(&path).join(name), dest.join(name))
                     .map_err(|e| format!("{path}/{name}: {e}"))?;
             }
@@ -158,7 +158,7 @@ fn move_dir(from: &Path, to: &Path) -> std::io::Result<u64> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let bytes = [crate::resume::TENSORS_FILE, crate::resume::STATE_FILE]
+    let bytes = crate::resume::FILES
         .iter()
         .map(|name| std::fs::metadata(from.join(name)).map(|m| m.len()))
         .sum::<std::io::Result<u64>>()?;
@@ -166,7 +166,7 @@ fn move_dir(from: &Path, to: &Path) -> std::io::Result<u64> {
         return Ok(bytes);
     }
     std::fs::create_dir_all(to)?;
-    for name in [crate::resume::TENSORS_FILE, crate::resume::STATE_FILE] {
+    for name in crate::resume::FILES {
         std::fs::copy(from.join(name), to.join(name))?;
     }
     Ok(bytes)
