@@ -1,6 +1,6 @@
 //! Links libtorch_cuda for real, bakes an rpath to libtorch into the worker's binaries, and
-//! compiles `csrc/optim_ops.cpp` (ATen's multi-tensor optimizer operators, see
-//! [`crate::fused`]) against libtorch's headers.
+//! compiles `csrc/aten_ops.cpp` (ATen operators tch does not wrap, see
+//! [`crate::aten`]) against libtorch's headers.
 //!
 //! The linker's as-needed default drops `libtorch_cuda.so` because no symbol of it is
 //! referenced directly; CUDA then silently reports "unavailable" on a GPU machine. torch-sys
@@ -13,13 +13,13 @@ const EXPECTED_TORCH: &str = "2.11.0";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed={OPTIM_OPS}");
+    println!("cargo:rerun-if-changed={ATEN_OPS}");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     let lib_dir = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .expect("torch-sys did not say where libtorch is (DEP_TCH_LIBTORCH_LIB): run `make setup` first");
     let lib_dir = Path::new(&lib_dir);
     check_pytorch_version(lib_dir);
-    compile_optim_ops(lib_dir);
+    compile_aten_ops(lib_dir);
     println!("cargo:rustc-link-arg=-Wl,-rpath={}", lib_dir.display());
     if lib_dir.join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
@@ -28,12 +28,12 @@ fn main() {
     }
 }
 
-/// The C++ side of `src/fused.rs`.
-const OPTIM_OPS: &str = "csrc/optim_ops.cpp";
+/// The C++ side of `src/aten.rs`.
+const ATEN_OPS: &str = "csrc/aten_ops.cpp";
 
-/// Compiles [`OPTIM_OPS`] with libtorch's headers (`lib/../include`, in a PyTorch wheel and in
+/// Compiles [`ATEN_OPS`] with libtorch's headers (`lib/../include`, in a PyTorch wheel and in
 /// a libtorch archive alike) and the C++ ABI torch-sys builds with.
-fn compile_optim_ops(lib_dir: &Path) {
+fn compile_aten_ops(lib_dir: &Path) {
     let include = lib_dir.parent().map(|root| root.join("include")).filter(|dir| dir.is_dir());
     let Some(include) = include else {
         panic!("libtorch's headers are not next to {} (expected ../include)", lib_dir.display());
@@ -42,14 +42,14 @@ fn compile_optim_ops(lib_dir: &Path) {
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     cc::Build::new()
         .cpp(true)
-        .file(OPTIM_OPS)
+        .file(ATEN_OPS)
         .include(&include)
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .warnings(false)
         .extra_warnings(false)
         .flag_if_supported("-w")
-        .compile("bertsweep_optim_ops");
+        .compile("bertsweep_aten_ops");
 }
 
 /// A PyTorch wheel has no `build-version` file, so torch-sys cannot check the version when

@@ -178,8 +178,8 @@ impl Unpadded {
             })
             .collect();
         Ok(Unpadded {
-            index: Tensor::f_from_slice(&index)?.f_to_device(device)?,
-            starts: Tensor::f_from_slice(&starts)?.f_to_device(device)?,
+            index: crate::aten::upload(Tensor::f_from_slice(&index)?, device)?,
+            starts: crate::aten::upload(Tensor::f_from_slice(&starts)?, device)?,
             batch: lengths.len() as i64,
             seq: seq as i64,
         })

@@ -10,7 +10,8 @@
 //! - [`data`]: TSV/CSV/JSONL reading, in-process tokenization cache, batching.
 //! - [`metrics`]: accuracy and macro precision/recall/F1.
 //! - [`optim`]: AdamW with its state in reach (checkpoints carry it).
-//! - [`fused`]: ATen's fused AdamW, `_foreach` clipping and `set_to_none` (C++ shim).
+//! - [`aten`]: ATen operators tch does not wrap (fused AdamW, `_foreach` clipping,
+//!   `set_to_none`, pinned asynchronous uploads), through a small C++ shim.
 //! - [`resume`]: a trial's resumable state after an epoch (checkpoint write, checks, load).
 //! - [`schedule`]: linear warm-up and decay of the learning rate.
 //! - [`train`]: one trial ([`train::run_trial`]), per-epoch evaluation, observer hooks.
@@ -22,13 +23,13 @@
 //!
 //! **Invariant:** asking for CUDA where torch sees none is an error, never a silent CPU run.
 
+pub mod aten;
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod export;
-pub mod fused;
 pub mod hub;
 pub mod metrics;
 pub mod optim;

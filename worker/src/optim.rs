@@ -6,7 +6,7 @@
 //! (`adamw_torch_fused`; β₁ 0.9, β₂ 0.999, ε 1e-8, no amsgrad): decoupled decay
 //! `p ← p·(1 − lr·wd)`, `m ← lerp(m, g, 1 − β₁)`, `v ← β₂·v + (1 − β₂)·g²`,
 //! `p ← p − lr/(1 − β₁ᵗ) · m / (√v/√(1 − β₂ᵗ) + ε)`, run by ATen's fused kernel
-//! ([`crate::fused`]): one pass over each group's tensors instead of about ten operations per
+//! ([`crate::aten`]): one pass over each group's tensors instead of about ten operations per
 //! tensor. Each trainable variable sits in one of [`crate::bert`]'s groups, which decides its
 //! weight decay and whether it takes the encoder's or the classifier's learning rate.
 
@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use tch::{nn, Kind, TchError, Tensor};
 
+use crate::aten::{self, AdamWHyper, AdamWState};
 use crate::bert::{self, NUM_GROUPS};
-use crate::fused::{self, AdamWHyper, AdamWState};
 
 /// β₁ of transformers' Trainer.
 pub const BETA1: f64 = 0.9;
@@ -96,7 +96,7 @@ impl AdamW {
     /// Drops every gradient (transformers' `zero_grad(set_to_none=True)`), so the next
     /// backward pass hands over fresh gradients rather than adding into zeroed ones.
     pub fn zero_grad(&mut self) -> Result<(), TchError> {
-        fused::clear_grads(&self.slots.iter().map(|s| &s.param).collect::<Vec<_>>())
+        aten::clear_grads(&self.slots.iter().map(|s| &s.param).collect::<Vec<_>>())
     }
 
     /// One step with learning rate `lr[group]` for each group: one fused AdamW call per
@@ -119,7 +119,7 @@ impl AdamW {
                 })
                 .collect();
             let hyper = AdamWHyper { lr, beta1: BETA1, beta2: BETA2, weight_decay, eps: EPS };
-            fused::adamw_step(&states, hyper)?;
+            aten::adamw_step(&states, hyper)?;
         }
         Ok(())
     }

@@ -694,7 +694,7 @@ struct EpochStats {
 /// `torch.nn.utils.clip_grad_norm_` (one `_foreach` pass, no host synchronisation); returns
 /// the norm before clipping (a 0-d tensor).
 pub fn clip_grad_norm(variables: &[Tensor], max_norm: f64) -> Result<Tensor, TchError> {
-    crate::fused::clip_grad_norm(&variables.iter().collect::<Vec<_>>(), max_norm)
+    crate::aten::clip_grad_norm(&variables.iter().collect::<Vec<_>>(), max_norm)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Device, TchError, Tensor};
 
 use super::Split;
+use crate::aten::upload;
 use crate::bert::Unpadded;
 
 /// Most batches per mega-batch when grouping by length (transformers' `mega_batch_mult` cap).
@@ -56,7 +57,7 @@ impl Batch {
         let (attention_mask, tokens) = if padded {
             let lengths: Vec<usize> = indices.iter().map(|&i| ids[i].len()).collect();
             (
-                Some(Tensor::f_from_slice(&mask)?.f_view(shape)?.f_to_device(device)?),
+                Some(upload(Tensor::f_from_slice(&mask)?.f_view(shape)?, device)?),
                 Some(Unpadded::from_lengths(&lengths, longest, device)?),
             )
         } else {
@@ -64,10 +65,10 @@ impl Batch {
         };
         let labels: Vec<i64> = indices.iter().map(|&i| split.label_ids[i]).collect();
         Ok(Batch {
-            input_ids: Tensor::f_from_slice(&flat)?.f_view(shape)?.f_to_device(device)?,
+            input_ids: upload(Tensor::f_from_slice(&flat)?.f_view(shape)?, device)?,
             attention_mask,
             tokens,
-            labels: Tensor::f_from_slice(&labels)?.f_to_device(device)?,
+            labels: upload(Tensor::f_from_slice(&labels)?, device)?,
             size: indices.len(),
         })
     }

@@ -1,7 +1,8 @@
-// ATen's multi-tensor optimizer operators, which tch does not wrap (its generator skips
-// in-place operators over tensor lists): the fused AdamW step (the kernel PyTorch's
-// `AdamW(fused=True)` and transformers' default `adamw_torch_fused` run), gradient clipping
-// over all gradients in one `_foreach` pass, and dropping gradients (`set_to_none`).
+// ATen operators that tch does not wrap (its generator skips in-place operators over tensor
+// lists, and its `pin_memory` passes a deprecated device argument): the fused AdamW step (the
+// kernel PyTorch's `AdamW(fused=True)` and transformers' default `adamw_torch_fused` run),
+// gradient clipping over all gradients in one `_foreach` pass, dropping gradients
+// (`set_to_none`), and uploads from pinned memory that do not wait for the GPU.
 //
 // Every tensor arrives as tch's handle, a `torch::Tensor*` (= `at::Tensor*`). Functions
 // return 0, or 1 with ATen's message (without its C++ backtrace) in `err`.
@@ -116,6 +117,19 @@ int bertsweep_clip_grad_norm(at::Tensor* const* params, size_t n, double max_nor
 int bertsweep_clear_grads(at::Tensor* const* params, size_t n, char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
     for (size_t i = 0; i < n; ++i) params[i]->mutable_grad().reset();
+  });
+}
+
+// Copies the host tensor `*host` to CUDA device `device_index` through pinned memory with
+// `non_blocking`: a copy from pageable memory synchronises the stream, so the CPU would wait
+// for the previous step to finish before it could queue the next. The pinned block is reused
+// only once the copy is done (PyTorch's caching host allocator records the copy's event).
+int bertsweep_upload_async(at::Tensor* host, int64_t device_index, at::Tensor** out, char* err,
+                           size_t err_len) {
+  return guarded(err, err_len, [&] {
+    at::Tensor pinned = host->is_pinned() ? *host : host->pin_memory();
+    *out = new at::Tensor(pinned.to(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device_index)),
+                                    /*non_blocking=*/true));
   });
 }
 

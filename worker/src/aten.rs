@@ -1,14 +1,15 @@
-//! Safe wrappers over `csrc/optim_ops.cpp`: ATen's multi-tensor optimizer operators that tch
-//! does not expose. One call replaces a loop of small per-tensor operations (about ten per
-//! parameter for AdamW), which matters on the CPU, where each AdamW pass is memory-bound and
-//! fusing reads each tensor once, and on a GPU, where each small operation is a kernel launch.
+//! Safe wrappers over `csrc/aten_ops.cpp`: ATen operators tch does not expose. The
+//! multi-tensor ones replace loops of small per-tensor operations (about ten per parameter for
+//! AdamW), which matters on the CPU, where each AdamW pass is memory-bound and fusing reads
+//! each tensor once, and on a GPU, where each small operation is a kernel launch;
+//! [`upload`] keeps the GPU's queue full by not waiting for it.
 //!
 //! The only unsafe code in the worker: calls across the C ABI with tch's own tensor handles.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, CStr};
 
-use tch::{TchError, Tensor};
+use tch::{Device, TchError, Tensor};
 use torch_sys::C_tensor;
 
 extern "C" {
@@ -35,6 +36,13 @@ extern "C" {
         err_len: usize,
     ) -> c_int;
     fn bertsweep_clear_grads(params: *const *mut C_tensor, n: usize, err: *mut c_char, err_len: usize) -> c_int;
+    fn bertsweep_upload_async(
+        host: *const C_tensor,
+        device_index: i64,
+        out: *mut *mut C_tensor,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
 }
 
 /// Room for ATen's message (without its backtrace).
@@ -135,10 +143,28 @@ pub fn clear_grads(params: &[&Tensor]) -> Result<(), TchError> {
     })
 }
 
+/// `host` (a CPU tensor) on `device`. On CUDA the copy goes through pinned memory without
+/// waiting for the GPU (a copy from pageable memory would synchronise the stream, so the CPU
+/// could not queue the next step while the GPU runs this one); on the CPU it is `host` itself.
+pub fn upload(host: Tensor, device: Device) -> Result<Tensor, TchError> {
+    let index = match device {
+        Device::Cuda(index) => index as i64,
+        Device::Cpu => return Ok(host),
+        other => return host.f_to_device(other),
+    };
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    checked(|err, len| unsafe {
+        // SAFETY: a live handle borrowed for the call; `out` receives a new `at::Tensor*`.
+        bertsweep_upload_async(host.as_ptr(), index, &mut out, err, len)
+    })?;
+    // SAFETY: on success the C++ side allocated `out` with `new`, which tch's drop frees.
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, Kind};
+    use tch::Kind;
 
     fn param_with_grad(values: &[f32], grad: &[f32]) -> Tensor {
         let p = Tensor::from_slice(values).set_requires_grad(true);
@@ -166,5 +192,18 @@ mod tests {
         assert!(!err.trim().is_empty() && !err.trim().contains('\n'), "one line: {err:?}");
         assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![1.0, 2.0]);
         assert_eq!(f64::try_from(&step).unwrap(), 0.0, "the step counter is unchanged");
+    }
+
+    #[test]
+    fn upload_keeps_values_on_the_cpu_and_on_a_gpu() {
+        let host = Tensor::from_slice(&[1i64, 2, 3]);
+        let same = upload(host.shallow_clone(), Device::Cpu).unwrap();
+        assert_eq!(same.data_ptr(), host.data_ptr(), "no copy on the CPU");
+        if !tch::Cuda::is_available() {
+            return; // the CUDA half runs only on a machine with a GPU
+        }
+        let on_gpu = upload(host.shallow_clone(), Device::Cuda(0)).unwrap();
+        assert_eq!(on_gpu.device(), Device::Cuda(0));
+        assert_eq!(Vec::<i64>::try_from(on_gpu.to_device(Device::Cpu)).unwrap(), vec![1, 2, 3]);
     }
 }
