@@ -184,32 +184,57 @@ pub struct Moto {
 }
 
 impl Moto {
-    /// Starts moto_server on a free port and waits until it accepts connections.
+    /// Starts moto_server on a free port and waits until it answers HTTP. The port is picked
+    /// by binding port 0 and releasing it, so another process may take it first: a server that
+    /// exits while starting is started again on another port.
     pub fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let bin = workspace_root().join(".venv/bin/moto_server");
         assert!(bin.exists(), "{} is missing: run `make setup` (it installs moto[server])", bin.display());
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
-        eventually("moto_server to start", Duration::from_secs(60), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
-        });
-        moto
+        for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = Command::new(&bin)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start moto_server");
+            let mut moto = Moto { child, endpoint: format!("http://127.0.0.1:{port}") };
+            let up = eventually("moto_server to start or exit", Duration::from_secs(60), || {
+                if let Ok(Some(_)) = moto.child.try_wait() {
+                    return Some(false);
+                }
+                moto.answers().then_some(true)
+            });
+            if up {
+                return moto;
+            }
+        }
+        panic!("moto_server exited while starting, three times");
     }
 
-    /// Creates a bucket (path-style PUT; object_store does not create buckets).
-    pub fn create_bucket(&self, bucket: &str) {
-        let status = Command::new(workspace_root().join(".venv/bin/python"))
-            .args(["-c", "import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], method='PUT')).read()"])
-            .arg(format!("{}/{bucket}", self.endpoint))
+    /// Whether the server answers an HTTP request (a listening port alone could be another
+    /// process's).
+    fn answers(&self) -> bool {
+        Command::new(workspace_root().join(".venv/bin/python"))
+            .args(["-c", "import sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=5).read()"])
+            .arg(&self.endpoint)
+            .stderr(Stdio::null())
             .status()
-            .expect("run python");
-        assert!(status.success(), "creating bucket {bucket}");
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Creates a bucket (path-style PUT; object_store does not create buckets), retrying for
+    /// a while: moto may still be setting up when it first answers.
+    pub fn create_bucket(&self, bucket: &str) {
+        eventually(&format!("creating bucket {bucket}"), Duration::from_secs(30), || {
+            Command::new(workspace_root().join(".venv/bin/python"))
+                .args(["-c", "import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1], method='PUT')).read()"])
+                .arg(format!("{}/{bucket}", self.endpoint))
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+                .then_some(())
+        });
     }
 
     /// The variables an S3 client needs to use this server.

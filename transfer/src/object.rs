@@ -95,15 +95,21 @@ fn child(base: &ObjectPath, rel: &str) -> ObjectPath {
 
 /// Uploads a local directory to `url` (files, then the manifest); returns the manifest.
 pub async fn upload_dir(dir: &Path, url: &str, source: String) -> Result<Manifest, ObjectError> {
-    let io = |p: &Path| {
-        let path = p.display().to_string();
-        move |source| ObjectError::Io { path, source }
-    };
     let owned = dir.to_path_buf();
     let manifest = tokio::task::spawn_blocking(move || Manifest::of_path(&owned, source))
         .await
         .map_err(|e| ObjectError::Io { path: dir.display().to_string(), source: std::io::Error::other(e) })?
         .map_err(|e| ObjectError::Io { path: dir.display().to_string(), source: std::io::Error::other(e) })?;
+    upload_dir_as(dir, url, manifest).await
+}
+
+/// [`upload_dir`] with the manifest already known (the caller hashed the files as it wrote
+/// them): the files `manifest` lists, under `dir`, then the manifest.
+pub async fn upload_dir_as(dir: &Path, url: &str, manifest: Manifest) -> Result<Manifest, ObjectError> {
+    let io = |p: &Path| {
+        let path = p.display().to_string();
+        move |source| ObjectError::Io { path, source }
+    };
     let (store, base) = open(url)?;
     for f in &manifest.files {
         let local = dir.join(&f.path);

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bertsweep_transfer::blob_dir::BlobDir;
+use bertsweep_transfer::manifest::{self, Entry};
 use bertsweep_transfer::remote::{materialize, Remote};
-use bertsweep_transfer::{human_bytes, InputRef, ManifestKind};
+use bertsweep_transfer::{human_bytes, Digest, InputRef, Manifest, ManifestKind};
 use tracing::{info, warn};
 
 use super::coordinator::Assignment;
@@ -50,13 +51,15 @@ impl CheckpointStore {
         let source = format!("{}:trial {} epoch {epoch}", bertsweep_transfer::manifest::this_host(), a.label());
         let (reference, bytes) = match self {
             CheckpointStore::Coordinator(remote) => {
-                let up = remote.upload_path(dir, source).await.map_err(|e| e.to_string())?;
+                let manifest = checkpoint_manifest(dir, source)?;
+                let up = remote.upload_manifest(dir, manifest).await.map_err(|e| e.to_string())?;
                 (format!("blob:sha256:{}", up.digest), up.manifest.total_size())
             }
             CheckpointStore::Object(base) => {
                 let url = format!("{}/e{epoch}-{}", trial_prefix(base, a), a.lease.token);
+                let manifest = checkpoint_manifest(dir, source)?;
                 let manifest =
-                    bertsweep_transfer::object::upload_dir(dir, &url, source).await.map_err(|e| e.to_string())?;
+                    bertsweep_transfer::object::upload_dir_as(dir, &url, manifest).await.map_err(|e| e.to_string())?;
                 (url, manifest.total_size())
             }
             CheckpointStore::Local(base) => {
@@ -152,6 +155,30 @@ fn local_trial_dir(base: &Path, a: &Assignment) -> Result<PathBuf, String> {
     super::paths::join_inside(base, &[&a.study, &a.number.to_string(), "checkpoints"]).map_err(|e| e.to_string())
 }
 
+/// The manifest of the checkpoint in `dir` without reading its tensors again: `state.json`
+/// records their sha256 (computed as they were written), so only the small state file is
+/// hashed here. The coordinator checks every blob's digest as it receives it, so a wrong
+/// record is refused, never stored.
+fn checkpoint_manifest(dir: &Path, source: String) -> Result<Manifest, String> {
+    let state_path = dir.join(crate::resume::STATE_FILE);
+    let state_bytes = std::fs::read(&state_path).map_err(|e| format!("{}: {e}", state_path.display()))?;
+    let state: crate::resume::ResumeState = serde_json::from_slice(&state_bytes)
+        .map_err(|e| format!("{} is not a checkpoint state: {e}", state_path.display()))?;
+    let tensors_sha256: Digest = state.tensors_sha256.parse().map_err(|e| format!("{}: {e}", state_path.display()))?;
+    let tensors_path = dir.join(crate::resume::TENSORS_FILE);
+    let tensors_size = std::fs::metadata(&tensors_path).map_err(|e| format!("{}: {e}", tensors_path.display()))?.len();
+    let mut files = vec![
+        Entry {
+            path: crate::resume::STATE_FILE.to_owned(),
+            sha256: Digest::of(&state_bytes).to_string(),
+            size: state_bytes.len() as u64,
+        },
+        Entry { path: crate::resume::TENSORS_FILE.to_owned(), sha256: tensors_sha256.to_string(), size: tensors_size },
+    ];
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Manifest { format: manifest::FORMAT, kind: ManifestKind::Dir, source, files })
+}
+
 /// Moves the (flat) checkpoint directory `from` to `to`: a rename, or a copy across
 /// filesystems, the state file last. Returns the bytes moved.
 fn move_dir(from: &Path, to: &Path) -> std::io::Result<u64> {
@@ -205,5 +232,50 @@ pub async fn fetch_resume(store: Option<&CheckpointStore>, a: &Assignment, stagi
             let _ = std::fs::remove_dir_all(&dest);
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resume::{ResumeState, STATE_FILE, TENSORS_FILE};
+
+    fn write_checkpoint(dir: &Path, tensors: &[u8], recorded: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(TENSORS_FILE), tensors).unwrap();
+        let state = ResumeState {
+            format: crate::resume::FORMAT,
+            fingerprint: "f".into(),
+            epoch: 1,
+            steps: 3,
+            best_epoch: 1,
+            best_value: 0.5,
+            best_metrics: Default::default(),
+            last_metrics: Default::default(),
+            has_best_weights: false,
+            tensors_sha256: recorded.to_owned(),
+        };
+        std::fs::write(dir.join(STATE_FILE), serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn the_manifest_from_the_recorded_digest_is_the_hashed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let tensors = b"not really safetensors, but bytes all the same".to_vec();
+        write_checkpoint(dir.path(), &tensors, &Digest::of(&tensors).to_string());
+        let ours = checkpoint_manifest(dir.path(), "here".into()).unwrap();
+        let hashed = Manifest::of_path(dir.path(), "here".into()).unwrap();
+        assert_eq!(ours, hashed);
+        assert_eq!(ours.digest(), hashed.digest(), "the same blob name either way");
+    }
+
+    #[test]
+    fn a_checkpoint_without_a_usable_state_has_no_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        write_checkpoint(dir.path(), b"x", "not a digest");
+        let err = checkpoint_manifest(dir.path(), "here".into()).unwrap_err();
+        assert!(err.contains(STATE_FILE) && !err.contains('\n'), "{err}");
+        std::fs::remove_file(dir.path().join(STATE_FILE)).unwrap();
+        assert!(checkpoint_manifest(dir.path(), "here".into()).unwrap_err().contains(STATE_FILE));
     }
 }
