@@ -183,6 +183,19 @@ pub struct Moto {
     pub endpoint: String,
 }
 
+/// Whether an HTTP server answers `GET /` on `port` with a 2xx status (a listening port alone
+/// could be another process's).
+fn answers_http(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if stream.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && head[9] == b'2'
+}
+
 impl Moto {
     /// Starts moto_server on a free port and waits until it answers HTTP. The port is picked
     /// by binding port 0 and releasing it, so another process may take it first: a server that
@@ -203,24 +216,13 @@ impl Moto {
                 if let Ok(Some(_)) = moto.child.try_wait() {
                     return Some(false);
                 }
-                moto.answers().then_some(true)
+                answers_http(port).then_some(true)
             });
             if up {
                 return moto;
             }
         }
         panic!("moto_server exited while starting, three times");
-    }
-
-    /// Whether the server answers an HTTP request (a listening port alone could be another
-    /// process's).
-    fn answers(&self) -> bool {
-        Command::new(workspace_root().join(".venv/bin/python"))
-            .args(["-c", "import sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=5).read()"])
-            .arg(&self.endpoint)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
     }
 
     /// Creates a bucket (path-style PUT; object_store does not create buckets), retrying for

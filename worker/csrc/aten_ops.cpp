@@ -24,13 +24,6 @@
 
 namespace {
 
-std::vector<at::Tensor> gather(at::Tensor* const* tensors, size_t n) {
-  std::vector<at::Tensor> out;
-  out.reserve(n);
-  for (size_t i = 0; i < n; ++i) out.push_back(*tensors[i]);
-  return out;
-}
-
 // The defined gradients of `params`.
 std::vector<at::Tensor> grads_of(at::Tensor* const* params, size_t n) {
   std::vector<at::Tensor> out;
@@ -68,23 +61,30 @@ int guarded(char* err, size_t err_len, F&& body) {
 
 extern "C" {
 
-// One AdamW step over `n` parameters (all with gradients, same device and dtype) with their
-// moments and per-parameter step counters (0-d float tensors), which are incremented first,
-// as `torch.optim.adam._fused_adam` does before it calls the kernel (which reads them).
+// One AdamW step over those of `n` parameters (same device and dtype) that have a gradient
+// (the others are left alone, as torch does), with their moments and per-parameter step
+// counters (0-d float tensors), which are incremented first, as
+// `torch.optim.adam._fused_adam` does before it calls the kernel (which reads them).
 int bertsweep_fused_adamw(at::Tensor* const* params, at::Tensor* const* exp_avgs,
                           at::Tensor* const* exp_avg_sqs, at::Tensor* const* steps, size_t n,
                           double lr, double beta1, double beta2, double weight_decay, double eps,
                           char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
-    std::vector<at::Tensor> p = gather(params, n);
-    std::vector<at::Tensor> g;
-    g.reserve(n);
-    for (const at::Tensor& t : p) g.push_back(t.grad());
-    std::vector<at::Tensor> counters = gather(steps, n);
+    std::vector<at::Tensor> p, g, m, v, counters;
+    for (size_t i = 0; i < n; ++i) {
+      const at::Tensor& grad = params[i]->grad();
+      if (!grad.defined()) continue;
+      p.push_back(*params[i]);
+      g.push_back(grad);
+      m.push_back(*exp_avgs[i]);
+      v.push_back(*exp_avg_sqs[i]);
+      counters.push_back(*steps[i]);
+    }
+    if (p.empty()) return;
     at::_foreach_add_(counters, 1);
     try {
-      at::_fused_adamw_(p, g, gather(exp_avgs, n), gather(exp_avg_sqs, n), {}, counters, lr,
-                        beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
+      at::_fused_adamw_(p, g, m, v, {}, counters, lr, beta1, beta2, weight_decay, eps,
+                        /*amsgrad=*/false, /*maximize=*/false);
     } catch (...) {
       at::_foreach_add_(counters, -1);  // a refused step leaves the counters as they were
       throw;

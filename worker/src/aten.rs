@@ -66,7 +66,7 @@ fn checked(call: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<(), TchErro
 
 /// The moments and step counter of one parameter, as `torch.optim.AdamW` keeps them.
 pub struct AdamWState<'a> {
-    /// The parameter (its gradient must be defined).
+    /// The parameter (skipped, counter included, when it has no gradient, as torch does).
     pub param: &'a Tensor,
     /// First moment.
     pub exp_avg: &'a Tensor,
@@ -91,7 +91,8 @@ pub struct AdamWHyper {
     pub eps: f64,
 }
 
-/// One `torch._fused_adamw_` step over `states` (same device and dtype, gradients defined).
+/// One `torch._fused_adamw_` step over those of `states` whose parameter has a gradient
+/// (same device and dtype).
 pub fn adamw_step(states: &[AdamWState<'_>], hyper: AdamWHyper) -> Result<(), TchError> {
     if states.is_empty() {
         return Ok(());

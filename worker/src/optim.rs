@@ -84,8 +84,8 @@ impl AdamW {
     }
 
     /// The trainable variables, in state order (for clipping their gradients).
-    pub fn parameters(&self) -> Vec<Tensor> {
-        self.slots.iter().map(|s| s.param.shallow_clone()).collect()
+    pub fn parameters(&self) -> Vec<&Tensor> {
+        self.slots.iter().map(|s| &s.param).collect()
     }
 
     /// Steps taken so far.
@@ -96,7 +96,7 @@ impl AdamW {
     /// Drops every gradient (transformers' `zero_grad(set_to_none=True)`), so the next
     /// backward pass hands over fresh gradients rather than adding into zeroed ones.
     pub fn zero_grad(&mut self) -> Result<(), TchError> {
-        aten::clear_grads(&self.slots.iter().map(|s| &s.param).collect::<Vec<_>>())
+        aten::clear_grads(&self.parameters())
     }
 
     /// One step with learning rate `lr[group]` for each group: one fused AdamW call per
@@ -104,14 +104,12 @@ impl AdamW {
     /// step counters included, as torch does.
     pub fn step(&mut self, lr: &[f64; NUM_GROUPS]) -> Result<(), TchError> {
         self.steps += 1;
-        let grads: Vec<bool> = self.slots.iter().map(|s| s.param.grad().defined()).collect();
         for (group, (&lr, &weight_decay)) in lr.iter().zip(&self.weight_decay).enumerate() {
             let states: Vec<AdamWState<'_>> = self
                 .slots
                 .iter()
-                .zip(&grads)
-                .filter(|(slot, has_grad)| slot.group == group && **has_grad)
-                .map(|(slot, _)| AdamWState {
+                .filter(|slot| slot.group == group)
+                .map(|slot| AdamWState {
                     param: &slot.param,
                     exp_avg: &slot.exp_avg,
                     exp_avg_sq: &slot.exp_avg_sq,

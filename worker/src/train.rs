@@ -693,8 +693,8 @@ struct EpochStats {
 /// Scales gradients so their joint L2 norm is at most `max_norm`, as
 /// `torch.nn.utils.clip_grad_norm_` (one `_foreach` pass, no host synchronisation); returns
 /// the norm before clipping (a 0-d tensor).
-pub fn clip_grad_norm(variables: &[Tensor], max_norm: f64) -> Result<Tensor, TchError> {
-    crate::aten::clip_grad_norm(&variables.iter().collect::<Vec<_>>(), max_norm)
+pub fn clip_grad_norm(variables: &[&Tensor], max_norm: f64) -> Result<Tensor, TchError> {
+    crate::aten::clip_grad_norm(variables, max_norm)
 }
 
 #[cfg(test)]
@@ -896,11 +896,11 @@ mod tests {
         let a = Tensor::from_slice(&[3.0f32, 0.0]).set_requires_grad(true);
         let b = Tensor::from_slice(&[4.0f32]).set_requires_grad(true);
         (a.dot(&a) * 0.5 + b.dot(&b) * 0.5).backward(); // grads (3, 0) and (4): norm 5
-        let norm = clip_grad_norm(&[a.shallow_clone(), b.shallow_clone()], 1.0).unwrap();
+        let norm = clip_grad_norm(&[&a, &b], 1.0).unwrap();
         assert!((f64::try_from(norm).unwrap() - 5.0).abs() < 1e-5, "the norm before clipping");
         let ga = Vec::<f32>::try_from(a.grad()).unwrap();
         assert!((ga[0] - 0.6).abs() < 1e-5 && ga[1] == 0.0, "{ga:?}");
-        let _ = clip_grad_norm(&[a.shallow_clone(), b.shallow_clone()], 10.0).unwrap();
+        let _ = clip_grad_norm(&[&a, &b], 10.0).unwrap();
         assert!((Vec::<f32>::try_from(b.grad()).unwrap()[0] - 0.8).abs() < 1e-5);
     }
 }

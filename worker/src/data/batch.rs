@@ -42,7 +42,8 @@ impl Batch {
     /// Pads the examples `indices` of `split` and moves them to `device`.
     pub fn new(split: &Split, indices: &[usize], pad_id: i64, device: Device) -> Result<Self, TchError> {
         let ids = &split.encoded.ids;
-        let longest = indices.iter().map(|&i| ids[i].len()).max().unwrap_or(0);
+        let lengths: Vec<usize> = indices.iter().map(|&i| ids[i].len()).collect();
+        let longest = lengths.iter().copied().max().unwrap_or(0);
         let mut flat = Vec::with_capacity(indices.len() * longest);
         let mut mask = Vec::with_capacity(indices.len() * longest);
         for &i in indices {
@@ -53,9 +54,8 @@ impl Batch {
             mask.extend(std::iter::repeat_n(0i64, longest - example.len()));
         }
         let shape = [indices.len() as i64, longest as i64];
-        let padded = indices.iter().any(|&i| ids[i].len() < longest);
+        let padded = lengths.iter().any(|&len| len < longest);
         let (attention_mask, tokens) = if padded {
-            let lengths: Vec<usize> = indices.iter().map(|&i| ids[i].len()).collect();
             (
                 Some(upload(Tensor::f_from_slice(&mask)?.f_view(shape)?, device)?),
                 Some(Unpadded::from_lengths(&lengths, longest, device)?),
