@@ -48,6 +48,9 @@ def main():
     parser.add_argument("--no-fused", action="store_true", help="plain for-loop AdamW")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--bf16", action="store_true", help="autocast matrix products to bf16 (as Trainer --bf16)")
+    parser.add_argument("--profile-steps", action="store_true",
+                        help="wait for the device at each phase boundary and print mean ms per phase "
+                             "(as the worker's BERTSWEEP_STEP_PROFILE=1; slows the run)")
     parser.add_argument("--eval-every-epoch", action="store_true",
                         help="also evaluate after every epoch (outside the timed loop) and print the accuracies")
     args = parser.parse_args()
@@ -113,24 +116,55 @@ def main():
         model.train()
         return correct / len(dev)
 
+    phases = ["batch", "forward", "backward", "clip", "optimizer"]
+    phase_seconds = [0.0] * len(phases)
+    clock = [time.perf_counter()]
+
+    def mark(phase):
+        # Only when profiling: wait for the device, charge the time since the last mark.
+        if args.profile_steps:
+            synchronize()
+            now = time.perf_counter()
+            if phase is not None:
+                phase_seconds[phase] += now - clock[0]
+            clock[0] = now
+
     epoch_accuracy = []
+    epoch_samples_per_second = []
     model.train()
     losses = []
     samples = 0
     synchronize()
     start = time.perf_counter()
     for _ in range(args.epochs):
+        epoch_start, epoch_samples, epoch_steps = time.perf_counter(), 0, 0
+        phase_seconds[:] = [0.0] * len(phases)
+        mark(None)
         for batch in loader:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            mark(0)
             with autocast:
                 loss = model(**batch).loss
+            mark(1)
             loss.backward()
+            mark(2)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            mark(3)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
+            mark(4)
             losses.append(loss.detach())
             samples += batch["input_ids"].shape[0]
+            epoch_samples += batch["input_ids"].shape[0]
+            epoch_steps += 1
+        synchronize()
+        epoch_samples_per_second.append(epoch_samples / (time.perf_counter() - epoch_start))
+        if args.profile_steps:
+            steps = max(epoch_steps, 1)
+            parts = ", ".join(f"{name} {1e3 * t / steps:.2f}" for name, t in zip(phases, phase_seconds))
+            print(f"epoch {len(epoch_samples_per_second)} step profile: ms per step over {steps} steps: {parts}, "
+                  f"step {1e3 * sum(phase_seconds) / steps:.2f}", file=sys.stderr)
         if args.eval_every_epoch:
             # Evaluation stays out of the throughput figure: the clock pauses around it.
             synchronize()
@@ -147,6 +181,7 @@ def main():
         "train_loss": sum(losses) / len(losses),
         "eval_accuracy": epoch_accuracy[-1] if epoch_accuracy else evaluate(),
         "epoch_eval_accuracy": epoch_accuracy,
+        "epoch_samples_per_second": epoch_samples_per_second,
         "group_by_length": args.group_by_length,
         "optimizer": "adamw (for-loop)" if args.no_fused else "adamw fused (HF default adamw_torch_fused)",
         "torch": torch.__version__,

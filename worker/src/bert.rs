@@ -302,10 +302,15 @@ impl BertSelfAttention {
             None => qkv,
         };
         let size = qkv.size();
-        let (batch, seq) = (size[0], size[1]);
-        // [batch, seq, 3, heads, head_dim] → three [batch, heads, seq, head_dim] views.
-        let qkv = qkv.f_view([batch, seq, 3, self.num_heads, self.head_dim])?.f_permute([2, 0, 3, 1, 4])?;
-        let (q, k, v) = (qkv.f_select(0, 0)?, qkv.f_select(0, 1)?, qkv.f_select(0, 2)?);
+        let (batch, seq, width) = (size[0], size[1], size[2]);
+        // Three [batch, heads, seq, head_dim] views, split along the feature axis: backward
+        // joins their gradients with one concatenation (selecting from a [3, …] view instead
+        // would write three zero-filled full-size gradients and add them up).
+        let heads = |part: &Tensor| -> Result<Tensor, TchError> {
+            part.f_view([batch, seq, self.num_heads, self.head_dim])?.f_transpose(1, 2)
+        };
+        let parts = qkv.f_split(width / 3, 2)?;
+        let (q, k, v) = (heads(&parts[0])?, heads(&parts[1])?, heads(&parts[2])?);
         let p = if train { self.dropout } else { 0.0 };
         let context = Tensor::f_scaled_dot_product_attention(&q, &k, &v, mask, p, false, None, false)?;
         let context = context.f_transpose(1, 2)?.f_reshape([batch, seq, self.num_heads * self.head_dim])?;

@@ -14,6 +14,7 @@
 //!   `set_to_none`, pinned asynchronous uploads), through a small C++ shim.
 //! - [`resume`]: a trial's resumable state after an epoch (checkpoint write, checks, load).
 //! - [`schedule`]: linear warm-up and decay of the learning rate.
+//! - [`phase_clock`]: opt-in per-phase wall time of training steps (`BERTSWEEP_STEP_PROFILE=1`).
 //! - [`train`]: one trial ([`train::run_trial`]), per-epoch evaluation, observer hooks.
 //! - [`export`]: the best epoch as a Hugging Face directory.
 //! - [`device`]: `--device` parsing and per-device settings.
@@ -33,6 +34,7 @@ pub mod export;
 pub mod hub;
 pub mod metrics;
 pub mod optim;
+pub mod phase_clock;
 pub mod resume;
 pub mod runtime;
 pub mod schedule;

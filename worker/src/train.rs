@@ -19,6 +19,7 @@ use crate::data::{batch_order, eval_batch_order, Batch, ClassificationData, Data
 use crate::export::{export_classifier, ExportError};
 use crate::metrics::classification_scores;
 use crate::optim::AdamW;
+use crate::phase_clock::{self, PhaseClock};
 use crate::resume;
 use crate::schedule::LinearSchedule;
 use crate::tokenizer::{BertTokenizer, TokenizerError};
@@ -336,6 +337,8 @@ pub struct StepTrainer {
     schedule: LinearSchedule,
     learning_rate: f64,
     head_lr_multiplier: f64,
+    /// Per-phase wall time, when asked for (`BERTSWEEP_STEP_PROFILE=1`; adds device waits).
+    clock: Option<PhaseClock>,
 }
 
 /// What one optimizer step measured (detached, on the training device: reading them syncs).
@@ -377,6 +380,7 @@ impl StepTrainer {
             schedule: LinearSchedule::new(total_steps, cfg.warmup_ratio),
             learning_rate: cfg.learning_rate,
             head_lr_multiplier: cfg.head_lr_multiplier,
+            clock: PhaseClock::from_env(device),
         })
     }
 
@@ -398,12 +402,23 @@ impl StepTrainer {
         let loss = logits
             .f_cross_entropy_loss::<Tensor>(&batch.labels, None, Reduction::Mean, -100, 0.0)
             .map_err(torch("computing the loss"))?;
+        self.mark(1);
         self.optimizer.zero_grad().map_err(torch("dropping gradients"))?;
         loss.f_backward().map_err(torch("backward pass"))?;
+        self.mark(2);
         let grad_norm =
             clip_grad_norm(&self.optimizer.parameters(), MAX_GRAD_NORM).map_err(torch("clipping gradients"))?;
+        self.mark(3);
         self.optimizer.step(&rates).map_err(torch("optimizer step"))?;
+        self.mark(4);
         Ok(StepStats { loss: loss.f_detach().map_err(torch("training step"))?, grad_norm })
+    }
+
+    /// Charges the time since the last mark to `phase` of [`phase_clock::PHASES`], if profiling.
+    fn mark(&mut self, phase: usize) {
+        if let Some(clock) = &mut self.clock {
+            clock.mark(phase);
+        }
     }
 
     /// Optimizer steps taken so far.
@@ -614,7 +629,11 @@ impl<'a> Trainer<'a> {
             if observer.should_abort() {
                 return Ok(None);
             }
+            if let Some(clock) = &mut self.stepper.clock {
+                clock.start();
+            }
             let batch = Batch::new(split, indices, self.pad_id, self.device).map_err(torch("building a batch"))?;
+            self.stepper.mark(0);
             let stats = self.stepper.step(&batch)?;
             loss_sum = loss_sum.f_add(&stats.loss).map_err(torch("training step"))?;
             samples += batch.size;
@@ -622,6 +641,9 @@ impl<'a> Trainer<'a> {
         }
         let loss_sum = f64::try_from(&loss_sum).map_err(torch("reading the training loss"))?;
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
+        if let Some(clock) = &mut self.stepper.clock {
+            tracing::info!(epoch, "step profile ({}): {}", phase_clock::ENV, clock.report_and_reset());
+        }
         Ok(Some(EpochStats {
             loss: loss_sum / batches.len().max(1) as f64,
             samples_per_second: samples as f64 / seconds,
