@@ -188,9 +188,11 @@ impl Unpadded {
     /// `[tokens, width]` → `[batch, seq, width]` with zeros at padding.
     fn pad(&self, xs: &Tensor) -> Result<Tensor, TchError> {
         let width = xs.size()[1];
-        Tensor::f_zeros([self.batch * self.seq, width], (xs.kind(), xs.device()))?
-            .f_index_copy(0, &self.index, xs)?
-            .f_view([self.batch, self.seq, width])
+        // In place into fresh zeros: the out-of-place `index_copy` would first clone the
+        // zeros, a full-size copy per layer (on 2 CPU cores, 0.6 against 3.9 ms for a MiniLM
+        // batch of 32 SST-2 sentences).
+        let mut zeros = Tensor::f_zeros([self.batch * self.seq, width], (xs.kind(), xs.device()))?;
+        zeros.f_index_copy_(0, &self.index, xs)?.f_view([self.batch, self.seq, width])
     }
 
     /// `[batch, seq, width]` → `[tokens, width]`.
