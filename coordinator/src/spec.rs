@@ -544,7 +544,7 @@ fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpec, SpecErro
         }
     }
     spec.budget = validate_budget(raw.budget, sampler, grid_size.saturating_mul(repeats as u64), strictness)?;
-    if spec.budget.max_trials % repeats != 0 {
+    if !spec.budget.max_trials.is_multiple_of(repeats) {
         return Err(invalid(format!(
             "budget.max_trials ({}) must be a multiple of algorithm.repeats ({repeats}) so every configuration runs with every seed",
             spec.budget.max_trials

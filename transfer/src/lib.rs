@@ -40,3 +40,40 @@ pub fn human_bytes(n: u64) -> String {
         format!("{x:.1} {}", UNITS[unit])
     }
 }
+
+/// Parses a size as people write it: bytes, or a number with kB/MB/GB/TB (powers of 1000) or
+/// KiB/MiB/GiB/TiB (powers of 1024); the error says what is wrong and how to write one.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().map_err(|_| format!("{text:?} is not a size; write e.g. 500MB or 4GiB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use B, kB, MB, GB, TB, KiB, MiB, GiB or TiB")),
+    };
+    Ok((n * scale as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_in_both_unit_families_and_errors_say_how_to_write_one() {
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size(" 1.5 TB "), Ok(1_500_000_000_000));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("lots").unwrap_err().contains("write e.g. 500MB"));
+        assert!(parse_size("5 parsecs").unwrap_err().contains("unknown unit"));
+    }
+}

@@ -78,7 +78,7 @@ pub fn write_tiny_task(dir: &Path, n_train: usize, n_dev: usize) -> std::io::Res
         let words = if label == 1 { POSITIVE } else { NEGATIVE };
         let subject = SUBJECTS[(i / 2) % SUBJECTS.len()];
         let filler = FILLERS[(i / 7) % FILLERS.len()];
-        let verb = if i % 3 == 0 { "is" } else { "was" };
+        let verb = if i.is_multiple_of(3) { "is" } else { "was" };
         (format!("{subject} {verb}{filler} {} .", words[(i / 3) % words.len()]), label)
     };
     let write = |path: &Path, range: std::ops::Range<usize>| -> std::io::Result<()> {

@@ -236,23 +236,9 @@ pub enum BestFormat {
     Json,
 }
 
-/// Parses a size: bytes, or a number with kB/MB/GB (powers of 1000) or KiB/MiB/GiB (of 1024).
+/// Parses a size: bytes, or a number with kB/MB/GB/TB (powers of 1000) or KiB/MiB/GiB/TiB.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: f64 = number.parse().map_err(|_| format!("{text:?} is not a size; write e.g. 500MB or 4GiB"))?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        "kib" => 1 << 10,
-        "mib" => 1 << 20,
-        "gib" => 1 << 30,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use B, kB, MB, GB, KiB, MiB or GiB")),
-    };
-    Ok((n * scale as f64) as u64)
+    bertsweep_transfer::parse_size(text)
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h` or plain seconds.

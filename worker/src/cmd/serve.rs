@@ -49,6 +49,11 @@ pub struct ServeArgs {
     /// $XDG_CACHE_HOME/bertsweep or ~/.cache/bertsweep).
     #[arg(long, env = "BERTSWEEP_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Most space downloaded inputs may take in the cache (e.g. 50GB, 200GiB): after each
+    /// download, least recently used inputs that no running trial uses are deleted (by any
+    /// worker sharing the cache). Default: no limit.
+    #[arg(long, env = "BERTSWEEP_CACHE_MAX_SIZE", value_parser = bertsweep_transfer::parse_size)]
+    cache_max_size: Option<u64>,
     /// Do not export models (metrics only; e.g. for recording learning curves).
     #[arg(long)]
     no_export: bool,
@@ -104,6 +109,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_trials: args.max_trials.map(|n| n as usize),
         artifacts,
         cache_dir,
+        cache_max_bytes: args.cache_max_size,
         group_by_length: args.group_by_length,
         local_checkpoints: args.local_checkpoints,
         progress: std::io::stderr().is_terminal(),

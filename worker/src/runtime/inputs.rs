@@ -5,11 +5,14 @@
 //!   ```text
 //!   <cache>/blobs/sha256/<2 hex>/<64 hex>   verified blobs (see bertsweep_transfer::blob_dir)
 //!   <cache>/trees/<manifest hex>/…          the file or directory laid out (hard links to blobs)
+//!   <cache>/leases/<manifest hex>            in use while locked; last used = its mtime
 //!   <cache>/staging/…                        models exported here before they are uploaded
 //!   ```
 //!
 //!   Device slots share the cache (one download per blob, behind a per-blob lock); every entry
 //!   is re-hashed the first time this process uses it, and a corrupted one is downloaded again.
+//!   With a size limit (`--cache-max-size`), least recently used trees that no trial holds
+//!   go after each download ([`super::cache_prune`]).
 //! - `worker:/path` and plain paths — opened here as they are.
 //! - `hf:org/name[@rev]` — resolved through the Hugging Face cache ([`crate::hub`]).
 
@@ -23,6 +26,7 @@ use bertsweep_transfer::remote::{materialize, Remote, RemoteError};
 use bertsweep_transfer::{Digest, InputRef, Manifest, ManifestKind};
 use tracing::{info, warn};
 
+use super::cache_prune::{self, Pruned, TreeLease};
 use crate::hub::{HubEnv, HubError};
 
 /// Why an input could not be made available.
@@ -77,8 +81,11 @@ impl InputError {
 pub struct Inputs {
     blobs: BlobDir,
     trees: PathBuf,
+    leases: PathBuf,
     staging: PathBuf,
     hub: HubEnv,
+    /// Most bytes of blobs to keep (`--cache-max-size`); `None` keeps everything.
+    max_bytes: Option<u64>,
     /// Manifests whose trees this process has verified (re-hashing them once per process).
     verified: Mutex<HashSet<Digest>>,
     /// One lock per manifest: slots wanting the same input wait for one download.
@@ -101,17 +108,37 @@ impl Inputs {
         let blobs = BlobDir::open(cache_dir.join("blobs"))?;
         let _ = blobs.clear_tmp(Duration::from_secs(3600));
         let trees = cache_dir.join("trees");
+        let leases = cache_prune::leases_dir(cache_dir);
         let staging = cache_dir.join("staging");
         std::fs::create_dir_all(&trees)?;
+        std::fs::create_dir_all(&leases)?;
         std::fs::create_dir_all(&staging)?;
         Ok(Inputs {
             blobs,
             trees,
+            leases,
             staging,
             hub,
+            max_bytes: None,
             verified: Mutex::new(HashSet::new()),
             locks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Keeps the downloaded inputs under `max_bytes` (least recently used trees not in use go).
+    pub fn with_size_limit(mut self, max_bytes: Option<u64>) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Enforces the size limit, if any: deletes least recently used trees that no trial
+    /// holds and the blobs no remaining tree needs. `None` when there is no limit.
+    pub async fn prune(&self) -> Option<std::io::Result<Pruned>> {
+        let max = self.max_bytes?;
+        let (blobs, trees, leases) = (self.blobs.clone(), self.trees.clone(), self.leases.clone());
+        let layout =
+            move || cache_prune::prune(&cache_prune::Layout { blobs: &blobs, trees: &trees, leases: &leases }, max);
+        Some(tokio::task::spawn_blocking(layout).await.unwrap_or_else(|e| Err(std::io::Error::other(e))))
     }
 
     /// A fresh directory path for exporting a model before it is uploaded.
@@ -124,34 +151,44 @@ impl Inputs {
         self.locks.lock().unwrap_or_else(|p| p.into_inner()).entry(d).or_default().clone()
     }
 
-    /// Makes `reference` (the value of task field `field`) available here and returns its path.
-    pub async fn resolve(&self, remote: &Remote, field: &'static str, reference: &str) -> Result<PathBuf, InputError> {
+    /// Makes `reference` (the value of task field `field`) available here and returns its
+    /// path, with the cache lease that keeps it there while the result is held.
+    pub async fn resolve(&self, remote: &Remote, field: &'static str, reference: &str) -> Result<Resolved, InputError> {
         let invalid = |message: String| InputError::Invalid { field, reference: reference.into(), message };
+        let unleased = |path: PathBuf| Resolved { path, _lease: None };
         match InputRef::parse(reference).map_err(|e| invalid(e.to_string()))? {
-            InputRef::Worker(p) | InputRef::Path(p) => Ok(PathBuf::from(p)),
+            InputRef::Worker(p) | InputRef::Path(p) => Ok(unleased(PathBuf::from(p))),
             InputRef::Hub { repo, revision } => {
                 let env = self.hub.clone();
                 tokio::task::spawn_blocking(move || crate::hub::resolve(&env, &repo, revision.as_deref()))
                     .await
                     .map_err(|e| InputError::Cache(e.to_string()))?
                     .map_err(|source| InputError::Hub { field, source })
+                    .map(unleased)
             }
             InputRef::Blob(d) => {
                 let transfer = |source| InputError::Transfer { field, reference: reference.into(), source };
                 let want = if field == "task.model" { ManifestKind::Dir } else { ManifestKind::File };
+                let leases = self.leases.clone();
+                let lease = tokio::task::spawn_blocking(move || cache_prune::lease(&leases, &d))
+                    .await
+                    .map_err(|e| InputError::Cache(e.to_string()))?
+                    .map_err(|e| InputError::Cache(format!("leasing {}: {e}", d.short())))?;
                 let (tree, manifest) = self.tree(remote, d).await.map_err(transfer)?;
                 if manifest.kind != want {
                     return Err(invalid(format!("names a {:?} where a {want:?} is needed", manifest.kind)));
                 }
-                Ok(match manifest.kind {
+                let path = match manifest.kind {
                     ManifestKind::File => tree.join(&manifest.files[0].path),
                     ManifestKind::Dir => tree,
-                })
+                };
+                Ok(Resolved { path, _lease: Some(lease) })
             }
         }
     }
 
-    /// The laid-out tree of manifest `d`, downloading (or repairing) it as needed.
+    /// The laid-out tree of manifest `d`, downloading (or repairing) it as needed. The caller
+    /// holds its lease.
     async fn tree(&self, remote: &Remote, d: Digest) -> Result<(PathBuf, Manifest), RemoteError> {
         let lock = self.lock_for(d);
         let _one_download = lock.lock().await;
@@ -176,11 +213,16 @@ impl Inputs {
         }
         if !tree.exists() {
             let started = std::time::Instant::now();
-            remote.fetch_files(&self.blobs, &manifest).await?;
-            if let Err(e) = materialize(&self.blobs, &manifest, &tree) {
-                // Another worker process sharing the cache may have laid it out first.
-                if !tree.exists() {
-                    return Err(e);
+            // Twice at most: a pruning pass elsewhere may delete a blob this download found
+            // present (reused from another tree) before it is linked into this one.
+            for attempt in 0..2 {
+                remote.fetch_files(&self.blobs, &manifest).await?;
+                match materialize(&self.blobs, &manifest, &tree) {
+                    Ok(()) => break,
+                    // Another worker process sharing the cache may have laid it out first.
+                    Err(_) if tree.exists() => break,
+                    Err(e) if attempt == 1 => return Err(e),
+                    Err(_) => {}
                 }
             }
             info!(
@@ -194,6 +236,15 @@ impl Inputs {
         self.verified.lock().unwrap_or_else(|p| p.into_inner()).insert(d);
         Ok((tree, manifest))
     }
+}
+
+/// A resolved input: where it is, and (for cached `blob:` inputs) the lease that keeps the
+/// cache from evicting it while this value lives.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The file or directory.
+    pub path: PathBuf,
+    _lease: Option<TreeLease>,
 }
 
 /// Re-hashes every file of a laid-out tree; a mismatching one is deleted with its blob (they

@@ -9,6 +9,7 @@
 //! that owns retries, backoff and status classification; `client` (connection and the retry
 //! policy) and `convert` (the only protobuf ↔ worker-type mapping) sit behind it.
 
+pub mod cache_prune;
 mod checkpoints;
 mod client;
 mod convert;
@@ -49,6 +50,8 @@ pub struct WorkerOptions {
     pub artifacts: ArtifactSink,
     /// The input cache (downloaded study inputs, models waiting to be uploaded).
     pub cache_dir: PathBuf,
+    /// Most bytes of downloaded inputs the cache keeps (`--cache-max-size`); `None`: no limit.
+    pub cache_max_bytes: Option<u64>,
     /// Batch similar lengths together (less padding, faster).
     pub group_by_length: bool,
     /// With `ArtifactSink::Local`: write checkpoints there too (`--local-checkpoints`).
@@ -137,9 +140,12 @@ pub async fn run(options: WorkerOptions, shutdown: watch::Receiver<bool>) -> Res
             _ = shutdown.wait_for(|s| *s) => return Ok(Summary::default()),
         }
     };
-    let inputs = inputs::Inputs::open(&options.cache_dir, crate::hub::HubEnv::from_env()).map_err(|e| {
-        RuntimeError::Rpc { what: "opening --cache-dir", message: format!("{}: {e}", options.cache_dir.display()) }
-    })?;
+    let inputs = inputs::Inputs::open(&options.cache_dir, crate::hub::HubEnv::from_env())
+        .map(|i| i.with_size_limit(options.cache_max_bytes))
+        .map_err(|e| RuntimeError::Rpc {
+            what: "opening --cache-dir",
+            message: format!("{}: {e}", options.cache_dir.display()),
+        })?;
     let ctx = Arc::new(Context {
         coordinator,
         inputs,
@@ -223,8 +229,9 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
     let lease = Arc::new(LeaseState::default());
     // Heartbeats run from before the inputs download until the trial is reported.
     let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat_loop(ctx.clone(), a.clone(), lease.clone())));
-    let cfg = match resolve_inputs(ctx, cfg).await {
-        Ok(cfg) => cfg,
+    // The leases keep this trial's inputs in the cache until the trial ends.
+    let (cfg, _input_leases) = match resolve_inputs(ctx, cfg).await {
+        Ok(resolved) => resolved,
         Err(e) => {
             let kind = if e.is_retryable() { Failure::Retryable } else { Failure::Infeasible };
             return fail(ctx, &a, kind, e.to_string()).await;
@@ -361,17 +368,38 @@ impl Drop for RemoveOnDrop {
 }
 
 /// Makes the study's inputs local: downloads `blob:` inputs into the cache, resolves `hf:`
-/// models; paths stay as they are.
+/// models; paths stay as they are. Returns the inputs' cache leases with the config, then
+/// brings the cache back under its size limit (this trial's inputs are spared).
 async fn resolve_inputs(
     ctx: &Context,
     mut cfg: crate::train::TrialConfig,
-) -> Result<crate::train::TrialConfig, inputs::InputError> {
+) -> Result<(crate::train::TrialConfig, Vec<inputs::Resolved>), inputs::InputError> {
     let remote = ctx.coordinator.remote();
     let text = |p: &PathBuf| p.to_string_lossy().into_owned();
-    cfg.model_dir = ctx.inputs.resolve(&remote, "task.model", &text(&cfg.model_dir)).await?;
-    cfg.train_file = ctx.inputs.resolve(&remote, "task.train_file", &text(&cfg.train_file)).await?;
-    cfg.validation_file = ctx.inputs.resolve(&remote, "task.validation_file", &text(&cfg.validation_file)).await?;
-    Ok(cfg)
+    let model = ctx.inputs.resolve(&remote, "task.model", &text(&cfg.model_dir)).await?;
+    let train = ctx.inputs.resolve(&remote, "task.train_file", &text(&cfg.train_file)).await?;
+    let validation = ctx.inputs.resolve(&remote, "task.validation_file", &text(&cfg.validation_file)).await?;
+    cfg.model_dir = model.path.clone();
+    cfg.train_file = train.path.clone();
+    cfg.validation_file = validation.path.clone();
+    match ctx.inputs.prune().await {
+        Some(Ok(p)) if p.trees > 0 || p.blobs > 0 => info!(
+            trees = p.trees,
+            blobs = p.blobs,
+            in_use = p.in_use,
+            "input cache pruned: {} → {}",
+            bertsweep_transfer::human_bytes(p.bytes_before),
+            bertsweep_transfer::human_bytes(p.bytes_after)
+        ),
+        Some(Ok(p)) if p.bytes_after > ctx.options.cache_max_bytes.unwrap_or(u64::MAX) => warn!(
+            in_use = p.in_use,
+            "input cache holds {}, over --cache-max-size: everything left is in use",
+            bertsweep_transfer::human_bytes(p.bytes_after)
+        ),
+        Some(Err(e)) => warn!("pruning the input cache: {e}"),
+        _ => {}
+    }
+    Ok((cfg, vec![model, train, validation]))
 }
 
 /// Puts the exported model where `--artifacts` says and returns what to complete with: a
