@@ -11,8 +11,9 @@
 # the warm second epoch (and of the first), the ratio, model FLOP utilisation (6 × parameters
 # + attention per token, against PEAK_TFLOPS, default 989 = H100 SXM dense bf16) and peak
 # memory (nvidia-smi, sampled every 100 ms, for both). Then shows where a step's time goes on
-# both sides, checks that an out-of-memory batch ends a trial as infeasible and that
-# `--device all` trains on every GPU.
+# both sides, what 1, 2 and 4 worker processes sharing one GPU train together, checks that an
+# out-of-memory batch ends a trial as infeasible and that `--device all` trains on every GPU.
+# PARTS="speed profile concurrency oom all" (the default) picks the parts to run.
 # Targets: worker >= 1.25x PyTorch, >= 40 % MFU for BERT-base.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,9 @@ BIN=${BIN:-target/debug}
 PY=${PY:-.venv/bin/python}
 SST2_DIR=${SST2_DIR:-$(cd .. && pwd)/shared/data/sst2}
 PEAK_TFLOPS=${PEAK_TFLOPS:-989}
+# Which parts run (all by default): speed profile concurrency oom all.
+PARTS=" ${PARTS:-speed profile concurrency oom all} "
+part() { [[ $PARTS == *" $1 "* ]]; }
 OUT=runs/gpu-check
 rm -rf "$OUT"
 mkdir -p "$OUT"
@@ -108,7 +112,7 @@ print(f"{model} batch {batch}: worker {ours[-1]:.0f} samples/s (MFU {mfu(ours[-1
 PY
 }
 
-{
+part speed && {
   for run in "bert-base 32" "minilm 32" "bert-base 128"; do
     # (batch 128: is batch 32 bound by launching kernels? Four times the work per launch.)
     train_throughput $run || echo "$run: FAILED (see $OUT/*-${run// /-bs}.log)"
@@ -117,7 +121,7 @@ PY
 
 # Where a step's time goes, phase by phase, on both sides (device waits at each boundary, so
 # these runs are slower than the ones above; the second epoch's line is the warm one).
-for batch in 32 128; do
+part profile && for batch in 32 128; do
   BERTSWEEP_STEP_PROFILE=1 "$BIN/bertsweep-worker" train --model "$OUT/bert-base" \
     --train-file "$OUT/long-train.tsv" --validation-file "$OUT/long-dev.tsv" --max-seq-length 128 \
     --batch-size $batch --epochs 2 --learning-rate 5e-5 --device cuda --json >/dev/null \
@@ -133,17 +137,41 @@ for batch in 32 128; do
 done
 [ -f "$OUT/minilm-note.txt" ] && tee -a "$OUT/summary.txt" <"$OUT/minilm-note.txt"
 
-# An out-of-memory batch: the trial must end as infeasible (one line, exit non-zero).
-if "$BIN/bertsweep-worker" train --model "$OUT/bert-base" --train-file "$OUT/long-train.tsv" \
-  --validation-file "$OUT/long-dev.tsv" --max-seq-length 512 --batch-size 16384 --epochs 1 \
-  --learning-rate 5e-5 --device cuda >"$OUT/oom.out" 2>"$OUT/oom.err"; then
-  echo "FAIL: a 16384 x 512 batch did not run out of memory" | tee -a "$OUT/summary.txt"; exit 1
+# Trials per GPU: at batch 32 a step is bound by the host launching kernels, so the GPU idles
+# most of the time. N worker processes (as N workers started on one GPU would be) train at
+# once on cuda:0; each process has its own autograd thread. Sum of their warm epochs' samples/s.
+if part concurrency; then
+  for n in 1 2 4; do
+    for i in $(seq "$n"); do
+      "$BIN/bertsweep-worker" train --model "$OUT/bert-base" --train-file "$OUT/long-train.tsv" \
+        --validation-file "$OUT/long-dev.tsv" --max-seq-length 128 --batch-size 32 --epochs 2 \
+        --learning-rate 5e-5 --device cuda:0 --seed "$i" --json >"$OUT/together-$n-$i.json" 2>/dev/null &
+    done
+    wait
+    "$PY" - "$n" "$OUT"/together-"$n"-*.json <<'PY' | tee -a "$OUT/summary.txt"
+import json, sys
+n, files = sys.argv[1], sys.argv[2:]
+warm = [[j["train_samples_per_second"] for j in map(json.loads, open(f)) if "train_samples_per_second" in j][-1] for f in files]
+print(f"bert-base batch 32, {n} worker process(es) on one GPU: {sum(warm):.0f} samples/s together "
+      f"({', '.join(f'{w:.0f}' for w in warm)})")
+PY
+  done
 fi
-if grep -q "^frame #\|Exception raised from" "$OUT/oom.err"; then
-  echo "FAIL: the out-of-memory error carries libtorch's C++ backtrace (see $OUT/oom.err)" | tee -a "$OUT/summary.txt"; exit 1
-fi
-grep -qi "out of memory" "$OUT/oom.err" && echo "out-of-memory batch: refused as infeasible ($(tail -1 "$OUT/oom.err"))" | tee -a "$OUT/summary.txt"
 
+# An out-of-memory batch: the trial must end as infeasible (one line, exit non-zero).
+if part oom; then
+  if "$BIN/bertsweep-worker" train --model "$OUT/bert-base" --train-file "$OUT/long-train.tsv" \
+    --validation-file "$OUT/long-dev.tsv" --max-seq-length 512 --batch-size 16384 --epochs 1 \
+    --learning-rate 5e-5 --device cuda >"$OUT/oom.out" 2>"$OUT/oom.err"; then
+    echo "FAIL: a 16384 x 512 batch did not run out of memory" | tee -a "$OUT/summary.txt"; exit 1
+  fi
+  if grep -q "^frame #\|Exception raised from" "$OUT/oom.err"; then
+    echo "FAIL: the out-of-memory error carries libtorch's C++ backtrace (see $OUT/oom.err)" | tee -a "$OUT/summary.txt"; exit 1
+  fi
+  grep -qi "out of memory" "$OUT/oom.err" && echo "out-of-memory batch: refused as infeasible ($(tail -1 "$OUT/oom.err"))" | tee -a "$OUT/summary.txt"
+fi
+
+part all || { echo "figures: $OUT/summary.txt"; exit 0; }
 # --device all: one trial per visible GPU through a coordinator.
 "$BIN/bertsweep" serve --listen 127.0.0.1:0 --db "sqlite://$OUT/all.db" >"$OUT/serve.out" 2>"$OUT/serve.log" &
 serve=$!
