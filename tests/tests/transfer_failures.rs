@@ -1,7 +1,9 @@
 //! Transfers interrupted by real process deaths: a coordinator SIGKILLed and restarted while
 //! `study create` uploads a large model, and a worker SIGKILLed while it downloads it. Each
 //! ends in a retry that completes, and no half-written file is ever used: what lands in the
-//! coordinator's store and the worker's cache hashes to its name.
+//! coordinator's store and the worker's cache hashes to its name. Then a worker with a cache
+//! size limit, on another study, evicts the first study's inputs (no trial holds them) and
+//! keeps its own.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -118,5 +120,44 @@ fn interrupted_uploads_and_downloads_retry_and_never_use_half_a_file() {
     let log = std::fs::read_to_string(dir.path().join("w2.err")).unwrap_or_default();
     assert_eq!(state, "COMPLETED", "{log}");
     assert!(log.contains("input ready"), "the second worker downloaded the inputs: {log}");
+    assert_blobs_verify(&cache.join("blobs"));
+
+    // 3. Another study on a worker whose cache may hold 1 MB: once the new trial's inputs are
+    //    in, the first study's 400 MB model (held by no trial) goes; the new inputs stay until
+    //    their trial ends, and the trial completes.
+    let small = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("name = \"big\"", "name = \"small\"")
+        .replace(&dir.path().join("source/model").display().to_string(), &model.display().to_string());
+    let small_file = dir.path().join("small.toml");
+    std::fs::write(&small_file, small).unwrap();
+    let out = coordinator.cli(&["study", "create", small_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut third = coordinator.worker_with(
+        &["--study", "small", "--no-export", "--cache-max-size", "1MB"],
+        &artifacts,
+        &dir.path().join("w3.log"),
+    );
+    let state = eventually("the second study to end", Duration::from_secs(600), || {
+        let s = coordinator.study_state("small");
+        (s != "RUNNING" && !s.is_empty()).then_some(s)
+    });
+    let _ = third.wait();
+    let log = std::fs::read_to_string(dir.path().join("w3.err")).unwrap_or_default();
+    assert_eq!(state, "COMPLETED", "{log}");
+    assert!(log.contains("input cache pruned"), "{log}");
+    let padded_trees = std::fs::read_dir(cache.join("trees"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("padding.bin").exists())
+        .count();
+    assert_eq!(padded_trees, 0, "the first study's model left the cache: {log}");
+    let blob_bytes: u64 = std::fs::read_dir(cache.join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .flat_map(|shard| std::fs::read_dir(shard.path()).unwrap().flatten())
+        .map(|blob| blob.metadata().unwrap().len())
+        .sum();
+    assert!(blob_bytes < 400_000_000, "{blob_bytes} bytes of blobs left: {log}");
     assert_blobs_verify(&cache.join("blobs"));
 }
