@@ -4,8 +4,9 @@
 //!
 //! A blob stays as long as something refers to it: a study's `blob:` input, or a trial's kept
 //! model — through the manifest that lists it. [`BlobStore::collect`] deletes the rest: at
-//! start-up (blobs older than a grace period, so an upload whose study is not yet created
-//! survives), and at once for the blobs of models pushed out of a study's top K.
+//! start-up and then periodically (blobs older than a grace period, so an upload whose study
+//! is not yet created survives), and at once for the blobs of models pushed out of a study's
+//! top K.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,18 @@ impl BlobStore {
                 warn!("deleting superseded models panicked: {e}");
                 0
             }
+        }
+    }
+
+    /// Deletes unfinished uploads whose last write is older than `age` (a client that died
+    /// mid-upload; a live upload writes every chunk).
+    pub async fn clear_abandoned_uploads(&self, age: Duration) {
+        let dir = self.dir.clone();
+        match tokio::task::spawn_blocking(move || dir.clear_tmp(age)).await {
+            Ok(Ok(n)) if n > 0 => info!(files = n, "deleted abandoned uploads"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!("deleting abandoned uploads failed: {e}"),
+            Err(e) => warn!("deleting abandoned uploads panicked: {e}"),
         }
     }
 

@@ -35,6 +35,9 @@ pub struct ServerConfig {
     pub data_dir: Option<std::path::PathBuf>,
     /// Largest blob (one file) an upload may carry.
     pub max_blob_bytes: u64,
+    /// How old an unreferenced blob (or an unfinished upload) must be before it is deleted;
+    /// the sweep runs at start-up and then once per this period.
+    pub orphan_grace: Duration,
 }
 
 /// The server's TLS material, as PEM bytes.
@@ -58,6 +61,7 @@ impl Default for ServerConfig {
             tls: None,
             data_dir: None,
             max_blob_bytes: crate::blobs::DEFAULT_MAX_BLOB_BYTES,
+            orphan_grace: crate::blobs::ORPHAN_GRACE,
         }
     }
 }
@@ -211,15 +215,7 @@ pub async fn run_with_sidecars(
         heartbeat_interval: config.lease_ttl / 3,
         blobs,
     });
-    {
-        // Blobs no study or trial refers to (uploads whose study was never created, models
-        // of trials that never completed) go once they are old enough to be abandoned.
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let roots = shared.lock().blob_roots();
-            shared.blobs.collect(roots, crate::blobs::ORPHAN_GRACE).await;
-        });
-    }
+    let collector = tokio::spawn(collect_orphans_forever(shared.clone(), config.orphan_grace));
     let reaper = tokio::spawn(reap_forever(shared.clone()));
     // One shutdown signal for the gRPC server and its sidecars.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -303,6 +299,7 @@ pub async fn run_with_sidecars(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     reaper.abort();
+    collector.abort();
     // The sidecars saw the same stop (or the server failed): nothing of theirs needs flushing.
     for task in sidecar_tasks {
         task.abort();
@@ -313,6 +310,21 @@ pub async fn run_with_sidecars(
 }
 
 /// Requeues expired leases, waking at the next expiry (checked at least every second).
+/// Blobs no study or trial refers to (uploads whose study was never created, models and
+/// checkpoints of uploads whose trial was lost meanwhile, manifests never named) and uploads
+/// abandoned half-way go once they are `grace` old: at start-up, then once per `grace`, so a
+/// coordinator that runs for months does not fill its disk with them.
+async fn collect_orphans_forever(shared: Arc<Shared>, grace: Duration) {
+    let mut every = tokio::time::interval(grace.max(Duration::from_millis(100)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let roots = shared.lock().blob_roots();
+        shared.blobs.collect(roots, grace).await;
+        shared.blobs.clear_abandoned_uploads(grace).await;
+    }
+}
+
 async fn reap_forever(shared: Arc<Shared>) {
     loop {
         let next = shared.lock().next_expiry();

@@ -2,7 +2,8 @@
 //! dedup and byte-exact round trips, the size limit, refused uploads (wrong digest, too many
 //! bytes) that leave nothing behind, DownloadBlob errors and resume, `blob:` study inputs
 //! checked at CreateStudy, the top-K kept models (OfferArtifact, eviction of pushed-out models
-//! and their unshared blobs) and what a restart keeps and clears.
+//! and their unshared blobs), what a restart keeps and clears, and the periodic sweep that
+//! deletes what nothing refers to while the coordinator keeps running.
 
 mod common;
 
@@ -30,12 +31,17 @@ struct Server {
 
 impl Server {
     async fn start(root: &Path, max_blob_bytes: u64) -> Server {
+        Server::start_with_grace(root, max_blob_bytes, ServerConfig::default().orphan_grace).await
+    }
+
+    async fn start_with_grace(root: &Path, max_blob_bytes: u64, orphan_grace: Duration) -> Server {
         let data = root.join("data");
         let config = ServerConfig {
             db_url: format!("sqlite://{}", root.join("coord.db").display()),
             long_poll: Duration::from_secs(1),
             data_dir: Some(data.clone()),
             max_blob_bytes,
+            orphan_grace,
             ..ServerConfig::default()
         };
         Server { server: TestServer::start_config(config).await, data }
@@ -407,5 +413,61 @@ async fn kept_models_survive_a_restart_and_unfinished_uploads_do_not() {
     fetch_tree(&Remote::new(c), models[1], &dest).await;
     assert_eq!(tree(&dest), tree(&tmp.path().join("model9")));
     assert!(server.blob(&young).exists() && !server.blob(&models[0]).exists());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_coordinator_sweeps_unreferenced_blobs_and_abandoned_uploads_once_they_are_old() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grace = Duration::from_secs(2);
+    let server = Server::start_with_grace(tmp.path(), 1 << 30, grace).await;
+    let mut c = server.client().await;
+    let remote = Remote::new(c.clone());
+    // Inputs a study refers to, and blobs nothing refers to: an upload whose study was never
+    // created, and a manifest naming a file that never arrived.
+    write(&tmp.path().join("m/config.json"), b"{}");
+    write(&tmp.path().join("train.tsv"), b"sentence\tlabel\nhi\t1\n");
+    write(&tmp.path().join("dev.tsv"), b"sentence\tlabel\nho\t0\n");
+    let model = remote.upload_path(&tmp.path().join("m"), "t:/m".into()).await.unwrap().digest;
+    let train = remote.upload_path(&tmp.path().join("train.tsv"), "t:/train".into()).await.unwrap().digest;
+    let dev = remote.upload_path(&tmp.path().join("dev.tsv"), "t:/dev".into()).await.unwrap().digest;
+    let blob = |d: Digest| format!("blob:sha256:{d}");
+    let spec_toml = study("kept", "").inputs(&blob(model), &blob(train), &blob(dev)).to_string();
+    c.create_study(pb::CreateStudyRequest { spec_toml }).await.unwrap();
+    let stray = Digest::of(b"never used");
+    raw_upload(&mut c, &stray.to_string(), 10, &[&b"never used"[..]]).await.unwrap();
+    write(&tmp.path().join("lost.tsv"), b"lost");
+    let lost = Manifest::of_path(&tmp.path().join("lost.tsv"), "t:/lost".into()).unwrap().to_bytes();
+    let lost_manifest = Digest::of(&lost);
+    raw_upload(&mut c, &lost_manifest.to_string(), lost.len() as u64, &[&lost]).await.unwrap();
+    // A client died half-way through an upload (nothing writes to its file any more).
+    write(&server.data.join("tmp/model.bin.4321.00000000feedface.part"), b"half an upload");
+    // A blob a client keeps being told is present (so it will not upload it again) is spared.
+    let asked = Digest::of(b"asked about");
+    raw_upload(&mut c, &asked.to_string(), 11, &[&b"asked about"[..]]).await.unwrap();
+    let asking = {
+        let mut c = c.clone();
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                let digests = vec![asked.to_string()];
+                let reply = c.find_missing_blobs(pb::FindMissingBlobsRequest { digests }).await.unwrap();
+                assert!(reply.into_inner().missing.is_empty(), "the blob asked about is present");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    until("the stray blob, the lost manifest and the abandoned upload to go", || {
+        !server.blob(&stray).exists() && !server.blob(&lost_manifest).exists() && server.tmp_files() == 0
+    })
+    .await;
+    // Several sweeps later (8 s, grace 2 s), what the study refers to is all still there, and
+    // so is the blob asked about every 200 ms.
+    asking.await.unwrap();
+    assert!(server.blob(&asked).exists());
+    let inputs = Manifest::parse(&std::fs::read(server.blob(&model)).unwrap()).unwrap();
+    for d in [model, train, dev].into_iter().chain(inputs.files.iter().map(|f| f.digest())) {
+        assert!(server.blob(&d).exists(), "{d} is referenced and must stay");
+    }
     server.stop().await;
 }

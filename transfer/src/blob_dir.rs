@@ -81,6 +81,16 @@ impl BlobDir {
         self.path(d).is_file()
     }
 
+    /// Marks a present blob as just used (its modification time becomes now), so a sweep of
+    /// old unreferenced blobs spares it for a grace period; false when it is missing.
+    pub fn touch(&self, d: &Digest) -> bool {
+        std::fs::File::options()
+            .write(true)
+            .open(self.path(d))
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .is_ok()
+    }
+
     /// Size of a present blob.
     pub fn size(&self, d: &Digest) -> Option<u64> {
         std::fs::metadata(self.path(d)).ok().filter(|m| m.is_file()).map(|m| m.len())

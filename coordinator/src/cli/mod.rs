@@ -134,6 +134,10 @@ pub struct ServeArgs {
     /// worker:/path or hf:org/name.
     #[arg(long, default_value = "4GiB", value_parser = parse_size)]
     pub max_blob_size: u64,
+    /// How long an upload nothing refers to (yet) is kept before it is deleted, and how often
+    /// the data directory is swept for them (e.g. 1h, 30m).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub orphan_grace: Duration,
     /// Listen on a non-loopback address without a token (anyone who reaches the port can then
     /// create, stop and read studies).
     #[arg(long)]
@@ -417,6 +421,7 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
         tls,
         data_dir: args.data_dir.clone(),
         max_blob_bytes: args.max_blob_size,
+        orphan_grace: args.orphan_grace,
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async {

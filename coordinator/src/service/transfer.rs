@@ -118,7 +118,9 @@ pub fn find_missing(shared: &Shared, r: pb::FindMissingBlobsRequest) -> Result<p
     }
     let mut missing = Vec::new();
     for text in r.digests {
-        if !shared.blobs.dir().contains(&digest("digests", &text)?) {
+        // A blob reported present is about to be referenced (the caller skips uploading
+        // it): touching it spares it from the sweep of old unreferenced blobs meanwhile.
+        if !shared.blobs.dir().touch(&digest("digests", &text)?) {
             missing.push(text);
         }
     }
@@ -135,7 +137,7 @@ pub async fn upload(
     if size > shared.blobs.max_blob_bytes {
         return Err(Status::invalid_argument(shared.blobs.too_large(size)));
     }
-    if shared.blobs.dir().size(&d) == Some(size) {
+    if shared.blobs.dir().size(&d) == Some(size) && shared.blobs.dir().touch(&d) {
         return Ok(pb::UploadBlobResponse { digest: first.digest, size, stored: false });
     }
     let refuse = |e: WriteError| match e {
