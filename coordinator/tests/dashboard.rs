@@ -675,6 +675,13 @@ async fn pages_render_in_chromium_and_follow_the_sweep_live() {
     browser.goto(&format!("{base}studies/{STUDY}/trials/0")).unwrap();
     browser.wait_for("the trial page", READY, Duration::from_secs(20)).unwrap();
     assert_eq!(series(&browser).get("metrics"), Some(&3), "eval_accuracy, eval_loss, train_loss");
+    browser
+        .wait_for(
+            "the trial page's live stream to open",
+            "return document.body.dataset.live === '1';",
+            Duration::from_secs(10),
+        )
+        .unwrap();
     assert_no_console_errors(&browser, "trial");
     browser.screenshot(&shots.join("trial.png")).unwrap();
 

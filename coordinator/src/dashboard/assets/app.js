@@ -829,6 +829,57 @@
 
   // ================================================================ studies page
 
+  // One live stream of a study's changes (server-sent events), shared by the study and trial
+  // pages. `on` takes: live(bool) for the indicator, count() per event (tests read the count),
+  // reconnected() after the browser re-opened a dropped stream (what changed meanwhile was
+  // missed), and one handler per event type (trial, study, resync, end) given the parsed data.
+  // A stream the browser gives up on asks /api/session why (an expired session goes to the
+  // login page). Returns { close() }, or null where the browser has no EventSource.
+  function studyEvents(name, on) {
+    if (typeof EventSource === 'undefined') return null;
+    const es = new EventSource(`${apiStudy(name)}/events`);
+    let active = true;
+    let opened = false;
+    const stream = {
+      close() {
+        if (active) { active = false; es.close(); }
+        on.live(false);
+      },
+      get open() { return active; },
+    };
+    es.onopen = () => {
+      if (!active) return;
+      on.live(true);
+      if (opened) on.reconnected();
+      opened = true;
+    };
+    es.onerror = () => {
+      if (!active) return;
+      on.live(false);
+      if (es.readyState === EventSource.CLOSED) {
+        active = false;
+        api('/api/session').catch((e) => reportError(e));
+      }
+    };
+    for (const type of ['trial', 'study', 'resync', 'end']) {
+      es.addEventListener(type, (ev) => {
+        if (!active) return;
+        let data = null;
+        try {
+          data = ev.data ? JSON.parse(ev.data) : null;
+        } catch (_) {
+          console.info('bertsweep dashboard: unreadable event', ev.type);
+        }
+        on[type](data);
+        // A study event after a reconnect confirms the stream is live again.
+        if (type === 'study' && active && es.readyState === EventSource.OPEN) on.live(true);
+        if (type === 'end') stream.close();
+        on.count();
+      });
+    }
+    return stream;
+  }
+
   function studiesPage(app) {
     document.title = 'Studies · bertsweep';
     const status = h('span', { class: 'muted small' });
@@ -1161,7 +1212,7 @@
       const done = (c.completed || 0) + (c.pruned || 0) + (c.failed || 0) + (c.stopped || 0);
       const max = isNum(s.max_trials) ? s.max_trials : null;
       const obj = s.objective || {};
-      const live = !!S.es;
+      const live = !!(S.es && S.es.open);
       const best = isNum(s.best_value)
         ? h('span', null, fmtValue(s.best_value),
           s.best_trial != null ? [' (', h('a', { href: trialPath(name, s.best_trial), id: 'best-trial-link' }, `trial ${s.best_trial}`), ')'] : null)
@@ -1964,15 +2015,6 @@
       setBodyAttr('data-events', S.events);
     }
 
-    function parse(ev) {
-      try {
-        return JSON.parse(ev.data);
-      } catch (_) {
-        console.info('bertsweep dashboard: unreadable event', ev.type);
-        return null;
-      }
-    }
-
     function closeEvents() {
       if (S.es) { S.es.close(); S.es = null; }
       setLive(false);
@@ -1996,54 +2038,26 @@
     }
 
     function openEvents() {
-      if (typeof EventSource === 'undefined') return;
       closeEvents();
-      const es = new EventSource(`${apiStudy(name)}/events`);
-      S.es = es;
-      let opened = false;
-      es.onopen = () => {
-        if (S.es !== es) return;
-        setLive(true);
-        // The browser reconnected after a dropped stream: what changed meanwhile was missed.
-        if (opened && S.loaded) resync();
-        opened = true;
-      };
-      es.onerror = () => {
-        if (S.es !== es) return;
-        setLive(false);
-        if (es.readyState === EventSource.CLOSED) {
-          S.es = null;
-          // Find out why (an expired session answers 401 and goes to the login page).
-          api('/api/session').catch((e) => reportError(e));
-        }
-      };
-      es.addEventListener('trial', (ev) => {
-        const t = parse(ev);
-        if (t) {
+      S.es = studyEvents(name, {
+        live: setLive,
+        count: countEvent,
+        reconnected: () => { if (S.loaded) resync(); },
+        trial: (t) => {
+          if (!t) return;
           upsert(t);
           importanceFetch.request();
           configsFetch.request();
           scheduleRender();
-        }
-        countEvent();
-      });
-      es.addEventListener('study', (ev) => {
-        const s = parse(ev);
-        if (s) { setStudy(s); scheduleRender(); }
-        if (S.es === es && es.readyState === EventSource.OPEN) setLive(true);
-        countEvent();
-      });
-      es.addEventListener('resync', () => {
-        countEvent();
-        resync();
-      });
-      es.addEventListener('end', (ev) => {
-        const s = parse(ev);
-        if (s) setStudy(s);
-        if (S.es === es) closeEvents();
-        countEvent();
-        // The registry can be a change ahead of the stream: read the final state once more.
-        if (S.loaded) resync();
+        },
+        study: (st) => { if (st) { setStudy(st); scheduleRender(); } },
+        resync: () => resync(),
+        end: (st) => {
+          if (st) setStudy(st);
+          S.es = null;
+          // The registry can be a change ahead of the stream: read the final state once more.
+          if (S.loaded) resync();
+        },
       });
     }
 
@@ -2284,58 +2298,24 @@
       P.events += 1;
       setBodyAttr('data-events', P.events);
     }
-    function closeEvents() {
-      if (P.es) { P.es.close(); P.es = null; }
-      setLive(false);
-    }
-    function parse(ev) {
-      try { return JSON.parse(ev.data); } catch (_) { return null; }
-    }
-
     function openEvents() {
-      if (typeof EventSource === 'undefined') return;
-      const es = new EventSource(`${apiStudy(name)}/events`);
-      P.es = es;
-      let opened = false;
-      es.onopen = () => {
-        if (P.es !== es) return;
-        setLive(true);
-        if (opened) detailFetch.request();
-        opened = true;
-      };
-      es.onerror = () => {
-        if (P.es !== es) return;
-        setLive(false);
-        if (es.readyState === EventSource.CLOSED) {
-          P.es = null;
-          api('/api/session').catch((e) => reportError(e));
-        }
-      };
-      es.addEventListener('trial', (ev) => {
-        const t = parse(ev);
-        if (t && t.number === number) detailFetch.request();
-        countEvent();
-      });
-      es.addEventListener('study', (ev) => {
-        const s = parse(ev);
-        if (s && s.name !== undefined) {
-          const bestChanged = !P.study || P.study.best_trial !== s.best_trial;
-          P.study = s;
+      P.es = studyEvents(name, {
+        live: setLive,
+        count: countEvent,
+        reconnected: () => detailFetch.request(),
+        trial: (t) => { if (t && t.number === number) detailFetch.request(); },
+        study: (st) => {
+          if (!st || st.name === undefined) return;
+          const bestChanged = !P.study || P.study.best_trial !== st.best_trial;
+          P.study = st;
           if (bestChanged) renderTrial();
-        }
-        if (P.es === es && es.readyState === EventSource.OPEN) setLive(true);
-        countEvent();
-      });
-      es.addEventListener('resync', () => {
-        countEvent();
-        detailFetch.request();
-      });
-      es.addEventListener('end', (ev) => {
-        const s = parse(ev);
-        if (s && s.name !== undefined) P.study = s;
-        if (P.es === es) closeEvents();
-        countEvent();
-        detailFetch.request();
+        },
+        resync: () => detailFetch.request(),
+        end: (st) => {
+          if (st && st.name !== undefined) P.study = st;
+          P.es = null;
+          detailFetch.request();
+        },
       });
     }
 
