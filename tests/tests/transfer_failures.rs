@@ -34,6 +34,17 @@ fn assert_blobs_verify(root: &Path) {
     assert!(n > 0, "no blobs under {}", root.display());
 }
 
+/// Waits until `study` has ended and its worker has exited; returns the study's final state
+/// and the worker's log (stderr, `<log>.err`).
+fn finish(coordinator: &Coordinator, study: &str, mut worker: std::process::Child, log: &Path) -> (String, String) {
+    let state = eventually(&format!("study {study} to end"), Duration::from_secs(600), || {
+        let s = coordinator.study_state(study);
+        (s != "RUNNING" && !s.is_empty()).then_some(s)
+    });
+    let _ = worker.wait();
+    (state, std::fs::read_to_string(log.with_extension("err")).unwrap_or_default())
+}
+
 /// A model directory made large (a 400 MB extra file) so transfers take long enough to be
 /// interrupted, plus the demo data; returns the study file.
 fn large_study(dir: &Path, model: &Path) -> PathBuf {
@@ -110,14 +121,9 @@ fn interrupted_uploads_and_downloads_retry_and_never_use_half_a_file() {
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'));
     assert_eq!(laid_out.count(), 0, "nothing half-downloaded was laid out for use");
 
-    let mut second =
-        coordinator.worker_with(&["--study", "big", "--no-export"], &artifacts, &dir.path().join("w2.log"));
-    let state = eventually("the study to end", Duration::from_secs(600), || {
-        let s = coordinator.study_state("big");
-        (s != "RUNNING" && !s.is_empty()).then_some(s)
-    });
-    let _ = second.wait();
-    let log = std::fs::read_to_string(dir.path().join("w2.err")).unwrap_or_default();
+    let log2 = dir.path().join("w2.log");
+    let second = coordinator.worker_with(&["--study", "big", "--no-export"], &artifacts, &log2);
+    let (state, log) = finish(&coordinator, "big", second, &log2);
     assert_eq!(state, "COMPLETED", "{log}");
     assert!(log.contains("input ready"), "the second worker downloaded the inputs: {log}");
     assert_blobs_verify(&cache.join("blobs"));
@@ -133,17 +139,10 @@ fn interrupted_uploads_and_downloads_retry_and_never_use_half_a_file() {
     std::fs::write(&small_file, small).unwrap();
     let out = coordinator.cli(&["study", "create", small_file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut third = coordinator.worker_with(
-        &["--study", "small", "--no-export", "--cache-max-size", "1MB"],
-        &artifacts,
-        &dir.path().join("w3.log"),
-    );
-    let state = eventually("the second study to end", Duration::from_secs(600), || {
-        let s = coordinator.study_state("small");
-        (s != "RUNNING" && !s.is_empty()).then_some(s)
-    });
-    let _ = third.wait();
-    let log = std::fs::read_to_string(dir.path().join("w3.err")).unwrap_or_default();
+    let log3 = dir.path().join("w3.log");
+    let third =
+        coordinator.worker_with(&["--study", "small", "--no-export", "--cache-max-size", "1MB"], &artifacts, &log3);
+    let (state, log) = finish(&coordinator, "small", third, &log3);
     assert_eq!(state, "COMPLETED", "{log}");
     assert!(log.contains("input cache pruned"), "{log}");
     let padded_trees = std::fs::read_dir(cache.join("trees"))

@@ -48,9 +48,14 @@ extern "C" {
 /// Room for ATen's message (without its backtrace).
 const ERR_LEN: usize = 1024;
 
-/// tch's handles of `tensors` (`at::Tensor*`), valid while `tensors` lives.
+/// tch's handle of `tensor` (`at::Tensor*`), valid while `tensor` lives.
+fn handle(tensor: &Tensor) -> *mut C_tensor {
+    tensor.as_ptr() as *mut C_tensor
+}
+
+/// tch's handles of `tensors`, valid while they live.
 fn handles(tensors: &[&Tensor]) -> Vec<*mut C_tensor> {
-    tensors.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
+    tensors.iter().map(|t| handle(t)).collect()
 }
 
 /// Runs one C++ call with an error buffer, turning a failure into `TchError::Torch`.
@@ -97,10 +102,10 @@ pub fn adamw_step(states: &[AdamWState<'_>], hyper: AdamWHyper) -> Result<(), Tc
     if states.is_empty() {
         return Ok(());
     }
-    let params = handles(&states.iter().map(|s| s.param).collect::<Vec<_>>());
-    let exp_avgs = handles(&states.iter().map(|s| s.exp_avg).collect::<Vec<_>>());
-    let exp_avg_sqs = handles(&states.iter().map(|s| s.exp_avg_sq).collect::<Vec<_>>());
-    let steps = handles(&states.iter().map(|s| s.step).collect::<Vec<_>>());
+    let params: Vec<_> = states.iter().map(|s| handle(s.param)).collect();
+    let exp_avgs: Vec<_> = states.iter().map(|s| handle(s.exp_avg)).collect();
+    let exp_avg_sqs: Vec<_> = states.iter().map(|s| handle(s.exp_avg_sq)).collect();
+    let steps: Vec<_> = states.iter().map(|s| handle(s.step)).collect();
     checked(|err, len| unsafe {
         // SAFETY: four arrays of `states.len()` live tensor handles, borrowed for the call.
         bertsweep_fused_adamw(

@@ -16,6 +16,21 @@ use tch::Device;
 pub const ENV: &str = "BERTSWEEP_STEP_PROFILE";
 
 /// The phases of one training step, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Building the batch and uploading it.
+    Batch,
+    /// Forward pass and loss.
+    Forward,
+    /// Dropping old gradients and the backward pass.
+    Backward,
+    /// Gradient clipping.
+    Clip,
+    /// The optimizer step (the last phase: it ends a step).
+    Optimizer,
+}
+
+/// The phases' names, in [`Phase`] order.
 pub const PHASES: [&str; 5] = ["batch", "forward", "backward", "clip", "optimizer"];
 
 /// Accumulated wall time per phase over the steps of one epoch.
@@ -45,14 +60,14 @@ impl PhaseClock {
         self.last = Instant::now();
     }
 
-    /// Waits for the device and charges the time since the last mark to `phase` (an index
-    /// into [`PHASES`]); the last phase also counts a finished step.
-    pub fn mark(&mut self, phase: usize) {
+    /// Waits for the device and charges the time since the last mark to `phase`; the last
+    /// phase also counts a finished step.
+    pub fn mark(&mut self, phase: Phase) {
         self.sync();
         let now = Instant::now();
-        self.totals[phase] += now - self.last;
+        self.totals[phase as usize] += now - self.last;
         self.last = now;
-        if phase == PHASES.len() - 1 {
+        if phase == Phase::Optimizer {
             self.steps += 1;
         }
     }
@@ -86,8 +101,8 @@ mod tests {
         let mut clock = PhaseClock::new(Device::Cpu);
         for _ in 0..2 {
             clock.start();
-            for phase in 0..PHASES.len() {
-                if phase == 2 {
+            for phase in [Phase::Batch, Phase::Forward, Phase::Backward, Phase::Clip, Phase::Optimizer] {
+                if phase == Phase::Backward {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 clock.mark(phase);

@@ -19,7 +19,7 @@ use crate::data::{batch_order, eval_batch_order, Batch, ClassificationData, Data
 use crate::export::{export_classifier, ExportError};
 use crate::metrics::classification_scores;
 use crate::optim::AdamW;
-use crate::phase_clock::{self, PhaseClock};
+use crate::phase_clock::{self, Phase, PhaseClock};
 use crate::resume;
 use crate::schedule::LinearSchedule;
 use crate::tokenizer::{BertTokenizer, TokenizerError};
@@ -402,22 +402,29 @@ impl StepTrainer {
         let loss = logits
             .f_cross_entropy_loss::<Tensor>(&batch.labels, None, Reduction::Mean, -100, 0.0)
             .map_err(torch("computing the loss"))?;
-        self.mark(1);
+        self.mark(Phase::Forward);
         self.optimizer.zero_grad().map_err(torch("dropping gradients"))?;
         loss.f_backward().map_err(torch("backward pass"))?;
-        self.mark(2);
+        self.mark(Phase::Backward);
         let grad_norm =
             clip_grad_norm(&self.optimizer.parameters(), MAX_GRAD_NORM).map_err(torch("clipping gradients"))?;
-        self.mark(3);
+        self.mark(Phase::Clip);
         self.optimizer.step(&rates).map_err(torch("optimizer step"))?;
-        self.mark(4);
+        self.mark(Phase::Optimizer);
         Ok(StepStats { loss: loss.f_detach().map_err(torch("training step"))?, grad_norm })
     }
 
-    /// Charges the time since the last mark to `phase` of [`phase_clock::PHASES`], if profiling.
-    fn mark(&mut self, phase: usize) {
+    /// Charges the time since the last mark to `phase`, if profiling.
+    fn mark(&mut self, phase: Phase) {
         if let Some(clock) = &mut self.clock {
             clock.mark(phase);
+        }
+    }
+
+    /// Restarts the phase clock at the start of a step, if profiling.
+    fn start_step_clock(&mut self) {
+        if let Some(clock) = &mut self.clock {
+            clock.start();
         }
     }
 
@@ -629,11 +636,9 @@ impl<'a> Trainer<'a> {
             if observer.should_abort() {
                 return Ok(None);
             }
-            if let Some(clock) = &mut self.stepper.clock {
-                clock.start();
-            }
+            self.stepper.start_step_clock();
             let batch = Batch::new(split, indices, self.pad_id, self.device).map_err(torch("building a batch"))?;
-            self.stepper.mark(0);
+            self.stepper.mark(Phase::Batch);
             let stats = self.stepper.step(&batch)?;
             loss_sum = loss_sum.f_add(&stats.loss).map_err(torch("training step"))?;
             samples += batch.size;

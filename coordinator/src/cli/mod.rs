@@ -132,7 +132,7 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
     /// Largest file an upload may carry (e.g. 500MB, 4GiB); larger inputs must be named
     /// worker:/path or hf:org/name.
-    #[arg(long, default_value = "4GiB", value_parser = parse_size)]
+    #[arg(long, default_value = "4GiB", value_parser = bertsweep_transfer::parse_size)]
     pub max_blob_size: u64,
     /// How long an upload nothing refers to (yet) is kept before it is deleted, and how often
     /// the data directory is swept for them (e.g. 1h, 30m).
@@ -238,11 +238,6 @@ pub enum Format {
 pub enum BestFormat {
     Table,
     Json,
-}
-
-/// Parses a size: bytes, or a number with kB/MB/GB/TB (powers of 1000) or KiB/MiB/GiB/TiB.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    bertsweep_transfer::parse_size(text)
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h` or plain seconds.

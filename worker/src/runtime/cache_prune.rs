@@ -55,7 +55,7 @@ pub struct Pruned {
     pub trees: usize,
     /// Blobs deleted.
     pub blobs: usize,
-    /// Bytes of blobs before and after.
+    /// Bytes of blobs before the pass.
     pub bytes_before: u64,
     /// Bytes of blobs left.
     pub bytes_after: u64,
@@ -98,6 +98,7 @@ pub fn prune(layout: &Layout<'_>, max_bytes: u64) -> io::Result<Pruned> {
                 estimate = estimate.saturating_sub(freed);
             }
             Eviction::InUse => pruned.in_use += 1,
+            Eviction::Gone => {}
         }
     }
     // Blobs: keep what any remaining lease's manifest names.
@@ -129,13 +130,15 @@ enum Eviction {
     Evicted(u64),
     /// Someone holds its lease.
     InUse,
+    /// Another pruning pass deleted it first.
+    Gone,
 }
 
 fn evict(layout: &Layout<'_>, d: &Digest) -> io::Result<Eviction> {
     let path = layout.leases.join(d.to_string());
     let file = match OpenOptions::new().write(true).open(&path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Eviction::Evicted(0)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Eviction::Gone),
         Err(e) => return Err(e),
     };
     match file.try_lock() {
@@ -144,7 +147,7 @@ fn evict(layout: &Layout<'_>, d: &Digest) -> io::Result<Eviction> {
         Err(TryLockError::Error(e)) => return Err(e),
     }
     if !same_file(&file, &path) {
-        return Ok(Eviction::Evicted(0)); // another evictor got there first
+        return Ok(Eviction::Gone);
     }
     let freed = layout.blobs.read_manifest(d).map(|m| m.total_size()).unwrap_or(0);
     match std::fs::remove_dir_all(layout.trees.join(d.to_string())) {
