@@ -2,7 +2,8 @@
 //! is downloaded once, verified, and laid out; a corrupted cache entry is noticed on first use
 //! and downloaded again; what a killed download leaves behind is never used; a blob missing on
 //! the coordinator is a clear, non-retryable failure. With a size limit, least recently used
-//! inputs go first, never one a trial holds, and an evicted input comes back on next use.
+//! inputs go first, never one a trial holds (until its process dies), and an evicted input
+//! comes back on next use.
 
 use std::path::Path;
 
@@ -179,6 +180,34 @@ async fn a_size_limit_evicts_least_recently_used_inputs_that_no_trial_holds() {
     let p = other.prune().await.unwrap().unwrap();
     assert_eq!((p.bytes_after, blob_bytes(&cache)), (0, 0), "{p:?}");
     assert!(!tree(2).exists());
+
+    // A worker process killed while it holds an input (SIGKILL: no clean-up runs): the kernel
+    // drops its lock with the process, and the input becomes evictable.
+    drop(other.resolve(&remote, "task.model", &refs[1].1).await.unwrap());
+    let lease_file = cache.join("leases").join(&refs[1].2);
+    let mut holder = std::process::Command::new("flock")
+        // --no-fork: the process killed below is the one holding the lock.
+        .args(["--shared".as_ref(), "--no-fork".as_ref(), lease_file.as_os_str(), "sleep".as_ref(), "600".as_ref()])
+        .spawn()
+        .expect("run flock (util-linux)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let f = std::fs::File::options().write(true).open(&lease_file).unwrap();
+        match f.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) => break, // the other process holds it
+            _ => assert!(std::time::Instant::now() < deadline, "flock never took the lease"),
+        }
+        drop(f);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let p = other.prune().await.unwrap().unwrap();
+    assert_eq!((p.trees, p.in_use), (0, 1), "held by a live process: {p:?}");
+    assert!(tree(1).exists());
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let p = other.prune().await.unwrap().unwrap();
+    assert_eq!((p.trees, p.in_use, p.bytes_after), (1, 0, 0), "its holder was killed: {p:?}");
+    assert!(!tree(1).exists());
 
     // No limit, no pruning.
     let unlimited = Inputs::open(&cache, hub_offline(dir.path())).unwrap();
