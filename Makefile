@@ -9,7 +9,7 @@ VENV := .venv
 SST2_DIR ?= $(abspath ../shared/data/sst2)
 export SST2_DIR
 
-.PHONY: setup build build-release demo test bench bench-coordinator bench-worker bench-search bench-scale bench-transfer bench-curves bench-dashboard bench-preemption
+.PHONY: setup build build-release demo test bench bench-edges bench-coordinator bench-worker bench-search bench-scale bench-transfer bench-curves bench-dashboard bench-preemption
 
 setup: $(VENV)/.ready
 
@@ -35,7 +35,7 @@ demo: build
 test: setup
 	cargo test --workspace
 
-bench: bench-coordinator bench-worker bench-search bench-scale bench-transfer bench-dashboard
+bench: bench-coordinator bench-worker bench-search bench-scale bench-transfer bench-dashboard bench-edges
 
 bench-coordinator:
 	cargo bench -p bertsweep-coordinator --bench lifecycle
@@ -60,6 +60,13 @@ bench-scale:
 # once inputs are cached (with sha256 and local-copy reference figures from the same run).
 bench-transfer:
 	cargo bench -p bertsweep-coordinator --bench transfer
+
+# The coordinator's edges: validating a 100,000-file manifest (with the old pairwise check's
+# figure on 20,000) and heartbeat latency meanwhile; a new client served past 5,000 idle
+# connections on the gRPC and dashboard ports, and how long until the idle ones are closed.
+bench-edges:
+	cargo bench -p bertsweep-coordinator --bench manifest_validation
+	cargo bench -p bertsweep-coordinator --bench idle_connections
 
 # The dashboard with a 10,000-trial study: API latency and the study page's load in headless
 # Chromium (apt-get install chromium chromium-driver).

@@ -7,8 +7,18 @@
 //! start-up and then periodically (blobs older than a grace period, so an upload whose study
 //! is not yet created survives), and at once for the blobs of models pushed out of a study's
 //! top K.
+//!
+//! Collection fails closed: a pass that cannot read every root's manifest deletes nothing
+//! (logged, counted in `bertsweep_blob_collections_refused_total`), and roots are read under
+//! the same lock that deletes, while the handlers that check a blob and then commit a reference
+//! to it hold that lock shared ([`BlobStore::referencing`]).
+//!
+//! Stored blobs are verified before they are vouched for: `FindMissingBlobs` and a duplicate
+//! upload re-hash a blob unless it was verified at its current modification time, and
+//! `DownloadBlob` hashes what it streams. A blob that does not match its digest is moved to
+//! `<data dir>/quarantine/` and reads as missing from then on, so the next upload repairs it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +31,9 @@ use crate::error::CoordinatorError;
 /// Largest blob accepted when `serve --max-blob-size` is not given.
 pub const DEFAULT_MAX_BLOB_BYTES: u64 = 4 << 30;
 
+/// `serve --min-free-space` when not given: 1 GiB, or 5 % of a smaller data disk.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 1 << 30;
+
 /// How long an unreferenced blob is kept (an upload whose study or completion is on its way).
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(3600);
 
@@ -29,8 +42,45 @@ pub struct BlobStore {
     dir: BlobDir,
     /// Uploads larger than this are refused.
     pub max_blob_bytes: u64,
-    /// Serialises collections (each reads the whole directory).
-    collecting: tokio::sync::Mutex<()>,
+    /// Collections hold it exclusively while they read the roots and delete; handlers hold it
+    /// shared from checking that a blob is here to committing their reference to it.
+    refs: tokio::sync::RwLock<()>,
+    /// Blobs known to match their digest, with the modification time they had then: one that
+    /// changed since is hashed again before it is vouched for.
+    verified: std::sync::Mutex<HashMap<Digest, SystemTime>>,
+    /// Free space an upload may not take the data disk below (the database shares the disk
+    /// and must still commit).
+    min_free_bytes: u64,
+    /// Bytes promised to uploads in flight, not yet on disk.
+    reserved: std::sync::atomic::AtomicU64,
+}
+
+/// Space promised to one upload until it ends.
+pub struct SpaceReservation<'a> {
+    store: &'a BlobStore,
+    bytes: u64,
+}
+
+impl Drop for SpaceReservation<'_> {
+    fn drop(&mut self) {
+        self.store.reserved.fetch_sub(self.bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Whether a stored blob can be vouched for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Present and matching its digest.
+    Intact,
+    /// Not here (or just quarantined because it did not match).
+    Missing,
+}
+
+/// A root whose manifest could not be read: the collection that met it deleted nothing.
+#[derive(Debug)]
+struct UnreadableRoot {
+    digest: Digest,
+    why: String,
 }
 
 /// The data directory for a database URL: `<db file>.data` beside it; a temporary directory
@@ -52,7 +102,129 @@ impl BlobStore {
         if stale > 0 {
             info!(files = stale, "deleted unfinished uploads of an earlier run");
         }
-        Ok(BlobStore { dir, max_blob_bytes, collecting: tokio::sync::Mutex::new(()) })
+        let min_free_bytes = match disk_space(root) {
+            Ok((_, total)) => DEFAULT_MIN_FREE_BYTES.min(total / 20),
+            Err(_) => DEFAULT_MIN_FREE_BYTES,
+        };
+        Ok(BlobStore {
+            dir,
+            max_blob_bytes,
+            refs: tokio::sync::RwLock::new(()),
+            verified: std::sync::Mutex::new(HashMap::new()),
+            min_free_bytes,
+            reserved: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Sets the free space uploads must leave on the data disk (`serve --min-free-space`).
+    pub fn with_min_free_space(mut self, bytes: u64) -> Self {
+        self.min_free_bytes = bytes;
+        self
+    }
+
+    /// The free space uploads must leave on the data disk.
+    pub fn min_free_bytes(&self) -> u64 {
+        self.min_free_bytes
+    }
+
+    /// Promises `size` bytes to an upload, or says in one line why the disk cannot take them
+    /// (what is free, what must stay free, and what to do).
+    pub fn reserve(&self, size: u64) -> Result<SpaceReservation<'_>, String> {
+        use std::sync::atomic::Ordering;
+        let (free, _) = disk_space(self.dir.root())
+            .map_err(|e| format!("cannot read the free space of {}: {e}", self.dir.root().display()))?;
+        let promised = self.reserved.fetch_add(size, Ordering::SeqCst) + size;
+        let reservation = SpaceReservation { store: self, bytes: size };
+        if free.saturating_sub(promised - size) < size.saturating_add(self.min_free_bytes) {
+            return Err(format!(
+                "the coordinator's data disk has {} free ({} promised to uploads in flight) and must keep {} free (serve --min-free-space) for its database; this upload of {} would go below that: free space on the coordinator or delete studies' inputs there",
+                human_bytes(free),
+                human_bytes(promised - size),
+                human_bytes(self.min_free_bytes),
+                human_bytes(size)
+            ));
+        }
+        Ok(reservation)
+    }
+
+    /// Held (shared) from checking that blobs are here to committing a reference to them, so
+    /// no collection reads the roots and deletes in between.
+    pub async fn referencing(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.refs.read().await
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, SystemTime>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that the blob `d` matches its digest as it is on disk now.
+    pub fn mark_verified(&self, d: &Digest) {
+        if let Ok(modified) = std::fs::metadata(self.dir.path(d)).and_then(|m| m.modified()) {
+            self.verified().insert(*d, modified);
+        }
+    }
+
+    /// Whether the blob `d` is here and matches its digest (blocking: it may hash the file).
+    /// One that does not match is quarantined and reads as missing from then on.
+    pub fn check_stored(&self, d: &Digest) -> Stored {
+        let Ok(modified) = std::fs::metadata(self.dir.path(d)).and_then(|m| m.modified()) else {
+            self.verified().remove(d);
+            return Stored::Missing;
+        };
+        if self.verified().get(d) == Some(&modified) {
+            return Stored::Intact;
+        }
+        if self.dir.verify(d) {
+            self.verified().insert(*d, modified);
+            return Stored::Intact;
+        }
+        if self.dir.contains(d) {
+            self.quarantine(d, "it does not match its sha256");
+        }
+        Stored::Missing
+    }
+
+    /// Moves a blob that does not match its digest out of the store (to `quarantine/`, one
+    /// copy per digest), logs it and counts it; it reads as missing from then on.
+    pub fn quarantine(&self, d: &Digest, why: &str) {
+        self.verified().remove(d);
+        match self.dir.quarantine(d) {
+            Ok(Some(to)) => {
+                warn!(blob = %d, "blob quarantined ({why}): moved to {}; the next upload of it repairs it", to.display())
+            }
+            Ok(None) => {}
+            Err(e) => warn!(blob = %d, "blob {why}, and quarantining it failed: {e}"),
+        }
+        crate::telemetry::blob_corrupt();
+    }
+
+    /// Marks a present blob as just used (see [`BlobDir::touch`]), keeping what is known of
+    /// its integrity; false when it is missing.
+    pub fn touch(&self, d: &Digest) -> bool {
+        let before = std::fs::metadata(self.dir.path(d)).and_then(|m| m.modified()).ok();
+        if !self.dir.touch(d) {
+            return false;
+        }
+        let mut verified = self.verified();
+        if before.is_some() && verified.get(d) == before.as_ref() {
+            if let Ok(now) = std::fs::metadata(self.dir.path(d)).and_then(|m| m.modified()) {
+                verified.insert(*d, now);
+            }
+        }
+        true
+    }
+
+    /// Re-hashes every stored blob, quarantining those that do not match (blocking; `serve
+    /// --verify-blobs` runs it at start-up). Returns (blobs checked, blobs quarantined).
+    pub fn verify_all(&self) -> std::io::Result<(usize, usize)> {
+        let mut bad = 0;
+        let all = self.dir.list()?;
+        for (d, _) in &all {
+            if self.check_stored(d) == Stored::Missing {
+                bad += 1;
+            }
+        }
+        Ok((all.len(), bad))
     }
 
     /// The blob directory.
@@ -97,13 +269,18 @@ impl BlobStore {
         Ok(manifest)
     }
 
-    /// Deletes those of `candidates` (manifests, with the files they list) that `roots` no
+    /// Deletes those of `candidates` (manifests, with the files they list) that the roots no
     /// longer reach, whatever their age: the models a study just pushed out of its top K.
-    pub async fn collect_only(&self, roots: Vec<Digest>, candidates: Vec<Digest>) -> usize {
-        let _one_at_a_time = self.collecting.lock().await;
+    /// `roots` is read under the collection lock; a root that cannot be read stops the pass.
+    pub async fn collect_only(&self, roots: impl FnOnce() -> Vec<Digest>, candidates: Vec<Digest>) -> usize {
+        let _exclusive = self.refs.write().await;
         let dir = self.dir.clone();
-        let run = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
-            let live = reachable(&dir, roots);
+        let roots = roots();
+        let run = tokio::task::spawn_blocking(move || -> std::io::Result<Result<usize, UnreadableRoot>> {
+            let live = match reachable(&dir, roots) {
+                Ok(live) => live,
+                Err(unreadable) => return Ok(Err(unreadable)),
+            };
             let mut doomed = Vec::new();
             for c in candidates {
                 if let Ok(m) = dir.read_manifest(&c) {
@@ -118,12 +295,16 @@ impl BlobStore {
                     deleted += 1;
                 }
             }
-            Ok(deleted)
+            Ok(Ok(deleted))
         });
         match run.await {
-            Ok(Ok(n)) => {
+            Ok(Ok(Ok(n))) => {
                 info!(blobs = n, "deleted the blobs of models no longer kept");
                 n
+            }
+            Ok(Ok(Err(unreadable))) => {
+                refused(&unreadable);
+                0
             }
             Ok(Err(e)) => {
                 warn!("deleting superseded models failed: {e}");
@@ -148,13 +329,18 @@ impl BlobStore {
         }
     }
 
-    /// Deletes every blob not reachable from `roots` (manifests and the files they list) whose
-    /// last change is older than `grace`; returns how many were deleted.
-    pub async fn collect(&self, roots: Vec<Digest>, grace: Duration) -> usize {
-        let _one_at_a_time = self.collecting.lock().await;
+    /// Deletes every blob not reachable from the roots (manifests and the files they list)
+    /// whose last change is older than `grace`; returns how many were deleted. `roots` is read
+    /// under the collection lock; a root that cannot be read stops the pass (nothing deleted).
+    pub async fn collect(&self, roots: impl FnOnce() -> Vec<Digest>, grace: Duration) -> usize {
+        let _exclusive = self.refs.write().await;
         let dir = self.dir.clone();
-        let run = tokio::task::spawn_blocking(move || -> std::io::Result<(usize, u64)> {
-            let live = reachable(&dir, roots);
+        let roots = roots();
+        let run = tokio::task::spawn_blocking(move || -> std::io::Result<Result<(usize, u64), UnreadableRoot>> {
+            let live = match reachable(&dir, roots) {
+                Ok(live) => live,
+                Err(unreadable) => return Ok(Err(unreadable)),
+            };
             let now = SystemTime::now();
             let (mut deleted, mut freed) = (0, 0);
             for (digest, modified) in dir.list()? {
@@ -165,14 +351,18 @@ impl BlobStore {
                     deleted += 1;
                 }
             }
-            Ok((deleted, freed))
+            Ok(Ok((deleted, freed)))
         });
         match run.await {
-            Ok(Ok((deleted, freed))) => {
+            Ok(Ok(Ok((deleted, freed)))) => {
                 if deleted > 0 {
                     info!(blobs = deleted, "deleted unreferenced blobs ({})", human_bytes(freed));
                 }
                 deleted
+            }
+            Ok(Ok(Err(unreadable))) => {
+                refused(&unreadable);
+                0
             }
             Ok(Err(e)) => {
                 warn!("blob collection failed: {e}");
@@ -186,17 +376,34 @@ impl BlobStore {
     }
 }
 
-/// The roots and every file their manifests list.
-fn reachable(dir: &BlobDir, roots: Vec<Digest>) -> HashSet<Digest> {
+/// (free, total) bytes of the filesystem holding `path`, as an unprivileged user may use them.
+fn disk_space(path: &Path) -> std::io::Result<(u64, u64)> {
+    let st = rustix::fs::statvfs(path)?;
+    Ok((st.f_bavail.saturating_mul(st.f_frsize), st.f_blocks.saturating_mul(st.f_frsize)))
+}
+
+/// A collection met a root it cannot read: logged and counted; it deleted nothing.
+fn refused(unreadable: &UnreadableRoot) {
+    warn!(
+        blob = %unreadable.digest,
+        "blob collection deleted nothing: the manifest of referenced blob {} cannot be read ({}); the next pass proceeds once it can (upload it again to repair it)",
+        unreadable.digest.short(),
+        unreadable.why
+    );
+    crate::telemetry::collection_refused();
+}
+
+/// The roots and every file their manifests list; the first root whose manifest cannot be
+/// read or parsed ends it (the caller then deletes nothing).
+fn reachable(dir: &BlobDir, roots: Vec<Digest>) -> Result<HashSet<Digest>, UnreadableRoot> {
     let mut live = HashSet::new();
     for root in roots {
         if live.insert(root) {
-            if let Ok(m) = dir.read_manifest(&root) {
-                live.extend(m.files.iter().map(|f| f.digest()));
-            }
+            let m = dir.read_manifest(&root).map_err(|e| UnreadableRoot { digest: root, why: e.to_string() })?;
+            live.extend(m.files.iter().map(|f| f.digest()));
         }
     }
-    live
+    Ok(live)
 }
 
 #[cfg(test)]
@@ -227,13 +434,102 @@ mod tests {
             }],
         };
         let root = store.dir().put_bytes(&manifest.to_bytes()).await.unwrap();
-        assert_eq!(store.collect(vec![root], Duration::from_secs(3600)).await, 0, "young orphans survive");
-        assert_eq!(store.collect(vec![root], Duration::ZERO).await, 1);
+        assert_eq!(store.collect(|| vec![root], Duration::from_secs(3600)).await, 0, "young orphans survive");
+        assert_eq!(store.collect(|| vec![root], Duration::ZERO).await, 1);
         assert!(store.dir().contains(&kept_file) && store.dir().contains(&root) && !store.dir().contains(&orphan));
         assert!(store.check_tree("task.train_file", &root, ManifestKind::File).is_ok());
         assert!(store.check_tree("task.model", &root, ManifestKind::Dir).is_err());
         store.dir().remove(&kept_file).unwrap();
         let e = store.check_tree("task.train_file", &root, ManifestKind::File).unwrap_err().to_string();
         assert!(e.contains("missing") && !e.contains('\n'), "{e}");
+    }
+
+    async fn store_with_one_root() -> (tempfile::TempDir, BlobStore, Digest, Digest) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(tmp.path(), 1 << 20).unwrap();
+        let file = store.dir().put_bytes(b"weights").await.unwrap();
+        let manifest = Manifest {
+            format: bertsweep_transfer::manifest::FORMAT,
+            kind: ManifestKind::Dir,
+            source: "test".into(),
+            files: vec![bertsweep_transfer::manifest::Entry { path: "w".into(), sha256: file.to_string(), size: 7 }],
+        };
+        let root = store.dir().put_bytes(&manifest.to_bytes()).await.unwrap();
+        (tmp, store, root, file)
+    }
+
+    #[tokio::test]
+    async fn a_pass_that_cannot_read_a_root_deletes_nothing_and_the_next_one_proceeds() {
+        let (_tmp, store, root, file) = store_with_one_root().await;
+        let orphan = store.dir().put_bytes(b"orphan").await.unwrap();
+        let good = std::fs::read(store.dir().path(&root)).unwrap();
+        // Corrupt the root's manifest on disk: its file must not count as unreferenced.
+        std::fs::write(store.dir().path(&root), b"{ not a manifest").unwrap();
+        assert_eq!(store.collect(|| vec![root], Duration::ZERO).await, 0);
+        assert_eq!(store.collect_only(|| vec![root], vec![file]).await, 0);
+        assert!(store.dir().contains(&file) && store.dir().contains(&orphan), "nothing deleted");
+        // Unreadable (gone) counts the same.
+        std::fs::remove_file(store.dir().path(&root)).unwrap();
+        assert_eq!(store.collect(|| vec![root], Duration::ZERO).await, 0);
+        assert!(store.dir().contains(&file) && store.dir().contains(&orphan));
+        // Readable again: the pass proceeds.
+        std::fs::write(store.dir().path(&root), good).unwrap();
+        assert_eq!(store.collect(|| vec![root], Duration::ZERO).await, 1);
+        assert!(store.dir().contains(&file) && !store.dir().contains(&orphan));
+    }
+
+    #[tokio::test]
+    async fn roots_are_read_under_the_lock_that_deletes() {
+        let (_tmp, store, root, file) = store_with_one_root().await;
+        let store = std::sync::Arc::new(store);
+        // The registry's roots, which a completion is about to extend.
+        let registry = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Digest>::new()));
+        // A completion has checked that the model is here and holds the lock until it commits.
+        let held = store.referencing().await;
+        let collector = {
+            let (store, registry) = (store.clone(), registry.clone());
+            tokio::spawn(async move { store.collect_only(move || registry.lock().unwrap().clone(), vec![root]).await })
+        };
+        // Wait until the collection is queued on the lock (readers then wait behind it).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.refs.try_read().is_ok() {
+            assert!(std::time::Instant::now() < deadline, "the collection never asked for the lock");
+            tokio::task::yield_now().await;
+        }
+        registry.lock().unwrap().push(root);
+        drop(held);
+        assert_eq!(collector.await.unwrap(), 0, "the committed reference keeps the model");
+        assert!(store.dir().contains(&file) && store.dir().contains(&root));
+        assert_eq!(store.collect_only(Vec::new, vec![root]).await, 2, "once unreferenced it goes");
+    }
+
+    #[test]
+    fn uploads_may_not_take_the_disk_below_the_minimum() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (free, _) = disk_space(tmp.path()).unwrap();
+        let store = BlobStore::open(tmp.path(), 1 << 20).unwrap().with_min_free_space(free / 2);
+        let first = store.reserve(free / 8).expect("well above the minimum");
+        let e = store.reserve(free / 2).err().expect("would go below it").to_string();
+        assert!(e.contains("--min-free-space") && !e.contains('\n'), "{e}");
+        let second = store.reserve(free / 8).expect("two in flight still fit");
+        assert!(store.reserve(free / 4 + free / 16).is_err(), "in-flight uploads count");
+        drop((first, second));
+        assert_eq!(store.reserved.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_corrupted_blob_is_quarantined_and_reads_missing() {
+        let (tmp, store, _root, file) = store_with_one_root().await;
+        assert_eq!(store.check_stored(&file), Stored::Intact);
+        let path = store.dir().path(&file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        // Rewritten at a new modification time: hashed again, found wrong, moved away.
+        assert_eq!(store.check_stored(&file), Stored::Missing);
+        assert!(!store.dir().contains(&file) && !store.touch(&file));
+        assert!(tmp.path().join("quarantine").join(file.to_string()).is_file());
+        let (checked, bad) = store.verify_all().unwrap();
+        assert_eq!((checked, bad), (1, 0), "only the manifest is left, and it is intact");
     }
 }

@@ -17,6 +17,9 @@
 //!   mapping (the CLI, a client, works on the messages themselves).
 //! - [`server`]: wires store, registry, reaper, auth, health and reflection into a server, with
 //!   the optional metrics and plaintext health listeners beside it.
+//! - [`connections`]: bounds and reaps the TCP connections of every port (caps, handshake and
+//!   idle timeouts, the open-file limit).
+//! - [`auth_throttle`]: slows down token guessing per peer address, on both ports.
 //! - [`dashboard`]: the web dashboard (`serve --http`): JSON API, live events, login, pages.
 //! - [`telemetry`]: the coordinator's Prometheus metrics (names, counters, scrape-time gauges).
 //! - [`text`]: safe names and bounded error text (how much of an input a message may quote).
@@ -24,8 +27,10 @@
 //!   benchmarks.
 //! - [`cli`]: the `bertsweep` command line (client verbs and output formats).
 
+pub mod auth_throttle;
 pub mod blobs;
 pub mod cli;
+pub mod connections;
 pub mod dashboard;
 pub mod error;
 pub mod fixtures;

@@ -38,6 +38,8 @@ pub enum WriteOp {
     },
     /// Insert a worker.
     Worker(WorkerRecord),
+    /// Delete a worker not seen for the expiry period.
+    ForgetWorker(String),
 }
 
 /// Rows loaded from the store at start-up.
@@ -48,4 +50,6 @@ pub struct Snapshot {
     pub trials: Vec<Trial>,
     /// Every registered worker.
     pub workers: Vec<WorkerRecord>,
+    /// The first lease token this run may issue (a range above it was reserved durably).
+    pub lease_tokens_from: u64,
 }

@@ -9,10 +9,10 @@ use bertsweep_proto::v1::coordinator_server::CoordinatorServer;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tonic::service::Interceptor;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Status};
 use tracing::info;
 
+use crate::connections::{ConnectionLimits, Tracker};
 use crate::model::now_ms;
 use crate::registry::{LeaseConfig, Registry};
 use crate::service::{CoordinatorService, Shared};
@@ -38,7 +38,21 @@ pub struct ServerConfig {
     /// How old an unreferenced blob (or an unfinished upload) must be before it is deleted;
     /// the sweep runs at start-up and then once per this period.
     pub orphan_grace: Duration,
+    /// Free space an upload may not take the data disk below (None: 1 GiB, or 5 % of a
+    /// smaller disk).
+    pub min_free_bytes: Option<u64>,
+    /// Re-hash every stored blob at start-up (in the background), quarantining those that do
+    /// not match their digest.
+    pub verify_blobs: bool,
+    /// Workers neither asking for work nor heartbeating for this long (and holding no trial)
+    /// are forgotten.
+    pub worker_expiry: Duration,
+    /// Connection caps and timeouts, the same on every port.
+    pub connection_limits: ConnectionLimits,
 }
+
+/// Default of `serve --worker-expiry`.
+pub const DEFAULT_WORKER_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The server's TLS material, as PEM bytes.
 #[derive(Debug, Clone)]
@@ -62,6 +76,10 @@ impl Default for ServerConfig {
             data_dir: None,
             max_blob_bytes: crate::blobs::DEFAULT_MAX_BLOB_BYTES,
             orphan_grace: crate::blobs::ORPHAN_GRACE,
+            min_free_bytes: None,
+            verify_blobs: false,
+            worker_expiry: DEFAULT_WORKER_EXPIRY,
+            connection_limits: ConnectionLimits::default(),
         }
     }
 }
@@ -87,19 +105,38 @@ pub enum ServerError {
 #[derive(Clone)]
 struct BearerAuth {
     expected: Option<Arc<str>>,
+    /// Wrong tokens per peer address: a guessing peer is refused unchecked for a while.
+    throttle: Arc<crate::auth_throttle::AuthThrottle>,
 }
 
 impl Interceptor for BearerAuth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let Some(expected) = &self.expected else { return Ok(request) };
+        let peer = request.remote_addr().map(|a| a.ip());
         let given = request
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
+        let now = now_ms();
+        if let (Some(peer), Some(_)) = (peer, given) {
+            if let Some(wait) = self.throttle.wait(peer, now) {
+                return Err(Status::unauthenticated(crate::auth_throttle::AuthThrottle::refusal(wait)));
+            }
+        }
         match given {
-            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(request),
-            Some(_) => Err(Status::unauthenticated("wrong token; check --token-file / --token / BERTSWEEP_TOKEN")),
+            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
+                if let Some(peer) = peer {
+                    self.throttle.succeeded(peer);
+                }
+                Ok(request)
+            }
+            Some(_) => {
+                if let Some(peer) = peer {
+                    self.throttle.failed(peer, "grpc", now);
+                }
+                Err(Status::unauthenticated("wrong token; check --token-file / --token / BERTSWEEP_TOKEN"))
+            }
             None => Err(Status::unauthenticated(
                 "this coordinator requires a token; pass --token-file (or --token, BERTSWEEP_TOKEN)",
             )),
@@ -162,10 +199,25 @@ pub async fn run_with_sidecars(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), ServerError> {
+    let limits = config.connection_limits;
+    run_with_limits(listener, sidecars, config, limits, shutdown, ready).await
+}
+
+/// [`run_with_sidecars`] with the connection caps and timeouts in `limits` (the same on every
+/// port: gRPC, health and dashboard) instead of the defaults.
+pub async fn run_with_limits(
+    listener: TcpListener,
+    sidecars: Sidecars,
+    config: ServerConfig,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), ServerError> {
     let metrics_handle = match sidecars.metrics {
         Some(_) => {
             let handle = bertsweep_telemetry::install("coordinator").map_err(|e| ServerError::Config(e.to_string()))?;
             crate::telemetry::describe();
+            crate::connections::describe();
             Some(handle)
         }
         None => None,
@@ -182,7 +234,8 @@ pub async fn run_with_sidecars(
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
         let mut tls_config = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+            .timeout(limits.handshake_timeout);
         if let Some(ca) = &tls.client_ca_pem {
             tls_config = tls_config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
         }
@@ -197,9 +250,12 @@ pub async fn run_with_sidecars(
         _ => None,
     };
     let data_dir = config.data_dir.clone().unwrap_or_else(|| crate::blobs::default_data_dir(&config.db_url));
-    let blobs = crate::blobs::BlobStore::open(&data_dir, config.max_blob_bytes).map_err(|e| {
+    let mut blobs = crate::blobs::BlobStore::open(&data_dir, config.max_blob_bytes).map_err(|e| {
         ServerError::Config(format!("cannot use the data directory {}: {e}; pass --data-dir", data_dir.display()))
     })?;
+    if let Some(bytes) = config.min_free_bytes {
+        blobs = blobs.with_min_free_space(bytes);
+    }
     let store = Store::open(&config.db_url).await?;
     let snapshot = store.load().await?;
     let registry = Registry::restore(snapshot, LeaseConfig { ttl_ms }, now_ms())?;
@@ -216,7 +272,33 @@ pub async fn run_with_sidecars(
         blobs,
     });
     let collector = tokio::spawn(collect_orphans_forever(shared.clone(), config.orphan_grace));
-    let reaper = tokio::spawn(reap_forever(shared.clone()));
+    let reaper = tokio::spawn(reap_forever(shared.clone(), config.worker_expiry));
+    if config.verify_blobs {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || match shared.blobs.verify_all() {
+            Ok((checked, bad)) => info!(checked, quarantined = bad, "stored blobs verified"),
+            Err(e) => tracing::warn!("verifying the stored blobs failed: {e}"),
+        });
+    }
+    // The caps below, not the file-descriptor limit, are what should bound the connections
+    // (raised once the configuration is known good: a refused start says one line only).
+    match crate::connections::raise_open_file_limit() {
+        Ok((_, soft)) => {
+            let ports = 1 + usize::from(sidecars.health.is_some()) + usize::from(sidecars.http.is_some());
+            let wanted = (ports * limits.max_connections + 256) as u64;
+            if soft < wanted {
+                tracing::warn!(
+                    limit = soft,
+                    wanted,
+                    "the open-file limit is below what the connection caps may hold; raise the hard limit \
+                     (ulimit -Hn, LimitNOFILE=) or lower the caps"
+                );
+            }
+        }
+        Err(e) => tracing::warn!("could not raise the open-file limit: {e}"),
+    }
+    // Health follows the database: NOT_SERVING while commits fail.
+    let mut health_tasks = Vec::new();
     // One shutdown signal for the gRPC server and its sidecars.
     let (stop_tx, stop_rx) = watch::channel(false);
     let dashboard_stop = stop_rx.clone();
@@ -246,12 +328,20 @@ pub async fn run_with_sidecars(
     if let Some(listener) = sidecars.health {
         let (reporter, service) = tonic_health::server::health_reporter();
         reporter.set_serving::<CoordinatorServer<CoordinatorService>>().await;
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        health_tasks.push(tokio::spawn(follow_database_health(writer.watch_failing(), reporter.clone())));
+        let tracker = Tracker::new("health", limits);
+        let incoming = tracker.incoming(listener);
+        let tracking = tracker.layer();
         let stop = stopped();
+        let stop = async move {
+            stop.await;
+            tracker.shutdown();
+        };
         sidecar_tasks.push(tokio::spawn(async move {
             // Kept alive for as long as the server runs: dropping it would mark the service unknown.
             let _reporter = reporter;
-            if let Err(e) = tonic::transport::Server::builder()
+            if let Err(e) = keepalive(tonic::transport::Server::builder())
+                .layer(tracking)
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, stop)
                 .await
@@ -261,17 +351,23 @@ pub async fn run_with_sidecars(
         }));
     }
     if let Some(listener) = sidecars.http {
-        let config = crate::dashboard::DashboardConfig { token: config.token.clone(), tls: dashboard_tls };
+        let config = crate::dashboard::DashboardConfig { token: config.token.clone(), tls: dashboard_tls, limits };
         sidecar_tasks.push(tokio::spawn(crate::dashboard::serve(listener, shared.clone(), config, dashboard_stop)));
     }
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
+    let tracker = Tracker::new("grpc", limits);
+    let shutdown = {
+        let tracker = tracker.clone();
+        async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+            tracker.shutdown();
+        }
     };
 
-    let auth = BearerAuth { expected: config.token.as_deref().map(Arc::from) };
+    let auth = BearerAuth { expected: config.token.as_deref().map(Arc::from), throttle: Arc::default() };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<CoordinatorServer<CoordinatorService>>().await;
+    health_tasks.push(tokio::spawn(follow_database_health(writer.watch_failing(), health_reporter.clone())));
     // Reflection in both versions: grpcurl and newer tools speak v1, older clients v1alpha.
     let reflection_builder = || {
         tonic_reflection::server::Builder::configure()
@@ -287,9 +383,10 @@ pub async fn run_with_sidecars(
 
     let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
     info!(%addr, db = %config.db_url, auth = config.token.is_some(), tls = config.tls.is_some(), "coordinator listening");
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = tracker.incoming(listener);
     let _ = ready.send(());
-    let result = builder
+    let result = keepalive(builder)
+        .layer(tracker.layer())
         .layer(bertsweep_telemetry::rpc::RpcMetricsLayer)
         .layer(tower::util::MapResponseLayer::new(crate::service::wire_errors::caller_error_codes))
         .add_service(health_service)
@@ -300,6 +397,9 @@ pub async fn run_with_sidecars(
         .await;
     reaper.abort();
     collector.abort();
+    for task in health_tasks {
+        task.abort();
+    }
     // The sidecars saw the same stop (or the server failed): nothing of theirs needs flushing.
     for task in sidecar_tasks {
         task.abort();
@@ -307,6 +407,14 @@ pub async fn run_with_sidecars(
     writer.close().await;
     info!("coordinator stopped");
     result.map_err(ServerError::from)
+}
+
+/// HTTP/2 keepalive pings on a gRPC server (TCP keepalive and TCP_NODELAY are set per socket by
+/// [`Tracker::admit`]: tonic ignores its own socket settings for a custom incoming stream).
+fn keepalive(builder: tonic::transport::Server) -> tonic::transport::Server {
+    builder
+        .http2_keepalive_interval(Some(crate::connections::HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(crate::connections::HTTP2_KEEPALIVE_TIMEOUT))
 }
 
 /// Requeues expired leases, waking at the next expiry (checked at least every second).
@@ -319,14 +427,43 @@ async fn collect_orphans_forever(shared: Arc<Shared>, grace: Duration) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        let roots = shared.lock().blob_roots();
-        shared.blobs.collect(roots, grace).await;
+        shared.blobs.collect(|| shared.lock().blob_roots(), grace).await;
         shared.blobs.clear_abandoned_uploads(grace).await;
     }
 }
 
-async fn reap_forever(shared: Arc<Shared>) {
+/// Sets the coordinator's health to NOT_SERVING while the database cannot commit, and back
+/// to SERVING once it can.
+async fn follow_database_health(
+    mut failing: watch::Receiver<Option<String>>,
+    reporter: tonic_health::server::HealthReporter,
+) {
     loop {
+        let why = failing.borrow_and_update().clone();
+        match why {
+            Some(why) => {
+                tracing::error!("health is NOT_SERVING: the database cannot commit ({why})");
+                reporter.set_not_serving::<CoordinatorServer<CoordinatorService>>().await;
+            }
+            None => reporter.set_serving::<CoordinatorServer<CoordinatorService>>().await,
+        }
+        if failing.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// How often idle workers are looked for.
+const WORKER_EXPIRY_EVERY: Duration = Duration::from_secs(60);
+
+async fn reap_forever(shared: Arc<Shared>, worker_expiry: Duration) {
+    let mut expiry_due = tokio::time::Instant::now() + WORKER_EXPIRY_EVERY.min(worker_expiry);
+    loop {
+        if tokio::time::Instant::now() >= expiry_due {
+            expiry_due = tokio::time::Instant::now() + WORKER_EXPIRY_EVERY.min(worker_expiry);
+            let idle_since = now_ms() - worker_expiry.as_millis() as i64;
+            let _ = shared.apply(|reg, _| Ok(reg.expire_workers(idle_since))).await;
+        }
         let next = shared.lock().next_expiry();
         let wait = next.map(|at| (at - now_ms() + 1).clamp(10, 1000) as u64).unwrap_or(1000);
         tokio::time::sleep(Duration::from_millis(wait)).await;

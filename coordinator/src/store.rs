@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteLockingMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{error, warn};
 
 use crate::model::{Metrics, PastEpoch, StudyRecord, StudyState, Trial, TrialState, WorkerRecord};
@@ -50,6 +50,10 @@ pub enum StoreError {
     /// A query failed.
     #[error("{0}")]
     Sql(#[from] sqlx::Error),
+    /// Commits are failing (a full disk, a lost file): nothing new is accepted until they
+    /// succeed again.
+    #[error("the coordinator cannot write its database ({0}); it retries by itself, so retry the call later")]
+    Unwritable(String),
     /// A row the start-up load cannot turn back into a domain value.
     #[error("corrupt row in {table}: {message}")]
     Corrupt {
@@ -212,14 +216,47 @@ impl Store {
                 registered_ms: r.get("registered_ms"),
             })
             .collect();
-        Ok(Snapshot { studies, trials, workers })
+        let lease_tokens_from = self.reserve_lease_tokens(&trials).await?;
+        Ok(Snapshot { studies, trials, workers, lease_tokens_from })
     }
 
     /// Starts the group-commit writer; committed trial changes are published on `events`.
     pub fn spawn_writer(self, events: broadcast::Sender<CommittedChange>) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(write_loop(self.pool, rx, events));
-        Writer { tx, task: std::sync::Arc::new(std::sync::Mutex::new(Some(task))) }
+        let (status, _) = watch::channel(None);
+        let task = tokio::spawn(write_loop(self.pool, rx, events, status.clone()));
+        Writer { tx, task: std::sync::Arc::new(std::sync::Mutex::new(Some(task))), status }
+    }
+}
+
+/// Lease tokens one run of the coordinator may issue; reserved durably at start-up.
+pub const LEASE_TOKENS_PER_RUN: u64 = 1 << 32;
+
+impl Store {
+    /// Reserves the lease tokens this run may issue, `[from, from + LEASE_TOKENS_PER_RUN)`,
+    /// above every token stored or reserved before, with a fully synchronous commit (fsync of
+    /// the log), so no later crash or power loss can make a token repeat. Returns `from`.
+    async fn reserve_lease_tokens(&self, trials: &[Trial]) -> Result<u64, StoreError> {
+        let reserved: Option<i64> = sqlx::query_scalar("SELECT reserved_below FROM lease_token_ranges WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        let stored = trials.iter().map(|t| t.lease_token + 1).max().unwrap_or(1);
+        let from = stored.max(reserved.unwrap_or(1).max(1) as u64);
+        let below = from.checked_add(LEASE_TOKENS_PER_RUN).filter(|b| *b <= i64::MAX as u64).ok_or_else(|| {
+            corrupt("lease_token_ranges", "the lease tokens are exhausted (over 2^63 issued)".to_string())
+        })?;
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+        let written = sqlx::query(
+            "INSERT INTO lease_token_ranges (id, reserved_below) VALUES (1, ?) \
+             ON CONFLICT(id) DO UPDATE SET reserved_below = excluded.reserved_below",
+        )
+        .bind(below as i64)
+        .execute(&mut *conn)
+        .await;
+        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+        written?;
+        Ok(from)
     }
 }
 
@@ -270,6 +307,9 @@ struct Batch {
 pub struct Writer {
     tx: mpsc::UnboundedSender<Batch>,
     task: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Why the last commit failed, while it keeps failing (None once one succeeds): health
+    /// turns NOT_SERVING and state-changing calls answer UNAVAILABLE instead of waiting.
+    status: watch::Sender<Option<String>>,
 }
 
 /// Resolves when a submitted batch is committed.
@@ -286,6 +326,26 @@ impl Commit {
 }
 
 impl Writer {
+    /// Why the database cannot commit right now, if it cannot.
+    pub fn failing(&self) -> Option<String> {
+        self.status.borrow().clone()
+    }
+
+    /// Follows [`Writer::failing`] as it changes.
+    pub fn watch_failing(&self) -> watch::Receiver<Option<String>> {
+        self.status.subscribe()
+    }
+
+    /// Waits for `commit`, or answers why not as soon as the database is failing to commit
+    /// (the batch stays queued and is committed once the database recovers).
+    pub async fn wait(&self, commit: Commit) -> Result<(), StoreError> {
+        let mut failing = self.status.subscribe();
+        tokio::select! {
+            done = commit.wait() => done,
+            Ok(why) = failing.wait_for(Option::is_some) => Err(StoreError::Unwritable(why.clone().unwrap_or_default())),
+        }
+    }
+
     /// Queues ops without waiting (call under the registry lock to keep the order of changes).
     pub fn submit(&self, ops: Vec<WriteOp>) -> Commit {
         if ops.is_empty() {
@@ -319,6 +379,7 @@ async fn write_loop(
     pool: SqlitePool,
     mut rx: mpsc::UnboundedReceiver<Batch>,
     events: broadcast::Sender<CommittedChange>,
+    status: watch::Sender<Option<String>>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batches = vec![first];
@@ -336,10 +397,23 @@ async fn write_loop(
         let mut delay = Duration::from_millis(50);
         loop {
             match commit(&pool, &ops).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    if status.borrow().is_some() {
+                        tracing::info!("database writes succeed again");
+                        status.send_replace(None);
+                    }
+                    break;
+                }
                 Err(e) => {
-                    // Nothing is acknowledged until it is durable: keep the callers waiting and retry.
+                    // Nothing is acknowledged until it is durable: the batch is retried until it
+                    // commits, while callers are told at once that the database cannot write.
                     error!("database write failed, retrying in {delay:?}: {e}");
+                    let why = crate::text::bounded(&e.to_string().replace('\n', " "));
+                    status.send_if_modified(|s| {
+                        let changed = s.as_deref() != Some(why.as_str());
+                        *s = Some(why.clone());
+                        changed
+                    });
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -383,6 +457,7 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
     let mut epochs: Vec<(u64, u64, u32, u32, &Metrics)> = Vec::new();
     let mut leases: Vec<(u64, i64)> = Vec::new();
     let mut workers: Vec<&WorkerRecord> = Vec::new();
+    let mut forgotten: Vec<&str> = Vec::new();
     for op in ops {
         match op {
             WriteOp::Study(s) => studies.push(s),
@@ -398,9 +473,16 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
             }
             WriteOp::Lease { trial_id, expires_ms } => leases.push((*trial_id, *expires_ms)),
             WriteOp::Worker(w) => workers.push(w),
+            WriteOp::ForgetWorker(id) => forgotten.push(id.as_str()),
         }
     }
-    if studies.is_empty() && trials.is_empty() && epochs.is_empty() && leases.is_empty() && workers.is_empty() {
+    if studies.is_empty()
+        && trials.is_empty()
+        && epochs.is_empty()
+        && leases.is_empty()
+        && workers.is_empty()
+        && forgotten.is_empty()
+    {
         return Ok(());
     }
     let started = std::time::Instant::now();
@@ -431,6 +513,9 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
         .bind(w.registered_ms)
         .execute(&mut *tx)
         .await?;
+    }
+    for id in &forgotten {
+        sqlx::query("DELETE FROM workers WHERE id = ?").bind(id).execute(&mut *tx).await?;
     }
     for chunk in trials.chunks(CHUNK) {
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
@@ -496,4 +581,31 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
 /// Logs a lagging watcher (it will resynchronise from a snapshot).
 pub fn warn_lagged(skipped: u64) {
     warn!("a WatchStudy stream fell {skipped} events behind; sending it a fresh snapshot");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tokens handed out whose commits never reached the disk (a power loss under
+    /// `synchronous = NORMAL`) are still never issued again: each start reserves a new range
+    /// durably, above the last one.
+    #[tokio::test]
+    async fn every_start_issues_tokens_above_every_earlier_reservation() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let first = store.load().await.unwrap().lease_tokens_from;
+        // The run issues tokens first.. first+1000 and none of them is ever committed.
+        store.pool.close().await;
+        drop(store);
+        let store = Store::open(&url).await.unwrap();
+        let second = store.load().await.unwrap().lease_tokens_from;
+        assert!(second >= first + LEASE_TOKENS_PER_RUN, "{first} then {second}");
+        let reserved: i64 =
+            sqlx::query_scalar("SELECT reserved_below FROM lease_token_ranges").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(reserved as u64, second + LEASE_TOKENS_PER_RUN);
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&store.pool).await.unwrap();
+        assert_eq!(synchronous, 1, "back to NORMAL for the writer");
+    }
 }

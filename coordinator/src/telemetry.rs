@@ -26,6 +26,11 @@ pub const REQUEUES: &str = "bertsweep_requeues_total";
 /// One write batch's SQLite transaction, begin to commit (histogram, seconds).
 pub const DB_COMMIT: &str = "bertsweep_db_commit_seconds";
 
+/// Blob collections that deleted nothing because a root's manifest could not be read (counter).
+pub const COLLECTIONS_REFUSED: &str = "bertsweep_blob_collections_refused_total";
+/// Stored blobs found not to match their digest and quarantined (counter).
+pub const BLOBS_CORRUPT: &str = "bertsweep_blobs_corrupt_total";
+
 /// Describes every metric (the `# HELP` lines).
 pub fn describe() {
     metrics::describe_gauge!(TRIALS, "Trials by study and state.");
@@ -38,6 +43,11 @@ pub fn describe() {
     metrics::describe_counter!(LEASE_EXPIRIES, "Leases that expired without a heartbeat.");
     metrics::describe_counter!(REQUEUES, "Trials put back in the queue, by reason.");
     metrics::describe_histogram!(DB_COMMIT, metrics::Unit::Seconds, "SQLite write batch, begin to commit.");
+    metrics::describe_counter!(COLLECTIONS_REFUSED, "Blob collections that deleted nothing: a root was unreadable.");
+    metrics::describe_counter!(BLOBS_CORRUPT, "Stored blobs that did not match their sha256 and were quarantined.");
+    // Counters exist from the start, at 0.
+    metrics::counter!(COLLECTIONS_REFUSED).increment(0);
+    metrics::counter!(BLOBS_CORRUPT).increment(0);
     metrics::describe_histogram!(
         bertsweep_telemetry::rpc::RPC_DURATION,
         metrics::Unit::Seconds,
@@ -62,6 +72,16 @@ pub fn lease_expired() {
 /// A trial went back to the queue for `reason`.
 pub fn requeued(reason: &'static str) {
     metrics::counter!(REQUEUES, "reason" => reason).increment(1);
+}
+
+/// A blob collection deleted nothing because a root was unreadable.
+pub fn collection_refused() {
+    metrics::counter!(COLLECTIONS_REFUSED).increment(1);
+}
+
+/// A stored blob did not match its digest and was quarantined.
+pub fn blob_corrupt() {
+    metrics::counter!(BLOBS_CORRUPT).increment(1);
 }
 
 /// A write batch took `seconds` from begin to commit.

@@ -403,7 +403,7 @@ async fn kept_models_survive_a_restart_and_unfinished_uploads_do_not() {
     drop(c);
     server.stop().await;
 
-    write(&tmp.path().join("data/tmp/model.bin.1234.00000000deadbeef.part"), b"half an upload");
+    write(&tmp.path().join("data/tmp/0123456789ab.1234.00000000deadbeef.part"), b"half an upload");
     let server = Server::start(tmp.path(), 1 << 30).await;
     assert_eq!(server.tmp_files(), 0, "the killed upload's file is gone");
     let c = server.client().await;
@@ -441,7 +441,7 @@ async fn a_running_coordinator_sweeps_unreferenced_blobs_and_abandoned_uploads_o
     let lost_manifest = Digest::of(&lost);
     raw_upload(&mut c, &lost_manifest.to_string(), lost.len() as u64, &[&lost]).await.unwrap();
     // A client died half-way through an upload (nothing writes to its file any more).
-    write(&server.data.join("tmp/model.bin.4321.00000000feedface.part"), b"half an upload");
+    write(&server.data.join("tmp/ba9876543210.4321.00000000feedface.part"), b"half an upload");
     // A blob a client keeps being told is present (so it will not upload it again) is spared.
     let asked = Digest::of(b"asked about");
     raw_upload(&mut c, &asked.to_string(), 11, &[&b"asked about"[..]]).await.unwrap();
@@ -468,6 +468,118 @@ async fn a_running_coordinator_sweeps_unreferenced_blobs_and_abandoned_uploads_o
     let inputs = Manifest::parse(&std::fs::read(server.blob(&model)).unwrap()).unwrap();
     for d in [model, train, dev].into_iter().chain(inputs.files.iter().map(|f| f.digest())) {
         assert!(server.blob(&d).exists(), "{d} is referenced and must stay");
+    }
+    server.stop().await;
+}
+
+/// Flips one byte of a stored blob in place (its size unchanged).
+fn corrupt(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_blob_is_never_served_reads_missing_and_a_new_upload_repairs_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path(), 1 << 30).await;
+    let mut c = server.client().await;
+    let remote = Remote::new(c.clone());
+    // Three chunks and a bit, so the corrupt byte is streamed long before the end.
+    let content = pattern(3 * (1 << 20) + 123, 7);
+    write(&tmp.path().join("train.tsv"), &content);
+    let up = remote.upload_path(&tmp.path().join("train.tsv"), "t:/train".into()).await.unwrap();
+    let file = up.manifest.files[0].digest();
+    let hex = file.to_string();
+    let find = |c: &mut Client| {
+        let mut c = c.clone();
+        let digests = vec![hex.clone()];
+        async move { c.find_missing_blobs(pb::FindMissingBlobsRequest { digests }).await.unwrap().into_inner().missing }
+    };
+    assert!(find(&mut c).await.is_empty());
+    assert_eq!(download(&mut c, &hex, 0).await.unwrap().1, content);
+
+    // One flipped byte: the download stops with DATA_LOSS instead of its last chunk, from
+    // any offset, and the blob is quarantined.
+    corrupt(&server.blob(&file));
+    for offset in [0, 2 << 20] {
+        if offset > 0 {
+            // The same corrupt copy, put back under its name.
+            std::fs::rename(tmp.path().join("data/quarantine").join(&hex), server.blob(&file)).unwrap();
+        }
+        let mut stream =
+            c.download_blob(pb::DownloadBlobRequest { digest: hex.clone(), offset }).await.unwrap().into_inner();
+        let (mut received, mut error) = (0usize, None);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => received += chunk.data.len(),
+                Err(status) => error = Some(status),
+            }
+        }
+        let status = error.expect("the stream ends in an error");
+        assert_eq!(status.code(), Code::DataLoss, "{status:?}");
+        assert!(status.message().contains("corrupted") && !status.message().contains('\n'), "{status:?}");
+        assert!(received < content.len() - offset as usize, "the whole corrupt blob was never sent");
+        assert!(!server.blob(&file).exists(), "quarantined");
+        assert!(tmp.path().join("data/quarantine").join(&hex).is_file());
+    }
+    assert_eq!(find(&mut c).await, std::slice::from_ref(&hex), "reported missing from then on");
+    assert_eq!(download(&mut c, &hex, 0).await.unwrap_err().code(), Code::NotFound);
+
+    // Corrupt in place again (restored under its name) and found by FindMissingBlobs alone.
+    let quarantined = tmp.path().join("data/quarantine").join(&hex);
+    std::fs::rename(&quarantined, server.blob(&file)).unwrap();
+    assert_eq!(find(&mut c).await, std::slice::from_ref(&hex), "a corrupt copy is not vouched for");
+    // The right content uploaded again replaces it, and it is served whole.
+    let again = remote.upload_path(&tmp.path().join("train.tsv"), "t:/train".into()).await.unwrap();
+    assert_eq!(again.digest, up.digest);
+    assert!(find(&mut c).await.is_empty());
+    assert_eq!(download(&mut c, &hex, 0).await.unwrap().1, content);
+    // A duplicate upload over a corrupt copy of the same size is stored, not skipped.
+    corrupt(&server.blob(&file));
+    let reply = raw_upload(&mut c, &hex, content.len() as u64, &[&content]).await.unwrap();
+    assert!(reply.stored, "the corrupt copy was replaced");
+    assert_eq!(std::fs::read(server.blob(&file)).unwrap(), content);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_that_cannot_read_a_root_deletes_nothing_until_it_can() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grace = Duration::from_millis(300);
+    let mut server = Server::start_with_grace(tmp.path(), 1 << 30, grace).await;
+    let mut c = server.client().await;
+    let remote = Remote::new(c.clone());
+    write(&tmp.path().join("m/config.json"), b"{}");
+    write(&tmp.path().join("m/model.bin"), &pattern(5000, 1));
+    write(&tmp.path().join("train.tsv"), b"sentence\tlabel\nhi\t1\n");
+    let model = remote.upload_path(&tmp.path().join("m"), "t:/m".into()).await.unwrap();
+    let train = remote.upload_path(&tmp.path().join("train.tsv"), "t:/train".into()).await.unwrap();
+    let blob = |d: Digest| format!("blob:sha256:{d}");
+    let spec_toml =
+        study("rooted", "").inputs(&blob(model.digest), &blob(train.digest), &blob(train.digest)).to_string();
+    c.create_study(pb::CreateStudyRequest { spec_toml }).await.unwrap();
+    // An orphan the sweep would delete, and the model's manifest made unreadable.
+    let orphan = Digest::of(b"orphan");
+    raw_upload(&mut c, &orphan.to_string(), 6, &[b"orphan"]).await.unwrap();
+    let manifest_path = server.blob(&model.digest);
+    let good = std::fs::read(&manifest_path).unwrap();
+    std::fs::write(&manifest_path, b"{ torn").unwrap();
+    server.stop().await;
+    // Restarted: the start-up sweep and the periodic ones meet the unreadable root.
+    server = Server::start_with_grace(tmp.path(), 1 << 30, grace).await;
+    tokio::time::sleep(grace * 4).await; // several sweeps, which must all do nothing
+    for f in &model.manifest.files {
+        assert!(server.blob(&f.digest()).is_file(), "{} survived", f.path);
+    }
+    assert!(server.blob(&orphan).is_file(), "nothing at all was deleted");
+    // Readable again: the next sweep proceeds, deleting only the orphan.
+    std::fs::write(&manifest_path, good).unwrap();
+    let orphan_path = server.blob(&orphan);
+    until("the orphan is swept", || !orphan_path.exists()).await;
+    for f in &model.manifest.files {
+        assert!(server.blob(&f.digest()).is_file(), "{} survived", f.path);
     }
     server.stop().await;
 }

@@ -707,3 +707,72 @@ async fn pages_render_in_chromium_and_follow_the_sweep_live() {
     let errors: Vec<String> = browser.console_errors().unwrap().into_iter().filter(|e| !e.contains("404")).collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+/// A gRPC client that sends `token` on every call.
+async fn grpc_with_token(
+    url: &str,
+    token: &str,
+) -> pb::coordinator_client::CoordinatorClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone,
+    >,
+> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string()).unwrap().connect().await.unwrap();
+    let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    pb::coordinator_client::CoordinatorClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", value.clone());
+        Ok(r)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_tokens_from_one_address_are_slowed_down_on_both_ports() {
+    use bertsweep_coordinator::auth_throttle::FREE_FAILURES;
+    let served = serve(Some(TOKEN), None).await;
+    let addr = served.http;
+
+    // gRPC: a few wrong tokens are answered as wrong; then even the right one waits its turn.
+    let mut wrong = grpc_with_token(&served.grpc_url, "guess-guess-guess").await;
+    let list = || pb::ListStudiesRequest { page_size: 1, page_token: String::new() };
+    for _ in 0..FREE_FAILURES {
+        let e = wrong.list_studies(list()).await.unwrap_err();
+        assert!(e.code() == tonic::Code::Unauthenticated && e.message().starts_with("wrong token"), "{e:?}");
+    }
+    let e = wrong.list_studies(list()).await.unwrap_err();
+    assert!(e.code() == tonic::Code::Unauthenticated && e.message().contains("too many wrong tokens"), "{e:?}");
+    let mut right = grpc_with_token(&served.grpc_url, TOKEN).await;
+    let e = right.list_studies(list()).await.unwrap_err();
+    assert!(e.message().contains("too many wrong tokens"), "refused unchecked while it waits: {e:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while right.list_studies(list()).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the wait never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A right token reset the address: mistakes are free again.
+    let e = wrong.list_studies(list()).await.unwrap_err();
+    assert!(e.message().starts_with("wrong token"), "{e:?}");
+
+    // The dashboard keeps its own count: the login form, then bearer headers.
+    let form = |token: &str| format!("token={token}&next=%2F");
+    let content = [("Content-Type", "application/x-www-form-urlencoded")];
+    for _ in 0..FREE_FAILURES {
+        assert_eq!(http(addr, "POST", "/login", &content, &form("guess")).await.status, 401);
+    }
+    let refused = http(addr, "POST", "/login", &content, &form(TOKEN)).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert!(refused.header("retry-after").is_some() && refused.json()["error"].as_str().unwrap().contains("wait"));
+    let refused = get(addr, "/api/studies", &[("Authorization", "Bearer guess")]).await;
+    assert_eq!(refused.status, 429);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = http(addr, "POST", "/login", &content, &form(TOKEN)).await;
+        if reply.status == 303 {
+            break;
+        }
+        assert_eq!(reply.status, 429, "{}", reply.body);
+        assert!(std::time::Instant::now() < deadline, "the wait never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    served.shutdown().await;
+}

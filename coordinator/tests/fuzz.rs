@@ -7,6 +7,10 @@
 //! values that broke earlier versions (tiny steps, huge budgets, unsafe names, long strings,
 //! non-finite numbers, out-of-range epochs).
 //!
+//! The RPC target also drives the blob RPCs (FindMissingBlobs, UploadBlob, DownloadBlob,
+//! OfferArtifact) and reports checkpoint and artifact references of every shape (blob digests,
+//! object URLs and `worker:` paths, inside and outside a trial's own place, with traversal).
+//!
 //! What must hold for every input:
 //! - the parser never panics; an accepted study is runnable (its first trial can be leased) and
 //!   obeys the name and budget rules; a refusal is one bounded line;
@@ -249,6 +253,42 @@ fn number(rng: &mut ChaCha8Rng, real: &[u64]) -> u64 {
     }
 }
 
+/// A digest's text: real ones uploaded earlier, well-formed unknown ones, and malformed ones.
+fn digest_text(rng: &mut ChaCha8Rng, real: &[String]) -> String {
+    match rng.gen_range(0..7) {
+        0..=2 if !real.is_empty() => real.choose(rng).unwrap().clone(),
+        3 => format!("{:064x}", rng.gen::<u128>()),
+        4 => "g".repeat(64),
+        5 => format!("{:063x}", rng.gen::<u64>()),
+        _ => name(rng, &[]),
+    }
+}
+
+/// A checkpoint or artifact reference: empty, blob digests, object URLs and `worker:` paths in
+/// and out of the trial's own place (`study`/`number`/`epoch`/`token` when known), traversal,
+/// encodings and junk.
+fn reference(rng: &mut ChaCha8Rng, digests: &[String], own: Option<(&str, u32, u32, u64)>) -> String {
+    let (study, number, epoch, token) = own.unwrap_or(("s", 0, 1, 1));
+    match rng.gen_range(0..14) {
+        0 | 1 => String::new(),
+        2 => format!("blob:sha256:{}", digest_text(rng, digests)),
+        3 => format!("s3://b/base/{study}/{number}/checkpoints/e{epoch}-{token}"),
+        4 => format!("worker:/shared/{study}/{number}/checkpoints/e{epoch}-{token}"),
+        5 => ["s3://b/", "s3://b", "s3://b/some-prefix", "gs://", "az://x/", "worker:/", "worker:/etc", "worker:rel"]
+            .choose(rng)
+            .unwrap()
+            .to_string(),
+        6 => format!("s3://b/{study}/{number}/checkpoints/e{epoch}-{token}/../../../.."),
+        7 => format!("s3://b/{study}/{}/checkpoints/e{epoch}-{token}", number.wrapping_add(1)),
+        8 => format!("s3://b/%2e%2e/{study}/{number}/checkpoints/e{epoch}-{token}"),
+        9 => format!("s3://b/{study}/{number}/checkpoints/e{epoch}-{token}?x=1#y"),
+        10 => format!("worker:/a/../{study}/{number}/checkpoints/e{epoch}-{token}"),
+        11 => "x".repeat(rng.gen_range(4000..6000)),
+        12 => format!("s3://{}/{study}/{number}/checkpoints/e{epoch}-{token}", "\u{0}é"),
+        _ => name(rng, &[]),
+    }
+}
+
 fn random_metrics(rng: &mut ChaCha8Rng) -> HashMap<String, f64> {
     let mut m = HashMap::new();
     if rng.gen_bool(0.8) {
@@ -282,6 +322,9 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
     let mut workers: Vec<String> = Vec::new();
     let mut trial_ids: Vec<u64> = Vec::new();
     let mut tokens: Vec<u64> = Vec::new();
+    // Leases handed out, with their study and trial number (for references in their own place).
+    let mut leases: Vec<(String, u32, u64, u64)> = Vec::new();
+    let mut digests: Vec<String> = Vec::new();
     let deadline = Instant::now() + budget();
     let mut calls = 0u64;
     const METHODS: &[&str] = &[
@@ -298,10 +341,14 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
         "ReportProgress",
         "CompleteTrial",
         "FailTrial",
+        "FindMissingBlobs",
+        "UploadBlob",
+        "DownloadBlob",
+        "OfferArtifact",
     ];
     while Instant::now() < deadline {
         calls += 1;
-        let what = rng.gen_range(0..16);
+        let what = rng.gen_range(0..23);
         let result: Result<(), tonic::Status> = match what {
             0 | 1 => {
                 let base = corpus.choose(&mut rng).unwrap();
@@ -349,6 +396,7 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
                     if let Some(a) = r.into_inner().assignment {
                         trial_ids.push(a.trial_id);
                         tokens.push(a.lease_token);
+                        leases.push((a.study, a.number, a.trial_id, a.lease_token));
                     }
                 })
             }
@@ -375,7 +423,7 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
                     trial_id: number(&mut rng, &trial_ids),
                     lease_token: number(&mut rng, &tokens),
                     metrics: random_metrics(&mut rng),
-                    artifact: if rng.gen_bool(0.9) { String::new() } else { "a".repeat(rng.gen_range(1..6000)) },
+                    artifact: if rng.gen_bool(0.7) { String::new() } else { reference(&mut rng, &digests, None) },
                 };
                 c.complete_trial(request).await.map(drop)
             }
@@ -387,6 +435,71 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
                     kind: rng.gen_range(-1..5),
                 };
                 c.fail_trial(request).await.map(drop)
+            }
+            16 => {
+                let n = *[0usize, 1, 3, 100, 100_001].choose(&mut rng).unwrap();
+                let digests = (0..n).map(|_| digest_text(&mut rng, &digests)).collect();
+                c.find_missing_blobs(pb::FindMissingBlobsRequest { digests }).await.map(drop)
+            }
+            17 => {
+                // Content that matches its announced digest and size, or not in one way or another.
+                let data: Vec<u8> = (0..rng.gen_range(0..3000)).map(|_| rng.gen()).collect();
+                let real = bertsweep_transfer::Digest::of(&data).to_string();
+                let (digest, size) = match rng.gen_range(0..6) {
+                    0..=2 => (real.clone(), data.len() as u64),
+                    3 => (real.clone(), data.len() as u64 + 1),
+                    4 => (real.clone(), u64::MAX),
+                    _ => (digest_text(&mut rng, &digests), data.len() as u64),
+                };
+                let split = rng.gen_range(0..=data.len());
+                let mut messages = vec![pb::UploadBlobRequest { digest, size, data: data[..split].to_vec() }];
+                if rng.gen_bool(0.5) {
+                    messages.push(pb::UploadBlobRequest { data: data[split..].to_vec(), ..Default::default() });
+                }
+                c.upload_blob(futures::stream::iter(messages)).await.map(|r| {
+                    digests.push(r.into_inner().digest);
+                })
+            }
+            18 => {
+                let offset = *[0u64, 1, 100, u64::MAX].choose(&mut rng).unwrap();
+                let request = pb::DownloadBlobRequest { digest: digest_text(&mut rng, &digests), offset };
+                match c.download_blob(request).await {
+                    Ok(response) => {
+                        let mut stream = response.into_inner();
+                        let mut outcome = Ok(());
+                        while let Some(item) = futures::StreamExt::next(&mut stream).await {
+                            if let Err(status) = item {
+                                outcome = Err(status);
+                                break;
+                            }
+                        }
+                        outcome
+                    }
+                    Err(status) => Err(status),
+                }
+            }
+            19 => {
+                let value = *[0.5, f64::NAN, f64::INFINITY, -1.0].choose(&mut rng).unwrap();
+                let request = pb::OfferArtifactRequest {
+                    trial_id: number(&mut rng, &trial_ids),
+                    lease_token: number(&mut rng, &tokens),
+                    value,
+                };
+                c.offer_artifact(request).await.map(drop)
+            }
+            20 | 21 if !leases.is_empty() => {
+                // A live-looking lease reporting a checkpoint of every shape.
+                let (study, number, trial_id, lease_token) = leases.choose(&mut rng).unwrap().clone();
+                let epoch = rng.gen_range(1..4);
+                let own = Some((study.as_str(), number, epoch, lease_token));
+                let request = pb::ReportProgressRequest {
+                    trial_id,
+                    lease_token,
+                    epoch,
+                    metrics: [("eval_accuracy".to_string(), rng.gen_range(0.0..1.0))].into_iter().collect(),
+                    checkpoint: reference(&mut rng, &digests, own),
+                };
+                c.report_progress(request).await.map(drop)
             }
             _ => {
                 // Bytes that are not the method's message (or are, by chance).
@@ -441,6 +554,12 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
         );
         assert!(listed.len() as u32 <= s.max_trials);
     }
-    eprintln!("rpc fuzz: {calls} calls, {} studies, seed {seed}", studies.len());
+    // Every blob stored matches its digest: no upload, however malformed, left a wrong one.
+    let blobs = bertsweep_transfer::blob_dir::BlobDir::open(server.dir.path().join("test.db.data")).unwrap();
+    let stored = blobs.list().unwrap();
+    for (d, _) in &stored {
+        assert!(blobs.verify(d), "blob {d} does not match its digest (seed {seed})");
+    }
+    eprintln!("rpc fuzz: {calls} calls, {} studies, {} blobs, seed {seed}", studies.len(), stored.len());
     server.shutdown().await;
 }

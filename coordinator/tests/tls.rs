@@ -212,6 +212,13 @@ fn serve_is_secure_by_default() {
     };
     one_line_error(&serve(&["--listen", "0.0.0.0:0"]), &["without a token", "--insecure"]);
     one_line_error(&serve(&["--listen", "127.0.0.1:0", "--token", " "]), &["empty"]);
+    // A guessable token on a reachable address (gRPC or dashboard) is refused with how to make one.
+    one_line_error(&serve(&["--listen", "0.0.0.0:0", "--token", "x"]), &["at least 16", "openssl rand"]);
+    one_line_error(
+        &serve(&["--listen", "127.0.0.1:0", "--http", "0.0.0.0:0", "--token", "fifteen-bytes!!"]),
+        &["at least 16", "--token-file"],
+    );
+    one_line_error(&serve(&["--listen", "127.0.0.1:0", "--idle-timeout", "10s"]), &["--idle-timeout", "--long-poll"]);
     one_line_error(
         &serve(&["--listen", "127.0.0.1:0", "--http", "0.0.0.0:0"]),
         &["dashboard", "without a token", "--insecure"],

@@ -101,6 +101,20 @@ impl BlobDir {
         matches!(hash_file(&self.path(d)), Ok((actual, _)) if actual == *d)
     }
 
+    /// Moves a blob out of the store into `<root>/quarantine/<hex>` (replacing an earlier
+    /// quarantined copy of the same digest, so the folder holds at most one file per digest);
+    /// `None` when it was not there.
+    pub fn quarantine(&self, d: &Digest) -> std::io::Result<Option<PathBuf>> {
+        let folder = self.root.join("quarantine");
+        std::fs::create_dir_all(&folder)?;
+        let to = folder.join(d.to_string());
+        match std::fs::rename(self.path(d), &to) {
+            Ok(()) => Ok(Some(to)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes a blob (missing is fine).
     pub fn remove(&self, d: &Digest) -> std::io::Result<()> {
         match std::fs::remove_file(self.path(d)) {
@@ -162,12 +176,17 @@ impl BlobDir {
         Ok(out)
     }
 
-    /// Deletes files in `tmp/` older than `age` (transfers a killed process left behind).
+    /// Deletes the transfer files in `tmp/` ([`BlobDir::temp_path`]'s names, nothing else: a
+    /// data directory pointed at a shared folder must not empty it) older than `age`
+    /// (transfers a killed process left behind).
     pub fn clear_tmp(&self, age: Duration) -> std::io::Result<usize> {
         let mut removed = 0;
         let now = SystemTime::now();
         for item in std::fs::read_dir(self.root.join("tmp"))? {
             let item = item?;
+            if !item.file_name().to_str().is_some_and(is_transfer_name) || !item.file_type()?.is_file() {
+                continue;
+            }
             let old = item.metadata()?.modified().map(|m| now.duration_since(m).unwrap_or_default() >= age)?;
             if old && std::fs::remove_file(item.path()).is_ok() {
                 removed += 1;
@@ -175,6 +194,15 @@ impl BlobDir {
         }
         Ok(removed)
     }
+}
+
+/// Whether `name` is one [`BlobDir::temp_path`] makes for a blob: `<12 hex>.<pid>.<16 hex>.part`.
+fn is_transfer_name(name: &str) -> bool {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let Some(stem) = name.strip_suffix(".part") else { return false };
+    let parts: Vec<&str> = stem.split('.').collect();
+    matches!(parts.as_slice(), [short, pid, tag]
+        if hex(short, 12) && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && hex(tag, 16))
 }
 
 /// A blob being written: hashed as it arrives, renamed into place by [`BlobWriter::finish`] only
@@ -260,5 +288,19 @@ mod tests {
         assert!(!dir.contains(&other));
         assert_eq!(std::fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0, "no partial file left");
         assert_eq!(dir.list().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn clearing_tmp_removes_only_its_own_transfer_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = BlobDir::open(tmp.path()).unwrap();
+        let ours = dir.temp_path(&Digest::of(b"x").short());
+        std::fs::write(&ours, b"partial").unwrap();
+        let theirs = tmp.path().join("tmp").join("someone-elses.txt");
+        std::fs::write(&theirs, b"keep").unwrap();
+        std::fs::create_dir(tmp.path().join("tmp").join("a-socket-dir")).unwrap();
+        assert_eq!(dir.clear_tmp(Duration::ZERO).unwrap(), 1);
+        assert!(!ours.exists() && theirs.exists() && tmp.path().join("tmp/a-socket-dir").exists());
+        assert!(!is_transfer_name("0123456789ab.1.0123456789abcdef.part.x"));
     }
 }

@@ -7,11 +7,14 @@
 //!   `blob:sha256:…` reference points at.
 //! - [`blob_dir`]: the on-disk layout of content-addressed blobs (coordinator store and worker
 //!   cache alike): write to a temporary file, verify, rename into place.
+//! - [`checkpoint_location`]: the one place a trial's checkpoint may live outside the
+//!   coordinator (and so the only thing its deletion may touch).
 //! - [`object`]: model directories in object storage (s3://, gs://, az://).
 //! - [`remote`]: uploading a path to a coordinator and fetching a manifest's files from it
 //!   (chunked gRPC streams, resume, retries on transient errors).
 
 pub mod blob_dir;
+pub mod checkpoint_location;
 pub mod digest;
 pub mod manifest;
 pub mod object;

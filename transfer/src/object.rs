@@ -18,8 +18,7 @@ use crate::digest::Hasher;
 use crate::manifest::{Manifest, ManifestKind};
 use crate::CHUNK_BYTES;
 
-/// The manifest's name inside a model directory in object storage.
-pub const MANIFEST_NAME: &str = "bertsweep-manifest.json";
+pub use crate::manifest::MANIFEST_NAME;
 
 /// Why an object storage transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -135,29 +134,58 @@ pub async fn upload_dir_as(dir: &Path, url: &str, manifest: Manifest) -> Result<
     Ok(manifest)
 }
 
-/// Deletes the directory at `url`: its manifest first (so what is left reads as incomplete),
-/// then every object under it. Returns how many objects went; a missing directory is 0.
+/// Deletes the directory at `url` as its own manifest describes it: the files the manifest
+/// lists (each inside the directory, as [`Manifest::parse`] guarantees), then the manifest.
+/// Nothing else under the prefix is touched, so a wrong `url` can at worst delete another
+/// bertsweep directory's listed files, never "everything under a prefix". A directory without
+/// a readable manifest is left alone ([`ObjectError::Invalid`], for the caller to log).
+/// Returns how many objects went; a directory already gone (no manifest, nothing listed) is
+/// reported as invalid too, which callers log at debug level.
 pub async fn delete_dir(url: &str) -> Result<usize, ObjectError> {
     let (store, base) = open(url)?;
     let store_error = |source| ObjectError::Store { url: url.into(), source };
-    match store.delete(&child(&base, MANIFEST_NAME)).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+    let invalid = |message: String| ObjectError::Invalid { url: url.into(), message };
+    let manifest_bytes = match store.get(&child(&base, MANIFEST_NAME)).await {
+        Ok(r) => r.bytes().await.map_err(store_error)?,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Err(invalid(format!(
+                "no {MANIFEST_NAME}: nothing says what the directory holds, so it is left alone"
+            )))
+        }
         Err(source) => return Err(store_error(source)),
-    }
-    let mut listing = store.list(Some(&base));
-    let mut doomed = Vec::new();
-    while let Some(meta) = listing.next().await {
-        doomed.push(meta.map_err(store_error)?.location);
-    }
+    };
+    let manifest = Manifest::parse(&manifest_bytes)
+        .map_err(|e| invalid(format!("{MANIFEST_NAME} is unreadable ({e}), so the directory is left alone")))?;
     let mut deleted = 0;
-    for path in doomed {
-        match store.delete(&path).await {
+    for f in &manifest.files {
+        match store.delete(&child(&base, &f.path)).await {
             Ok(()) => deleted += 1,
             Err(object_store::Error::NotFound { .. }) => {}
             Err(source) => return Err(store_error(source)),
         }
     }
+    match store.delete(&child(&base, MANIFEST_NAME)).await {
+        Ok(()) => deleted += 1,
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(source) => return Err(store_error(source)),
+    }
     Ok(deleted)
+}
+
+/// The URLs of the directories directly under `url` (one level, by `/`), at most `limit`.
+pub async fn list_dirs(url: &str, limit: usize) -> Result<Vec<String>, ObjectError> {
+    let (store, base) = open(url)?;
+    let listing = store
+        .list_with_delimiter(Some(&base))
+        .await
+        .map_err(|source| ObjectError::Store { url: url.into(), source })?;
+    let trimmed = url.trim_end_matches('/');
+    Ok(listing
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename().map(|name| format!("{trimmed}/{name}")))
+        .take(limit)
+        .collect())
 }
 
 /// Downloads the model directory at `url` into `dest` (which must not exist), verifying every

@@ -26,6 +26,9 @@ pub enum RemoteError {
     /// The coordinator does not have a blob a reference names.
     #[error("blob {0:?} is missing on the coordinator (its data directory was lost or changed); create the study again from the original files")]
     Missing(Digest),
+    /// The coordinator's copy of a blob did not match its digest (it quarantined it).
+    #[error("blob {0:?} is corrupted on the coordinator (it was quarantined); run `bertsweep study create` again with the original files to repair it")]
+    Corrupted(Digest),
     /// A file is over the coordinator's size limit.
     #[error("{path} is {} but the coordinator accepts files up to {} (serve --max-blob-size); put it on storage every worker reads and name it worker:/path, or name a Hub model as hf:org/name", human_bytes(*.size), human_bytes(*.limit))]
     TooLarge {
@@ -76,7 +79,13 @@ pub enum RemoteError {
 impl RemoteError {
     /// Whether trying the whole transfer again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, RemoteError::Unavailable { .. } | RemoteError::Write { .. } | RemoteError::Io { .. })
+        matches!(
+            self,
+            RemoteError::Unavailable { .. }
+                | RemoteError::Write { .. }
+                | RemoteError::Io { .. }
+                | RemoteError::Corrupted(_)
+        )
     }
 }
 
@@ -258,6 +267,12 @@ impl Remote {
     /// Downloads a blob into `dir` (nothing to do when present), resuming after dropped
     /// connections; the blob appears only once it verified.
     pub async fn fetch_blob(&self, dir: &BlobDir, digest: Digest) -> Result<PathBuf, RemoteError> {
+        self.fetch_blob_sized(dir, digest, Size::Any).await
+    }
+
+    /// [`Remote::fetch_blob`] that refuses a blob whose announced size is not `size` (the size
+    /// a verified manifest gives, or a cap), so a coordinator cannot make it write more.
+    pub async fn fetch_blob_sized(&self, dir: &BlobDir, digest: Digest, size: Size) -> Result<PathBuf, RemoteError> {
         if dir.contains(&digest) {
             return Ok(dir.path(&digest));
         }
@@ -266,30 +281,31 @@ impl Remote {
         let mut writer = None;
         loop {
             let offset = writer.as_ref().map_or(0, |w: &crate::blob_dir::BlobWriter| w.written());
-            let result = self.download_into(dir, digest, offset, &mut writer).await;
+            let result = self.download_into(dir, digest, size, offset, &mut writer).await;
             match result {
                 Ok(()) => break,
-                Err(s) if s.code() == Code::NotFound => return Err(RemoteError::Missing(digest)),
                 // Local trouble (disk full, a short write): this machine's, worth another try
                 // (perhaps on another worker), not the coordinator's.
-                Err(s) if s.code() == Code::DataLoss => {
+                Err(Fetch::Local(source)) => {
                     return Err(RemoteError::Io {
                         path: dir.root().to_path_buf(),
-                        source: std::io::Error::other(s.message().to_string()),
+                        source: std::io::Error::other(source),
                     })
                 }
-                Err(s) if transient(&s) && started.elapsed() < self.patience => {
+                Err(Fetch::Remote(s)) if s.code() == Code::NotFound => return Err(RemoteError::Missing(digest)),
+                Err(Fetch::Remote(s)) if s.code() == Code::DataLoss => return Err(RemoteError::Corrupted(digest)),
+                Err(Fetch::Remote(s)) if transient(&s) && started.elapsed() < self.patience => {
                     warn!("downloading blob {}: {}; resuming in {delay:?}", digest.short(), s.message());
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
-                Err(s) if transient(&s) => {
+                Err(Fetch::Remote(s)) if transient(&s) => {
                     return Err(RemoteError::Unavailable {
                         what: format!("downloading blob {}", digest.short()),
                         message: s.message().into(),
                     })
                 }
-                Err(s) => {
+                Err(Fetch::Remote(s)) => {
                     return Err(RemoteError::Refused {
                         what: format!("downloading blob {}", digest.short()),
                         message: s.message().into(),
@@ -301,42 +317,55 @@ impl Remote {
         writer.finish().await.map_err(|source| RemoteError::Write { digest, source })
     }
 
-    /// One DownloadBlob stream from `offset` into `writer` (created from the first chunk's size).
+    /// One DownloadBlob stream from `offset` into `writer` (created from the first chunk's size,
+    /// once that size is what `expected` allows).
     async fn download_into(
         &self,
         dir: &BlobDir,
         digest: Digest,
+        expected: Size,
         offset: u64,
         writer: &mut Option<crate::blob_dir::BlobWriter>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Fetch> {
         let mut stream = self
             .client
             .clone()
             .download_blob(pb::DownloadBlobRequest { digest: digest.to_string(), offset })
-            .await?
+            .await
+            .map_err(Fetch::Remote)?
             .into_inner();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
+            let chunk = chunk.map_err(Fetch::Remote)?;
             if writer.is_none() {
-                let w = dir.writer(digest, chunk.size).await.map_err(|e| Status::data_loss(e.to_string()))?;
+                let refused = match expected {
+                    Size::Exactly(n) if chunk.size != n => Some(format!("its manifest says {n} bytes")),
+                    Size::AtMost(n) if chunk.size > n => Some(format!("the limit is {n} bytes")),
+                    _ => None,
+                };
+                if let Some(why) = refused {
+                    return Err(Fetch::Remote(Status::invalid_argument(format!(
+                        "the coordinator announced {} bytes for blob {}, but {why}",
+                        chunk.size,
+                        digest.short()
+                    ))));
+                }
+                let w = dir.writer(digest, chunk.size).await.map_err(|e| Fetch::Local(e.to_string()))?;
                 *writer = Some(w);
             }
             let w = writer.as_mut().expect("just set");
-            if let Err(e) = w.write(&chunk.data).await {
-                // Local trouble (disk full, more bytes than announced): not worth resuming.
-                return Err(Status::data_loss(e.to_string()));
-            }
+            // Local trouble (disk full), or more bytes than announced: not worth resuming.
+            w.write(&chunk.data).await.map_err(|e| Fetch::Local(e.to_string()))?;
         }
         if writer.is_none() {
             // An empty blob sends one empty chunk; no chunk at all means a cut stream.
-            return Err(Status::unavailable("the download ended before it began"));
+            return Err(Fetch::Remote(Status::unavailable("the download ended before it began")));
         }
         Ok(())
     }
 
     /// Downloads and validates a manifest blob.
     pub async fn fetch_manifest(&self, dir: &BlobDir, digest: Digest) -> Result<Manifest, RemoteError> {
-        self.fetch_blob(dir, digest).await?;
+        self.fetch_blob_sized(dir, digest, Size::AtMost(crate::manifest::MAX_MANIFEST_BYTES as u64)).await?;
         match dir.read_manifest(&digest) {
             Ok(m) => Ok(m),
             Err(e) => {
@@ -349,10 +378,29 @@ impl Remote {
     /// Downloads every file of `manifest` into `dir`.
     pub async fn fetch_files(&self, dir: &BlobDir, manifest: &Manifest) -> Result<(), RemoteError> {
         for f in &manifest.files {
-            self.fetch_blob(dir, f.digest()).await?;
+            self.fetch_blob_sized(dir, f.digest(), Size::Exactly(f.size)).await?;
         }
         Ok(())
     }
+}
+
+/// What a downloaded blob's size may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// Whatever the coordinator announces (the digest still has to match).
+    Any,
+    /// Exactly this many bytes (from a verified manifest).
+    Exactly(u64),
+    /// No more than this many bytes.
+    AtMost(u64),
+}
+
+/// Why one download stream stopped.
+enum Fetch {
+    /// The coordinator's answer (retried when transient).
+    Remote(Status),
+    /// This machine's trouble writing it.
+    Local(String),
 }
 
 /// Lays out `manifest`'s files (present in `dir`) as `dest`: hard links (copies across file

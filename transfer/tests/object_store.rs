@@ -1,8 +1,9 @@
 //! Model directories in a real S3-compatible server (moto's, from the project's .venv, started
-//! by the test): upload, verified download, and refusals for an incomplete or tampered upload.
+//! by the test): upload, verified download, and refusals for an incomplete or tampered upload;
+//! deletion by the directory's own manifest only.
 
 use bertsweep_tests::Moto;
-use bertsweep_transfer::object::{download_dir, upload_dir, MANIFEST_NAME};
+use bertsweep_transfer::object::{delete_dir, download_dir, list_dirs, upload_dir, MANIFEST_NAME};
 use object_store::ObjectStore;
 
 #[tokio::test]
@@ -45,4 +46,25 @@ async fn a_model_directory_round_trips_through_s3_and_tampering_is_refused() {
     // A URL of an unknown scheme is one line.
     let e = download_dir("ftp://x/y", &tmp.path().join("x")).await.unwrap_err().to_string();
     assert!(!e.contains('\n'), "{e}");
+
+    // Deleting a directory removes the files its manifest lists and the manifest; objects
+    // under it that it does not list (another directory nested in it) and its neighbours stay.
+    // Without a readable manifest nothing at all is deleted.
+    let small = tmp.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    std::fs::write(small.join("state.json"), b"{}").unwrap();
+    upload_dir(&small, "s3://models/ckpt", "t".into()).await.unwrap();
+    upload_dir(&small, "s3://models/ckpt/nested", "t".into()).await.unwrap();
+    upload_dir(&small, "s3://models/ckpt-neighbour", "t".into()).await.unwrap();
+    let e = delete_dir("s3://models/").await.unwrap_err().to_string();
+    assert!(e.contains("left alone") && !e.contains('\n'), "{e}");
+    store.put(&object_store::path::Path::from(format!("garbled/{MANIFEST_NAME}")), b"{".to_vec().into()).await.unwrap();
+    store.put(&object_store::path::Path::from("garbled/keep.bin"), b"k".to_vec().into()).await.unwrap();
+    assert!(delete_dir("s3://models/garbled").await.unwrap_err().to_string().contains("unreadable"));
+    assert_eq!(delete_dir("s3://models/ckpt").await.unwrap(), 2, "state.json and the manifest");
+    for kept in ["s3://models/ckpt/nested", "s3://models/ckpt-neighbour"] {
+        download_dir(kept, &tmp.path().join(kept.replace('/', "_"))).await.unwrap_or_else(|e| panic!("{kept}: {e}"));
+    }
+    assert!(store.head(&object_store::path::Path::from("garbled/keep.bin")).await.is_ok());
+    assert_eq!(list_dirs("s3://models/ckpt", 10).await.unwrap(), ["s3://models/ckpt/nested"]);
 }

@@ -50,7 +50,7 @@ async fn inputs_are_cached_verified_and_repaired() {
     // A download a killed worker left behind: a partial blob in tmp/ and a half-laid-out tree.
     let cache = dir.path().join("cache");
     std::fs::create_dir_all(cache.join("blobs/tmp")).unwrap();
-    std::fs::write(cache.join("blobs/tmp/abc.1.0000.part"), b"half a blob").unwrap();
+    std::fs::write(cache.join("blobs/tmp/0123456789ab.1.0123456789abcdef.part"), b"half a blob").unwrap();
     std::fs::create_dir_all(cache.join("trees/.partial-leftover")).unwrap();
 
     let inputs = Inputs::open(&cache, hub_offline(dir.path())).unwrap();

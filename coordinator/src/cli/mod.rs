@@ -138,6 +138,29 @@ pub struct ServeArgs {
     /// the data directory is swept for them (e.g. 1h, 30m).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub orphan_grace: Duration,
+    /// Free space uploads must leave on the data disk, for the database to keep committing
+    /// (e.g. 2GiB; default 1 GiB, or 5 % of a smaller disk).
+    #[arg(long, value_parser = bertsweep_transfer::parse_size)]
+    pub min_free_space: Option<u64>,
+    /// Re-hash every stored blob at start-up (in the background), quarantining those that do
+    /// not match their sha256.
+    #[arg(long)]
+    pub verify_blobs: bool,
+    /// Forget workers that neither asked for work nor heartbeated for this long and hold no
+    /// trial (e.g. 7d, 12h).
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    pub worker_expiry: Duration,
+    /// Connections each port holds at once; a full port closes its longest-idle connection
+    /// for a newcomer.
+    #[arg(long, default_value_t = crate::connections::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// A connection that sends nothing (or does not finish its TLS handshake) this long after
+    /// it was accepted is closed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// A connection with no call in flight this long is closed (keep it above --long-poll).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// Listen on a non-loopback address without a token (anyone who reaches the port can then
     /// create, stop and read studies).
     #[arg(long)]
@@ -250,7 +273,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use ms, s, m or h")),
+        "d" => n * 86400.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use ms, s, m, h or d")),
     };
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!("{text:?} must be a positive duration"));
@@ -261,7 +285,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(*args, cli.global.token()?).await,
+        Command::Serve(args) => {
+            if let Some(path) = &cli.global.token_file {
+                warn_if_shared(path);
+            }
+            serve(*args, cli.global.token()?).await
+        }
         Command::Study(cmd) => {
             let mut client = cli.global.client().await?;
             match cmd {
@@ -355,6 +384,48 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// A listener on `addr` whose accept queue holds a burst as large as a port's connection cap
+/// (the default backlog of 1,024 overflows under thousands of connections at once).
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(crate::connections::DEFAULT_MAX_CONNECTIONS as u32)
+}
+
+/// Shortest token `serve` accepts on an address others can reach.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// Warns when the token file can be read by its group or by others.
+fn warn_if_shared(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "the token file {} is readable by its group or others (mode {:o}); `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        }
+    }
+}
+
+/// Refuses a token too short to resist guessing on a reachable address (warns on loopback).
+fn check_token_strength(token: &str, public: bool) -> Result<()> {
+    let len = token.trim().len();
+    if len >= MIN_TOKEN_BYTES {
+        return Ok(());
+    }
+    let how = "make one with `openssl rand -hex 32 > token && chmod 600 token` and pass --token-file token";
+    if public {
+        bail!("the token is {len} bytes; on an address others can reach it needs at least {MIN_TOKEN_BYTES}: {how}");
+    }
+    tracing::warn!("the token is only {len} bytes; fine on loopback, but {how} before listening elsewhere");
+    Ok(())
+}
+
 /// Reads a PEM file named by a `serve` flag.
 fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
@@ -375,6 +446,20 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
             );
         }
     }
+    if let Some(token) = &token {
+        let public = !args.listen.ip().is_loopback() || args.http.is_some_and(|h| !h.ip().is_loopback());
+        check_token_strength(token, public)?;
+    }
+    if args.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
+    if args.idle_timeout <= args.long_poll {
+        bail!(
+            "--idle-timeout ({:?}) must be longer than --long-poll ({:?}): a worker waiting for work would be cut off",
+            args.idle_timeout,
+            args.long_poll
+        );
+    }
     if args.max_blob_size == 0 {
         bail!("--max-blob-size must be more than 0; name inputs as worker:/path to upload nothing");
     }
@@ -386,16 +471,11 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
         }),
         _ => None,
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = bind(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     let bind_sidecar = |flag: &'static str, addr: Option<SocketAddr>| async move {
         match addr {
-            Some(addr) => tokio::net::TcpListener::bind(addr)
-                .await
-                .map(Some)
-                .with_context(|| format!("cannot listen on {flag} {addr}")),
+            Some(addr) => bind(addr).map(Some).with_context(|| format!("cannot listen on {flag} {addr}")),
             None => Ok(None),
         }
     };
@@ -417,6 +497,14 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
         data_dir: args.data_dir.clone(),
         max_blob_bytes: args.max_blob_size,
         orphan_grace: args.orphan_grace,
+        min_free_bytes: args.min_free_space,
+        verify_blobs: args.verify_blobs,
+        worker_expiry: args.worker_expiry,
+        connection_limits: crate::connections::ConnectionLimits {
+            max_connections: args.max_connections,
+            handshake_timeout: args.handshake_timeout,
+            idle_timeout: args.idle_timeout,
+        },
     };
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async {

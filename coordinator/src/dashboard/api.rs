@@ -307,6 +307,27 @@ fn kept_manifest(app: &AppState, trial: &Trial) -> Option<bertsweep_transfer::Ma
     app.shared.blobs.dir().read_manifest(&blob_of(&trial.artifact)?).ok()
 }
 
+/// Checks (off the runtime) that every file of a kept model matches its digest before any of
+/// it is served: a corrupt blob is quarantined and the download refused in one line.
+async fn check_model_intact(app: &Arc<AppState>, digests: Vec<bertsweep_transfer::Digest>) -> ApiResult<()> {
+    let shared = app.shared.clone();
+    let bad = tokio::task::spawn_blocking(move || {
+        digests.into_iter().find(|d| shared.blobs.check_stored(d) != crate::blobs::Stored::Intact)
+    })
+    .await
+    .map_err(internal)?;
+    match bad {
+        None => Ok(()),
+        Some(d) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "blob {} of this model is missing or corrupted on the coordinator (a corrupt copy is quarantined); the model cannot be served whole",
+                d.short()
+            ),
+        )),
+    }
+}
+
 /// The files of a trial's model kept on the coordinator, or None.
 fn model_files(app: &AppState, name: &str, trial: &Trial) -> Option<Vec<Value>> {
     let manifest = kept_manifest(app, trial)?;
@@ -383,6 +404,7 @@ pub async fn model_file(
     };
     let manifest = kept_manifest(&app, &trial).ok_or_else(missing)?;
     let entry = manifest.files.iter().find(|f| f.path == path).ok_or_else(missing)?;
+    check_model_intact(&app, vec![entry.digest()]).await?;
     let file = tokio::fs::File::open(app.shared.blobs.dir().path(&entry.digest())).await.map_err(|_| missing())?;
     let base = path.rsplit('/').next().unwrap_or("model");
     let safe: String =
@@ -399,43 +421,89 @@ pub async fn model_file(
         .into_response())
 }
 
-/// One ustar header block for a regular file `path` of `size` bytes, or None when the path does
-/// not fit ustar's name fields (100 bytes, or a prefix of 155 and a name of 100 split at a `/`).
-fn tar_header(path: &str, size: u64, mtime: u64) -> Option<[u8; 512]> {
-    let mut block = [0u8; 512];
-    let bytes = path.as_bytes();
-    let (prefix, name) = if bytes.len() <= 100 {
-        (&[][..], bytes)
-    } else {
-        let split = path[..path.len().min(156)].rfind('/')?;
-        (&bytes[..split], &bytes[split + 1..])
-    };
-    if name.is_empty() || name.len() > 100 || prefix.len() > 155 {
-        return None;
+/// The header of one regular file in the archive: a ustar block, preceded by a pax extended
+/// header (POSIX.1-2001, read by GNU tar, bsdtar and Python's `tarfile`) when the path is not
+/// ASCII or does not fit ustar's name fields, or the size needs more than 11 octal digits.
+fn tar_entry_header(path: &str, size: u64, mtime: u64) -> Vec<u8> {
+    let split = if path.is_ascii() { ustar_split(path) } else { None };
+    let big = size >= 8u64.pow(11);
+    let mut out = Vec::with_capacity(1536);
+    if split.is_none() || big {
+        let mut records = Vec::new();
+        if split.is_none() {
+            records.extend(pax_record("path", path));
+        }
+        if big {
+            records.extend(pax_record("size", &size.to_string()));
+        }
+        out.extend(ustar_block("", "PaxHeader", records.len() as u64, mtime, b'x'));
+        let padded = records.len().div_ceil(512) * 512;
+        records.resize(padded, 0);
+        out.extend(records);
     }
+    let fallback;
+    let (prefix, name) = match split {
+        Some(parts) => parts,
+        None => {
+            // Readers use the pax path; this is only what a ustar-only reader would show.
+            fallback = ascii_tail(path, 100);
+            ("", fallback.as_str())
+        }
+    };
+    out.extend(ustar_block(prefix, name, if big { 0 } else { size }, mtime, b'0'));
+    out
+}
+
+/// ustar's (prefix, name) for an ASCII path: the name alone when it fits 100 bytes, else split
+/// at a `/` into a prefix of at most 155 bytes and a name of at most 100.
+fn ustar_split(path: &str) -> Option<(&str, &str)> {
+    if path.len() <= 100 {
+        return Some(("", path));
+    }
+    path.match_indices('/')
+        .map(|(i, _)| (&path[..i], &path[i + 1..]))
+        .find(|(prefix, name)| prefix.len() <= 155 && !name.is_empty() && name.len() <= 100)
+}
+
+/// The last characters of `path` (at most `max` bytes), non-ASCII ones as `_`.
+fn ascii_tail(path: &str, max: usize) -> String {
+    let ascii: String = path.chars().map(|c| if c.is_ascii() && c != '\0' { c } else { '_' }).collect();
+    ascii[ascii.len().saturating_sub(max)..].trim_start_matches('/').to_string()
+}
+
+/// One pax record, `<length> <key>=<value>\n`, its length counting its own digits.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = key.len() + value.len() + 3; // space, '=', newline
+    let mut length = body + body.to_string().len();
+    if (body + length.to_string().len()) != length {
+        length = body + length.to_string().len();
+    }
+    format!("{length} {key}={value}\n").into_bytes()
+}
+
+/// One 512-byte ustar header block; `prefix` and `name` must fit (155 and 100 bytes).
+fn ustar_block(prefix: &str, name: &str, size: u64, mtime: u64, kind: u8) -> [u8; 512] {
+    let mut block = [0u8; 512];
     let octal = |field: &mut [u8], value: u64| {
         let text = format!("{value:0width$o}", width = field.len() - 1);
         field[..text.len()].copy_from_slice(text.as_bytes());
     };
-    block[..name.len()].copy_from_slice(name);
+    block[..name.len()].copy_from_slice(name.as_bytes());
     octal(&mut block[100..108], 0o644);
     octal(&mut block[108..116], 0);
     octal(&mut block[116..124], 0);
-    if size >= 8u64.pow(11) {
-        return None; // 8 GiB and more need GNU extensions
-    }
     octal(&mut block[124..136], size);
     octal(&mut block[136..148], mtime);
-    block[156] = b'0';
+    block[156] = kind;
     block[257..263].copy_from_slice(b"ustar\0");
     block[263..265].copy_from_slice(b"00");
-    block[345..345 + prefix.len()].copy_from_slice(prefix);
+    block[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
     // The checksum is computed with its own field as eight spaces.
     block[148..156].copy_from_slice(b"        ");
     let sum: u32 = block.iter().map(|&b| u32::from(b)).sum();
     let text = format!("{sum:06o}\0 ");
     block[148..156].copy_from_slice(text.as_bytes());
-    Some(block)
+    block
 }
 
 /// `GET /api/studies/{name}/trials/{number}/model.tar`: the whole kept model as one tar
@@ -454,23 +522,19 @@ pub async fn model_tar(
     };
     let manifest = kept_manifest(&app, &trial).ok_or_else(missing)?;
     let mtime = trial.finished_ms.unwrap_or(0).max(0) as u64 / 1000;
+    check_model_intact(&app, manifest.files.iter().map(|f| f.digest()).collect()).await?;
     let mut parts = Vec::with_capacity(manifest.files.len());
     let mut total = 1024u64;
     for f in &manifest.files {
-        let header = tar_header(&f.path, f.size, mtime).ok_or_else(|| {
-            ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{} does not fit a tar archive; use `bertsweep download`", quote(&f.path)),
-            )
-        })?;
-        total += 512 + f.size.div_ceil(512) * 512;
+        let header = tar_entry_header(&f.path, f.size, mtime);
+        total += header.len() as u64 + f.size.div_ceil(512) * 512;
         parts.push((header, app.shared.blobs.dir().path(&f.digest()), f.size));
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
     tokio::spawn(async move {
         use tokio::io::AsyncReadExt;
         for (header, path, size) in parts {
-            if tx.send(Ok(bytes::Bytes::copy_from_slice(&header))).await.is_err() {
+            if tx.send(Ok(bytes::Bytes::from(header))).await.is_err() {
                 return;
             }
             let mut file = match tokio::fs::File::open(&path).await {
@@ -720,7 +784,8 @@ mod tests {
 
     #[test]
     fn tar_headers_follow_ustar() {
-        let h = tar_header("config.json", 1234, 1_700_000_000).unwrap();
+        let h = tar_entry_header("config.json", 1234, 1_700_000_000);
+        assert_eq!(h.len(), 512, "a short ASCII name needs no pax header");
         assert_eq!(&h[..11], b"config.json");
         assert_eq!(&h[124..135], format!("{:011o}", 1234).as_bytes());
         assert_eq!(&h[257..263], b"ustar\0");
@@ -728,10 +793,69 @@ mod tests {
             h.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) }).sum();
         assert_eq!(&h[148..154], format!("{sum:06o}").as_bytes());
         let long = format!("{}/{}", "d".repeat(120), "f".repeat(90));
-        let h = tar_header(&long, 1, 0).unwrap();
+        let h = tar_entry_header(&long, 1, 0);
+        assert_eq!(h.len(), 512);
         assert_eq!(&h[..90], "f".repeat(90).as_bytes());
         assert_eq!(&h[345..465], "d".repeat(120).as_bytes());
-        assert!(tar_header(&"x".repeat(101), 1, 0).is_none(), "no / to split at");
+        assert_eq!(tar_entry_header(&"x".repeat(101), 1, 0).len(), 1536, "pax header, its data, the entry");
+        for n in [1usize, 5, 90, 95, 96, 97, 990, 995, 996] {
+            let record = pax_record("path", &"p".repeat(n));
+            let text = String::from_utf8(record.clone()).unwrap();
+            let length: usize = text.split(' ').next().unwrap().parse().unwrap();
+            assert_eq!(length, record.len(), "{text:?}");
+        }
+    }
+
+    /// Archives with long, deep and non-ASCII names (a multi-byte character across ustar's
+    /// 100- and 155-byte marks among them) unpack to the same names and bytes with GNU tar and
+    /// Python's tarfile.
+    #[test]
+    fn odd_names_round_trip_through_gnu_tar_and_python() {
+        let names = [
+            "config.json".to_string(),
+            format!("{}é/{}", "d".repeat(154), "f".repeat(20)),
+            format!("{}/{}ü.bin", "e".repeat(60), "g".repeat(99)),
+            format!("{}/{}", "ß".repeat(80), "h".repeat(120)),
+            "日本語/モデル.safetensors".to_string(),
+            format!("{}/x", ["deep"; 60].join("/")),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("model.tar");
+        let mut bytes = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let content = format!("file {i}").repeat(i + 1);
+            bytes.extend(tar_entry_header(name, content.len() as u64, 1_700_000_000));
+            bytes.extend(content.as_bytes());
+            bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+        }
+        bytes.extend([0u8; 1024]);
+        std::fs::write(&archive, &bytes).unwrap();
+        let check = |out: &std::path::Path| {
+            for (i, name) in names.iter().enumerate() {
+                let got = std::fs::read_to_string(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(got, format!("file {i}").repeat(i + 1), "{name}");
+            }
+        };
+        let gnu = dir.path().join("gnu");
+        std::fs::create_dir(&gnu).unwrap();
+        let status = std::process::Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(&gnu).status();
+        match status {
+            Ok(s) => {
+                assert!(s.success(), "GNU tar refused the archive");
+                check(&gnu);
+            }
+            Err(e) => eprintln!("skipping GNU tar: {e}"),
+        }
+        let py = dir.path().join("py");
+        let script =
+            "import sys, tarfile\nwith tarfile.open(sys.argv[1]) as t:\n    t.extractall(sys.argv[2], filter='data')\n";
+        match std::process::Command::new("python3").args(["-c", script]).arg(&archive).arg(&py).status() {
+            Ok(s) => {
+                assert!(s.success(), "Python's tarfile refused the archive");
+                check(&py);
+            }
+            Err(e) => eprintln!("skipping Python: {e}"),
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use rand::RngCore;
 use serde::Deserialize;
 
 use super::{pages, AppState};
+use crate::auth_throttle::{AuthThrottle, PeerAddr};
 use crate::model::now_ms;
 use crate::server::constant_time_eq;
 
@@ -43,6 +44,8 @@ pub struct Gate {
     sessions: Mutex<HashMap<String, i64>>,
     /// Mark the cookie Secure (the dashboard is served over TLS).
     secure: bool,
+    /// Wrong tokens per peer address (login form and bearer headers).
+    pub throttle: AuthThrottle,
 }
 
 /// What a request's credentials amount to.
@@ -59,7 +62,12 @@ pub enum Credentials {
 impl Gate {
     /// A gate for `token` (None: open dashboard).
     pub fn new(token: Option<&str>, secure: bool) -> Self {
-        Gate { token: token.map(Arc::from), sessions: Mutex::new(HashMap::new()), secure }
+        Gate {
+            token: token.map(Arc::from),
+            sessions: Mutex::new(HashMap::new()),
+            secure,
+            throttle: AuthThrottle::default(),
+        }
     }
 
     /// `true` when the coordinator has a token.
@@ -189,9 +197,26 @@ pub async fn gate(State(app): State<Arc<AppState>>, request: Request, next: Next
         }
         return (StatusCode::FORBIDDEN, pages::message_html("Refused", why)).into_response();
     }
-    let why = match app.gate.check(request.headers()) {
-        Credentials::Valid => return next.run(request).await,
-        Credentials::WrongToken => "wrong token; use the token the coordinator was started with (--token-file)",
+    let peer = request.extensions().get::<PeerAddr>().map(|p| p.0);
+    let checked = app.gate.check(request.headers());
+    if checked == Credentials::WrongToken {
+        if let Some(refused) = throttled(&app, peer) {
+            return refused;
+        }
+    }
+    let why = match checked {
+        Credentials::Valid => {
+            if let (Some(peer), true) = (peer, Gate::bearer(request.headers()).is_some()) {
+                app.gate.throttle.succeeded(peer);
+            }
+            return next.run(request).await;
+        }
+        Credentials::WrongToken => {
+            if let Some(peer) = peer {
+                app.gate.throttle.failed(peer, "http", now_ms());
+            }
+            "wrong token; use the token the coordinator was started with (--token-file)"
+        }
         Credentials::Missing => {
             "this dashboard needs the coordinator's token: log in at /login, or send Authorization: Bearer TOKEN"
         }
@@ -202,6 +227,17 @@ pub async fn gate(State(app): State<Arc<AppState>>, request: Request, next: Next
     }
     let here = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     (StatusCode::UNAUTHORIZED, pages::login_html(safe_next(here), None)).into_response()
+}
+
+/// 429 with the wait when `peer` sent too many wrong tokens lately.
+fn throttled(app: &AppState, peer: Option<std::net::IpAddr>) -> Option<Response> {
+    let wait = app.gate.throttle.wait(peer?, now_ms())?;
+    let why = AuthThrottle::refusal(wait);
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(serde_json::json!({ "error": why }))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    Some(response)
 }
 
 /// `?next=` of the login page.
@@ -234,14 +270,28 @@ pub struct LoginForm {
 
 /// `POST /login`: a right token opens a session and goes on to `next`; a wrong one gets the
 /// form again, after a pause.
-pub async fn login(State(app): State<Arc<AppState>>, Form(form): Form<LoginForm>) -> Response {
+pub async fn login(
+    State(app): State<Arc<AppState>>,
+    peer: Option<axum::Extension<PeerAddr>>,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let next = safe_next(&form.next).to_string();
     if !app.gate.required() {
         return see_other(&next, None);
     }
+    let peer = peer.map(|p| p.0 .0);
+    if let Some(refused) = throttled(&app, peer) {
+        return refused;
+    }
     if app.gate.token_matches(form.token.trim()) {
+        if let Some(peer) = peer {
+            app.gate.throttle.succeeded(peer);
+        }
         let id = app.gate.open_session();
         return see_other(&next, Some(app.gate.cookie(&id)));
+    }
+    if let Some(peer) = peer {
+        app.gate.throttle.failed(peer, "http", now_ms());
     }
     tokio::time::sleep(WRONG_TOKEN_DELAY).await;
     let message = if form.token.trim().is_empty() {

@@ -30,16 +30,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::connections::{ConnectionLimits, Tracker};
 use crate::service::Shared;
 
 /// Server-sent-event streams open at once (each is one open study or trial page).
 pub const MAX_LIVE_STREAMS: usize = 256;
-
-/// Connections served at once; further ones wait in the listen queue.
-const MAX_CONNECTIONS: usize = 1024;
-
-/// How long a client may take to finish its TLS handshake or send its request headers.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How the dashboard runs: the same secrets as the gRPC API.
 #[derive(Clone)]
@@ -48,6 +43,9 @@ pub struct DashboardConfig {
     pub token: Option<String>,
     /// HTTPS with this acceptor (built by [`tls::acceptor`] from the gRPC port's PEM files).
     pub tls: Option<TlsAcceptor>,
+    /// Connections held at once, and how long one may stay silent (TLS handshake and request
+    /// headers included) or idle (HTTP/1 keep-alive, HTTP/2) before it is closed.
+    pub limits: ConnectionLimits,
 }
 
 /// What every handler shares.
@@ -104,49 +102,61 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, config: Dashboard
         stop: stop.clone(),
     });
     let app = router(state);
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // A full table sheds its longest-idle connection (or refuses the newcomer when every one is
+    // busy) instead of leaving accept blocked; silent and idle connections are reaped.
+    let tracker = Tracker::new("dashboard", config.limits);
+    let handshake_timeout = config.limits.handshake_timeout;
     let mut stopping = stop.clone();
     loop {
-        let Ok(permit) = connections.clone().acquire_owned().await else { return };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stopped(&mut stopping) => return,
-        };
-        let (tcp, _) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!("the dashboard could not accept a connection: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+        let tcp = tokio::select! {
+            tcp = tracker.accept(&listener) => tcp,
+            _ = stopped(&mut stopping) => {
+                tracker.shutdown();
+                return;
             }
         };
-        let _ = tcp.set_nodelay(true);
-        let app = app.clone();
+        let Some(guarded) = tracker.admit(tcp) else { continue };
+        // Who is asking, for the per-address slow-down of wrong tokens.
+        let peer = guarded.get_ref().peer_addr().ok().map(|a| crate::auth_throttle::PeerAddr(a.ip()));
+        let app = match peer {
+            Some(peer) => app.clone().layer(axum::Extension(peer)),
+            None => app.clone(),
+        };
+        let app = guarded.track(app);
         let tls = config.tls.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             match tls {
-                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), app, stop).await,
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(guarded)).await {
+                    Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), app, handshake_timeout, stop).await,
                     Ok(Err(e)) => tracing::debug!("dashboard TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!("dashboard TLS handshake timed out"),
                 },
-                None => serve_connection(TokioIo::new(tcp), app, stop).await,
+                None => serve_connection(TokioIo::new(guarded), app, handshake_timeout, stop).await,
             }
         });
     }
 }
 
 /// Serves one connection (HTTP/1.1 or HTTP/2) until it closes or the coordinator stops.
-async fn serve_connection<I>(io: TokioIo<I>, app: Router, mut stop: watch::Receiver<bool>)
-where
+async fn serve_connection<I>(
+    io: TokioIo<I>,
+    app: crate::connections::TrackRequests<Router>,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper_util::service::TowerToHyperService::new(app);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT);
+    // Idle keep-alive (HTTP/1) and idle HTTP/2 connections are closed by the tracker's reaper;
+    // HTTP/2 pings find peers that went away without closing.
+    builder.http1().timer(TokioTimer::new()).keep_alive(true).header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(crate::connections::HTTP2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(crate::connections::HTTP2_KEEPALIVE_TIMEOUT);
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     tokio::select! {

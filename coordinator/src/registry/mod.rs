@@ -7,7 +7,7 @@
 //! changes in the order they happened) and answers the caller only after they are committed: an
 //! acknowledged change is never lost, even to SIGKILL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use bertsweep_transfer::Digest;
 use tracing::info;
@@ -101,6 +101,7 @@ impl Registry {
     /// retrying during the outage can heartbeat again before the reaper requeues their trials.
     pub fn restore(snapshot: Snapshot, lease: LeaseConfig, now: i64) -> Result<Self> {
         let mut reg = Registry::new(lease);
+        reg.next_token = reg.next_token.max(snapshot.lease_tokens_from);
         for record in snapshot.studies {
             let spec = crate::spec::parse_stored_study(&record.spec_toml)?;
             reg.next_study_id = reg.next_study_id.max(record.id + 1);
@@ -127,6 +128,8 @@ impl Registry {
             }
         }
         for w in snapshot.workers {
+            // Restarted: every known worker gets a whole expiry period to show up again.
+            reg.last_seen.insert(w.id.clone(), now);
             reg.workers.insert(w.id.clone(), w);
         }
         Ok(reg)
@@ -289,6 +292,32 @@ impl Registry {
         let id = record.id.clone();
         self.workers.insert(id.clone(), record.clone());
         Outcome::new(id, vec![WriteOp::Worker(record)], false)
+    }
+
+    /// Forgets workers neither registered, asking for work nor heartbeating since `idle_since`
+    /// (wall-clock ms) and holding no running trial; returns how many. A forgotten worker that
+    /// comes back is told its id is unknown and registers again.
+    pub fn expire_workers(&mut self, idle_since: i64) -> Outcome<usize> {
+        let busy: HashSet<&str> = self
+            .studies
+            .iter()
+            .flat_map(|s| s.running.iter().map(|&n| s.trials[n as usize].worker_id.as_str()))
+            .collect();
+        let stale: Vec<String> = self
+            .workers
+            .values()
+            .filter(|w| self.last_seen.get(&w.id).copied().unwrap_or(w.registered_ms).max(w.registered_ms) < idle_since)
+            .filter(|w| !busy.contains(w.id.as_str()))
+            .map(|w| w.id.clone())
+            .collect();
+        let mut ops = Vec::with_capacity(stale.len());
+        for id in stale {
+            info!(worker = %id, "worker forgotten: not seen within the expiry period");
+            self.workers.remove(&id);
+            self.last_seen.remove(&id);
+            ops.push(WriteOp::ForgetWorker(id));
+        }
+        Outcome::new(ops.len(), ops, false)
     }
 
     /// Leases a trial to `worker_id`: a requeued trial first, else a new sample, from the oldest
@@ -468,6 +497,12 @@ impl Registry {
             )));
         }
         check_metrics(&metrics, &objective.metric)?;
+        // An object storage or shared-filesystem checkpoint is deleted when the trial no longer
+        // needs it: only the place the protocol gives this trial and lease may be named.
+        if !checkpoint.is_empty() && blob_of(&checkpoint).is_none() {
+            bertsweep_transfer::checkpoint_location::check(&checkpoint, &study.record.name, number, epoch, Some(token))
+                .map_err(|e| CoordinatorError::InvalidArgument(e.to_string()))?;
+        }
         if let Some(earlier) = trial.intermediate.get(&epoch) {
             if *earlier == metrics {
                 // A retried report: same answer, nothing new to store.
@@ -825,6 +860,49 @@ mod tests {
 
     fn ckpt(n: u8) -> String {
         format!("blob:sha256:{}", format!("{n:02x}").repeat(32))
+    }
+
+    #[test]
+    fn idle_workers_expire_unless_they_hold_a_trial() {
+        let (mut reg, busy) = registry_with(crate::spec::test_support::SMALL_GRID);
+        let idle = reg.register_worker("h2".into(), vec![], "t".into(), 0).value;
+        let fresh = reg.register_worker("h3".into(), vec![], "t".into(), 0).value;
+        reg.acquire(&busy, None, 10).unwrap();
+        reg.acquire(&fresh, None, 5000).unwrap();
+        let out = reg.expire_workers(1000);
+        assert_eq!(out.value, 1, "only the idle worker without a trial");
+        assert!(matches!(out.ops.as_slice(), [WriteOp::ForgetWorker(id)] if *id == idle));
+        let e = reg.acquire(&idle, None, 6000).unwrap_err();
+        assert!(matches!(e, CoordinatorError::NotFound(_)) && e.to_string().contains("RegisterWorker"), "{e}");
+        assert!(reg.acquire(&fresh, None, 6000).is_ok());
+    }
+
+    #[test]
+    fn a_checkpoint_outside_the_trials_own_place_is_refused_and_changes_nothing() {
+        let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
+        let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+        let own = |epoch: u32| format!("s3://bucket/base/small/{}/checkpoints/e{epoch}-{}", a.number, a.lease_token);
+        for bad in [
+            "s3://bucket/".to_string(),
+            "s3://bucket".to_string(),
+            "s3://bucket/some-prefix".to_string(),
+            format!("s3://bucket/base/other/{}/checkpoints/e1-{}", a.number, a.lease_token),
+            format!("s3://bucket/base/small/{}/checkpoints/e1-{}", a.number + 1, a.lease_token),
+            format!("s3://bucket/base/small/{}/checkpoints/e1-{}", a.number, a.lease_token + 1),
+            own(2),
+            "worker:/".to_string(),
+            "worker:/etc".to_string(),
+            format!("worker:/x/../small/{}/checkpoints/e1-{}", a.number, a.lease_token),
+        ] {
+            let e = reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), bad.clone(), 1).unwrap_err();
+            assert!(matches!(e, CoordinatorError::InvalidArgument(_)), "{bad}: {e}");
+            let t = &reg.trials("small").unwrap()[a.number as usize];
+            assert!(t.intermediate.is_empty() && t.checkpoint.is_empty(), "{bad} changed the trial");
+        }
+        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), own(1), 1).unwrap();
+        let local = format!("worker:/shared/small/{}/checkpoints/e2-{}", a.number, a.lease_token);
+        reg.report_progress(a.trial_id, a.lease_token, 2, metrics(0.6), local, 2).unwrap();
+        assert_eq!(reg.take_dropped_checkpoints(), [own(1)]);
     }
 
     #[test]

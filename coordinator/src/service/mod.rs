@@ -59,16 +59,54 @@ impl Shared {
     /// then deletes the checkpoints the change left without a trial (whichever call ended or
     /// superseded them: reports, completions, failures, the reaper, a stopped study).
     pub async fn apply<T>(&self, op: impl FnOnce(&mut Registry, i64) -> CoordResult<Outcome<T>>) -> Result<T, Status> {
-        let (value, commit, dropped) = {
+        self.apply_referencing(None, op).await
+    }
+
+    /// [`Shared::apply`] for heartbeats: a lease extension is kept in memory and answered even
+    /// while the database cannot commit (it is written once it can), so a full disk does not
+    /// expire every running trial's lease; it acknowledges nothing a crash could lose that a
+    /// restarted coordinator does not re-grant anyway.
+    pub async fn apply_heartbeat<T>(
+        &self,
+        op: impl FnOnce(&mut Registry, i64) -> CoordResult<Outcome<T>>,
+    ) -> Result<T, Status> {
+        let (value, commit) = {
             let mut registry = self.lock();
             let outcome = op(&mut registry, now_ms())?;
+            (outcome.value, self.writer.submit(outcome.ops))
+        };
+        match self.writer.wait(commit).await {
+            Ok(()) | Err(crate::store::StoreError::Unwritable(_)) => Ok(value),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    /// [`Shared::apply`] for a change that refers to blobs checked just before under `refs`
+    /// (see [`crate::blobs::BlobStore::referencing`]): the guard is released once the registry
+    /// holds the reference (what a collection reads its roots from), before the commit is
+    /// awaited and before any checkpoint deletion (which takes the lock exclusively).
+    pub async fn apply_referencing<T>(
+        &self,
+        refs: Option<tokio::sync::RwLockReadGuard<'_, ()>>,
+        op: impl FnOnce(&mut Registry, i64) -> CoordResult<Outcome<T>>,
+    ) -> Result<T, Status> {
+        // A database that cannot commit takes no new changes: they would be lost on a crash
+        // while the caller believed them (it is told to retry instead, with the reason).
+        if let Some(why) = self.writer.failing() {
+            return Err(Status::unavailable(crate::store::StoreError::Unwritable(why).to_string()));
+        }
+        let (value, commit, dropped) = {
+            let mut registry = self.lock();
+            let outcome = op(&mut registry, now_ms());
+            drop(refs);
+            let outcome = outcome?;
             let commit = self.writer.submit(outcome.ops);
             if outcome.wake {
                 self.work.send_modify(|v| *v = v.wrapping_add(1));
             }
             (outcome.value, commit, registry.take_dropped_checkpoints())
         };
-        commit.wait().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        self.writer.wait(commit).await.map_err(|e| Status::unavailable(e.to_string()))?;
         if !dropped.is_empty() {
             transfer::delete_checkpoints(self, dropped).await;
         }
@@ -99,8 +137,14 @@ impl Coordinator for CoordinatorService {
             return Err(Status::invalid_argument("study file is larger than 1 MiB"));
         }
         let spec = parse_study(&text).map_err(crate::error::CoordinatorError::from)?;
-        transfer::check_inputs(&self.shared, &spec)?;
-        let summary = self.shared.apply(|r, now| r.create_study(spec, text, now)).await?;
+        // From checking the inputs to committing the study, no blob collection runs.
+        let refs = self.shared.blobs.referencing().await;
+        let spec = transfer::off_runtime(&self.shared, move |shared| {
+            transfer::check_inputs(shared, &spec)?;
+            Ok(spec)
+        })
+        .await?;
+        let summary = self.shared.apply_referencing(Some(refs), |r, now| r.create_study(spec, text, now)).await?;
         Ok(Response::new(study_to_proto(&summary)))
     }
 
@@ -204,6 +248,12 @@ impl Coordinator for CoordinatorService {
         if r.hostname.len() > 256 || r.version.len() > 64 || r.devices.len() > 64 {
             return Err(Status::invalid_argument("hostname, version or devices are too long"));
         }
+        if let Some(d) = r.devices.iter().find(|d| d.is_empty() || d.len() > 128 || d.contains([',', '\n'])) {
+            return Err(Status::invalid_argument(format!(
+                "device {} is not a device name (1 to 128 characters, no comma or newline)",
+                crate::text::quote(d)
+            )));
+        }
         let worker_id =
             self.shared.apply(|reg, now| Ok(reg.register_worker(r.hostname, r.devices, r.version, now))).await?;
         Ok(Response::new(pb::RegisterWorkerResponse {
@@ -276,7 +326,7 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let r = request.into_inner();
         let (id, token) = (require_nonzero("trial_id", r.trial_id)?, require_nonzero("lease_token", r.lease_token)?);
-        let answer = self.shared.apply(|reg, now| reg.heartbeat(id, token, now)).await?;
+        let answer = self.shared.apply_heartbeat(|reg, now| reg.heartbeat(id, token, now)).await?;
         Ok(Response::new(pb::HeartbeatResponse {
             lease_ttl_ms: answer.lease_ttl_ms,
             stop: answer.stop,
@@ -292,9 +342,17 @@ impl Coordinator for CoordinatorService {
         let r = request.into_inner();
         let (id, token) = (require_nonzero("trial_id", r.trial_id)?, require_nonzero("lease_token", r.lease_token)?);
         let metrics = metrics_from_proto(r.metrics)?;
-        transfer::check_checkpoint(&self.shared, id, token, &r.checkpoint)?;
-        let decision =
-            self.shared.apply(|reg, now| reg.report_progress(id, token, r.epoch, metrics, r.checkpoint, now)).await?;
+        let refs = self.shared.blobs.referencing().await;
+        let checkpoint = r.checkpoint;
+        let checkpoint = transfer::off_runtime(&self.shared, move |shared| {
+            transfer::check_checkpoint(shared, id, token, &checkpoint)?;
+            Ok(checkpoint)
+        })
+        .await?;
+        let decision = self
+            .shared
+            .apply_referencing(Some(refs), |reg, now| reg.report_progress(id, token, r.epoch, metrics, checkpoint, now))
+            .await?;
         Ok(Response::new(decision_to_proto(&decision)))
     }
 
@@ -308,8 +366,17 @@ impl Coordinator for CoordinatorService {
         if r.artifact.len() > 4096 {
             return Err(Status::invalid_argument("artifact path is longer than 4096 bytes"));
         }
-        transfer::check_artifact(&self.shared, id, token, &r.artifact)?;
-        let evicted = self.shared.apply(|reg, now| reg.complete(id, token, metrics, r.artifact, now)).await?;
+        let refs = self.shared.blobs.referencing().await;
+        let artifact = r.artifact;
+        let artifact = transfer::off_runtime(&self.shared, move |shared| {
+            transfer::check_artifact(shared, id, token, &artifact)?;
+            Ok(artifact)
+        })
+        .await?;
+        let evicted = self
+            .shared
+            .apply_referencing(Some(refs), |reg, now| reg.complete(id, token, metrics, artifact, now))
+            .await?;
         transfer::collect_evicted(&self.shared, evicted);
         Ok(Response::new(pb::CompleteTrialResponse {}))
     }
@@ -328,7 +395,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::FindMissingBlobsRequest>,
     ) -> Result<Response<pb::FindMissingBlobsResponse>, Status> {
-        Ok(Response::new(transfer::find_missing(&self.shared, request.into_inner())?))
+        Ok(Response::new(transfer::find_missing(&self.shared, request.into_inner()).await?))
     }
 
     async fn upload_blob(

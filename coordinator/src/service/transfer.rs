@@ -8,11 +8,12 @@ use bertsweep_proto::v1 as pb;
 use bertsweep_transfer::blob_dir::WriteError;
 use bertsweep_transfer::{Digest, InputRef, ManifestKind, CHUNK_BYTES};
 use futures::Stream;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::Shared;
+use crate::blobs::Stored;
 use crate::spec::StudySpec;
 
 /// Most digests one FindMissingBlobs may ask about.
@@ -23,6 +24,18 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::BlobChunk, Status>> 
 
 fn digest(field: &str, text: &str) -> Result<Digest, Status> {
     text.parse().map_err(|e| Status::invalid_argument(format!("{field}: {e}")))
+}
+
+/// Runs `check` (reading and validating manifests: CPU and disk work that grows with the
+/// number of files) on a blocking thread, off the async runtime that serves heartbeats.
+pub async fn off_runtime<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    check: impl FnOnce(&Shared) -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    let owned = shared.clone();
+    tokio::task::spawn_blocking(move || check(&owned))
+        .await
+        .map_err(|e| Status::internal(format!("checking blobs failed: {e}")))?
 }
 
 /// Every `blob:` input of a new study must be here, complete and of the right kind.
@@ -51,7 +64,8 @@ pub fn check_artifact(shared: &Shared, trial_id: u64, token: u64, artifact: &str
     Ok(())
 }
 
-/// A reported checkpoint must be a `blob:` directory complete here or an object storage URL.
+/// A reported checkpoint must be a `blob:` directory complete here, an object storage URL or a
+/// `worker:/` path (the registry then checks that it is the trial's own place).
 pub fn check_checkpoint(shared: &Shared, trial_id: u64, token: u64, checkpoint: &str) -> Result<(), Status> {
     if checkpoint.is_empty() {
         return Ok(());
@@ -73,7 +87,8 @@ pub fn check_checkpoint(shared: &Shared, trial_id: u64, token: u64, checkpoint: 
         return Ok(());
     }
     Err(Status::invalid_argument(format!(
-        "checkpoint {checkpoint:?} is neither blob:sha256:<manifest> (uploaded here first), an s3://, gs:// or az:// URL, nor worker:/absolute/path"
+        "checkpoint {} is neither blob:sha256:<manifest> (uploaded here first), an s3://, gs:// or az:// URL, nor worker:/absolute/path",
+        crate::text::quote(checkpoint)
     )))
 }
 
@@ -83,15 +98,15 @@ pub fn check_checkpoint(shared: &Shared, trial_id: u64, token: u64, checkpoint: 
 pub async fn delete_checkpoints(shared: &Shared, dropped: Vec<String>) {
     let blobs: Vec<Digest> = dropped.iter().filter_map(|c| crate::registry::blob_of(c)).collect();
     if !blobs.is_empty() {
-        let roots = shared.lock().blob_roots();
-        shared.blobs.collect_only(roots, blobs).await;
+        shared.blobs.collect_only(|| shared.lock().blob_roots(), blobs).await;
     }
     let objects: Vec<String> = dropped.into_iter().filter(|c| bertsweep_transfer::object::is_object_url(c)).collect();
     if !objects.is_empty() {
         tokio::spawn(async move {
             for url in objects {
+                // Only the files its manifest lists; a directory without one is left alone.
                 if let Err(e) = bertsweep_transfer::object::delete_dir(&url).await {
-                    tracing::debug!("checkpoint {url} not deleted here (its worker deletes it): {e}");
+                    tracing::info!("checkpoint {url} not deleted here (its worker deletes it): {e}");
                 }
             }
         });
@@ -105,30 +120,41 @@ pub fn collect_evicted(shared: &Arc<Shared>, evicted: Vec<Digest>) {
     }
     let shared = shared.clone();
     tokio::spawn(async move {
-        let roots = shared.lock().blob_roots();
-        // Only blobs nothing refers to any more; an upload in flight that shares one of them
-        // finds it missing when it completes and sends it again.
-        shared.blobs.collect_only(roots, evicted).await;
+        // Only blobs nothing refers to any more (the roots read under the collection's lock);
+        // an upload in flight that shares one of them finds it missing when it completes and
+        // sends it again.
+        shared.blobs.collect_only(|| shared.lock().blob_roots(), evicted).await;
     });
 }
 
-pub fn find_missing(shared: &Shared, r: pb::FindMissingBlobsRequest) -> Result<pb::FindMissingBlobsResponse, Status> {
+pub async fn find_missing(
+    shared: &Arc<Shared>,
+    r: pb::FindMissingBlobsRequest,
+) -> Result<pb::FindMissingBlobsResponse, Status> {
     if r.digests.len() > MAX_DIGESTS {
         return Err(Status::invalid_argument(format!("at most {MAX_DIGESTS} digests per call")));
     }
-    let mut missing = Vec::new();
-    for text in r.digests {
-        // A blob reported present is about to be referenced (the caller skips uploading
-        // it): touching it spares it from the sweep of old unreferenced blobs meanwhile.
-        if !shared.blobs.dir().touch(&digest("digests", &text)?) {
-            missing.push(text);
-        }
-    }
+    let digests = r.digests.iter().map(|text| digest("digests", text)).collect::<Result<Vec<_>, _>>()?;
+    let owned = shared.clone();
+    // Hashing a blob not verified since it last changed is CPU and disk work: off the runtime.
+    let present = tokio::task::spawn_blocking(move || {
+        digests
+            .iter()
+            .map(|d| {
+                // A blob reported present is about to be referenced (the caller skips uploading
+                // it): touching it spares it from the sweep of old unreferenced blobs meanwhile.
+                owned.blobs.check_stored(d) == Stored::Intact && owned.blobs.touch(d)
+            })
+            .collect::<Vec<bool>>()
+    })
+    .await
+    .map_err(|e| Status::internal(format!("checking blobs failed: {e}")))?;
+    let missing = r.digests.into_iter().zip(present).filter(|(_, here)| !here).map(|(text, _)| text).collect();
     Ok(pb::FindMissingBlobsResponse { missing, max_blob_bytes: shared.blobs.max_blob_bytes })
 }
 
 pub async fn upload(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut stream: Streaming<pb::UploadBlobRequest>,
 ) -> Result<pb::UploadBlobResponse, Status> {
     let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("the upload sent no message"))?;
@@ -137,9 +163,21 @@ pub async fn upload(
     if size > shared.blobs.max_blob_bytes {
         return Err(Status::invalid_argument(shared.blobs.too_large(size)));
     }
-    if shared.blobs.dir().size(&d) == Some(size) && shared.blobs.dir().touch(&d) {
-        return Ok(pb::UploadBlobResponse { digest: first.digest, size, stored: false });
+    if shared.blobs.dir().size(&d) == Some(size) {
+        // Skipped only if the stored copy really is this content; a corrupted one is
+        // quarantined by the check and replaced by this upload.
+        let owned = shared.clone();
+        let intact = tokio::task::spawn_blocking(move || {
+            owned.blobs.check_stored(&d) == Stored::Intact && owned.blobs.touch(&d)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("checking blob {}: {e}", d.short())))?;
+        if intact {
+            return Ok(pb::UploadBlobResponse { digest: first.digest, size, stored: false });
+        }
     }
+    // Never below the free space the database needs (a full disk would stop every commit).
+    let _space = shared.blobs.reserve(size).map_err(Status::resource_exhausted)?;
     let refuse = |e: WriteError| match e {
         WriteError::Io { .. } => Status::unavailable(format!("the coordinator cannot store the upload: {e}")),
         other => Status::invalid_argument(format!("upload of blob {}: {other}", d.short())),
@@ -150,10 +188,15 @@ pub async fn upload(
         writer.write(&message.data).await.map_err(refuse)?;
     }
     writer.finish().await.map_err(refuse)?;
+    shared.blobs.mark_verified(&d);
     Ok(pb::UploadBlobResponse { digest: first.digest, size, stored: true })
 }
 
-pub async fn download(shared: &Shared, r: pb::DownloadBlobRequest) -> Result<ChunkStream, Status> {
+/// Streams a blob from `offset`, hashing the whole file as it goes (the part before `offset`
+/// is read but not sent) and holding back the last chunk until the digest is known: a blob
+/// that does not match is never served whole; it is quarantined and the stream ends with
+/// DATA_LOSS.
+pub async fn download(shared: &Arc<Shared>, r: pb::DownloadBlobRequest) -> Result<ChunkStream, Status> {
     let d = digest("digest", &r.digest)?;
     let path = shared.blobs.dir().path(&d);
     let mut file = match tokio::fs::File::open(&path).await {
@@ -167,24 +210,52 @@ pub async fn download(shared: &Shared, r: pb::DownloadBlobRequest) -> Result<Chu
     if r.offset > size {
         return Err(Status::invalid_argument(format!("offset {} is past the blob's {size} bytes", r.offset)));
     }
-    file.seek(std::io::SeekFrom::Start(r.offset)).await.map_err(|e| Status::unavailable(e.to_string()))?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let shared = shared.clone();
     tokio::spawn(async move {
+        let read_error = |e: std::io::Error| Status::unavailable(format!("reading blob {}: {e}", d.short()));
+        let mut hasher = bertsweep_transfer::digest::Hasher::default();
+        let mut position = 0u64;
+        let mut held: Option<pb::BlobChunk> = None;
         let mut first = true;
-        let mut left = size - r.offset;
-        loop {
-            let mut buf = vec![0u8; CHUNK_BYTES.min(left as usize)];
+        while position < size {
+            // Up to a chunk, never across `offset`, so sent chunks start exactly there.
+            let end = if position < r.offset { r.offset } else { size };
+            let mut buf = vec![0u8; CHUNK_BYTES.min((end - position) as usize)];
             if let Err(e) = file.read_exact(&mut buf).await {
-                let _ = tx.send(Err(Status::unavailable(format!("reading the blob: {e}")))).await;
+                let _ = tx.send(Err(read_error(e))).await;
                 return;
             }
-            left -= buf.len() as u64;
+            hasher.update(&buf);
+            position += buf.len() as u64;
+            if position <= r.offset {
+                continue;
+            }
             let chunk = pb::BlobChunk { data: buf, size: if first { size } else { 0 } };
             first = false;
-            if tx.send(Ok(chunk)).await.is_err() || left == 0 {
-                return;
+            if let Some(ready) = held.replace(chunk) {
+                if tx.send(Ok(ready)).await.is_err() {
+                    return;
+                }
             }
         }
+        let (actual, _) = hasher.finish();
+        if actual != d {
+            let owned = shared.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || owned.blobs.quarantine(&d, "it does not match its sha256")).await;
+            let _ = tx
+                .send(Err(Status::data_loss(format!(
+                    "blob {} is corrupted on this coordinator and was quarantined; upload it again (`bertsweep study create` repairs a study's inputs)",
+                    d.short()
+                ))))
+                .await;
+            return;
+        }
+        shared.blobs.mark_verified(&d);
+        // An empty blob (or an offset at its end) still answers one chunk with its size.
+        let last = held.unwrap_or(pb::BlobChunk { data: Vec::new(), size: if first { size } else { 0 } });
+        let _ = tx.send(Ok(last)).await;
     });
     Ok(Box::pin(ReceiverStream::new(rx)))
 }

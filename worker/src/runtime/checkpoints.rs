@@ -64,7 +64,9 @@ impl CheckpointStore {
             }
             CheckpointStore::Local(base) => {
                 let target = local_trial_dir(base, a)?.join(format!("e{epoch}-{}", a.lease.token));
-                let bytes = move_dir(dir, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+                // Its manifest travels with it: deleting it later removes what this lists, only.
+                let manifest = checkpoint_manifest(dir, source)?;
+                let bytes = move_dir(dir, &target, &manifest).map_err(|e| format!("{}: {e}", target.display()))?;
                 (format!("worker:{}", target.display()), bytes)
             }
         };
@@ -112,42 +114,83 @@ impl CheckpointStore {
         result
     }
 
-    /// Deletes a checkpoint this worker no longer needs from object storage (the coordinator
-    /// deletes blobs itself). Failures are logged only.
-    pub async fn discard(&self, reference: &str) {
+    /// Deletes a checkpoint of `a`'s trial this worker no longer needs from object storage or
+    /// the shared filesystem (the coordinator deletes blobs itself): only a reference under
+    /// this worker's own place for the trial, and only the files its manifest lists. Failures
+    /// are logged only.
+    pub async fn discard(&self, a: &Assignment, reference: &str) {
         match self {
-            CheckpointStore::Object(_) if bertsweep_transfer::object::is_object_url(reference) => {
+            CheckpointStore::Object(base)
+                if reference
+                    .strip_prefix(&format!("{}/", trial_prefix(base, a)))
+                    .is_some_and(|rest| is_checkpoint_dir_name(rest.trim_end_matches('/'))) =>
+            {
                 if let Err(e) = bertsweep_transfer::object::delete_dir(reference).await {
                     warn!("could not delete checkpoint {reference}: {e}");
                 }
             }
-            CheckpointStore::Local(_) => {
-                if let Ok(InputRef::Worker(path)) = InputRef::parse(reference) {
-                    remove_dir(Path::new(&path));
+            CheckpointStore::Local(base) => match (InputRef::parse(reference), local_trial_dir(base, a)) {
+                (Ok(InputRef::Worker(path)), Ok(own))
+                    if Path::new(&path).parent() == Some(own.as_path())
+                        && Path::new(&path)
+                            .file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(is_checkpoint_dir_name) =>
+                {
+                    remove_listed(Path::new(&path));
                 }
-            }
+                _ => warn!("checkpoint {reference} is not under this worker's {}; left alone", base.display()),
+            },
             _ => {}
         }
     }
 
-    /// Deletes every checkpoint of an ended trial from object storage, those a killed worker
-    /// left behind included (the coordinator deletes blobs itself). Failures are logged only.
+    /// Deletes every checkpoint of an ended trial from object storage or the shared filesystem,
+    /// those a killed worker left behind included (the coordinator deletes blobs itself): each
+    /// `e<epoch>-<lease>` directory under the trial's own place, by its manifest. Failures and
+    /// directories without a manifest (an upload cut short) are logged only.
     pub async fn discard_trial(&self, a: &Assignment) {
         match self {
             CheckpointStore::Object(base) => {
-                let url = trial_prefix(base, a);
-                if let Err(e) = bertsweep_transfer::object::delete_dir(&url).await {
-                    warn!("could not delete the checkpoints under {url}: {e}");
+                let prefix = trial_prefix(base, a);
+                let dirs = match bertsweep_transfer::object::list_dirs(&prefix, MAX_CHECKPOINT_DIRS).await {
+                    Ok(dirs) => dirs,
+                    Err(e) => return warn!("could not list the checkpoints under {prefix}: {e}"),
+                };
+                for url in dirs.iter().filter(|u| is_checkpoint_dir_name(u.rsplit('/').next().unwrap_or(""))) {
+                    if let Err(e) = bertsweep_transfer::object::delete_dir(url).await {
+                        warn!("could not delete checkpoint {url}: {e}");
+                    }
                 }
             }
             CheckpointStore::Local(base) => {
-                if let Ok(dir) = local_trial_dir(base, a) {
-                    remove_dir(&dir);
+                let Ok(dir) = local_trial_dir(base, a) else { return };
+                let Ok(entries) = std::fs::read_dir(&dir) else { return };
+                for entry in entries.flatten().take(MAX_CHECKPOINT_DIRS) {
+                    let name = entry.file_name();
+                    if name.to_str().is_some_and(is_checkpoint_dir_name) && entry.path().is_dir() {
+                        remove_listed(&entry.path());
+                    }
                 }
+                // Gone if now empty; never recursively.
+                let _ = std::fs::remove_dir(&dir);
             }
             CheckpointStore::Coordinator(_) => {}
         }
     }
+}
+
+/// Most checkpoint directories one ended trial's clean-up looks at.
+const MAX_CHECKPOINT_DIRS: usize = 1000;
+
+/// `e<epoch>-<lease>`, the only directory names a trial's checkpoints have.
+fn is_checkpoint_dir_name(name: &str) -> bool {
+    name.strip_prefix('e').and_then(|rest| rest.split_once('-')).is_some_and(|(epoch, lease)| {
+        !epoch.is_empty()
+            && !lease.is_empty()
+            && epoch.bytes().all(|b| b.is_ascii_digit())
+            && lease.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// `<base>/<study>/<number>/checkpoints`, built from plain path components only.
@@ -180,8 +223,9 @@ fn checkpoint_manifest(dir: &Path, source: String) -> Result<Manifest, String> {
 }
 
 /// Moves the (flat) checkpoint directory `from` to `to`: a rename, or a copy across
-/// filesystems, the state file last. Returns the bytes moved.
-fn move_dir(from: &Path, to: &Path) -> std::io::Result<u64> {
+/// filesystems, the state file last; then writes `manifest` beside the files. Returns the
+/// bytes moved.
+fn move_dir(from: &Path, to: &Path, manifest: &Manifest) -> std::io::Result<u64> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -189,21 +233,20 @@ fn move_dir(from: &Path, to: &Path) -> std::io::Result<u64> {
         .iter()
         .map(|name| std::fs::metadata(from.join(name)).map(|m| m.len()))
         .sum::<std::io::Result<u64>>()?;
-    if std::fs::rename(from, to).is_ok() {
-        return Ok(bytes);
+    if std::fs::rename(from, to).is_err() {
+        std::fs::create_dir_all(to)?;
+        for name in crate::resume::FILES {
+            std::fs::copy(from.join(name), to.join(name))?;
+        }
     }
-    std::fs::create_dir_all(to)?;
-    for name in crate::resume::FILES {
-        std::fs::copy(from.join(name), to.join(name))?;
-    }
+    std::fs::write(to.join(manifest::MANIFEST_NAME), manifest.to_bytes())?;
     Ok(bytes)
 }
 
-fn remove_dir(dir: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            warn!("could not delete checkpoint {}: {e}", dir.display());
-        }
+/// Deletes a local checkpoint directory by its manifest (see [`manifest::remove_listed`]).
+fn remove_listed(dir: &Path) {
+    if let Err(e) = manifest::remove_listed(dir) {
+        warn!("checkpoint {} left alone: {e}", dir.display());
     }
 }
 
@@ -216,6 +259,15 @@ fn trial_prefix(base: &str, a: &Assignment) -> String {
 /// warning) when it cannot be had, so the trial starts from epoch 1.
 pub async fn fetch_resume(store: Option<&CheckpointStore>, a: &Assignment, staging: &Path) -> Option<PathBuf> {
     let (reference, epoch) = a.resume()?;
+    // A location outside the trial's own place is neither read nor, later, deleted.
+    if !reference.starts_with("blob:") {
+        if let Err(e) =
+            bertsweep_transfer::checkpoint_location::check(&reference, &a.study, a.number, epoch as u32, None)
+        {
+            warn!(trial = %a.label(), "{e}; starting from epoch 1");
+            return None;
+        }
+    }
     let Some(store) = store else {
         warn!(trial = %a.label(), "the trial has a checkpoint after epoch {epoch}, but this worker keeps no shared artifacts; starting from epoch 1");
         return None;
@@ -267,6 +319,78 @@ mod tests {
         let hashed = Manifest::of_path(dir.path(), "here".into()).unwrap();
         assert_eq!(ours, hashed);
         assert_eq!(ours.digest(), hashed.digest(), "the same blob name either way");
+    }
+
+    fn with_manifest(dir: &Path, files: &[(&str, &[u8])]) {
+        std::fs::create_dir_all(dir).unwrap();
+        for (name, bytes) in files {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+        let m = Manifest::of_path(dir, "t".into()).unwrap();
+        std::fs::write(dir.join(manifest::MANIFEST_NAME), m.to_bytes()).unwrap();
+    }
+
+    /// On a shared filesystem a worker deletes only its trial's own `e<epoch>-<lease>`
+    /// directories, and of those only what their manifests list; a location outside the
+    /// trial's own place is neither resumed from nor deleted.
+    #[tokio::test]
+    async fn a_worker_deletes_only_its_trials_own_checkpoints_by_their_manifests() {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().join("shared");
+        let store = CheckpointStore::Local(base.clone());
+        let a = Assignment::for_test("s", 3, 77, None);
+        let staging = root.path().join("staging");
+        let tensors = b"tensors".to_vec();
+        write_checkpoint(&staging, &tensors, &Digest::of(&tensors).to_string());
+        let own = store.put(&a, 1, &staging).await.unwrap();
+        let own_dir = base.join("s/3/checkpoints/e1-77");
+        assert_eq!(own, format!("worker:{}", own_dir.display()));
+        assert!(own_dir.join(manifest::MANIFEST_NAME).is_file(), "a local checkpoint carries its manifest");
+
+        let trial_dir = base.join("s/3/checkpoints");
+        with_manifest(&trial_dir.join("e2-5"), &[("state.json", b"{}")]);
+        std::fs::create_dir_all(trial_dir.join("e3-9")).unwrap();
+        std::fs::write(trial_dir.join("e3-9/state.json"), b"no manifest").unwrap();
+        std::fs::write(trial_dir.join("notes.txt"), b"not a checkpoint").unwrap();
+        let victim = root.path().join("etc");
+        with_manifest(&victim, &[("passwd", b"root"), ("hosts", b"localhost")]);
+        let other_trial = base.join("s/4/checkpoints/e1-77");
+        with_manifest(&other_trial, &[("state.json", b"{}")]);
+
+        for outside in [
+            format!("worker:{}", victim.display()),
+            "worker:/".to_string(),
+            format!("worker:{}", other_trial.display()),
+            format!("worker:{}/../../4/checkpoints/e1-77", own_dir.display()),
+        ] {
+            store.discard(&a, &outside).await;
+            let resumed = Assignment::for_test("s", 3, 78, Some((outside.as_str(), 1)));
+            assert!(fetch_resume(Some(&store), &resumed, &root.path().join("r")).await.is_none(), "{outside}");
+        }
+        assert_eq!(std::fs::read(victim.join("passwd")).unwrap(), b"root");
+        assert!(other_trial.join("state.json").is_file());
+
+        // Its own checkpoint is resumable, then deleted by its manifest.
+        let resumed = Assignment::for_test("s", 3, 78, Some((own.as_str(), 1)));
+        assert!(fetch_resume(Some(&store), &resumed, &root.path().join("r2")).await.is_some());
+        store.discard(&a, &own).await;
+        assert!(!own_dir.exists());
+        store.discard_trial(&a).await;
+        assert!(!trial_dir.join("e2-5").exists(), "a killed attempt's checkpoint, by its manifest");
+        assert!(trial_dir.join("e3-9/state.json").is_file(), "no manifest: left alone");
+        assert!(trial_dir.join("notes.txt").is_file(), "not a checkpoint directory: left alone");
+        assert_eq!(std::fs::read(victim.join("hosts")).unwrap(), b"localhost");
+        assert!(other_trial.join("state.json").is_file());
+    }
+
+    #[test]
+    fn only_epoch_lease_names_are_checkpoint_directories() {
+        for good in ["e1-5", "e12-123456789"] {
+            assert!(is_checkpoint_dir_name(good), "{good}");
+        }
+        for bad in ["", "e", "e1", "e1-", "e-5", "x1-5", "e1-5x", "e1-5/..", ".."] {
+            assert!(!is_checkpoint_dir_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -48,6 +48,30 @@ pub struct Assignment {
 }
 
 impl Assignment {
+    /// An assignment of trial `number` of `study` under lease `token`, resuming from
+    /// `resume` (a checkpoint reference and its epoch) when given: for tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(study: &str, number: u32, token: u64, resume: Option<(&str, u32)>) -> Self {
+        let (resume_checkpoint, resume_epoch) = resume.map_or((String::new(), 0), |(r, e)| (r.to_string(), e));
+        let raw = pb::Assignment {
+            study: study.into(),
+            number,
+            lease_token: token,
+            checkpoints: true,
+            resume_checkpoint,
+            resume_epoch,
+            ..Default::default()
+        };
+        Assignment {
+            lease: Lease { trial_id: 1, token, ttl: Duration::from_secs(30) },
+            study: study.into(),
+            number,
+            attempt: 1,
+            objective: "eval_accuracy".into(),
+            raw,
+        }
+    }
+
     /// `study/number`, for logs.
     pub fn label(&self) -> String {
         format!("{}/{}", self.study, self.number)

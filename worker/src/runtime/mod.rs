@@ -222,6 +222,12 @@ async fn slot_loop(ctx: Arc<Context>, device: Device) -> Result<(), RuntimeError
 async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
     let label = a.label();
     info!(trial = %label, attempt = a.attempt, device = %device_name(device), "starting: {}", a.describe_params());
+    // The study name becomes part of cache, staging and artifact paths: one plain name only.
+    if !paths::is_study_name(&a.study) {
+        let shown: String = a.study.chars().take(64).collect();
+        let why = format!("the coordinator sent the study name {shown:?}, which is not a plain study name ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}}); refusing to build paths from it");
+        return fail(ctx, &a, Failure::Infeasible, why).await;
+    }
     let cfg = match a.trial_config(ctx.options.group_by_length) {
         Ok(cfg) => cfg,
         Err(e) => return fail(ctx, &a, Failure::Infeasible, e.to_string()).await,

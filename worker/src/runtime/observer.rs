@@ -180,7 +180,7 @@ impl TrainObserver for RemoteObserver {
             // The coordinator holds the new one: the previous one of this trial is not needed.
             let previous = self.latest_checkpoint.replace(checkpoint.clone());
             if let (Some(previous), Some((store, _))) = (previous, &self.checkpoints) {
-                self.handle.block_on(store.discard(&previous));
+                self.handle.block_on(store.discard(&self.assignment, &previous));
             }
         }
         self.epoch_started = std::time::Instant::now();

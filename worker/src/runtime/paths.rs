@@ -13,6 +13,16 @@ pub struct UnsafePath {
     pub root: String,
 }
 
+/// Study names as the coordinator accepts them: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}` (one safe
+/// path component, never `.`, `..` or an option such as `-rf`). A worker checks the name it
+/// is sent before building any path from it.
+pub fn is_study_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// `root/part0/part1/…`, refusing any part that is not exactly one normal component.
 pub fn join_inside(root: &Path, parts: &[&str]) -> Result<PathBuf, UnsafePath> {
     let mut path = root.to_path_buf();
@@ -32,6 +42,16 @@ pub fn join_inside(root: &Path, parts: &[&str]) -> Result<PathBuf, UnsafePath> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn study_names_from_the_coordinator_are_checked() {
+        for good in ["sst2", "a.b_c-d", "X"] {
+            assert!(is_study_name(good), "{good}");
+        }
+        for bad in ["", ".", "..", "../etc", "-rf", "a/b", "a b", &"x".repeat(65), "é"] {
+            assert!(!is_study_name(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn plain_names_join_and_escapes_are_refused() {
