@@ -128,7 +128,7 @@ fn write_secrets(dir: &Path) {
         ("ca.pem", ca.pem(), 0o644),
         ("tls.crt", cert.pem(), 0o644),
         ("tls.key", key.serialize_pem(), 0o600),
-        ("token", "deploy-s3cret\n".to_string(), 0o600),
+        ("token", "deploy-s3cret-0123456789abcdef\n".to_string(), 0o600),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();

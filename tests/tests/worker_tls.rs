@@ -32,7 +32,7 @@ fn write_pki(dir: &Path) {
         write(&format!("{name}.pem"), params.signed_by(&key, &ca_cert, &ca_key).unwrap().pem());
         write(&format!("{name}.key"), key.serialize_pem());
     }
-    write("token", "worker-s3cret\n".into());
+    write("token", "worker-s3cret-0123456789\n".into());
 }
 
 #[test]
