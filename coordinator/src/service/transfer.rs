@@ -8,7 +8,6 @@ use bertsweep_proto::v1 as pb;
 use bertsweep_transfer::blob_dir::WriteError;
 use bertsweep_transfer::{Digest, InputRef, ManifestKind, CHUNK_BYTES};
 use futures::Stream;
-use tokio::io::AsyncReadExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
@@ -195,67 +194,75 @@ pub async fn upload(
 /// Streams a blob from `offset`, hashing the whole file as it goes (the part before `offset`
 /// is read but not sent) and holding back the last chunk until the digest is known: a blob
 /// that does not match is never served whole; it is quarantined and the stream ends with
-/// DATA_LOSS.
+/// DATA_LOSS. Reading and hashing run on a blocking thread, off the runtime that answers
+/// heartbeats.
 pub async fn download(shared: &Arc<Shared>, r: pb::DownloadBlobRequest) -> Result<ChunkStream, Status> {
     let d = digest("digest", &r.digest)?;
     let path = shared.blobs.dir().path(&d);
-    let mut file = match tokio::fs::File::open(&path).await {
+    let file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(Status::not_found(format!("blob {} is not on this coordinator", d.short())))
         }
         Err(e) => return Err(Status::unavailable(format!("cannot read blob {}: {e}", d.short()))),
     };
-    let size = file.metadata().await.map_err(|e| Status::unavailable(e.to_string()))?.len();
+    let size = file.metadata().map_err(|e| Status::unavailable(e.to_string()))?.len();
     if r.offset > size {
         return Err(Status::invalid_argument(format!("offset {} is past the blob's {size} bytes", r.offset)));
     }
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let shared = shared.clone();
-    tokio::spawn(async move {
-        let read_error = |e: std::io::Error| Status::unavailable(format!("reading blob {}: {e}", d.short()));
-        let mut hasher = bertsweep_transfer::digest::Hasher::default();
-        let mut position = 0u64;
-        let mut held: Option<pb::BlobChunk> = None;
-        let mut first = true;
-        while position < size {
-            // Up to a chunk, never across `offset`, so sent chunks start exactly there.
-            let end = if position < r.offset { r.offset } else { size };
-            let mut buf = vec![0u8; CHUNK_BYTES.min((end - position) as usize)];
-            if let Err(e) = file.read_exact(&mut buf).await {
-                let _ = tx.send(Err(read_error(e))).await;
-                return;
-            }
-            hasher.update(&buf);
-            position += buf.len() as u64;
-            if position <= r.offset {
-                continue;
-            }
-            let chunk = pb::BlobChunk { data: buf, size: if first { size } else { 0 } };
-            first = false;
-            if let Some(ready) = held.replace(chunk) {
-                if tx.send(Ok(ready)).await.is_err() {
-                    return;
-                }
-            }
-        }
-        let (actual, _) = hasher.finish();
-        if actual != d {
-            let owned = shared.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || owned.blobs.quarantine(&d, "it does not match its sha256")).await;
-            let _ = tx
-                .send(Err(Status::data_loss(format!(
-                    "blob {} is corrupted on this coordinator and was quarantined; upload it again (`bertsweep study create` repairs a study's inputs)",
-                    d.short()
-                ))))
-                .await;
+    tokio::task::spawn_blocking(move || stream_verified(&shared, d, file, size, r.offset, &tx));
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+/// The body of [`download`], on a blocking thread: sends chunks into `tx` until the end, the
+/// receiver goes, or the digest does not match.
+fn stream_verified(
+    shared: &Shared,
+    d: Digest,
+    mut file: std::fs::File,
+    size: u64,
+    offset: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<pb::BlobChunk, Status>>,
+) {
+    use std::io::Read;
+    let mut hasher = bertsweep_transfer::digest::Hasher::default();
+    let mut position = 0u64;
+    let mut held: Option<pb::BlobChunk> = None;
+    let mut first = true;
+    while position < size {
+        // Up to a chunk, never across `offset`, so sent chunks start exactly there.
+        let end = if position < offset { offset } else { size };
+        let mut buf = vec![0u8; CHUNK_BYTES.min((end - position) as usize)];
+        if let Err(e) = file.read_exact(&mut buf) {
+            let _ = tx.blocking_send(Err(Status::unavailable(format!("reading blob {}: {e}", d.short()))));
             return;
         }
-        shared.blobs.mark_verified(&d);
-        // An empty blob (or an offset at its end) still answers one chunk with its size.
-        let last = held.unwrap_or(pb::BlobChunk { data: Vec::new(), size: if first { size } else { 0 } });
-        let _ = tx.send(Ok(last)).await;
-    });
-    Ok(Box::pin(ReceiverStream::new(rx)))
+        hasher.update(&buf);
+        position += buf.len() as u64;
+        if position <= offset {
+            continue;
+        }
+        let chunk = pb::BlobChunk { data: buf, size: if first { size } else { 0 } };
+        first = false;
+        if let Some(ready) = held.replace(chunk) {
+            if tx.blocking_send(Ok(ready)).is_err() {
+                return;
+            }
+        }
+    }
+    let (actual, _) = hasher.finish();
+    if actual != d {
+        shared.blobs.quarantine(&d, "it does not match its sha256");
+        let _ = tx.blocking_send(Err(Status::data_loss(format!(
+            "blob {} is corrupted on this coordinator and was quarantined; upload it again (`bertsweep study create` repairs a study's inputs)",
+            d.short()
+        ))));
+        return;
+    }
+    shared.blobs.mark_verified(&d);
+    // An empty blob (or an offset at its end) still answers one chunk with its size.
+    let last = held.unwrap_or(pb::BlobChunk { data: Vec::new(), size: if first { size } else { 0 } });
+    let _ = tx.blocking_send(Ok(last));
 }
