@@ -12,14 +12,7 @@ pub const MAX_QUOTED_CHARS: usize = 64;
 /// Longest error message sent back, whatever it quotes.
 pub const MAX_MESSAGE_CHARS: usize = 600;
 
-/// Study names: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`, so a name is always one safe path component
-/// (never `.`, `..` or an option such as `-rf`) and short enough to quote whole.
-pub fn is_study_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && name.len() <= 64
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
+pub use bertsweep_proto::contract::is_study_name;
 
 /// Metric names: `[a-z0-9_]{1,64}` (the Hugging Face names are all of this form).
 pub fn is_metric_name(name: &str) -> bool {

@@ -23,3 +23,14 @@ pub const DEFAULT_LABEL_COLUMN: &str = "label";
 
 /// Tokens per example, `[CLS]` and `[SEP]` included, when a study's `[task]` does not say.
 pub const DEFAULT_MAX_SEQ_LENGTH: u32 = 128;
+
+/// Study names: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}`, so a name is always one safe path component
+/// (never `.`, `..` or an option such as `-rf`) and short enough to quote whole. The
+/// coordinator accepts no other, and a worker checks the name it is sent before building any
+/// path from it.
+pub fn is_study_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}

@@ -37,6 +37,28 @@ pub async fn off_runtime<T: Send + 'static>(
         .map_err(|e| Status::internal(format!("checking blobs failed: {e}")))?
 }
 
+/// Checks a trial's reference (`check` reads manifests, so it runs off the runtime) and
+/// returns it with the collection lock held shared, to be released once the registry holds the
+/// reference ([`Shared::apply_referencing`]). A reference that names no blob needs neither the
+/// lock nor a blocking thread: `check` runs in place.
+pub async fn checked_reference<'a>(
+    shared: &'a Arc<Shared>,
+    reference: String,
+    check: impl Fn(&Shared, &str) -> Result<(), Status> + Send + 'static,
+) -> Result<(Option<tokio::sync::RwLockReadGuard<'a, ()>>, String), Status> {
+    if crate::registry::blob_of(&reference).is_none() {
+        check(shared, &reference)?;
+        return Ok((None, reference));
+    }
+    let refs = shared.blobs.referencing().await;
+    let reference = off_runtime(shared, move |shared| {
+        check(shared, &reference)?;
+        Ok(reference)
+    })
+    .await?;
+    Ok((Some(refs), reference))
+}
+
 /// Every `blob:` input of a new study must be here, complete and of the right kind.
 pub fn check_inputs(shared: &Shared, spec: &StudySpec) -> Result<(), Status> {
     let task = &spec.task;

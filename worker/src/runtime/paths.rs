@@ -13,15 +13,7 @@ pub struct UnsafePath {
     pub root: String,
 }
 
-/// Study names as the coordinator accepts them: `[A-Za-z0-9][A-Za-z0-9._-]{0,63}` (one safe
-/// path component, never `.`, `..` or an option such as `-rf`). A worker checks the name it
-/// is sent before building any path from it.
-pub fn is_study_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && name.len() <= 64
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
+pub use bertsweep_proto::contract::is_study_name;
 
 /// `root/part0/part1/…`, refusing any part that is not exactly one normal component.
 pub fn join_inside(root: &Path, parts: &[&str]) -> Result<PathBuf, UnsafePath> {
