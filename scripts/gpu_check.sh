@@ -13,8 +13,17 @@
 # memory (nvidia-smi, sampled every 100 ms, for both). Then shows where a step's time goes on
 # both sides, what 1, 2 and 4 worker processes sharing one GPU train together, checks that an
 # out-of-memory batch ends a trial as infeasible and that `--device all` trains on every GPU.
-# PARTS="speed profile concurrency oom all" (the default) picks the parts to run.
-# Targets: worker >= 1.25x PyTorch, >= 40 % MFU for BERT-base.
+# Then real SST-2 sentences as they come (padded batches, where unpadding acts): samples/s,
+# real tokens/s and MFU on real tokens, worker and PyTorch (Trainer's defaults: dynamic padding,
+# fused AdamW, bf16); slots (`--slots N` under one supervisor, all slots' throughput over one
+# common time window read from the supervisor's per-slot counters, each slot's peak memory);
+# and the sweep benchmark (bench/sweep_benchmark.py: a 12-trial BERT-base study on 8,000 SST-2
+# sentences, one trial per GPU, `--slots auto`, `--slots auto` without checkpoints, and Optuna
+# driving transformers' Trainer one trial at a time: trials per GPU-hour and the rankings).
+# PARTS="speed profile concurrency oom all sst2 slots sweep" (the default) picks the parts;
+# SWEEP_MODES (default "one,slots,slots-nockpt,optuna") the sweep's runs.
+# Targets: worker >= 1.25x PyTorch, >= 40 % MFU for BERT-base; >= 2,500 samples/s for one
+# BERT-base trial at batch 32; sweep >= 3x the Optuna + Trainer reference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +32,7 @@ PY=${PY:-.venv/bin/python}
 SST2_DIR=${SST2_DIR:-$(cd .. && pwd)/shared/data/sst2}
 PEAK_TFLOPS=${PEAK_TFLOPS:-989}
 # Which parts run (all by default): speed profile concurrency oom all.
-PARTS=" ${PARTS:-speed profile concurrency oom all} "
+PARTS=" ${PARTS:-speed profile concurrency oom all sst2 slots sweep} "
 part() { [[ $PARTS == *" $1 "* ]]; }
 OUT=runs/gpu-check
 rm -rf "$OUT"
@@ -169,6 +178,123 @@ if part oom; then
     echo "FAIL: the out-of-memory error carries libtorch's C++ backtrace (see $OUT/oom.err)" | tee -a "$OUT/summary.txt"; exit 1
   fi
   grep -qi "out of memory" "$OUT/oom.err" && echo "out-of-memory batch: refused as infeasible ($(tail -1 "$OUT/oom.err"))" | tee -a "$OUT/summary.txt"
+fi
+
+# Real SST-2 sentences as they come (first 8,000; mean about 13 tokens, so padded batches where
+# unpadding acts): samples/s, real tokens/s and MFU counted on real tokens, both sides.
+if part sst2; then
+  for batch in 32 128; do
+    tag="sst2-bs$batch"
+    "$BIN/bertsweep-worker" train --model "$OUT/bert-base" --train-file "$SST2_DIR/train.tsv" \
+      --validation-file "$SST2_DIR/dev.tsv" --max-seq-length 128 --max-train-samples 8000 --batch-size $batch \
+      --epochs 2 --learning-rate 5e-5 --device cuda --json >"$OUT/worker-$tag.json" 2>"$OUT/worker-$tag.log" || true
+    "$PY" worker/bench/hf_train_throughput.py --model "$OUT/bert-base" --train "$SST2_DIR/train.tsv" \
+      --dev "$SST2_DIR/dev.tsv" --samples 8000 --batch-size $batch --max-seq-length 128 --lr 5e-5 \
+      --epochs 2 --device cuda --bf16 >"$OUT/pytorch-$tag.json" 2>"$OUT/pytorch-$tag.log" || true
+    "$PY" - "$OUT/bert-base" "$SST2_DIR/train.tsv" "$OUT/worker-$tag.json" "$OUT/pytorch-$tag.json" "$PEAK_TFLOPS" $batch <<'PY' | tee -a "$OUT/summary.txt"
+import csv, json, sys
+from transformers import AutoConfig, AutoTokenizer
+d, train, worker, torch_, peak, batch = sys.argv[1:]
+c, tok = AutoConfig.from_pretrained(d), AutoTokenizer.from_pretrained(d)
+rows = [r["sentence"] for _, r in zip(range(8000), csv.DictReader(open(train, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))]
+lengths = [len(ids) for ids in tok(rows, truncation=True, max_length=128)["input_ids"]]
+mean = sum(lengths) / len(lengths)
+h, L, ff = c.hidden_size, c.num_hidden_layers, c.intermediate_size
+params = L * (4 * h * h + 2 * h * ff)
+# Attention on real tokens: each token attends to the real tokens of its own sentence.
+flops_per_token = 6 * params + 6 * L * 2 * (sum(n * n for n in lengths) / sum(lengths)) * h
+try:
+    ours = [j["train_samples_per_second"] for j in map(json.loads, open(worker)) if "train_samples_per_second" in j][-1]
+except Exception:
+    ours = float("nan")
+try:
+    theirs = json.loads(open(torch_).read().splitlines()[-1])["epoch_samples_per_second"][-1]
+except Exception:
+    theirs = float("nan")
+tps = lambda sps: sps * mean
+mfu = lambda sps: tps(sps) * flops_per_token / (float(peak) * 1e12)
+print(f"bert-base on real SST-2 (mean {mean:.1f} tokens), batch {batch}: worker {ours:.0f} samples/s, "
+      f"{tps(ours):.0f} real tokens/s, MFU {mfu(ours):.1%}; pytorch {theirs:.0f} samples/s, {tps(theirs):.0f} "
+      f"real tokens/s, MFU {mfu(theirs):.1%}; ratio {ours / theirs:.2f}x")
+PY
+  done
+fi
+
+# Slots, measured over one common window: a study of long trials, `--slots N` on cuda:0; once
+# every slot trains, the supervisor's per-slot sample counters are read twice, 30 s apart.
+start_coordinator() {  # start_coordinator NAME: a coordinator on a fresh database; sets COORD
+  "$BIN/bertsweep" serve --listen 127.0.0.1:0 --db "sqlite://$OUT/$1.db" >"$OUT/$1-serve.out" 2>"$OUT/$1-serve.log" &
+  echo $! >"$OUT/$1-serve.pid"
+  for _ in $(seq 100); do grep -q "listening on" "$OUT/$1-serve.out" 2>/dev/null && break; sleep 0.1; done
+  COORD="http://$(awk '/listening on/ {print $5}' "$OUT/$1-serve.out")"
+}
+if part slots; then
+  for n in 1 2 4; do
+    start_coordinator "slots$n"
+    cat >"$OUT/slots$n.toml" <<TOML
+name = "slots$n"
+[objective]
+metric = "eval_accuracy"
+[budget]
+parallel_trials = $n
+checkpoints = false
+[task]
+model = "worker:$(cd "$OUT/bert-base" && pwd -P)"
+train_file = "worker:$(cd "$OUT" && pwd -P)/long-train.tsv"
+validation_file = "worker:$(cd "$OUT" && pwd -P)/long-dev.tsv"
+[algorithm]
+sampler = "grid"
+[parameters.learning_rate]
+value = 5e-5
+[parameters.per_device_train_batch_size]
+value = 32
+[parameters.num_train_epochs]
+value = 20
+[parameters.seed]
+values = [$(seq -s, 1 "$n")]
+TOML
+    BERTSWEEP_COORDINATOR=$COORD "$BIN/bertsweep" study create "$OUT/slots$n.toml" >/dev/null
+    BERTSWEEP_COORDINATOR=$COORD "$BIN/bertsweep-worker" --device cuda:0 --study "slots$n" --no-export \
+      --slots $n --metrics-listen 127.0.0.1:0 >"$OUT/slots$n-worker.log" 2>&1 &
+    worker=$!
+    addr=""
+    for _ in $(seq 300); do
+      addr=$(grep -o 'metrics at http://[0-9.:]*' "$OUT/slots$n-worker.log" | head -1 | sed 's|metrics at http://||') || true
+      busy=$(curl -s "http://$addr/metrics" 2>/dev/null | grep -c '^bertsweep_worker_slot_busy{.*} 1' || true)
+      [ -n "$addr" ] && [ "${busy:-0}" -ge "$n" ] && break
+      sleep 1
+    done
+    sleep 20  # past the first steps (CUDA context, allocator warm-up)
+    curl -s "http://$addr/metrics" >"$OUT/slots$n-t0.prom"; t0=$(date +%s.%N)
+    sleep 30
+    curl -s "http://$addr/metrics" >"$OUT/slots$n-t1.prom"; t1=$(date +%s.%N)
+    kill -TERM $worker; wait $worker || true
+    kill "$(cat "$OUT/slots$n-serve.pid")" 2>/dev/null || true
+    "$PY" - "$n" "$OUT/slots$n-t0.prom" "$OUT/slots$n-t1.prom" "$t0" "$t1" <<'PY' | tee -a "$OUT/summary.txt"
+import re, sys
+n, a, b, t0, t1 = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+def series(path, name):
+    out = {}
+    for line in open(path):
+        m = re.match(name + r'\{slot="([^"]+)"\} (\S+)', line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+s0, s1 = series(a, "bertsweep_worker_slot_train_samples_total"), series(b, "bertsweep_worker_slot_train_samples_total")
+peaks = series(b, "bertsweep_worker_slot_trial_peak_memory_bytes")
+rates = {k: (s1[k] - s0.get(k, 0)) / (t1 - t0) for k in s1}
+print(f"bert-base batch 32, --slots {n} on one GPU, one {t1 - t0:.0f} s window: {sum(rates.values()):.0f} samples/s together ("
+      + ", ".join(f"{k} {v:.0f}/s peak {peaks.get(k, 0) / 2**30:.1f} GiB" for k, v in sorted(rates.items())) + ")")
+PY
+  done
+fi
+
+# The sweep benchmark (about 6 minutes on an H200 with the default modes).
+if part sweep; then
+  "$PY" bench/sweep_benchmark.py --bin "$BIN" --model "$OUT/bert-base" --train "$SST2_DIR/train.tsv" \
+    --dev "$SST2_DIR/dev.tsv" --samples 8000 --epochs 2 --device cuda \
+    --modes "${SWEEP_MODES:-one,slots,slots-nockpt,optuna}" --out "$OUT/sweep" 2>"$OUT/sweep.log" | tee -a "$OUT/summary.txt" || \
+    echo "sweep: FAILED (see $OUT/sweep.log)" | tee -a "$OUT/summary.txt"
 fi
 
 part all || { echo "figures: $OUT/summary.txt"; exit 0; }

@@ -72,6 +72,7 @@ async fn worker(url: String, start_at: Instant, stop_at: Instant) -> (Vec<f64>, 
                     epoch,
                     metrics: metrics(epoch),
                     checkpoint: String::new(),
+                    peak_device_memory_bytes: 0,
                 })
                 .await?;
             }
@@ -80,6 +81,7 @@ async fn worker(url: String, start_at: Instant, stop_at: Instant) -> (Vec<f64>, 
                 lease_token: a.lease_token,
                 metrics: metrics(2),
                 artifact: String::new(),
+                peak_device_memory_bytes: 0,
             })
             .await?;
             Ok(())

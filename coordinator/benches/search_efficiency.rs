@@ -167,6 +167,7 @@ async fn simulated_worker(
                     epoch,
                     metrics: metrics.clone(),
                     checkpoint,
+                    peak_device_memory_bytes: 0,
                 })
                 .await
                 .unwrap()
@@ -194,6 +195,7 @@ async fn simulated_worker(
             lease_token: a.lease_token,
             metrics: best,
             artifact: String::new(),
+            peak_device_memory_bytes: 0,
         })
         .await
         .unwrap();

@@ -156,6 +156,9 @@ pub struct Trial {
     pub checkpoint: String,
     /// The epoch `checkpoint` was written after (0 when none).
     pub checkpoint_epoch: u32,
+    /// The most device memory any attempt reported holding, in bytes (0: none reported). Reports
+    /// only raise it.
+    pub peak_device_memory_bytes: u64,
     /// Last error reported by a worker or the reaper.
     pub error: String,
     /// Wall-clock ms when the sampler created it.
@@ -196,6 +199,47 @@ impl Trial {
             self.earlier_attempts.push(PastEpoch { attempt, epoch, metrics });
         }
     }
+}
+
+/// What decides how much device memory a trial of a study needs, as far as the coordinator can
+/// tell: its batch size and its sequence length (the model is the study's). Trials of one study
+/// with the same shape need about the same memory, so the largest peak one of them reported is
+/// what the next one is told to expect (`Assignment.expected_peak_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrialShape {
+    /// `per_device_train_batch_size` when the study sets it (searched or fixed); None when it
+    /// does not, so every trial of the study trains with the worker's default.
+    pub batch_size: Option<i64>,
+    /// `task.max_seq_length` (its default filled in by the spec): a study-wide setting, not a
+    /// searchable parameter, so all trials of a study share it.
+    pub max_seq_length: u32,
+}
+
+/// The parameter that sets a trial's batch size.
+pub const BATCH_SIZE_PARAM: &str = "per_device_train_batch_size";
+
+impl TrialShape {
+    /// The shape of a trial with `params` in a study training on `task`.
+    pub fn of(params: &Params, task: &Task) -> Self {
+        TrialShape {
+            batch_size: params.get(BATCH_SIZE_PARAM).and_then(crate::params::ParamValue::as_f64).map(|v| v as i64),
+            max_seq_length: task.max_seq_length,
+        }
+    }
+}
+
+/// The largest peak device memory a report may carry: 2^50 bytes (1 PiB), far beyond any
+/// device, so a larger number is a broken measurement rather than a trial's real peak.
+pub const MAX_PEAK_DEVICE_MEMORY_BYTES: u64 = 1 << 50;
+
+/// Checks a reported peak device memory (0: not measured).
+pub fn validate_peak_device_memory(bytes: u64) -> Result<(), String> {
+    if bytes > MAX_PEAK_DEVICE_MEMORY_BYTES {
+        return Err(format!(
+            "peak_device_memory_bytes {bytes} is over 2^50 bytes (1 PiB), more than any device holds; report the bytes measured, or 0 when not measured"
+        ));
+    }
+    Ok(())
 }
 
 /// One epoch reported by an attempt that did not finish the trial.
@@ -331,6 +375,9 @@ pub struct Assignment {
     pub resume_checkpoint: String,
     /// The epoch `resume_checkpoint` was written after.
     pub resume_epoch: u32,
+    /// The largest peak device memory reported by a trial of this study with the same
+    /// [`TrialShape`] (this trial's earlier attempts included), 0 when none reported one.
+    pub expected_peak_bytes: u64,
 }
 
 /// A registered worker.
@@ -397,9 +444,58 @@ pub(crate) fn test_trial(number: u32, params: Params, state: TrialState) -> Tria
         artifact: String::new(),
         checkpoint: String::new(),
         checkpoint_epoch: 0,
+        peak_device_memory_bytes: 0,
         error: String::new(),
         created_ms: 0,
         started_ms: None,
         finished_ms: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::ParamValue;
+
+    fn task(max_seq_length: u32) -> Task {
+        Task {
+            model: "m".into(),
+            train_file: "t".into(),
+            validation_file: "v".into(),
+            text_column: "sentence".into(),
+            label_column: "label".into(),
+            max_seq_length,
+            max_train_samples: None,
+        }
+    }
+
+    #[test]
+    fn a_shape_is_the_batch_size_and_the_tasks_sequence_length() {
+        let with = |batch: Option<i64>, lr: f64| {
+            let mut p: Params = [("learning_rate".to_string(), ParamValue::Float(lr))].into_iter().collect();
+            if let Some(b) = batch {
+                p.insert(BATCH_SIZE_PARAM.into(), ParamValue::Int(b));
+            }
+            p
+        };
+        let shape = TrialShape::of(&with(Some(16), 1e-5), &task(128));
+        assert_eq!(shape, TrialShape { batch_size: Some(16), max_seq_length: 128 });
+        assert_eq!(TrialShape::of(&with(Some(16), 5e-5), &task(128)), shape, "other params do not matter");
+        assert_ne!(TrialShape::of(&with(Some(32), 1e-5), &task(128)), shape);
+        assert_ne!(TrialShape::of(&with(Some(16), 1e-5), &task(256)), shape);
+        // Unset: the worker's default, the same for every trial of the study.
+        assert_eq!(TrialShape::of(&with(None, 1e-5), &task(128)).batch_size, None);
+    }
+
+    #[test]
+    fn peaks_up_to_two_to_the_fifty_bytes_are_accepted() {
+        assert!(validate_peak_device_memory(0).is_ok());
+        assert!(validate_peak_device_memory(80 << 30).is_ok());
+        assert!(validate_peak_device_memory(MAX_PEAK_DEVICE_MEMORY_BYTES).is_ok());
+        let e = validate_peak_device_memory(MAX_PEAK_DEVICE_MEMORY_BYTES + 1).unwrap_err();
+        assert!(
+            e.starts_with("peak_device_memory_bytes 1125899906842625 is over 2^50 bytes") && !e.contains('\n'),
+            "{e}"
+        );
     }
 }

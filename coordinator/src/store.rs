@@ -166,8 +166,8 @@ impl Store {
 
         let trials = sqlx::query(
             "SELECT id, study_id, number, state, params_json, value, metrics_json, attempt, worker_id, lease_token, \
-             lease_expires_ms, artifact, checkpoint, checkpoint_epoch, error, created_ms, started_ms, finished_ms \
-             FROM trials ORDER BY study_id, number",
+             lease_expires_ms, artifact, checkpoint, checkpoint_epoch, peak_device_memory_bytes, error, created_ms, \
+             started_ms, finished_ms FROM trials ORDER BY study_id, number",
         )
         .fetch_all(&self.pool)
         .await?
@@ -194,6 +194,7 @@ impl Store {
                 artifact: r.get("artifact"),
                 checkpoint: r.get("checkpoint"),
                 checkpoint_epoch: r.get::<i64, _>("checkpoint_epoch") as u32,
+                peak_device_memory_bytes: r.get::<i64, _>("peak_device_memory_bytes").max(0) as u64,
                 error: r.get("error"),
                 created_ms: r.get("created_ms"),
                 started_ms: r.get("started_ms"),
@@ -446,7 +447,7 @@ async fn write_loop(
     }
 }
 
-/// Rows per multi-row statement (16 columns × 1000 stays under SQLite's variable limit).
+/// Rows per multi-row statement (19 columns × 1000 stays under SQLite's variable limit, 32,766).
 const CHUNK: usize = 1000;
 
 async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> {
@@ -520,8 +521,8 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
     for chunk in trials.chunks(CHUNK) {
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
             "INSERT INTO trials (id, study_id, number, state, params_json, value, metrics_json, attempt, worker_id, \
-             lease_token, lease_expires_ms, artifact, checkpoint, checkpoint_epoch, error, created_ms, started_ms, \
-             finished_ms) ",
+             lease_token, lease_expires_ms, artifact, checkpoint, checkpoint_epoch, peak_device_memory_bytes, error, \
+             created_ms, started_ms, finished_ms) ",
         );
         qb.push_values(chunk, |mut b, t| {
             b.push_bind(t.id as i64)
@@ -538,6 +539,7 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
                 .push_bind(t.artifact.clone())
                 .push_bind(t.checkpoint.clone())
                 .push_bind(t.checkpoint_epoch as i64)
+                .push_bind(t.peak_device_memory_bytes.min(i64::MAX as u64) as i64)
                 .push_bind(t.error.clone())
                 .push_bind(t.created_ms)
                 .push_bind(t.started_ms)
@@ -547,7 +549,8 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
             " ON CONFLICT(id) DO UPDATE SET state = excluded.state, value = excluded.value, metrics_json = excluded.metrics_json, \
              attempt = excluded.attempt, worker_id = excluded.worker_id, lease_token = excluded.lease_token, \
              lease_expires_ms = excluded.lease_expires_ms, artifact = excluded.artifact, checkpoint = excluded.checkpoint, \
-             checkpoint_epoch = excluded.checkpoint_epoch, error = excluded.error, \
+             checkpoint_epoch = excluded.checkpoint_epoch, \
+             peak_device_memory_bytes = excluded.peak_device_memory_bytes, error = excluded.error, \
              started_ms = excluded.started_ms, finished_ms = excluded.finished_ms",
         );
         qb.build().execute(&mut *tx).await?;
@@ -607,5 +610,34 @@ mod tests {
         assert_eq!(reserved as u64, second + LEASE_TOKENS_PER_RUN);
         let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&store.pool).await.unwrap();
         assert_eq!(synchronous, 1, "back to NORMAL for the writer");
+    }
+
+    /// A trial's peak device memory is written with its row and read back at start-up.
+    #[tokio::test]
+    async fn a_trials_peak_device_memory_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        store.load().await.unwrap();
+        let writer = store.spawn_writer(broadcast::channel(4).0);
+        let study = StudyRecord {
+            id: 1,
+            name: "s".into(),
+            state: StudyState::Running,
+            spec_toml: String::new(),
+            reason: String::new(),
+            created_ms: 0,
+            finished_ms: None,
+        };
+        let mut trial = crate::model::test_trial(0, Default::default(), TrialState::Running);
+        trial.peak_device_memory_bytes = 3_000_000_000;
+        let ops =
+            vec![WriteOp::Study(study), WriteOp::Trial { trial: Box::new(trial), study_state: StudyState::Running }];
+        writer.wait(writer.submit(ops)).await.unwrap();
+        writer.close().await;
+
+        let loaded = Store::open(&url).await.unwrap().load().await.unwrap();
+        assert_eq!(loaded.trials.len(), 1);
+        assert_eq!(loaded.trials[0].peak_device_memory_bytes, 3_000_000_000);
     }
 }

@@ -36,6 +36,7 @@ async fn report(
         epoch,
         metrics: common::metrics(0.5 + f64::from(epoch) / 100.0),
         checkpoint: checkpoint.to_string(),
+        peak_device_memory_bytes: 0,
     })
     .await
     .map(|r| r.into_inner())

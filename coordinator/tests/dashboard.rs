@@ -54,6 +54,16 @@ fn accuracy(a: &pb::Assignment, epoch: u32) -> f64 {
     0.55 + 5000.0 * (param("learning_rate") - 1e-5) + 0.02 * f64::from(epoch) + 0.003 * param("seed")
 }
 
+/// The device memory a trial of these params peaks at after `epoch`: grows with the batch size
+/// and a little with every epoch (a caching allocator only ever grows).
+fn peak_bytes(a: &pb::Assignment, epoch: u32) -> u64 {
+    let batch = match a.params.get("per_device_train_batch_size").and_then(|v| v.kind.as_ref()) {
+        Some(pb::param_value::Kind::IntValue(v)) => *v as u64,
+        _ => 8,
+    };
+    1_000_000_000 + batch * 100_000_000 + u64::from(epoch) * 1_000_000
+}
+
 fn metrics(acc: f64) -> HashMap<String, f64> {
     [("eval_accuracy", acc), ("eval_loss", 1.0 - acc), ("train_loss", 1.1 - acc)]
         .into_iter()
@@ -92,6 +102,7 @@ impl Worker {
             epoch,
             metrics: metrics(acc),
             checkpoint: String::new(),
+            peak_device_memory_bytes: peak_bytes(a, epoch),
         };
         let reply = self.client.report_progress(request).await.unwrap().into_inner();
         reply.decision == pb::Decision::Stop as i32
@@ -107,6 +118,8 @@ impl Worker {
             lease_token: a.lease_token,
             metrics: metrics(acc),
             artifact,
+            // Not measured at completion: the epochs' peaks stand.
+            peak_device_memory_bytes: 0,
         };
         self.client.complete_trial(request).await.unwrap();
     }
@@ -387,6 +400,8 @@ async fn api_pages_trials_and_derives_configurations_importance_csv_and_events()
     let pruned = &rest["trials"][(sweep.pruned - 3) as usize];
     assert_eq!(pruned["state"], "PRUNED");
     assert_eq!(pruned["curve"].as_array().unwrap().len(), 2, "pruned at epoch 2");
+    let batch = pruned["params"]["per_device_train_batch_size"].as_u64().unwrap();
+    assert_eq!(pruned["peak_device_memory_bytes"].as_u64(), Some(1_000_000_000 + batch * 100_000_000 + 2_000_000));
     for bad in ["limit=5000", "limit=ten", "from=-1"] {
         let reply = get(addr, &format!("/api/studies/{STUDY}/trials?{bad}"), &[]).await;
         assert_eq!(reply.status, 400, "{bad}");
@@ -413,6 +428,9 @@ async fn api_pages_trials_and_derives_configurations_importance_csv_and_events()
     assert_eq!(detail["epochs"].as_array().unwrap().len(), 3);
     assert!(detail["epochs"][2]["metrics"]["train_loss"].is_f64());
     assert!(detail["model_files"].is_null(), "no model kept for this trial");
+    // Its peak device memory: the largest any report carried (the completion carried none).
+    let batch = detail["params"]["per_device_train_batch_size"].as_u64().unwrap();
+    assert_eq!(detail["peak_device_memory_bytes"].as_u64(), Some(1_000_000_000 + batch * 100_000_000 + 3_000_000));
 
     // Seed spread: configurations with both seeds' points.
     let configs = get(addr, &format!("/api/studies/{STUDY}/configurations"), &[]).await.json();
@@ -438,6 +456,7 @@ async fn api_pages_trials_and_derives_configurations_importance_csv_and_events()
     assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
     let lines: Vec<&str> = csv.body.lines().collect();
     assert!(lines[0].starts_with("number,state,value,learning_rate"), "{}", lines[0]);
+    assert!(lines[0].ends_with(",duration_s,peak_device_memory_bytes,error"), "{}", lines[0]);
     assert_eq!(lines.len(), 9);
 
     // Live events: a trial completed while the stream is open arrives as a `trial` event.
@@ -637,6 +656,15 @@ async fn pages_render_in_chromium_and_follow_the_sweep_live() {
     let rows =
         browser.eval("return document.querySelectorAll('#trials-table tr[data-trial]').length;", vec![]).unwrap();
     assert_eq!(rows.as_u64(), Some(8));
+    // Peak device memory, in binary units: every trial reported one (1 GB + 100 MB per example
+    // of batch: about 2.4 or 3.9 GiB).
+    let headers = browser
+        .eval("return Array.from(document.querySelectorAll('#trials-table th')).map(th => th.textContent);", vec![])
+        .unwrap();
+    assert!(headers.as_array().unwrap().iter().any(|h| h.as_str().unwrap().contains("Peak memory")), "{headers}");
+    let first_row =
+        browser.eval("return document.querySelector('#trials-table tr[data-trial=\"0\"]').innerText;", vec![]).unwrap();
+    assert!(first_row.as_str().unwrap().contains(" GiB"), "{first_row}");
     browser.screenshot(&shots.join("study.png")).unwrap();
 
     // A trial that completes while the page is open shows up without a reload.
@@ -675,6 +703,10 @@ async fn pages_render_in_chromium_and_follow_the_sweep_live() {
     browser.goto(&format!("{base}studies/{STUDY}/trials/0")).unwrap();
     browser.wait_for("the trial page", READY, Duration::from_secs(20)).unwrap();
     assert_eq!(series(&browser).get("metrics"), Some(&3), "eval_accuracy, eval_loss, train_loss");
+    let peak = browser
+        .eval("const e = document.querySelector('#trial-peak-memory'); return e ? e.textContent : '';", vec![])
+        .unwrap();
+    assert!(peak.as_str().unwrap().contains("Peak memory") && peak.as_str().unwrap().contains(" GiB"), "{peak}");
     browser
         .wait_for(
             "the trial page's live stream to open",

@@ -9,14 +9,16 @@
 //!
 //! The RPC target also drives the blob RPCs (FindMissingBlobs, UploadBlob, DownloadBlob,
 //! OfferArtifact) and reports checkpoint and artifact references of every shape (blob digests,
-//! object URLs and `worker:` paths, inside and outside a trial's own place, with traversal).
+//! object URLs and `worker:` paths, inside and outside a trial's own place, with traversal),
+//! and peak device memory of every size (0, plausible, the 2^50 cap, just over it, u64::MAX).
 //!
 //! What must hold for every input:
 //! - the parser never panics; an accepted study is runnable (its first trial can be leased) and
 //!   obeys the name and budget rules; a refusal is one bounded line;
 //! - every RPC answers OK or a caller's code (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS,
 //!   FAILED_PRECONDITION, RESOURCE_EXHAUSTED) with a bounded message, never INTERNAL, UNKNOWN
-//!   or a dropped connection; the registry's counts stay consistent and `parallel_trials` holds.
+//!   or a dropped connection; the registry's counts stay consistent, `parallel_trials` holds,
+//!   and no trial keeps a peak over the cap.
 
 mod common;
 
@@ -289,6 +291,18 @@ fn reference(rng: &mut ChaCha8Rng, digests: &[String], own: Option<(&str, u32, u
     }
 }
 
+/// A reported peak device memory: mostly none or plausible, sometimes at, over or far over the
+/// 2^50-byte cap.
+fn peak(rng: &mut ChaCha8Rng) -> u64 {
+    match rng.gen_range(0..8) {
+        0..=2 => 0,
+        3 => 1 << 50,
+        4 => (1 << 50) + 1,
+        5 => u64::MAX,
+        _ => rng.gen_range(1..100_000_000_000),
+    }
+}
+
 fn random_metrics(rng: &mut ChaCha8Rng) -> HashMap<String, f64> {
     let mut m = HashMap::new();
     if rng.gen_bool(0.8) {
@@ -415,6 +429,7 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
                     epoch,
                     metrics: random_metrics(&mut rng),
                     checkpoint: String::new(),
+                    peak_device_memory_bytes: peak(&mut rng),
                 };
                 c.report_progress(request).await.map(drop)
             }
@@ -424,6 +439,7 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
                     lease_token: number(&mut rng, &tokens),
                     metrics: random_metrics(&mut rng),
                     artifact: if rng.gen_bool(0.7) { String::new() } else { reference(&mut rng, &digests, None) },
+                    peak_device_memory_bytes: peak(&mut rng),
                 };
                 c.complete_trial(request).await.map(drop)
             }
@@ -498,6 +514,8 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
                     epoch,
                     metrics: [("eval_accuracy".to_string(), rng.gen_range(0.0..1.0))].into_iter().collect(),
                     checkpoint: reference(&mut rng, &digests, own),
+                    // Plausible, so the reference is what is judged.
+                    peak_device_memory_bytes: rng.gen_range(0..100_000_000_000),
                 };
                 c.report_progress(request).await.map(drop)
             }
@@ -553,6 +571,14 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
             s.parallel_trials
         );
         assert!(listed.len() as u32 <= s.max_trials);
+        for t in &listed {
+            assert!(
+                t.peak_device_memory_bytes <= 1 << 50,
+                "study {name} (seed {seed}): trial {} kept a peak of {} bytes",
+                t.number,
+                t.peak_device_memory_bytes
+            );
+        }
     }
     // Every blob stored matches its digest: no upload, however malformed, left a wrong one.
     let blobs = bertsweep_transfer::blob_dir::BlobDir::open(server.dir.path().join("test.db.data")).unwrap();

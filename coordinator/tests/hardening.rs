@@ -146,6 +146,7 @@ async fn reports_are_bounded_and_repeats_are_idempotent_or_refused() {
         epoch,
         metrics,
         checkpoint: String::new(),
+        peak_device_memory_bytes: 0,
     };
     let mut many = metrics(0.5);
     many.extend((0..150_000).map(|i| (format!("m{i}"), 1.0)));

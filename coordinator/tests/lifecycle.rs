@@ -1,5 +1,6 @@
 //! Trial lifecycle over real gRPC: lease, heartbeat, progress, completion, requeue of expired
-//! leases with fencing, failures, study completion and WatchStudy.
+//! leases with fencing, failures, study completion and WatchStudy, and the peak device memory
+//! trials report and later leases of their shape are told to expect.
 
 mod common;
 
@@ -212,5 +213,97 @@ async fn stop_study_and_long_poll_wakes_when_work_appears() {
     assert_eq!(complete(&mut c, &b, 0.9).await.unwrap_err().code(), Code::FailedPrecondition);
     let err = c.stop_study(pb::StopStudyRequest { name: "wake".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
+    server.shutdown().await;
+}
+
+const GB: u64 = 1_000_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_device_memory_is_kept_per_trial_and_expected_per_shape_across_a_restart() {
+    let server = TestServer::start(Duration::from_secs(30)).await;
+    let mut c = server.client().await;
+    // The first parameter varies slowest: trials 0-3 have batch size 16, trials 4-7 batch size 32.
+    let params = "[parameters.per_device_train_batch_size]\nvalues = [16, 32]\n\
+                  [parameters.learning_rate]\nvalues = [1e-5, 2e-5, 3e-5, 4e-5]\n";
+    create(&mut c, &study_toml("mem", "parallel_trials = 2", params)).await;
+    let mut watch = c.watch_study(pb::WatchStudyRequest { study: "mem".into() }).await.unwrap().into_inner();
+    let w = register(&mut c).await;
+    let batch = |a: &pb::Assignment| a.params["per_device_train_batch_size"].kind.clone();
+    let peaks = |trials: &[pb::Trial]| trials.iter().map(|t| t.peak_device_memory_bytes).collect::<Vec<_>>();
+
+    // Two trials of one shape; nothing has been measured yet.
+    let a = acquire(&mut c, &w, 1000).await.unwrap();
+    let b = acquire(&mut c, &w, 1000).await.unwrap();
+    assert_eq!((a.number, b.number), (0, 1));
+    assert_eq!(batch(&a), batch(&b));
+    assert_eq!((a.expected_peak_bytes, b.expected_peak_bytes), (0, 0));
+    // 3 GB, then a lower 2 GB on a later epoch, then a completion that measured nothing.
+    report_with_peak(&mut c, &a, 1, 0.6, 3 * GB).await.unwrap();
+    report_with_peak(&mut c, &a, 2, 0.7, 2 * GB).await.unwrap();
+    complete_with_peak(&mut c, &a, 0.7, 0).await.unwrap();
+    report_with_peak(&mut c, &b, 1, 0.6, GB).await.unwrap();
+    assert_eq!(peaks(&trials(&mut c, "mem").await), [3 * GB, GB], "each trial keeps its largest");
+    // Watchers see it too.
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(5), watch.message()).await.unwrap().unwrap().unwrap();
+        if ev.trial.is_some_and(|t| t.number == 0 && t.peak_device_memory_bytes == 3 * GB) {
+            break;
+        }
+    }
+
+    // A later trial of that shape expects the largest peak of its shape.
+    let c2 = acquire(&mut c, &w, 1000).await.unwrap();
+    assert_eq!((c2.number, batch(&c2) == batch(&a), c2.expected_peak_bytes), (2, true, 3 * GB));
+    complete_with_peak(&mut c, &b, 0.7, 0).await.unwrap();
+    complete_with_peak(&mut c, &c2, 0.7, 0).await.unwrap();
+    let d = acquire(&mut c, &w, 1000).await.unwrap();
+    assert_eq!((d.number, d.expected_peak_bytes), (3, 3 * GB));
+    complete_with_peak(&mut c, &d, 0.7, 0).await.unwrap();
+    // A trial of another shape expects nothing: none of its shape has reported.
+    let e = acquire(&mut c, &w, 1000).await.unwrap();
+    assert_eq!(e.number, 4);
+    assert_ne!(batch(&e), batch(&a));
+    assert_eq!(e.expected_peak_bytes, 0);
+    complete_with_peak(&mut c, &e, 0.7, 6 * GB).await.unwrap();
+
+    // `bertsweep trials`: json carries the bytes (null when none was measured), the table human
+    // units, csv the bytes.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bertsweep"))
+            .env_remove("BERTSWEEP_TOKEN")
+            .env("BERTSWEEP_COORDINATOR", &server.url)
+            .env("RUST_LOG", "off")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&cli(&["trials", "mem", "--format", "json"])).unwrap();
+    let shown: Vec<Option<u64>> =
+        json.as_array().unwrap().iter().map(|t| t["peak_device_memory_bytes"].as_u64()).collect();
+    assert_eq!(shown, [Some(3 * GB), Some(GB), None, None, Some(6 * GB)]);
+    let table = cli(&["trials", "mem"]);
+    let rows: Vec<&str> = table.lines().collect();
+    let column = rows[0].find("PEAK MEM").expect("a peak memory column");
+    let cell = |row: usize| rows[row][column..].split("  ").next().unwrap().trim_end();
+    assert_eq!([cell(1), cell(2), cell(3), cell(5)], ["3.0 GB", "1.0 GB", "-", "6.0 GB"], "{table}");
+    let csv = cli(&["trials", "mem", "--format", "csv"]);
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let column = header.iter().position(|h| *h == "peak_device_memory_bytes").expect("a csv column");
+    let cells: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').nth(column).unwrap()).collect();
+    assert_eq!(cells, ["3000000000", "1000000000", "", "", "6000000000"]);
+
+    // A restarted coordinator keeps every trial's peak, and what each shape expects (an open
+    // watch would hold the graceful shutdown).
+    drop(watch);
+    let dir = server.stop_keeping_files().await;
+    let db_url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let server = TestServer::start_on_db(Duration::from_secs(30), &db_url).await;
+    let mut c = server.client().await;
+    assert_eq!(peaks(&trials(&mut c, "mem").await), [3 * GB, GB, 0, 0, 6 * GB]);
+    let w = register(&mut c).await;
+    let f = acquire(&mut c, &w, 1000).await.unwrap();
+    assert_eq!((f.number, batch(&f) == batch(&e), f.expected_peak_bytes), (5, true, 6 * GB));
     server.shutdown().await;
 }

@@ -42,6 +42,7 @@ async fn malformed_requests_change_nothing() {
             epoch: 1,
             metrics: metrics(0.5),
             checkpoint: String::new(),
+            peak_device_memory_bytes: 0,
         },
         pb::ReportProgressRequest {
             trial_id: a.trial_id,
@@ -49,6 +50,7 @@ async fn malformed_requests_change_nothing() {
             epoch: 1,
             metrics: metrics(0.5),
             checkpoint: String::new(),
+            peak_device_memory_bytes: 0,
         },
         pb::ReportProgressRequest {
             trial_id: a.trial_id,
@@ -56,6 +58,7 @@ async fn malformed_requests_change_nothing() {
             epoch: 0,
             metrics: metrics(0.5),
             checkpoint: String::new(),
+            peak_device_memory_bytes: 0,
         },
         pb::ReportProgressRequest {
             trial_id: a.trial_id,
@@ -63,6 +66,7 @@ async fn malformed_requests_change_nothing() {
             epoch: 1,
             metrics: Default::default(),
             checkpoint: String::new(),
+            peak_device_memory_bytes: 0,
         },
         pb::ReportProgressRequest {
             trial_id: a.trial_id,
@@ -70,6 +74,7 @@ async fn malformed_requests_change_nothing() {
             epoch: 1,
             metrics: metrics(f64::NAN),
             checkpoint: String::new(),
+            peak_device_memory_bytes: 0,
         },
         pb::ReportProgressRequest {
             trial_id: a.trial_id,
@@ -77,6 +82,15 @@ async fn malformed_requests_change_nothing() {
             epoch: 1,
             metrics: [("eval_loss".to_string(), 0.3)].into_iter().collect(),
             checkpoint: String::new(),
+            peak_device_memory_bytes: 0,
+        },
+        pb::ReportProgressRequest {
+            trial_id: a.trial_id,
+            lease_token: a.lease_token,
+            epoch: 1,
+            metrics: metrics(0.5),
+            checkpoint: String::new(),
+            peak_device_memory_bytes: (1 << 50) + 1,
         },
     ];
     for r in bad_reports {
@@ -90,6 +104,7 @@ async fn malformed_requests_change_nothing() {
             epoch: 1,
             metrics: metrics(0.5),
             checkpoint: String::new(),
+            peak_device_memory_bytes: 0,
         })
         .await
         .unwrap_err();
@@ -110,10 +125,15 @@ async fn malformed_requests_change_nothing() {
             lease_token: a.lease_token,
             metrics: Default::default(),
             artifact: String::new(),
+            peak_device_memory_bytes: 0,
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+    let err = complete_with_peak(&mut c, &a, 0.5, u64::MAX).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("peak_device_memory_bytes 18446744073709551615 is over 2^50 bytes"), "{err:?}");
+    assert_eq!(err.message().lines().count(), 1, "{err:?}");
     assert_eq!(trials(&mut c, "v").await, before, "refused requests changed nothing");
     report(&mut c, &a, 2, 0.6).await.unwrap();
     let err = report(&mut c, &a, 1, 0.6).await.unwrap_err();

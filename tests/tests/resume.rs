@@ -39,10 +39,23 @@ fn study(dir: &Path, name: &str, model: &Path) -> PathBuf {
 /// A CPU worker for `study` storing artifacts (and checkpoints) in `artifacts` (None: on the
 /// coordinator; a directory: there, with `--local-checkpoints`), with its own cache.
 fn worker(c: &Coordinator, study: &str, artifacts: Option<&str>, dir: &Path, tag: &str) -> Child {
+    worker_with_env(c, study, artifacts, dir, tag, &[])
+}
+
+/// [`worker`] with extra environment variables.
+fn worker_with_env(
+    c: &Coordinator,
+    study: &str,
+    artifacts: Option<&str>,
+    dir: &Path,
+    tag: &str,
+    env: &[(&str, &str)],
+) -> Child {
     let log = dir.join(format!("{tag}.log"));
     let mut command = Command::new(binary("bertsweep-worker"));
     command
         .envs(c.client_env.iter().map(|(k, v)| (k, v)))
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .args(["--coordinator", &c.url, "--device", "cpu", "--threads", "1", "--study", study])
         .arg("--cache-dir")
@@ -209,6 +222,32 @@ fn a_trial_interrupted_after_epoch_two_resumes_on_another_worker_with_the_same_r
             }
         }
     }
+    // Checkpoints are written and stored while the next epoch trains: a worker killed while
+    // epoch 2's is on its way (held there by the test hook) has reported epoch 1 with its
+    // checkpoint and not epoch 2, and the retry resumes after epoch 1 with the same result.
+    let file = study(dir.path(), "inflight", &model);
+    assert!(c.cli(&["study", "create", file.to_str().unwrap()]).status.success());
+    let hold = [("BERTSWEEP_TEST_CHECKPOINT_DELAY_MS", "2:600000")];
+    let mut first = worker_with_env(&c, "inflight", None, dir.path(), "inflight-first", &hold);
+    eventually("epoch 2's checkpoint in flight", Duration::from_secs(600), || {
+        let log = log_of(dir.path(), "inflight-first");
+        log.lines().any(|l| l.contains("checkpoint written in the background") && l.contains("epoch=2")).then_some(())
+    });
+    let at_cut = only_trial(&c, "inflight");
+    assert_eq!(at_cut["last_epoch"], 1, "epoch 2 is reported only once its checkpoint is stored: {at_cut}");
+    assert_eq!(at_cut["checkpoint"]["epoch"], 1, "{at_cut}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut second = worker(&c, "inflight", None, dir.path(), "inflight-second");
+    assert!(second.wait().unwrap().success(), "{}", log_of(dir.path(), "inflight-second"));
+    let log = log_of(dir.path(), "inflight-second");
+    assert!(log.contains("resuming after epoch 1"), "the retry resumed from the stored checkpoint: {log}");
+    let t = only_trial(&c, "inflight");
+    assert_eq!(t["state"], "COMPLETED", "{t}");
+    assert_eq!(t["attempt"], 2, "{t}");
+    assert_eq!(curve(&t), curve(&whole), "inflight: every epoch as in the uninterrupted run");
+    assert_eq!(final_metrics(&t), final_metrics(&whole), "inflight: the same final metrics");
+
     // Nothing of any checkpoint is left in object storage, nor on the coordinator (whose blobs
     // now are the kept models only).
     let left = object_keys(&moto, "sweeps", "runs/s3killed/0/checkpoints/");

@@ -15,8 +15,11 @@
 #include <ATen/ops/linalg_vector_norm.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
+#include <c10/core/CachingDeviceAllocator.h>
 #include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
+
+#include <dlfcn.h>
 
 #include <cstring>
 #include <exception>
@@ -130,6 +133,44 @@ int bertsweep_upload_async(at::Tensor* host, int64_t device_index, at::Tensor** 
     at::Tensor pinned = host->is_pinned() ? *host : host->pin_memory();
     *out = new at::Tensor(pinned.to(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device_index)),
                                     /*non_blocking=*/true));
+  });
+}
+
+// The CUDA caching allocator's peak of reserved bytes on `device_index` since the last reset
+// (`torch.cuda.max_memory_reserved`): what the trial held of the device, cache included.
+int bertsweep_cuda_peak_reserved(int64_t device_index, uint64_t* out, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    auto* allocator = c10::getDeviceAllocator(c10::DeviceType::CUDA);
+    auto stats = allocator->getDeviceStats(static_cast<c10::DeviceIndex>(device_index));
+    const auto& all = stats.reserved_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+    *out = static_cast<uint64_t>(all.peak < 0 ? 0 : all.peak);
+  });
+}
+
+// Starts a new peak (`torch.cuda.reset_peak_memory_stats`): the peak then covers one trial.
+int bertsweep_cuda_reset_peak(int64_t device_index, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    c10::getDeviceAllocator(c10::DeviceType::CUDA)->resetPeakStats(static_cast<c10::DeviceIndex>(device_index));
+  });
+}
+
+// Returns the cached, unused blocks to the driver (`torch.cuda.empty_cache`), so a trial
+// that ended leaves its memory to the other trials sharing the device.
+int bertsweep_cuda_empty_cache(char* err, size_t err_len) {
+  return guarded(err, err_len, [&] { c10::getDeviceAllocator(c10::DeviceType::CUDA)->emptyCache(); });
+}
+
+// The PCI bus id ("0000:3B:00.0") of CUDA device `device_index`, from the CUDA runtime torch
+// loaded (looked up by name: the worker is built without CUDA's headers). NVML names devices
+// by bus id, while CUDA's indices follow CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER.
+int bertsweep_cuda_pci_bus_id(int64_t device_index, char* out, size_t out_len, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    using GetBusId = int (*)(char*, int, int);
+    auto get = reinterpret_cast<GetBusId>(dlsym(RTLD_DEFAULT, "cudaDeviceGetPCIBusId"));
+    TORCH_CHECK(get != nullptr, "the CUDA runtime is not loaded (no cudaDeviceGetPCIBusId)");
+    TORCH_CHECK(out != nullptr && out_len >= 16, "bus id buffer too small");
+    int code = get(out, static_cast<int>(out_len), static_cast<int>(device_index));
+    TORCH_CHECK(code == 0, "cudaDeviceGetPCIBusId(", device_index, ") failed with CUDA error ", code);
   });
 }
 

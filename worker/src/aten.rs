@@ -43,6 +43,16 @@ extern "C" {
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
+    fn bertsweep_cuda_peak_reserved(device_index: i64, out: *mut u64, err: *mut c_char, err_len: usize) -> c_int;
+    fn bertsweep_cuda_reset_peak(device_index: i64, err: *mut c_char, err_len: usize) -> c_int;
+    fn bertsweep_cuda_empty_cache(err: *mut c_char, err_len: usize) -> c_int;
+    fn bertsweep_cuda_pci_bus_id(
+        device_index: i64,
+        out: *mut c_char,
+        out_len: usize,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
 }
 
 /// Room for ATen's message (without its backtrace).
@@ -167,6 +177,44 @@ pub fn upload(host: Tensor, device: Device) -> Result<Tensor, TchError> {
     Ok(unsafe { Tensor::from_ptr(out) })
 }
 
+/// The CUDA caching allocator's peak reserved bytes on device `index` since the last
+/// [`cuda_reset_peak`] (`torch.cuda.max_memory_reserved`).
+pub fn cuda_peak_reserved(index: usize) -> Result<u64, TchError> {
+    let mut out = 0u64;
+    checked(|err, len| unsafe {
+        // SAFETY: `out` is a live u64 the C++ side writes once.
+        bertsweep_cuda_peak_reserved(index as i64, &mut out, err, len)
+    })?;
+    Ok(out)
+}
+
+/// Starts a new peak on CUDA device `index` (`torch.cuda.reset_peak_memory_stats`).
+pub fn cuda_reset_peak(index: usize) -> Result<(), TchError> {
+    checked(|err, len| unsafe {
+        // SAFETY: no pointers but the error buffer.
+        bertsweep_cuda_reset_peak(index as i64, err, len)
+    })
+}
+
+/// Hands the caching allocator's unused blocks back to the driver (`torch.cuda.empty_cache`).
+pub fn cuda_empty_cache() -> Result<(), TchError> {
+    checked(|err, len| unsafe {
+        // SAFETY: no pointers but the error buffer.
+        bertsweep_cuda_empty_cache(err, len)
+    })
+}
+
+/// The PCI bus id of CUDA device `index` (e.g. `00000000:3B:00.0`), as NVML names devices.
+pub fn cuda_pci_bus_id(index: usize) -> Result<String, TchError> {
+    let mut out = [0 as c_char; 64];
+    checked(|err, len| unsafe {
+        // SAFETY: `out` is a live buffer of the length passed; the CUDA runtime NUL-terminates.
+        bertsweep_cuda_pci_bus_id(index as i64, out.as_mut_ptr(), out.len(), err, len)
+    })?;
+    // SAFETY: written and NUL-terminated above (the buffer starts zeroed).
+    Ok(unsafe { CStr::from_ptr(out.as_ptr()) }.to_string_lossy().into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +246,24 @@ mod tests {
         assert!(!err.trim().is_empty() && !err.trim().contains('\n'), "one line: {err:?}");
         assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![1.0, 2.0]);
         assert_eq!(f64::try_from(&step).unwrap(), 0.0, "the step counter is unchanged");
+    }
+
+    #[test]
+    fn cuda_memory_calls_fail_in_one_line_without_a_gpu_and_measure_with_one() {
+        if !tch::Cuda::is_available() {
+            let err = cuda_peak_reserved(0).unwrap_err().to_string();
+            assert!(!err.trim().is_empty() && !err.trim().contains('\n'), "one line: {err:?}");
+            return;
+        }
+        cuda_empty_cache().unwrap();
+        cuda_reset_peak(0).unwrap();
+        let before = cuda_peak_reserved(0).unwrap();
+        let big = Tensor::zeros([64, 1024, 1024], (tch::Kind::Float, Device::Cuda(0)));
+        let after = cuda_peak_reserved(0).unwrap();
+        assert!(after >= before + 256 * 1024 * 1024, "{before} → {after}");
+        drop(big);
+        cuda_empty_cache().unwrap();
+        assert!(cuda_pci_bus_id(0).unwrap().contains(':'));
     }
 
     #[test]

@@ -18,8 +18,11 @@
 //! - [`train`]: one trial ([`train::run_trial`]), per-epoch evaluation, observer hooks.
 //! - [`export`]: the best epoch as a Hugging Face directory.
 //! - [`device`]: `--device` parsing and per-device settings.
+//! - [`device_memory`]: a trial's measured peak device memory; emptying the CUDA cache.
 //! - [`hub`]: Hugging Face Hub repo id and revision to a model directory in the Hub's cache.
 //! - [`runtime`]: coordinator mode — register, acquire, train, heartbeat, report, complete.
+//! - [`slots`]: several trials per device (`--slots`): a supervisor, one process per slot,
+//!   memory-aware admission.
 //! - [`testing`]: a tiny random BERT and task, for tests here and in other crates.
 //!
 //! **Invariant:** asking for CUDA where torch sees none is an error, never a silent CPU run.
@@ -30,6 +33,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod device_memory;
 pub mod export;
 pub mod hub;
 pub mod metrics;
@@ -38,6 +42,7 @@ pub mod phase_clock;
 pub mod resume;
 pub mod runtime;
 pub mod schedule;
+pub mod slots;
 pub mod testing;
 pub mod tokenizer;
 pub mod train;

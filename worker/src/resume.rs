@@ -123,49 +123,96 @@ pub struct Written {
     pub seconds: f64,
 }
 
+/// A checkpoint's contents copied off the training tensors (on the host, so training may go
+/// on mutating its own), ready to be written to disk by another thread.
+pub struct Snapshot {
+    state: ResumeState,
+    tensors: Vec<(String, Tensor)>,
+    /// How long taking the copies held training up.
+    pub seconds: f64,
+}
+
+impl Snapshot {
+    /// Copies the current weights, AdamW state and `best` (the best epoch's weights when they
+    /// differ from the current ones and will be exported) to host memory. CPU tensors are
+    /// cloned (training updates them in place); device tensors are copied down.
+    pub fn take(
+        state: ResumeState,
+        variables: &HashMap<String, Tensor>,
+        optimizer: &AdamW,
+        best: Option<&HashMap<String, Tensor>>,
+    ) -> Result<Snapshot, String> {
+        let started = Instant::now();
+        let _no_grad = tch::no_grad_guard();
+        let host_copy = |t: &Tensor| -> Result<Tensor, String> {
+            let copied = match t.device() {
+                Device::Cpu => Tensor::f_empty_like(t)
+                    .and_then(|mut copy| copy.f_copy_(t).map(|()| copy))
+                    .and_then(|c| c.f_contiguous()),
+                _ => t.f_to_device(Device::Cpu).and_then(|c| c.f_contiguous()),
+            };
+            copied.map_err(|e| format!("copying a tensor to the host: {e}"))
+        };
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (name, t) in variables {
+            tensors.push((format!("{MODEL}{name}"), host_copy(t)?));
+        }
+        for (name, t) in optimizer.state() {
+            tensors.push((name, host_copy(&t)?));
+        }
+        let mut state = state;
+        state.has_best_weights = best.is_some();
+        for (name, t) in best.into_iter().flatten() {
+            // Best weights are host copies already, replaced (never updated) on improvement.
+            let t = if t.device() == Device::Cpu { t.shallow_clone() } else { host_copy(t)? };
+            tensors.push((format!("{BEST}{name}"), t));
+        }
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Snapshot { state, tensors, seconds: started.elapsed().as_secs_f64() })
+    }
+
+    /// The epoch it ends.
+    pub fn epoch(&self) -> usize {
+        self.state.epoch
+    }
+
+    /// Writes it into `dir` (created; must not hold another): the tensors, then `state.json`
+    /// naming their sha256.
+    pub fn write(self, dir: &Path) -> Result<Written, ResumeError> {
+        let started = Instant::now();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ResumeError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let invalid = |message: String| ResumeError::Invalid { dir: dir.to_path_buf(), message };
+        let path = dir.join(TENSORS_FILE);
+        Tensor::write_safetensors(&self.tensors, &path).map_err(|e| invalid(format!("writing {TENSORS_FILE}: {e}")))?;
+        let (digest, size) = bertsweep_transfer::digest::hash_file(&path).map_err(io(&path))?;
+        let mut state = self.state;
+        state.tensors_sha256 = digest.to_string();
+        state.format = FORMAT;
+        let json = serde_json::to_vec_pretty(&state).map_err(|e| invalid(e.to_string()))?;
+        let state_path = dir.join(STATE_FILE);
+        std::fs::write(&state_path, &json).map_err(io(&state_path))?;
+        Ok(Written { bytes: size + json.len() as u64, seconds: started.elapsed().as_secs_f64() })
+    }
+}
+
 /// Writes a checkpoint into `dir` (created; must not hold another). `best` are the best
 /// epoch's weights when they differ from the current ones and will be exported.
 pub fn save(
     dir: &Path,
-    mut state: ResumeState,
+    state: ResumeState,
     variables: &HashMap<String, Tensor>,
     optimizer: &AdamW,
     best: Option<&HashMap<String, Tensor>>,
 ) -> Result<Written, ResumeError> {
     let started = Instant::now();
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ResumeError::Io { path, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let invalid = |message: String| ResumeError::Invalid { dir: dir.to_path_buf(), message };
-    let _no_grad = tch::no_grad_guard();
-    let on_cpu = |t: &Tensor| -> Result<Tensor, ResumeError> {
-        t.f_to_device(Device::Cpu)
-            .and_then(|t| t.f_contiguous())
-            .map_err(|e| invalid(format!("copying a tensor to the CPU: {e}")))
-    };
-    let mut tensors: Vec<(String, Tensor)> = Vec::new();
-    for (name, t) in variables {
-        tensors.push((format!("{MODEL}{name}"), on_cpu(t)?));
-    }
-    for (name, t) in optimizer.state() {
-        tensors.push((name, on_cpu(&t)?));
-    }
-    state.has_best_weights = best.is_some();
-    for (name, t) in best.into_iter().flatten() {
-        tensors.push((format!("{BEST}{name}"), on_cpu(t)?));
-    }
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let path = dir.join(TENSORS_FILE);
-    Tensor::write_safetensors(&tensors, &path).map_err(|e| invalid(format!("writing {TENSORS_FILE}: {e}")))?;
-    let (digest, size) = bertsweep_transfer::digest::hash_file(&path).map_err(io(&path))?;
-    state.tensors_sha256 = digest.to_string();
-    state.format = FORMAT;
-    let json = serde_json::to_vec_pretty(&state).map_err(|e| invalid(e.to_string()))?;
-    let state_path = dir.join(STATE_FILE);
-    std::fs::write(&state_path, &json).map_err(io(&state_path))?;
-    Ok(Written { bytes: size + json.len() as u64, seconds: started.elapsed().as_secs_f64() })
+    let snapshot = Snapshot::take(state, variables, optimizer, best)
+        .map_err(|message| ResumeError::Invalid { dir: dir.to_path_buf(), message })?;
+    let written = snapshot.write(dir)?;
+    Ok(Written { bytes: written.bytes, seconds: started.elapsed().as_secs_f64() })
 }
 
 /// Reads `dir`'s `state.json` and checks it belongs to `cfg` and leaves an epoch to train.

@@ -129,6 +129,8 @@ pub trait TrainObserver {
     fn should_abort(&self) -> bool;
     /// Called after each optimizer step with steps done and total steps of the whole run.
     fn on_batch(&mut self, _done: usize, _total: usize) {}
+    /// Called after each optimizer step with the number of examples it trained on.
+    fn on_samples(&mut self, _samples: usize) {}
     /// Asked once before training: a checkpoint directory ([`crate::resume`]) to continue
     /// from. One that cannot be used is logged and the trial starts from epoch 1.
     fn resume_from(&mut self) -> Option<PathBuf> {
@@ -144,6 +146,17 @@ pub trait TrainObserver {
     fn checkpoint_dir(&mut self, _epoch: usize) -> Option<PathBuf> {
         None
     }
+    /// Whether checkpoints are handed over as host [`resume::Snapshot`]s
+    /// ([`TrainObserver::on_snapshot`]) to be written and stored off the training thread,
+    /// instead of being written into [`TrainObserver::checkpoint_dir`] before the next epoch.
+    fn takes_snapshots(&self) -> bool {
+        false
+    }
+    /// Called before a snapshot is taken: returns once the earlier epochs' checkpoints are
+    /// dealt with (one snapshot in host memory at a time).
+    fn settle(&mut self) {}
+    /// Epoch `snapshot.epoch()`'s checkpoint, before [`TrainObserver::on_epoch`] of that epoch.
+    fn on_snapshot(&mut self, _snapshot: resume::Snapshot) {}
 }
 
 /// An observer that lets every trial run to its last epoch (benchmarks, tests, library use).
@@ -224,12 +237,16 @@ impl TrainError {
     /// True when retrying the same configuration cannot succeed: out of memory (the batch
     /// or sequence length does not fit the device) or hyperparameters invalid for the task.
     pub fn is_infeasible(&self) -> bool {
+        matches!(self, TrainError::InvalidTrial(_)) || self.is_out_of_memory()
+    }
+
+    /// True when the device (or the host) ran out of memory.
+    pub fn is_out_of_memory(&self) -> bool {
         let out_of_memory = |message: &str| {
             let message = message.to_ascii_lowercase();
             message.contains("out of memory") || message.contains("can't allocate memory")
         };
         match self {
-            TrainError::InvalidTrial(_) => true,
             TrainError::Torch { error, .. } => out_of_memory(&error.to_string()),
             TrainError::Panic { message, .. } => out_of_memory(message),
             _ => false,
@@ -529,8 +546,18 @@ impl<'a> Trainer<'a> {
             }
             outcome.last_metrics = metrics.clone();
             if epoch < self.cfg.num_train_epochs {
-                if let Some(dir) = observer.checkpoint_dir(epoch) {
-                    let best = best_weights.as_ref().filter(|_| outcome.best_epoch != epoch);
+                let best = best_weights.as_ref().filter(|_| outcome.best_epoch != epoch);
+                if observer.takes_snapshots() {
+                    observer.settle();
+                    if !observer.should_abort() {
+                        let state = self.resume_state(epoch, &outcome, best_value.unwrap_or(value));
+                        match resume::Snapshot::take(state, &self.stepper.vs.variables(), &self.stepper.optimizer, best)
+                        {
+                            Ok(snapshot) => observer.on_snapshot(snapshot),
+                            Err(e) => tracing::warn!(epoch, "checkpoint not taken: {e}"),
+                        }
+                    }
+                } else if let Some(dir) = observer.checkpoint_dir(epoch) {
                     self.write_checkpoint(&dir, epoch, &outcome, best_value.unwrap_or(value), best);
                 }
             }
@@ -573,17 +600,9 @@ impl<'a> Trainer<'a> {
         Ok((restored.state, best))
     }
 
-    /// Writes epoch `epoch`'s checkpoint into `dir`; a failure is logged (the trial goes on,
-    /// and a retry would start from the previous checkpoint).
-    fn write_checkpoint(
-        &self,
-        dir: &Path,
-        epoch: usize,
-        outcome: &TrialOutcome,
-        best_value: f64,
-        best: Option<&HashMap<String, Tensor>>,
-    ) {
-        let state = resume::ResumeState {
+    /// Where the trial stands after `epoch`, for its checkpoint.
+    fn resume_state(&self, epoch: usize, outcome: &TrialOutcome, best_value: f64) -> resume::ResumeState {
+        resume::ResumeState {
             format: resume::FORMAT,
             fingerprint: resume::fingerprint(self.cfg),
             epoch,
@@ -594,7 +613,20 @@ impl<'a> Trainer<'a> {
             last_metrics: outcome.last_metrics.clone(),
             has_best_weights: false,
             tensors_sha256: String::new(),
-        };
+        }
+    }
+
+    /// Writes epoch `epoch`'s checkpoint into `dir`; a failure is logged (the trial goes on,
+    /// and a retry would start from the previous checkpoint).
+    fn write_checkpoint(
+        &self,
+        dir: &Path,
+        epoch: usize,
+        outcome: &TrialOutcome,
+        best_value: f64,
+        best: Option<&HashMap<String, Tensor>>,
+    ) {
+        let state = self.resume_state(epoch, outcome, best_value);
         match resume::save(dir, state, &self.stepper.vs.variables(), &self.stepper.optimizer, best) {
             Ok(w) => tracing::info!(
                 epoch,
@@ -643,6 +675,7 @@ impl<'a> Trainer<'a> {
             loss_sum = loss_sum.f_add(&stats.loss).map_err(torch("training step"))?;
             samples += batch.size;
             observer.on_batch(self.stepper.steps_done(), total_steps);
+            observer.on_samples(batch.size);
         }
         let loss_sum = f64::try_from(&loss_sum).map_err(torch("reading the training loss"))?;
         let seconds = started.elapsed().as_secs_f64().max(1e-9);

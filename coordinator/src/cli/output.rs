@@ -54,6 +54,15 @@ fn fmt_value(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
 }
 
+/// A trial's peak device memory for people: "-" when none was reported.
+fn fmt_peak(bytes: u64) -> String {
+    if bytes == 0 {
+        "-".into()
+    } else {
+        bertsweep_transfer::human_bytes(bytes)
+    }
+}
+
 fn last_epoch(t: &pb::Trial) -> u32 {
     t.intermediate.iter().map(|e| e.epoch).max().unwrap_or(0)
 }
@@ -150,6 +159,8 @@ pub fn trial_json(t: &pb::Trial) -> Value {
             .collect::<Vec<_>>(),
         "last_epoch": last_epoch(t),
         "attempt": t.attempt,
+        // 0 on the wire: no attempt measured it.
+        "peak_device_memory_bytes": (t.peak_device_memory_bytes > 0).then_some(t.peak_device_memory_bytes),
         "worker_id": if t.worker_id.is_empty() { Value::Null } else { json!(t.worker_id) },
         "artifact": if t.artifact.is_empty() { Value::Null } else { json!(t.artifact) },
         "checkpoint": if t.checkpoint.is_empty() {
@@ -174,7 +185,7 @@ pub fn trials(trials: &[pb::Trial], configs: &[pb::Configuration], format: Forma
         Format::Table => {
             let mut header = vec!["#".to_string(), "STATE".into()];
             header.extend(names.iter().cloned());
-            header.extend(["VALUE".into(), "EPOCH".into(), "ATTEMPT".into(), "NOTE".into()]);
+            header.extend(["VALUE".into(), "EPOCH".into(), "ATTEMPT".into(), "PEAK MEM".into(), "NOTE".into()]);
             let rows: Vec<Vec<String>> = trials
                 .iter()
                 .map(|t| {
@@ -186,7 +197,13 @@ pub fn trials(trials: &[pb::Trial], configs: &[pb::Configuration], format: Forma
                     } else {
                         t.error.lines().next().unwrap_or("").chars().take(60).collect()
                     };
-                    row.extend([fmt_value(t.value), last_epoch(t).to_string(), t.attempt.to_string(), note]);
+                    row.extend([
+                        fmt_value(t.value),
+                        last_epoch(t).to_string(),
+                        t.attempt.to_string(),
+                        fmt_peak(t.peak_device_memory_bytes),
+                        note,
+                    ]);
                     row
                 })
                 .collect();
@@ -205,7 +222,13 @@ pub fn trials(trials: &[pb::Trial], configs: &[pb::Configuration], format: Forma
             header.extend(names.iter().cloned());
             header.push("value".into());
             header.extend(metric_names.iter().cloned());
-            header.extend(["last_epoch".into(), "attempt".into(), "artifact".into(), "error".into()]);
+            header.extend([
+                "last_epoch".into(),
+                "attempt".into(),
+                "peak_device_memory_bytes".into(),
+                "artifact".into(),
+                "error".into(),
+            ]);
             if repeated {
                 header.extend(["config_mean".into(), "config_std".into()]);
             }
@@ -216,7 +239,13 @@ pub fn trials(trials: &[pb::Trial], configs: &[pb::Configuration], format: Forma
                 row.extend(names.iter().map(|n| params.get(n).map(|v| v.to_string()).unwrap_or_default()));
                 row.push(t.value.map(|v| v.to_string()).unwrap_or_default());
                 row.extend(metric_names.iter().map(|m| t.metrics.get(m).map(|v| v.to_string()).unwrap_or_default()));
-                row.extend([last_epoch(t).to_string(), t.attempt.to_string(), t.artifact.clone(), t.error.clone()]);
+                row.extend([
+                    last_epoch(t).to_string(),
+                    t.attempt.to_string(),
+                    if t.peak_device_memory_bytes > 0 { t.peak_device_memory_bytes.to_string() } else { String::new() },
+                    t.artifact.clone(),
+                    t.error.clone(),
+                ]);
                 if repeated {
                     let c = index.of(t.number);
                     row.push(c.and_then(|c| c.mean).map(|v| v.to_string()).unwrap_or_default());

@@ -181,6 +181,8 @@ pub struct TrialRow {
     finished_ms: Option<i64>,
     error: String,
     has_model: bool,
+    /// The most device memory an attempt reported, in bytes (0: none reported).
+    peak_device_memory_bytes: u64,
     rev: [u64; 2],
 }
 
@@ -201,6 +203,7 @@ impl TrialRow {
             finished_ms: trial.finished_ms,
             error: trial.error.chars().take(ROW_ERROR_CHARS).collect(),
             has_model: blob_of(&trial.artifact).is_some(),
+            peak_device_memory_bytes: trial.peak_device_memory_bytes,
             rev: revision(trial),
         }
     }
@@ -702,6 +705,7 @@ fn csv_row(spec: &StudySpec, trial: &Trial) -> String {
         opt(trial.started_ms),
         opt(trial.finished_ms),
         duration,
+        if trial.peak_device_memory_bytes > 0 { trial.peak_device_memory_bytes.to_string() } else { String::new() },
         csv_field(&trial.error, true),
     ]);
     fields.join(",") + "\n"
@@ -715,8 +719,18 @@ pub async fn trials_csv(State(app): State<Arc<AppState>>, Path(name): Path<Strin
         let mut header = vec!["number".to_string(), "state".into(), "value".into()];
         header.extend(spec.parameters.iter().map(|p| csv_field(&p.name, true)));
         header.extend(
-            ["epochs", "attempt", "worker", "created_ms", "started_ms", "finished_ms", "duration_s", "error"]
-                .map(String::from),
+            [
+                "epochs",
+                "attempt",
+                "worker",
+                "created_ms",
+                "started_ms",
+                "finished_ms",
+                "duration_s",
+                "peak_device_memory_bytes",
+                "error",
+            ]
+            .map(String::from),
         );
         header.join(",") + "\n"
     })?;

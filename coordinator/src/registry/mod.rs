@@ -14,8 +14,8 @@ use tracing::info;
 
 use crate::error::{CoordinatorError, Result};
 use crate::model::{
-    validate_metrics, Assignment, Counts, Decision, FailureKind, Metrics, StudyRecord, StudyState, StudySummary, Trial,
-    TrialState, WorkerRecord,
+    validate_metrics, validate_peak_device_memory, Assignment, Counts, Decision, FailureKind, Metrics, StudyRecord,
+    StudyState, StudySummary, Trial, TrialState, WorkerRecord,
 };
 use crate::params::{format_params, Params};
 use crate::spec::{SamplerKind, StudySpec};
@@ -421,6 +421,8 @@ impl Registry {
                 checkpoints: study.spec.budget.checkpoints,
                 resume_checkpoint: if study.spec.budget.checkpoints { trial.checkpoint.clone() } else { String::new() },
                 resume_epoch: if study.spec.budget.checkpoints { trial.checkpoint_epoch } else { 0 },
+                // Its own earlier attempts count too: the trial is of its shape.
+                expected_peak_bytes: study.expected_peak(&study.shape_of(number)),
             };
             return Ok(Outcome::new(Some(assignment), ops, wake));
         }
@@ -466,7 +468,11 @@ impl Registry {
     /// after it: its first report brings the checkpointed attempt's epochs into its own curve.
     /// Repeating an epoch with the same metrics is answered like the first time (a worker
     /// retrying after a lost reply); with other metrics it is refused, as is an epoch before
-    /// the last one. A non-empty `checkpoint` replaces the trial's previous one.
+    /// the last one. A non-empty `checkpoint` replaces the trial's previous one; a non-zero
+    /// `peak_device_memory_bytes` (at most [`crate::model::MAX_PEAK_DEVICE_MEMORY_BYTES`])
+    /// raises the trial's peak when it is larger.
+    // The arguments are the report's fields, as `ReportProgressRequest` carries them.
+    #[allow(clippy::too_many_arguments)]
     pub fn report_progress(
         &mut self,
         trial_id: u64,
@@ -474,6 +480,7 @@ impl Registry {
         epoch: u32,
         metrics: Metrics,
         checkpoint: String,
+        peak_device_memory_bytes: u64,
         now: i64,
     ) -> Result<Outcome<Decision>> {
         let (si, number) = self.leased(trial_id, token)?;
@@ -497,6 +504,7 @@ impl Registry {
             )));
         }
         check_metrics(&metrics, &objective.metric)?;
+        validate_peak_device_memory(peak_device_memory_bytes).map_err(CoordinatorError::InvalidArgument)?;
         // An object storage or shared-filesystem checkpoint is deleted when the trial no longer
         // needs it: only the place the protocol gives this trial and lease may be named.
         if !checkpoint.is_empty() && blob_of(&checkpoint).is_none() {
@@ -505,8 +513,13 @@ impl Registry {
         }
         if let Some(earlier) = trial.intermediate.get(&epoch) {
             if *earlier == metrics {
-                // A retried report: same answer, nothing new to store.
-                return Ok(Outcome::new(Decision::Continue, vec![], false));
+                // A retried report: same answer, nothing new to store but a larger peak.
+                let ops = if study.raise_peak(number, peak_device_memory_bytes) {
+                    vec![study.trial_op(number)]
+                } else {
+                    vec![]
+                };
+                return Ok(Outcome::new(Decision::Continue, ops, false));
             }
             return Err(CoordinatorError::FailedPrecondition(format!(
                 "epoch {epoch} of trial {number} (attempt {}) was already reported with other metrics; an epoch is reported once",
@@ -541,6 +554,7 @@ impl Registry {
             study.drop_checkpoint(old);
         }
         ops.push(WriteOp::Epoch { trial_id, lease_token: token, attempt, epoch, metrics: metrics.clone() });
+        study.raise_peak(number, peak_device_memory_bytes);
         let mut decision =
             study.stopper.decide(&study.trials[number as usize], epoch, value, &study.trials, &objective);
         if matches!(decision, Decision::Pause(_)) && study.trials[number as usize].checkpoint_epoch != epoch {
@@ -594,21 +608,24 @@ impl Registry {
     }
 
     /// Records a finished trial. Repeating the call with the same content is harmless; with
-    /// other metrics or another artifact it is refused. Returns the coordinator-kept models
-    /// (`blob:` artifacts) this completion pushed out of the study's top K: their trials no
-    /// longer name them, and the caller deletes the blobs nothing else refers to.
+    /// other metrics or another artifact it is refused. A non-zero `peak_device_memory_bytes`
+    /// raises the trial's peak as in [`Registry::report_progress`]. Returns the coordinator-kept
+    /// models (`blob:` artifacts) this completion pushed out of the study's top K: their trials
+    /// no longer name them, and the caller deletes the blobs nothing else refers to.
     pub fn complete(
         &mut self,
         trial_id: u64,
         token: u64,
         metrics: Metrics,
         artifact: String,
+        peak_device_memory_bytes: u64,
         now: i64,
     ) -> Result<Outcome<Vec<Digest>>> {
         let (si, number) = self.leased(trial_id, token)?;
         let study = &mut self.studies[si];
         let objective = study.spec.objective.clone();
         check_metrics(&metrics, &objective.metric)?;
+        validate_peak_device_memory(peak_device_memory_bytes).map_err(CoordinatorError::InvalidArgument)?;
         let trial = &study.trials[number as usize];
         match trial.state {
             TrialState::Running => {}
@@ -616,7 +633,12 @@ impl Registry {
             TrialState::Completed
                 if trial.metrics == metrics && (trial.artifact == artifact || trial.artifact.is_empty()) =>
             {
-                return Ok(Outcome::new(vec![], vec![], false))
+                let ops = if study.raise_peak(number, peak_device_memory_bytes) {
+                    vec![study.trial_op(number)]
+                } else {
+                    vec![]
+                };
+                return Ok(Outcome::new(vec![], ops, false));
             }
             TrialState::Completed => {
                 return Err(CoordinatorError::FailedPrecondition(format!(
@@ -632,6 +654,7 @@ impl Registry {
             }
         }
         let value = metrics[&objective.metric];
+        study.raise_peak(number, peak_device_memory_bytes);
         let trial = study.trial_mut(number);
         trial.value = Some(value);
         trial.metrics = metrics;
@@ -793,6 +816,7 @@ fn new_trial(id: u64, study: &LiveStudy, number: u32, params: Params, now: i64) 
         artifact: String::new(),
         checkpoint: String::new(),
         checkpoint_epoch: 0,
+        peak_device_memory_bytes: 0,
         error: String::new(),
         created_ms: now,
         started_ms: None,
@@ -847,10 +871,10 @@ mod tests {
             let a = reg.acquire(&w, None, 1).unwrap().value.unwrap();
             assert_eq!(a.number, i);
             assert_eq!(
-                reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), String::new(), 2).unwrap().value,
+                reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), String::new(), 0, 2).unwrap().value,
                 Decision::Continue
             );
-            reg.complete(a.trial_id, a.lease_token, metrics(0.6 + i as f64 / 100.0), String::new(), 3).unwrap();
+            reg.complete(a.trial_id, a.lease_token, metrics(0.6 + i as f64 / 100.0), String::new(), 0, 3).unwrap();
         }
         assert!(reg.acquire(&w, None, 4).unwrap().value.is_none());
         let s = reg.study("small").unwrap();
@@ -860,6 +884,98 @@ mod tests {
 
     fn ckpt(n: u8) -> String {
         format!("blob:sha256:{}", format!("{n:02x}").repeat(32))
+    }
+
+    const GB: u64 = 1_000_000_000;
+
+    /// The peak a trial op carries for trial `number` (the last such op in `ops`).
+    fn peak_in(ops: &[WriteOp], number: u32) -> Option<u64> {
+        ops.iter().rev().find_map(|op| match op {
+            WriteOp::Trial { trial, .. } if trial.number == number => Some(trial.peak_device_memory_bytes),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_trials_peak_only_rises_and_new_leases_expect_the_peak_of_their_shape() {
+        // Grid order: (3e-5, 16), (3e-5, 32), (5e-5, 16), (5e-5, 32).
+        let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
+        let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+        let b = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+        assert_eq!((a.expected_peak_bytes, b.expected_peak_bytes), (0, 0), "nothing reported yet");
+        let peak = |reg: &Registry, n: u32| reg.trials("small").unwrap()[n as usize].peak_device_memory_bytes;
+
+        let out = reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), String::new(), 3 * GB, 1).unwrap();
+        assert_eq!((peak(&reg, 0), peak_in(&out.ops, 0)), (3 * GB, Some(3 * GB)), "persisted with the trial row");
+        reg.report_progress(a.trial_id, a.lease_token, 2, metrics(0.6), String::new(), 2 * GB, 2).unwrap();
+        assert_eq!(peak(&reg, 0), 3 * GB, "a lower peak never lowers it");
+        // A retried report with a larger peak raises it (and says so to the store).
+        let out =
+            reg.report_progress(a.trial_id, a.lease_token, 2, metrics(0.6), String::new(), 3 * GB + 1, 3).unwrap();
+        assert_eq!(peak_in(&out.ops, 0), Some(3 * GB + 1));
+        let out = reg.complete(a.trial_id, a.lease_token, metrics(0.6), String::new(), 0, 4).unwrap();
+        assert_eq!((peak(&reg, 0), peak_in(&out.ops, 0)), (3 * GB + 1, Some(3 * GB + 1)), "0 is not measured");
+        reg.complete(b.trial_id, b.lease_token, metrics(0.7), String::new(), 0, 5).unwrap();
+        assert_eq!(peak(&reg, 1), 0);
+
+        // Trial 2 has trial 0's batch size; trial 3 has trial 1's, which reported nothing.
+        let c = reg.acquire(&w, None, 6).unwrap().value.unwrap();
+        let d = reg.acquire(&w, None, 6).unwrap().value.unwrap();
+        assert_eq!((c.number, c.expected_peak_bytes), (2, 3 * GB + 1));
+        assert_eq!((d.number, d.expected_peak_bytes), (3, 0));
+        // Trial 3 completes with a peak: it is its shape's now, not trial 2's.
+        reg.complete(d.trial_id, d.lease_token, metrics(0.7), String::new(), 5 * GB, 7).unwrap();
+        assert_eq!(peak(&reg, 3), 5 * GB);
+    }
+
+    #[test]
+    fn a_retried_trial_expects_its_own_earlier_attempts_peak() {
+        let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
+        let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), String::new(), 4 * GB, 1).unwrap();
+        assert_eq!(reg.reap(1 + TTL as i64 + 1).value, 1);
+        let again = reg.acquire(&w, None, 5000).unwrap().value.unwrap();
+        assert_eq!((again.number, again.attempt, again.expected_peak_bytes), (a.number, 2, 4 * GB));
+        // The new attempt's lower peak leaves the trial's.
+        reg.report_progress(again.trial_id, again.lease_token, 1, metrics(0.5), String::new(), GB, 5001).unwrap();
+        assert_eq!(reg.trials("small").unwrap()[0].peak_device_memory_bytes, 4 * GB);
+    }
+
+    #[test]
+    fn a_peak_over_the_cap_is_refused_and_changes_nothing() {
+        let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
+        let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+        let cap = crate::model::MAX_PEAK_DEVICE_MEMORY_BYTES;
+        for bad in [cap + 1, u64::MAX] {
+            let e = reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), String::new(), bad, 1).unwrap_err();
+            assert!(matches!(e, CoordinatorError::InvalidArgument(_)) && e.to_string().contains("2^50"), "{e}");
+            let e = reg.complete(a.trial_id, a.lease_token, metrics(0.5), String::new(), bad, 1).unwrap_err();
+            assert!(matches!(e, CoordinatorError::InvalidArgument(_)), "{e}");
+            let t = &reg.trials("small").unwrap()[0];
+            assert!(t.intermediate.is_empty() && t.state == TrialState::Running && t.peak_device_memory_bytes == 0);
+        }
+        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), String::new(), cap, 1).unwrap();
+        assert_eq!(reg.trials("small").unwrap()[0].peak_device_memory_bytes, cap, "the cap itself is accepted");
+    }
+
+    #[test]
+    fn a_restored_registry_keeps_peaks_and_their_shapes() {
+        let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
+        let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
+        reg.complete(a.trial_id, a.lease_token, metrics(0.5), String::new(), 3 * GB, 1).unwrap();
+        let snapshot = Snapshot {
+            studies: vec![reg.study("small").unwrap().record],
+            trials: reg.trials("small").unwrap(),
+            workers: vec![],
+            lease_tokens_from: 100,
+        };
+        let mut restored = Registry::restore(snapshot, LeaseConfig { ttl_ms: TTL }, 2).unwrap();
+        assert_eq!(restored.trials("small").unwrap()[0].peak_device_memory_bytes, 3 * GB);
+        let w = restored.register_worker("h".into(), vec![], "t".into(), 2).value;
+        let b = restored.acquire(&w, None, 3).unwrap().value.unwrap();
+        let c = restored.acquire(&w, None, 3).unwrap().value.unwrap();
+        assert_eq!((b.number, b.expected_peak_bytes), (1, 0));
+        assert_eq!((c.number, c.expected_peak_bytes), (2, 3 * GB));
     }
 
     #[test]
@@ -894,14 +1010,14 @@ mod tests {
             "worker:/etc".to_string(),
             format!("worker:/x/../small/{}/checkpoints/e1-{}", a.number, a.lease_token),
         ] {
-            let e = reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), bad.clone(), 1).unwrap_err();
+            let e = reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), bad.clone(), 0, 1).unwrap_err();
             assert!(matches!(e, CoordinatorError::InvalidArgument(_)), "{bad}: {e}");
             let t = &reg.trials("small").unwrap()[a.number as usize];
             assert!(t.intermediate.is_empty() && t.checkpoint.is_empty(), "{bad} changed the trial");
         }
-        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), own(1), 1).unwrap();
+        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), own(1), 0, 1).unwrap();
         let local = format!("worker:/shared/small/{}/checkpoints/e2-{}", a.number, a.lease_token);
-        reg.report_progress(a.trial_id, a.lease_token, 2, metrics(0.6), local, 2).unwrap();
+        reg.report_progress(a.trial_id, a.lease_token, 2, metrics(0.6), local, 0, 2).unwrap();
         assert_eq!(reg.take_dropped_checkpoints(), [own(1)]);
     }
 
@@ -910,9 +1026,9 @@ mod tests {
         let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
         let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
         assert!(a.checkpoints && a.resume_checkpoint.is_empty() && a.resume_epoch == 0);
-        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), ckpt(1), 1).unwrap();
+        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), ckpt(1), 0, 1).unwrap();
         assert!(reg.take_dropped_checkpoints().is_empty());
-        reg.report_progress(a.trial_id, a.lease_token, 2, metrics(0.6), ckpt(2), 2).unwrap();
+        reg.report_progress(a.trial_id, a.lease_token, 2, metrics(0.6), ckpt(2), 0, 2).unwrap();
         assert_eq!(reg.take_dropped_checkpoints(), [ckpt(1)], "only the latest is kept");
         assert!(reg.blob_roots().contains(&blob_of(&ckpt(2)).unwrap()));
 
@@ -922,13 +1038,13 @@ mod tests {
         let b = reg.acquire(&w, None, 5000).unwrap().value.unwrap();
         assert_eq!((b.number, b.attempt), (a.number, 2));
         assert_eq!((b.resume_checkpoint.as_str(), b.resume_epoch), (ckpt(2).as_str(), 2));
-        reg.report_progress(b.trial_id, b.lease_token, 3, metrics(0.7), String::new(), 5001).unwrap();
+        reg.report_progress(b.trial_id, b.lease_token, 3, metrics(0.7), String::new(), 0, 5001).unwrap();
         let t = &reg.trials("small").unwrap()[a.number as usize];
         assert_eq!(t.intermediate.keys().copied().collect::<Vec<_>>(), [1, 2, 3], "one continuous curve");
         assert_eq!(t.intermediate[&2], metrics(0.6));
         assert_eq!(t.earlier_attempts.len(), 2, "the first attempt's record stays");
 
-        reg.complete(b.trial_id, b.lease_token, metrics(0.7), String::new(), 5002).unwrap();
+        reg.complete(b.trial_id, b.lease_token, metrics(0.7), String::new(), 0, 5002).unwrap();
         assert_eq!(reg.take_dropped_checkpoints(), [ckpt(2)], "a terminal trial's checkpoint goes");
         let t = &reg.trials("small").unwrap()[a.number as usize];
         assert!(t.checkpoint.is_empty() && t.checkpoint_epoch == 0);
@@ -939,12 +1055,12 @@ mod tests {
     fn a_resumed_attempt_may_restart_from_epoch_one_and_studies_may_turn_checkpoints_off() {
         let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
         let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
-        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), ckpt(1), 1).unwrap();
+        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), ckpt(1), 0, 1).unwrap();
         reg.fail(a.trial_id, a.lease_token, "SIGTERM".into(), FailureKind::Released, 2).unwrap();
         let b = reg.acquire(&w, None, 3).unwrap().value.unwrap();
         assert_eq!(b.resume_epoch, 1);
         // The checkpoint was unusable: the worker starts over and reports epoch 1.
-        reg.report_progress(b.trial_id, b.lease_token, 1, metrics(0.4), String::new(), 4).unwrap();
+        reg.report_progress(b.trial_id, b.lease_token, 1, metrics(0.4), String::new(), 0, 4).unwrap();
         let t = &reg.trials("small").unwrap()[a.number as usize];
         assert_eq!(t.intermediate, [(1, metrics(0.4))].into_iter().collect());
         // Pruned, failed or stopped trials drop theirs too.
@@ -956,7 +1072,7 @@ mod tests {
         let (mut reg, w) = registry_with(&off);
         let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
         assert!(!a.checkpoints);
-        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), ckpt(1), 1).unwrap();
+        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), ckpt(1), 0, 1).unwrap();
         reg.fail(a.trial_id, a.lease_token, "SIGTERM".into(), FailureKind::Released, 2).unwrap();
         let b = reg.acquire(&w, None, 3).unwrap().value.unwrap();
         assert!(b.resume_checkpoint.is_empty() && b.resume_epoch == 0);
@@ -990,7 +1106,7 @@ value = 4
         let (mut reg, w) = registry_with(PROMOTING);
         let a: Vec<Assignment> = (0..3).map(|_| reg.acquire(&w, None, 0).unwrap().value.unwrap()).collect();
         let report = |reg: &mut Registry, a: &Assignment, epoch: u32, acc: f64, ck: String| {
-            reg.report_progress(a.trial_id, a.lease_token, epoch, metrics(acc), ck, 1).unwrap().value
+            reg.report_progress(a.trial_id, a.lease_token, epoch, metrics(acc), ck, 0, 1).unwrap().value
         };
         // Alone at the rung: nothing ranks yet (⌊1/2⌋ = 0 kept), so it pauses.
         assert!(matches!(report(&mut reg, &a[0], 1, 0.6, ckpt(1)), Decision::Pause(_)));
@@ -1024,7 +1140,7 @@ value = 4
         assert_eq!((q.number, q.resume_epoch), (0, 2));
         assert_eq!(report(&mut reg, &q, 3, 0.85, ckpt(7)), Decision::Continue);
         assert_eq!(report(&mut reg, &q, 4, 0.9, String::new()), Decision::Continue);
-        reg.complete(q.trial_id, q.lease_token, metrics(0.9), String::new(), 6).unwrap();
+        reg.complete(q.trial_id, q.lease_token, metrics(0.9), String::new(), 0, 6).unwrap();
         // Trials 1 and 3 can never rank now: they are pruned and the study completes.
         assert!(reg.acquire(&w, None, 7).unwrap().value.is_none());
         for n in [1, 3] {
@@ -1045,7 +1161,7 @@ value = 4
         reg.heartbeat(a.trial_id, a.lease_token, 500).unwrap();
         let reaped = reg.reap(500 + TTL as i64 + 1);
         assert_eq!(reaped.value, 2);
-        let err = reg.complete(a.trial_id, a.lease_token, metrics(0.9), String::new(), 2000).unwrap_err();
+        let err = reg.complete(a.trial_id, a.lease_token, metrics(0.9), String::new(), 0, 2000).unwrap_err();
         assert!(matches!(err, CoordinatorError::FailedPrecondition(_)), "{err}");
         let again = reg.acquire(&w, None, 2000).unwrap().value.unwrap();
         assert_eq!(again.number, a.number, "requeued trials go out first");
@@ -1087,9 +1203,9 @@ value = 4
     fn released_trials_do_not_use_an_attempt_and_bad_reports_change_nothing() {
         let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
         let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
-        assert!(reg.report_progress(a.trial_id, a.lease_token, 0, metrics(0.5), String::new(), 1).is_err());
+        assert!(reg.report_progress(a.trial_id, a.lease_token, 0, metrics(0.5), String::new(), 0, 1).is_err());
         let nan = metrics(f64::NAN);
-        assert!(reg.report_progress(a.trial_id, a.lease_token, 1, nan, String::new(), 1).is_err());
+        assert!(reg.report_progress(a.trial_id, a.lease_token, 1, nan, String::new(), 0, 1).is_err());
         assert!(reg.trials("small").unwrap()[0].intermediate.is_empty());
         reg.fail(a.trial_id, a.lease_token, "SIGTERM".into(), FailureKind::Released, 1).unwrap();
         let again = reg.acquire(&w, None, 2).unwrap().value.unwrap();
@@ -1111,7 +1227,7 @@ value = 4
             let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
             seen.push(a.params.clone());
             assert_eq!(reg.configurations("small").unwrap().iter().map(|c| c.trials.len()).sum::<usize>(), seen.len());
-            reg.complete(a.trial_id, a.lease_token, metrics(v), String::new(), 1).unwrap();
+            reg.complete(a.trial_id, a.lease_token, metrics(v), String::new(), 0, 1).unwrap();
             assert!((reg.study("small").unwrap().best_value.unwrap() - best).abs() < 1e-12, "after {v}");
         }
         assert_eq!(seen[0]["seed"], ParamValue::Int(0));
@@ -1134,24 +1250,25 @@ value = 4
         let (mut reg, w) = registry_with(&text);
         let a: Vec<Assignment> = (0..4).map(|_| reg.acquire(&w, None, 0).unwrap().value.unwrap()).collect();
         assert_eq!(
-            reg.report_progress(a[0].trial_id, a[0].lease_token, 1, metrics(0.8), String::new(), 1).unwrap().value,
+            reg.report_progress(a[0].trial_id, a[0].lease_token, 1, metrics(0.8), String::new(), 0, 1).unwrap().value,
             Decision::Continue
         );
-        let d = reg.report_progress(a[1].trial_id, a[1].lease_token, 1, metrics(0.5), String::new(), 1).unwrap().value;
+        let d =
+            reg.report_progress(a[1].trial_id, a[1].lease_token, 1, metrics(0.5), String::new(), 0, 1).unwrap().value;
         assert!(matches!(d, Decision::Stop(_)), "{d:?}");
         let pruned = &reg.trials("small").unwrap()[1];
         assert_eq!(pruned.state, TrialState::Pruned);
         assert_eq!((pruned.value, pruned.last_epoch()), (Some(0.5), 1));
         // A pruned trial is terminal: further reports answer stop, completion is refused.
         assert!(matches!(
-            reg.report_progress(a[1].trial_id, a[1].lease_token, 2, metrics(0.9), String::new(), 2).unwrap().value,
+            reg.report_progress(a[1].trial_id, a[1].lease_token, 2, metrics(0.9), String::new(), 0, 2).unwrap().value,
             Decision::Stop(_)
         ));
-        assert!(reg.complete(a[1].trial_id, a[1].lease_token, metrics(0.9), String::new(), 2).is_err());
+        assert!(reg.complete(a[1].trial_id, a[1].lease_token, metrics(0.9), String::new(), 0, 2).is_err());
         // It counts toward the budget: the grid's 4 trials end the study.
         for t in [&a[0], &a[2], &a[3]] {
-            reg.report_progress(t.trial_id, t.lease_token, 2, metrics(0.9), String::new(), 3).unwrap();
-            reg.complete(t.trial_id, t.lease_token, metrics(0.9), String::new(), 3).unwrap();
+            reg.report_progress(t.trial_id, t.lease_token, 2, metrics(0.9), String::new(), 0, 3).unwrap();
+            reg.complete(t.trial_id, t.lease_token, metrics(0.9), String::new(), 0, 3).unwrap();
         }
         let s = reg.study("small").unwrap();
         assert_eq!((s.record.state, s.counts.pruned, s.counts.completed), (StudyState::Completed, 1, 3));
@@ -1163,7 +1280,7 @@ value = 4
         let a = reg.acquire(&w, None, 0).unwrap().value.unwrap();
         reg.stop_study("small", 1).unwrap();
         assert_eq!(
-            reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), String::new(), 2).unwrap().value,
+            reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), String::new(), 0, 2).unwrap().value,
             Decision::Stop("study stopped".into())
         );
         assert!(reg.acquire(&w, None, 2).unwrap().value.is_none());

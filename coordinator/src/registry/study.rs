@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tracing::info;
 
 use super::WriteOp;
-use crate::model::{Counts, StudyRecord, StudyState, StudySummary, Trial, TrialState};
+use crate::model::{Counts, StudyRecord, StudyState, StudySummary, Trial, TrialShape, TrialState};
 use crate::params::{config_key, ParamValue, Params};
 use crate::sampler::{self, Sampler};
 use crate::spec::{EarlyStopping, SamplerKind, StudySpec};
@@ -55,6 +55,9 @@ pub(super) struct LiveStudy {
     configurations_cache: RefCell<Option<CachedConfigurations>>,
     /// Checkpoints replaced or left by ended trials, until the service deletes them.
     pub(super) dropped_checkpoints: Vec<String>,
+    /// The largest peak device memory reported per trial shape (peaks only grow, so the
+    /// maximum is kept as they arrive): what a new lease of that shape is told to expect.
+    peaks_by_shape: HashMap<TrialShape, u64>,
 }
 
 /// Configurations and the (trial count, completed count) they were computed at.
@@ -77,12 +80,40 @@ impl LiveStudy {
             grid_size,
             configurations_cache: RefCell::new(None),
             dropped_checkpoints: Vec::new(),
+            peaks_by_shape: HashMap::new(),
         }
+    }
+
+    /// The shape of trial `number` (see [`TrialShape`]).
+    pub(super) fn shape_of(&self, number: u32) -> TrialShape {
+        TrialShape::of(&self.trials[number as usize].params, &self.spec.task)
+    }
+
+    /// The largest peak device memory a trial of `shape` reported, 0 when none did.
+    pub(super) fn expected_peak(&self, shape: &TrialShape) -> u64 {
+        self.peaks_by_shape.get(shape).copied().unwrap_or(0)
+    }
+
+    /// Raises trial `number`'s peak device memory to `bytes` if that is more (0, or less than
+    /// what it reported before, changes nothing); returns whether it changed.
+    pub(super) fn raise_peak(&mut self, number: u32, bytes: u64) -> bool {
+        if bytes <= self.trials[number as usize].peak_device_memory_bytes {
+            return false;
+        }
+        let shape = self.shape_of(number);
+        self.trials[number as usize].peak_device_memory_bytes = bytes;
+        let known = self.peaks_by_shape.entry(shape).or_insert(0);
+        *known = (*known).max(bytes);
+        true
     }
 
     /// Adds a trial in whatever state it is, keeping the indexes right.
     pub(super) fn push_trial(&mut self, trial: Trial) {
         self.counts.add(trial.state);
+        if trial.peak_device_memory_bytes > 0 {
+            let known = self.peaks_by_shape.entry(TrialShape::of(&trial.params, &self.spec.task)).or_insert(0);
+            *known = (*known).max(trial.peak_device_memory_bytes);
+        }
         match trial.state {
             TrialState::Pending => {
                 self.pending.insert(trial.number);

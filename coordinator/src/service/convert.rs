@@ -77,6 +77,7 @@ pub fn trial_to_proto(t: &Trial) -> pb::Trial {
         trial_id: t.id,
         checkpoint: t.checkpoint.clone(),
         checkpoint_epoch: t.checkpoint_epoch,
+        peak_device_memory_bytes: t.peak_device_memory_bytes,
     }
 }
 
@@ -145,6 +146,7 @@ pub fn assignment_to_proto(a: &Assignment) -> pb::Assignment {
         checkpoints: a.checkpoints,
         resume_checkpoint: a.resume_checkpoint.clone(),
         resume_epoch: a.resume_epoch,
+        expected_peak_bytes: a.expected_peak_bytes,
     }
 }
 
@@ -172,6 +174,13 @@ pub fn metrics_from_proto(m: HashMap<String, f64>) -> Result<Metrics, Status> {
     let metrics: Metrics = m.into_iter().collect();
     crate::model::validate_metrics(&metrics).map_err(Status::invalid_argument)?;
     Ok(metrics)
+}
+
+/// A reported peak device memory (0: not measured), checked by
+/// [`crate::model::validate_peak_device_memory`].
+pub fn peak_from_proto(bytes: u64) -> Result<u64, Status> {
+    crate::model::validate_peak_device_memory(bytes).map_err(Status::invalid_argument)?;
+    Ok(bytes)
 }
 
 /// A `FailTrial` kind; 0 and unknown numbers are refused (INVALID_ARGUMENT).

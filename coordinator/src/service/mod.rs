@@ -342,11 +342,12 @@ impl Coordinator for CoordinatorService {
         let r = request.into_inner();
         let (id, token) = (require_nonzero("trial_id", r.trial_id)?, require_nonzero("lease_token", r.lease_token)?);
         let metrics = metrics_from_proto(r.metrics)?;
+        let peak = peak_from_proto(r.peak_device_memory_bytes)?;
         let check = move |shared: &Shared, c: &str| transfer::check_checkpoint(shared, id, token, c);
         let (refs, checkpoint) = transfer::checked_reference(&self.shared, r.checkpoint, check).await?;
         let decision = self
             .shared
-            .apply_referencing(refs, |reg, now| reg.report_progress(id, token, r.epoch, metrics, checkpoint, now))
+            .apply_referencing(refs, |reg, now| reg.report_progress(id, token, r.epoch, metrics, checkpoint, peak, now))
             .await?;
         Ok(Response::new(decision_to_proto(&decision)))
     }
@@ -358,13 +359,16 @@ impl Coordinator for CoordinatorService {
         let r = request.into_inner();
         let (id, token) = (require_nonzero("trial_id", r.trial_id)?, require_nonzero("lease_token", r.lease_token)?);
         let metrics = metrics_from_proto(r.metrics)?;
+        let peak = peak_from_proto(r.peak_device_memory_bytes)?;
         if r.artifact.len() > 4096 {
             return Err(Status::invalid_argument("artifact path is longer than 4096 bytes"));
         }
         let check = move |shared: &Shared, a: &str| transfer::check_artifact(shared, id, token, a);
         let (refs, artifact) = transfer::checked_reference(&self.shared, r.artifact, check).await?;
-        let evicted =
-            self.shared.apply_referencing(refs, |reg, now| reg.complete(id, token, metrics, artifact, now)).await?;
+        let evicted = self
+            .shared
+            .apply_referencing(refs, |reg, now| reg.complete(id, token, metrics, artifact, peak, now))
+            .await?;
         transfer::collect_evicted(&self.shared, evicted);
         Ok(Response::new(pb::CompleteTrialResponse {}))
     }

@@ -166,6 +166,17 @@ pub async fn report(
     epoch: u32,
     acc: f64,
 ) -> Result<pb::ReportProgressResponse, tonic::Status> {
+    report_with_peak(client, a, epoch, acc, 0).await
+}
+
+/// [`report`] with the attempt's peak device memory so far (0: not measured).
+pub async fn report_with_peak(
+    client: &mut Client,
+    a: &pb::Assignment,
+    epoch: u32,
+    acc: f64,
+    peak_device_memory_bytes: u64,
+) -> Result<pb::ReportProgressResponse, tonic::Status> {
     client
         .report_progress(pb::ReportProgressRequest {
             trial_id: a.trial_id,
@@ -173,18 +184,30 @@ pub async fn report(
             epoch,
             metrics: metrics(acc),
             checkpoint: String::new(),
+            peak_device_memory_bytes,
         })
         .await
         .map(|r| r.into_inner())
 }
 
 pub async fn complete(client: &mut Client, a: &pb::Assignment, acc: f64) -> Result<(), tonic::Status> {
+    complete_with_peak(client, a, acc, 0).await
+}
+
+/// [`complete`] with the attempt's peak device memory (0: not measured).
+pub async fn complete_with_peak(
+    client: &mut Client,
+    a: &pb::Assignment,
+    acc: f64,
+    peak_device_memory_bytes: u64,
+) -> Result<(), tonic::Status> {
     client
         .complete_trial(pb::CompleteTrialRequest {
             trial_id: a.trial_id,
             lease_token: a.lease_token,
             metrics: metrics(acc),
             artifact: String::new(),
+            peak_device_memory_bytes,
         })
         .await
         .map(|_| ())

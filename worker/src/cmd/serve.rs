@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use bertsweep_worker::device::{parse_devices, set_cpu_threads};
 use bertsweep_worker::runtime::{self, WorkerOptions};
+use bertsweep_worker::slots;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -62,9 +63,18 @@ pub struct ServeArgs {
     /// so a retry on any worker that mounts DIR (a cluster filesystem) resumes from it.
     #[arg(long, env = "BERTSWEEP_LOCAL_CHECKPOINTS")]
     local_checkpoints: bool,
-    /// CPU threads for torch (default: every core).
+    /// CPU threads for torch (default: every core this process may use, cgroup quota
+    /// included; with --slots, per slot, and by default those cores shared among the slots).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     threads: Option<u64>,
+    /// Trials to train at once on each device, each in its own process under this one (a
+    /// supervisor that restarts a slot that dies and hands its trial back): a number, or auto
+    /// (one per 10 GiB of device memory, at most 8; one on the CPU). A trial starts beside
+    /// others only when the device's free memory covers its expected peak (measured on earlier
+    /// trials of its batch size and sequence length) and a margin. Default: one trial per
+    /// device, in this process.
+    #[arg(long, env = "BERTSWEEP_SLOTS")]
+    slots: Option<bertsweep_worker::slots::SlotCount>,
     /// Batch examples of similar length together, as transformers' `group_by_length` (less
     /// padding, faster; off by default, as in transformers, because it changes what is learned).
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
@@ -75,21 +85,125 @@ pub struct ServeArgs {
     metrics_listen: Option<std::net::SocketAddr>,
 }
 
-/// Runs the worker until SIGINT/SIGTERM, --max-trials, or the end of --study.
+/// Runs the worker until SIGINT/SIGTERM, --max-trials, or the end of --study: as a slot
+/// process when a supervisor started this one, as a supervisor with `--slots`, else alone.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(slot) = slots::SlotSettings::from_env() {
+        return run_worker(args, Some(slot));
+    }
+    if args.slots.is_some() {
+        return run_supervisor(args);
+    }
+    run_worker(args, None)
+}
+
+/// Starts one process per slot and watches them.
+fn run_supervisor(args: ServeArgs) -> anyhow::Result<()> {
     let devices = parse_devices(&args.device)?;
-    set_cpu_threads(args.threads.map(|t| t as usize));
-    let artifacts = match (&args.artifacts, args.no_export) {
+    let count = args.slots.unwrap_or(slots::SlotCount::Fixed(1));
+    let per_device = count.per_device(&devices);
+    let threads = slots::threads_per_slot(args.threads.map(|t| t as usize), per_device * devices.len());
+    // Checked here once, so a bad flag is one error and not one per slot process.
+    artifact_sink(&args)?;
+    if devices.iter().any(|d| d.is_cuda()) {
+        match slots::mps_pipe_directory() {
+            Some(dir) => {
+                info!("CUDA MPS daemon found at {}: the slots' kernels share each GPU through it", dir.display())
+            }
+            None => {
+                info!("no CUDA MPS daemon running: the slots time-share each GPU (see deploy/README.md, \"CUDA MPS\")")
+            }
+        }
+    }
+    let token = bertsweep_proto::connect::resolve_token(args.token.clone(), args.token_file.as_deref())?;
+    let options = slots::supervisor::SupervisorOptions {
+        devices: devices.clone(),
+        slots_per_device: per_device,
+        threads_per_slot: threads,
+        max_trials: args.max_trials.map(|n| n as usize),
+        coordinator: args.coordinator.clone(),
+        token,
+        tls: bertsweep_proto::connect::ClientTls {
+            ca_cert: args.ca_cert.clone(),
+            client_cert: args.client_cert.clone(),
+            client_key: args.client_key.clone(),
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        if let Some(addr) = args.metrics_listen {
+            serve_metrics(addr, &devices, true).await?;
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            warn!("stopping: every slot hands its trial back (press Ctrl-C again to exit at once)");
+            let _ = stop_tx.send(true);
+            wait_for_signal().await;
+            std::process::exit(130);
+        });
+        let admitted = slots::supervisor::run(options, stop_rx).await?;
+        info!(trials = admitted, "worker finished");
+        Ok(())
+    })
+}
+
+/// Where exported models go (`--artifacts`, `--no-export`), checked against
+/// `--local-checkpoints`.
+fn artifact_sink(args: &ServeArgs) -> anyhow::Result<runtime::ArtifactSink> {
+    let sink = match (&args.artifacts, args.no_export) {
         (_, true) => runtime::ArtifactSink::None,
         (None, false) => runtime::ArtifactSink::Coordinator,
         (Some(text), false) => runtime::ArtifactSink::parse(text),
     };
-    if let runtime::ArtifactSink::Local(dir) = &artifacts {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create --artifacts {}", dir.display()))?;
-    } else if args.local_checkpoints {
+    if args.local_checkpoints && !matches!(sink, runtime::ArtifactSink::Local(_)) {
         anyhow::bail!(
             "--local-checkpoints needs --artifacts DIR (a directory every worker can read); with the default or an object storage URL checkpoints are shared already"
         );
+    }
+    Ok(sink)
+}
+
+/// Serves the worker's metrics at `addr` (`slots`: the supervisor's per-slot series too).
+async fn serve_metrics(addr: std::net::SocketAddr, devices: &[tch::Device], slots: bool) -> anyhow::Result<()> {
+    let gpus: Vec<u32> = devices
+        .iter()
+        .filter_map(|d| match d {
+            tch::Device::Cuda(i) => u32::try_from(*i).ok(),
+            _ => None,
+        })
+        .collect();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on --metrics-listen {addr}"))?;
+    let handle = bertsweep_telemetry::install("worker")?;
+    runtime::telemetry::describe();
+    if slots {
+        slots::telemetry::describe();
+    }
+    info!("metrics at http://{}/metrics", listener.local_addr()?);
+    let refresh = runtime::telemetry::gpu_memory_refresher(gpus);
+    tokio::spawn(async move {
+        if let Err(e) = bertsweep_telemetry::serve(listener, handle, refresh, std::future::pending()).await {
+            warn!("{e}");
+        }
+    });
+    Ok(())
+}
+
+/// Acquires and trains on this process's devices (one, in a slot process).
+fn run_worker(args: ServeArgs, slot: Option<slots::SlotSettings>) -> anyhow::Result<()> {
+    let device_spec = slot.as_ref().map_or(args.device.as_str(), |s| s.device.as_str());
+    let devices = parse_devices(device_spec)?;
+    let threads = slot.as_ref().map(|s| s.threads).or(args.threads.map(|t| t as usize));
+    set_cpu_threads(threads);
+    let artifacts = artifact_sink(&args)?;
+    if let runtime::ArtifactSink::Local(dir) = &artifacts {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create --artifacts {}", dir.display()))?;
     }
     let cache_dir = args.cache_dir.unwrap_or_else(runtime::inputs::default_cache_dir);
     std::fs::create_dir_all(&cache_dir)
@@ -112,37 +226,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         cache_max_bytes: args.cache_max_size,
         group_by_length: args.group_by_length,
         local_checkpoints: args.local_checkpoints,
-        progress: std::io::stderr().is_terminal(),
+        // Slots share one terminal: log lines, not bars.
+        progress: slot.is_none() && std::io::stderr().is_terminal(),
+        slot: None,
     };
+    let mut options = options;
+    if slot.is_some() {
+        // The supervisor counts --max-trials for all slots.
+        options.max_trials = None;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let gpus: Vec<u32> = options
-        .devices
-        .iter()
-        .filter_map(|d| match d {
-            tch::Device::Cuda(i) => u32::try_from(*i).ok(),
-            _ => None,
-        })
-        .collect();
-    runtime.block_on(async move {
-        if let Some(addr) = args.metrics_listen {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on --metrics-listen {addr}"))?;
-            let handle = bertsweep_telemetry::install("worker")?;
-            runtime::telemetry::describe();
-            info!("metrics at http://{}/metrics", listener.local_addr()?);
-            let refresh = runtime::telemetry::gpu_memory_refresher(gpus);
-            tokio::spawn(async move {
-                if let Err(e) = bertsweep_telemetry::serve(listener, handle, refresh, std::future::pending()).await {
-                    warn!("{e}");
-                }
-            });
+    let result = runtime.block_on(async move {
+        if let (Some(addr), None) = (args.metrics_listen, &slot) {
+            serve_metrics(addr, &options.devices, false).await?;
         }
         let (stop_tx, stop_rx) = watch::channel(false);
+        if let Some(slot) = &slot {
+            // Stdin closing is the supervisor's stop; a signal (Ctrl-C reaches the whole
+            // process group) stops the slot the same way.
+            let bus_id = match options.devices.first() {
+                Some(tch::Device::Cuda(i)) => bertsweep_worker::aten::cuda_pci_bus_id(*i).ok(),
+                _ => None,
+            };
+            info!(slot = %slot.name, threads = slot.threads, "slot process started");
+            options.slot = Some(slots::link::SlotLink::start(bus_id, stop_tx.clone()));
+        }
         tokio::spawn(async move {
             wait_for_signal().await;
             warn!("stopping: releasing the current trial (press Ctrl-C again to exit at once)");
@@ -153,7 +265,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let summary = runtime::run(options, stop_rx).await?;
         info!(trials = summary.trials, "worker finished");
         Ok(())
-    })
+    });
+    // A slot's stdin reader sits in a blocking read the runtime would wait for forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
 
 async fn wait_for_signal() {

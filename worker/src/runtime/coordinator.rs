@@ -93,6 +93,11 @@ impl Assignment {
         self.raw.checkpoints
     }
 
+    /// The largest peak device memory an earlier trial of this shape reported (0: none yet).
+    pub fn expected_peak_bytes(&self) -> u64 {
+        self.raw.expected_peak_bytes
+    }
+
     /// The training run this assignment asks for.
     pub fn trial_config(&self, group_by_length: bool) -> Result<TrialConfig, AssignmentError> {
         convert::trial_config(&self.raw, group_by_length)
@@ -178,6 +183,22 @@ impl Coordinator {
         })
     }
 
+    /// Connects without registering: for a slot supervisor, which trains nothing itself and
+    /// only fails the leases of slot processes that died mid-trial.
+    pub async fn connect_unregistered(
+        url: &str,
+        token: Option<&str>,
+        tls: &bertsweep_proto::connect::ClientTls,
+    ) -> Result<Self, RuntimeError> {
+        let client = client::connect(url, token, tls).await?;
+        Ok(Coordinator {
+            client,
+            heartbeat_interval: Duration::from_secs(10),
+            worker_id: Mutex::new(String::new()),
+            registration: pb::RegisterWorkerRequest::default(),
+        })
+    }
+
     /// How often leases should be heartbeated.
     pub fn heartbeat_interval(&self) -> Duration {
         self.heartbeat_interval
@@ -258,14 +279,16 @@ impl Coordinator {
         }
     }
 
-    /// Reports one epoch's metrics and the checkpoint written after it (empty: none),
-    /// retrying for up to a lease's length.
+    /// Reports one epoch's metrics, the checkpoint written after it (empty: none) and the
+    /// attempt's peak device memory so far (0: not measured), retrying for up to a lease's
+    /// length.
     pub async fn report(
         &self,
         lease: &Lease,
         epoch: usize,
         metrics: &BTreeMap<String, f64>,
         checkpoint: &str,
+        peak_device_memory_bytes: u64,
     ) -> Verdict {
         let request = pb::ReportProgressRequest {
             trial_id: lease.trial_id,
@@ -273,6 +296,7 @@ impl Coordinator {
             epoch: epoch as u32,
             metrics: convert::metrics_to_proto(metrics),
             checkpoint: checkpoint.to_string(),
+            peak_device_memory_bytes,
         };
         let call = || {
             let mut c = self.client.clone();
@@ -312,19 +336,22 @@ impl Coordinator {
         remote
     }
 
-    /// Completes the trial with its final metrics and exported model path, retrying an
-    /// unreachable coordinator for up to ten minutes. Err is the coordinator's refusal.
+    /// Completes the trial with its final metrics, exported model path and peak device memory
+    /// (0: not measured), retrying an unreachable coordinator for up to ten minutes. Err is the
+    /// coordinator's refusal.
     pub async fn complete(
         &self,
         lease: &Lease,
         metrics: &BTreeMap<String, f64>,
         artifact: Option<String>,
+        peak_device_memory_bytes: u64,
     ) -> Result<(), String> {
         let request = pb::CompleteTrialRequest {
             trial_id: lease.trial_id,
             lease_token: lease.token,
             metrics: convert::metrics_to_proto(metrics),
             artifact: artifact.unwrap_or_default(),
+            peak_device_memory_bytes,
         };
         let call = || {
             let mut c = self.client.clone();
@@ -354,13 +381,14 @@ impl Coordinator {
         with_retry("fail", Some(FINAL_REPORT_PATIENCE), call).await.map(drop).map_err(|s| s.message().to_string())
     }
 
-    /// Hands the trial back because the worker is shutting down: one quick try (the lease
-    /// expires anyway when the coordinator is unreachable).
-    pub async fn release(&self, lease: &Lease) -> Result<(), String> {
+    /// Hands the trial back (`why`: the worker is shutting down, or it cannot run it now):
+    /// requeued at once without using an attempt. One quick try (the lease expires anyway
+    /// when the coordinator is unreachable).
+    pub async fn release(&self, lease: &Lease, why: &str) -> Result<(), String> {
         let request = pb::FailTrialRequest {
             trial_id: lease.trial_id,
             lease_token: lease.token,
-            error: "worker shut down".into(),
+            error: why.into(),
             kind: pb::FailureKind::Released as i32,
         };
         let mut c = self.client.clone();

@@ -58,6 +58,9 @@ pub struct WorkerOptions {
     pub local_checkpoints: bool,
     /// Draw progress bars (on a terminal) instead of log lines.
     pub progress: bool,
+    /// In a slot process (`--slots`): the link to the supervisor, which admits each trial and
+    /// counts `--max-trials` for all slots.
+    pub slot: Option<Arc<crate::slots::link::SlotLink>>,
 }
 
 /// Where a trial's exported model goes (`--artifacts`).
@@ -212,25 +215,83 @@ async fn slot_loop(ctx: Arc<Context>, device: Device) -> Result<(), RuntimeError
                 continue;
             }
         };
-        run_assignment(&ctx, device, *assignment).await;
-        ctx.done.fetch_add(1, Ordering::SeqCst);
+        match run_assignment(&ctx, device, *assignment).await {
+            Ran::Trained => {
+                ctx.done.fetch_add(1, Ordering::SeqCst);
+            }
+            Ran::Deferred => {}
+            Ran::Stop => return Ok(()),
+        }
     }
+}
+
+/// How long a slot whose trial was not admitted waits for memory to be freed on its device
+/// before it asks for a trial again.
+const DEFER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What became of an assignment.
+enum Ran {
+    /// It was trained, or failed, or was released: the worker dealt with it.
+    Trained,
+    /// The supervisor did not admit it (not enough free device memory): handed back.
+    Deferred,
+    /// The supervisor said the worker has started `--max-trials`: handed back; exit.
+    Stop,
+}
+
+/// In a slot process, asks the supervisor whether the trial may start now; hands it back when
+/// it may not. `None`: go ahead.
+async fn admission(ctx: &Context, a: &Assignment, cfg: &crate::train::TrialConfig) -> Option<Ran> {
+    use crate::slots::{estimate, link::Decision};
+    let link = ctx.options.slot.as_ref()?;
+    let shape = estimate::shape(cfg.per_device_train_batch_size, cfg.max_seq_length);
+    let expected = match a.expected_peak_bytes() {
+        0 => crate::config::BertConfig::from_dir(&cfg.model_dir)
+            .map(|c| estimate::peak_bytes(&c, cfg.per_device_train_batch_size, cfg.max_seq_length, 2))
+            .unwrap_or(u64::MAX / 4),
+        measured => measured,
+    };
+    let decision = link.admit(a.lease.trial_id, a.lease.token, &a.label(), &shape, expected).await;
+    let (why, ran) = match decision {
+        Decision::Admit => return None,
+        Decision::Defer(why) => {
+            (format!("not enough free device memory beside the trials running there: {why}"), Ran::Deferred)
+        }
+        Decision::Stop => ("the worker has started --max-trials trials".to_string(), Ran::Stop),
+    };
+    info!(trial = %a.label(), "handed back: {why}");
+    if let Err(e) = ctx.coordinator.release(&a.lease, &why).await {
+        warn!("could not hand the trial back: {e}");
+    }
+    if let Ran::Deferred = ran {
+        link.defer_and_wait(DEFER_PATIENCE).await;
+    }
+    Some(ran)
 }
 
 /// Trains one assignment and reports how it ended. Never fails the worker: every problem
 /// becomes a reported trial failure.
-async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
+async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) -> Ran {
+    run_admitted(ctx, device, a).await.unwrap_or(Ran::Trained)
+}
+
+/// [`run_assignment`]; `Some` when the supervisor did not admit the trial.
+async fn run_admitted(ctx: &Arc<Context>, device: Device, a: Assignment) -> Option<Ran> {
     let label = a.label();
     info!(trial = %label, attempt = a.attempt, device = %device_name(device), "starting: {}", a.describe_params());
     // The study name becomes part of cache, staging and artifact paths: one plain name only.
     if !paths::is_study_name(&a.study) {
         let shown: String = a.study.chars().take(64).collect();
         let why = format!("the coordinator sent the study name {shown:?}, which is not a plain study name ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}}); refusing to build paths from it");
-        return fail(ctx, &a, Failure::Infeasible, why).await;
+        fail(ctx, &a, Failure::Infeasible, why).await;
+        return None;
     }
     let cfg = match a.trial_config(ctx.options.group_by_length) {
         Ok(cfg) => cfg,
-        Err(e) => return fail(ctx, &a, Failure::Infeasible, e.to_string()).await,
+        Err(e) => {
+            fail(ctx, &a, Failure::Infeasible, e.to_string()).await;
+            return None;
+        }
     };
     let lease = Arc::new(LeaseState::default());
     // Heartbeats run from before the inputs download until the trial is reported.
@@ -240,7 +301,8 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
         Ok(resolved) => resolved,
         Err(e) => {
             let kind = if e.is_retryable() { Failure::Retryable } else { Failure::Infeasible };
-            return fail(ctx, &a, kind, e.to_string()).await;
+            fail(ctx, &a, kind, e.to_string()).await;
+            return None;
         }
     };
     let export_dir = match &ctx.options.artifacts {
@@ -248,7 +310,8 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
         ArtifactSink::Local(dir) => match paths::join_inside(dir, &[&a.study, &a.number.to_string()]) {
             Ok(dir) => Some(dir),
             Err(e) => {
-                return fail(ctx, &a, Failure::Infeasible, e.to_string()).await;
+                fail(ctx, &a, Failure::Infeasible, e.to_string()).await;
+                return None;
             }
         },
         ArtifactSink::Coordinator | ArtifactSink::Object(_) => {
@@ -272,7 +335,7 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
         &a,
         lease.clone(),
         cfg.num_train_epochs,
-        device_name(device),
+        device,
     );
     if let Some(store) = store.clone() {
         observer = observer.with_checkpoints(store, checkpoint_staging.clone(), resume);
@@ -280,6 +343,10 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
     let _staging_cleanup = RemoveOnDrop(checkpoint_staging);
     // Whether the trial ended for good (its checkpoint is then of no use to anyone).
     let mut ended = false;
+    if let Some(ran) = admission(ctx, &a, &cfg).await {
+        return Some(ran);
+    }
+    crate::device_memory::reset_peak(device);
     let trained = tokio::task::spawn_blocking(move || {
         let mut observer = observer;
         let result = run_trial(&cfg, device, &mut observer, export_dir.as_deref());
@@ -288,6 +355,13 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
     })
     .await;
 
+    crate::device_memory::release_cached(device);
+    let out_of_memory = matches!(&trained, Ok(Err(e)) if e.is_out_of_memory());
+    // Out of memory beside other trials may be their doing: hand it back, not infeasible.
+    let shared_oom = match &ctx.options.slot {
+        Some(link) => link.ended(out_of_memory).await && out_of_memory,
+        None => false,
+    };
     // A trial that trained to the end is reported even if a shutdown arrived meanwhile.
     let finished = matches!(&trained, Ok(Ok(o)) if !o.aborted && !o.stopped_early && o.epochs_run > 0);
     let reason = lease.reason().filter(|r| !(finished && *r == AbortReason::Shutdown));
@@ -295,7 +369,7 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
         (_, Some(AbortReason::Shutdown)) => {
             info!(trial = %label, "released: the worker is shutting down");
             telemetry::trial_ended("released");
-            if let Err(why) = ctx.coordinator.release(&a.lease).await {
+            if let Err(why) = ctx.coordinator.release(&a.lease, "worker shut down").await {
                 warn!("could not release the trial: {why}");
             }
         }
@@ -315,6 +389,16 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
         // The coordinator refusing a report says nothing about the parameters: never infeasible.
         (_, Some(AbortReason::Rejected(why))) => fail(ctx, &a, Failure::Retryable, why).await,
         (Err(join), None) => fail(ctx, &a, Failure::Retryable, format!("training thread panicked: {join}")).await,
+        (Ok(Err(e)), None) if shared_oom => {
+            let why = format!(
+                "ran out of device memory beside other trials ({e:#}); handed back to run with fewer neighbours"
+            );
+            warn!(trial = %label, "{why}");
+            telemetry::trial_ended("released");
+            if let Err(e) = ctx.coordinator.release(&a.lease, &why).await {
+                warn!("could not hand the trial back: {e}");
+            }
+        }
         (Ok(Err(e)), None) => {
             ended = e.is_infeasible();
             let kind = if e.is_infeasible() { Failure::Infeasible } else { Failure::Retryable };
@@ -329,15 +413,17 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
                 Ok(artifact) => artifact,
                 Err(why) => {
                     remove_staging(staged);
-                    return fail(ctx, &a, Failure::Retryable, why).await;
+                    fail(ctx, &a, Failure::Retryable, why).await;
+                    return None;
                 }
             };
-            let mut completed = ctx.coordinator.complete(&a.lease, &outcome.best_metrics, artifact.clone()).await;
+            let peak = crate::device_memory::peak_bytes(device).unwrap_or(0);
+            let mut completed = ctx.coordinator.complete(&a.lease, &outcome.best_metrics, artifact.clone(), peak).await;
             // A blob shared with a model another completion just pushed out can vanish between
             // upload and completion: send what is missing once more.
             if matches!(&completed, Err(why) if why.contains("missing on this coordinator")) {
                 if let Ok(again) = publish(ctx, &a, outcome.artifact.clone(), value).await {
-                    completed = ctx.coordinator.complete(&a.lease, &outcome.best_metrics, again).await;
+                    completed = ctx.coordinator.complete(&a.lease, &outcome.best_metrics, again, peak).await;
                 }
             }
             remove_staging(staged);
@@ -362,6 +448,7 @@ async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) {
             store.discard_trial(&a).await;
         }
     }
+    None
 }
 
 /// Removes a directory when dropped (whichever way the function returns).

@@ -1874,6 +1874,14 @@
         { key: 'attempt', label: 'Attempt', num: true, get: (t) => t.attempt },
         { key: 'worker', label: 'Worker', get: (t) => t.worker || '' },
         { key: 'duration', label: 'Duration', num: true, get: (t) => trialDuration(t) },
+        // Once some worker measured it: the most device memory an attempt held (0: not measured).
+        ...(S.list.some((t) => t.peak_device_memory_bytes > 0) ? [{
+          key: 'peak',
+          label: 'Peak memory',
+          num: true,
+          title: 'the most device memory an attempt of the trial held',
+          get: (t) => (t.peak_device_memory_bytes > 0 ? t.peak_device_memory_bytes : null),
+        }] : []),
       ];
     }
 
@@ -1965,6 +1973,7 @@
       if (c.key === 'state') return h('td', null, badge(t.state), t.error ? h('span', { class: 'muted', title: t.error }, ' ⚠') : null);
       if (c.key === 'value') return h('td', { class: 'num' }, fmtValue(v));
       if (c.key === 'duration') return h('td', { class: 'num' }, fmtDuration(v));
+      if (c.key === 'peak') return h('td', { class: 'num' }, v == null ? '—' : fmtSize(v));
       if (c.key === 'worker') return h('td', { class: 'mono', title: v }, v || '—');
       if (c.param) {
         const s = fmtParam(v);
@@ -2143,6 +2152,8 @@
           h('div', { class: 'stat' }, h('dt', null, 'Started'), h('dd', null, fmtTime(d.started_ms))),
           h('div', { class: 'stat' }, h('dt', null, 'Finished'), h('dd', null, fmtTime(d.finished_ms))),
           h('div', { class: 'stat' }, h('dt', null, 'Duration'), h('dd', null, fmtDuration(trialDuration(d)))),
+          d.peak_device_memory_bytes > 0
+            ? h('div', { class: 'stat', id: 'trial-peak-memory' }, h('dt', null, 'Peak memory'), h('dd', { title: `${d.peak_device_memory_bytes} bytes` }, fmtSize(d.peak_device_memory_bytes))) : null,
           d.state === 'RUNNING' && isNum(d.lease_expires_ms)
             ? h('div', { class: 'stat' }, h('dt', null, 'Lease expires'), h('dd', null, fmtTime(d.lease_expires_ms))) : null),
         d.error ? h('pre', { class: 'error-text', id: 'trial-error' }, d.error) : null,
