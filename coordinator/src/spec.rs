@@ -453,7 +453,7 @@ fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpec, SpecErro
         )));
     }
     let maximize = match raw.objective.direction.as_deref() {
-        None => metric != "eval_loss",
+        None => !bertsweep_proto::contract::LOWER_IS_BETTER.contains(&metric.as_str()),
         Some("maximize") => true,
         Some("minimize") => false,
         Some(other) => {
@@ -986,6 +986,16 @@ values = [16, 32]
         let spec = parse_study(&text.replace("[budget]", "[budget]\nmax_trials = 7")).unwrap();
         assert_eq!(spec.budget.max_trials, 7);
         assert_eq!(spec.sampler, SamplerKind::Random);
+    }
+
+    #[test]
+    fn every_reported_metric_can_be_the_objective_with_its_natural_direction() {
+        for metric in OBJECTIVE_METRICS {
+            let spec =
+                parse_study(&GOOD.replace("eval_accuracy", metric).replace("direction = \"maximize\"\n", "")).unwrap();
+            let lower = ["eval_loss", "eval_log_loss", "eval_ece"].contains(metric);
+            assert_eq!(spec.objective.maximize, !lower, "{metric}");
+        }
     }
 
     #[test]

@@ -7,9 +7,27 @@
 //! reasons about such a value (early stopping needs the longest run), it must use the same
 //! number, and that number lives here.
 
-/// Metrics a study may optimise: Hugging Face names that every worker reports after every
-/// epoch (the coordinator refuses any other `objective.metric`).
-pub const OBJECTIVE_METRICS: &[&str] = &["eval_accuracy", "eval_f1", "eval_precision", "eval_recall", "eval_loss"];
+/// Metrics a study may optimise: Hugging Face-style names that every worker reports after
+/// every epoch (the coordinator refuses any other `objective.metric`). `eval_f1`,
+/// `eval_precision` and `eval_recall` are macro averages; `eval_mcc` is Matthews correlation;
+/// `eval_roc_auc` and `eval_pr_auc` are of class 1 with two classes, one-vs-rest macro
+/// otherwise; `eval_ece` is the expected calibration error over 15 bins.
+pub const OBJECTIVE_METRICS: &[&str] = &[
+    "eval_accuracy",
+    "eval_f1",
+    "eval_precision",
+    "eval_recall",
+    "eval_loss",
+    "eval_mcc",
+    "eval_f1_weighted",
+    "eval_roc_auc",
+    "eval_pr_auc",
+    "eval_log_loss",
+    "eval_ece",
+];
+
+/// Of [`OBJECTIVE_METRICS`], those where lower is better (a study's default direction).
+pub const LOWER_IS_BETTER: &[&str] = &["eval_loss", "eval_log_loss", "eval_ece"];
 
 /// Epochs a trial trains when the study does not set `num_train_epochs` (transformers'
 /// Trainer default).

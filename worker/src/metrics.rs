@@ -1,4 +1,5 @@
-//! Classification metrics with scikit-learn's semantics (what transformers' examples report).
+//! Classification metrics with scikit-learn's semantics (what transformers' examples report),
+//! checked against scikit-learn itself (`worker/tests/metrics_sklearn.rs`).
 //!
 //! Macro averages run over the classes present in the labels or the predictions (sklearn's
 //! default `labels=None`); a precision or recall whose denominator is zero counts as 0
@@ -25,17 +26,8 @@ pub fn classification_scores(predictions: &[i64], labels: &[i64]) -> Classificat
     if labels.is_empty() {
         return ClassificationScores { accuracy: 0.0, precision: 0.0, recall: 0.0, f1: 0.0 };
     }
-    // Per class: (true positives, predicted count, actual count).
-    let mut counts: BTreeMap<i64, (f64, f64, f64)> = BTreeMap::new();
-    let mut correct = 0.0;
-    for (&p, &y) in predictions.iter().zip(labels) {
-        counts.entry(p).or_default().1 += 1.0;
-        counts.entry(y).or_default().2 += 1.0;
-        if p == y {
-            counts.entry(y).or_default().0 += 1.0;
-            correct += 1.0;
-        }
-    }
+    let counts = class_counts(predictions, labels);
+    let correct: f64 = counts.values().map(|c| c.0).sum();
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     let (mut precision, mut recall, mut f1) = (0.0, 0.0, 0.0);
     for &(tp, predicted, actual) in counts.values() {
@@ -51,6 +43,203 @@ pub fn classification_scores(predictions: &[i64], labels: &[i64]) -> Classificat
         recall: recall / classes,
         f1: f1 / classes,
     }
+}
+
+/// Calibration bins of [`expected_calibration_error`] (as in Guo et al. 2017).
+pub const ECE_BINS: usize = 15;
+
+/// The further scores of one evaluation, from its predictions and its class probabilities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbabilisticScores {
+    /// Matthews correlation coefficient (GLUE's CoLA metric), multiclass as scikit-learn.
+    pub mcc: f64,
+    /// Per-class F1 weighted by each class's support in the labels.
+    pub f1_weighted: f64,
+    /// ROC-AUC: of class 1 for two classes, else one-vs-rest macro (NaN with one class).
+    pub roc_auc: f64,
+    /// Average precision (PR-AUC, scikit-learn's step-wise sum): of class 1 for two classes,
+    /// else one-vs-rest macro.
+    pub pr_auc: f64,
+    /// Mean negative log-probability of the true class (probabilities clipped to [ε, 1-ε]).
+    pub log_loss: f64,
+    /// Expected calibration error over [`ECE_BINS`] equal-width bins of the top probability.
+    pub ece: f64,
+}
+
+/// Scores `probabilities` (row-major, `classes` per example) against `labels`; predictions
+/// are each row's first largest probability.
+pub fn probabilistic_scores(probabilities: &[f64], classes: usize, labels: &[i64]) -> ProbabilisticScores {
+    assert_eq!(probabilities.len(), labels.len() * classes, "probabilities and labels differ in length");
+    let rows: Vec<&[f64]> = probabilities.chunks(classes.max(1)).collect();
+    let predictions: Vec<i64> = rows.iter().map(|r| argmax(r) as i64).collect();
+    let column = |k: usize| -> Vec<f64> { rows.iter().map(|r| r[k]).collect() };
+    let is = |k: usize| -> Vec<bool> { labels.iter().map(|&y| y == k as i64).collect() };
+    let (roc_auc, pr_auc) = if classes == 2 {
+        (binary_roc_auc(&column(1), &is(1)), average_precision(&column(1), &is(1)))
+    } else {
+        let present: Vec<usize> = (0..classes).filter(|&k| labels.contains(&(k as i64))).collect();
+        let mean = |f: &dyn Fn(usize) -> f64| {
+            let values: Vec<f64> = present.iter().map(|&k| f(k)).collect();
+            if values.is_empty() {
+                f64::NAN
+            } else {
+                values.iter().sum::<f64>() / values.len() as f64
+            }
+        };
+        (mean(&|k| binary_roc_auc(&column(k), &is(k))), mean(&|k| average_precision(&column(k), &is(k))))
+    };
+    ProbabilisticScores {
+        mcc: matthews_corrcoef(&predictions, labels),
+        f1_weighted: weighted_f1(&predictions, labels),
+        roc_auc,
+        pr_auc,
+        log_loss: log_loss(&rows, labels),
+        ece: expected_calibration_error(&rows, labels, ECE_BINS),
+    }
+}
+
+/// Index of the first largest value (torch's and numpy's argmax).
+fn argmax(row: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Per class over the classes in `labels` or `predictions`: (true positives, predicted, actual).
+fn class_counts(predictions: &[i64], labels: &[i64]) -> BTreeMap<i64, (f64, f64, f64)> {
+    let mut counts: BTreeMap<i64, (f64, f64, f64)> = BTreeMap::new();
+    for (&p, &y) in predictions.iter().zip(labels) {
+        counts.entry(p).or_default().1 += 1.0;
+        counts.entry(y).or_default().2 += 1.0;
+        if p == y {
+            counts.entry(y).or_default().0 += 1.0;
+        }
+    }
+    counts
+}
+
+/// scikit-learn's `matthews_corrcoef` (multiclass form; 0 when undefined).
+pub fn matthews_corrcoef(predictions: &[i64], labels: &[i64]) -> f64 {
+    let counts = class_counts(predictions, labels);
+    let n = labels.len() as f64;
+    let correct: f64 = counts.values().map(|c| c.0).sum();
+    let (mut tp_sum, mut pp, mut tt) = (0.0, 0.0, 0.0);
+    for &(_, predicted, actual) in counts.values() {
+        tp_sum += predicted * actual;
+        pp += predicted * predicted;
+        tt += actual * actual;
+    }
+    let denominator = ((n * n - pp) * (n * n - tt)).sqrt();
+    if denominator == 0.0 {
+        0.0
+    } else {
+        (correct * n - tp_sum) / denominator
+    }
+}
+
+/// scikit-learn's `f1_score(average="weighted", zero_division=0)`.
+pub fn weighted_f1(predictions: &[i64], labels: &[i64]) -> f64 {
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let (mut sum, mut support) = (0.0, 0.0);
+    for &(tp, predicted, actual) in class_counts(predictions, labels).values() {
+        let (p, r) = (ratio(tp, predicted), ratio(tp, actual));
+        sum += actual * ratio(2.0 * p * r, p + r);
+        support += actual;
+    }
+    ratio(sum, support)
+}
+
+/// Area under the ROC curve of `scores` for `positive` examples (ties share their ranks, as
+/// the trapezoidal curve scikit-learn draws); NaN without both positives and negatives.
+pub fn binary_roc_auc(scores: &[f64], positive: &[bool]) -> f64 {
+    let n_pos = positive.iter().filter(|&&p| p).count() as f64;
+    let n_neg = positive.len() as f64 - n_pos;
+    if n_pos == 0.0 || n_neg == 0.0 {
+        return f64::NAN;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += rank * order[i..=j].iter().filter(|&&k| positive[k]).count() as f64;
+        i = j + 1;
+    }
+    (rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
+}
+
+/// scikit-learn's `average_precision_score`: Σ (Rₙ - Rₙ₋₁) Pₙ over the distinct thresholds,
+/// highest first; NaN without positives.
+pub fn average_precision(scores: &[f64], positive: &[bool]) -> f64 {
+    let total = positive.iter().filter(|&&p| p).count() as f64;
+    if total == 0.0 {
+        return f64::NAN;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp, mut recall_before, mut ap) = (0.0, 0.0, 0.0, 0.0);
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        for &k in &order[i..=j] {
+            if positive[k] {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+        }
+        let recall = tp / total;
+        ap += (recall - recall_before) * tp / (tp + fp);
+        recall_before = recall;
+        i = j + 1;
+    }
+    ap
+}
+
+/// scikit-learn's `log_loss` (probabilities clipped to [ε, 1-ε], ε of f64).
+pub fn log_loss(rows: &[&[f64]], labels: &[i64]) -> f64 {
+    if labels.is_empty() {
+        return f64::NAN;
+    }
+    let eps = f64::EPSILON;
+    let sum: f64 = rows.iter().zip(labels).map(|(r, &y)| -r[y as usize].clamp(eps, 1.0 - eps).ln()).sum();
+    sum / labels.len() as f64
+}
+
+/// Expected calibration error: examples binned by their top probability into `bins` equal
+/// bins ((k/bins, (k+1)/bins], as scikit-learn's `calibration_curve` bins), then the
+/// size-weighted mean of |accuracy - mean top probability| over the bins.
+pub fn expected_calibration_error(rows: &[&[f64]], labels: &[i64], bins: usize) -> f64 {
+    if labels.is_empty() || bins == 0 {
+        return f64::NAN;
+    }
+    // numpy's linspace(0, 1, bins + 1) inner edges: k * (1 / bins).
+    let step = 1.0 / bins as f64;
+    let mut sums = vec![(0.0f64, 0.0f64, 0.0f64); bins]; // (count, correct, confidence)
+    for (r, &y) in rows.iter().zip(labels) {
+        let predicted = argmax(r);
+        let confidence = r[predicted];
+        let bin = (1..bins).filter(|&k| k as f64 * step < confidence).count();
+        let s = &mut sums[bin];
+        s.0 += 1.0;
+        s.1 += if predicted as i64 == y { 1.0 } else { 0.0 };
+        s.2 += confidence;
+    }
+    let n = labels.len() as f64;
+    // (count / n) × |correct / count - confidence / count|, per bin.
+    sums.iter().map(|&(_, correct, confidence)| (correct - confidence).abs() / n).sum()
 }
 
 #[cfg(test)]

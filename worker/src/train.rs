@@ -693,6 +693,8 @@ impl<'a> Trainer<'a> {
         let split: &Split = &self.data.validation;
         let mut predictions = Vec::with_capacity(split.len());
         let mut labels = Vec::with_capacity(split.len());
+        let classes = self.data.labels.len();
+        let mut probabilities = Vec::with_capacity(split.len() * classes);
         let mut loss_sum = 0.0;
         let _no_grad = tch::no_grad_guard();
         for indices in eval_batch_order(&split.lengths(), EVAL_BATCH_SIZE) {
@@ -713,15 +715,29 @@ impl<'a> Trainer<'a> {
                 .and_then(|p| Vec::<i64>::try_from(&p))
                 .map_err(torch("evaluation"))?;
             predictions.extend(predicted);
+            let rows = logits
+                .f_softmax(-1, Kind::Double)
+                .and_then(|p| p.f_to_device(Device::Cpu))
+                .and_then(|p| p.f_flatten(0, -1))
+                .and_then(|p| Vec::<f64>::try_from(&p))
+                .map_err(torch("evaluation probabilities"))?;
+            probabilities.extend(rows);
             labels.extend(indices.iter().map(|&i| split.label_ids[i]));
         }
         let scores = classification_scores(&predictions, &labels);
+        let more = crate::metrics::probabilistic_scores(&probabilities, classes, &labels);
         Ok(BTreeMap::from([
             ("eval_accuracy".to_owned(), scores.accuracy),
             ("eval_f1".to_owned(), scores.f1),
             ("eval_precision".to_owned(), scores.precision),
             ("eval_recall".to_owned(), scores.recall),
             ("eval_loss".to_owned(), loss_sum / split.len().max(1) as f64),
+            ("eval_mcc".to_owned(), more.mcc),
+            ("eval_f1_weighted".to_owned(), more.f1_weighted),
+            ("eval_roc_auc".to_owned(), more.roc_auc),
+            ("eval_pr_auc".to_owned(), more.pr_auc),
+            ("eval_log_loss".to_owned(), more.log_loss),
+            ("eval_ece".to_owned(), more.ece),
         ]))
     }
 
