@@ -466,6 +466,7 @@ mod tests {
             label_column: "label".into(),
             max_seq_length,
             max_train_samples: None,
+            balanced_class_weights: false,
         }
     }
 

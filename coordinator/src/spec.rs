@@ -152,6 +152,9 @@ pub struct Task {
     pub max_seq_length: u32,
     /// Only the first N training rows (None = all); handy for smoke tests.
     pub max_train_samples: Option<u32>,
+    /// `class_weights = "balanced"`: each class's loss weighted by n / (classes × count) over
+    /// the training labels (scikit-learn's `compute_class_weight`), for imbalanced data.
+    pub balanced_class_weights: bool,
 }
 
 /// The values one parameter may take.
@@ -386,6 +389,7 @@ struct RawTask {
     label_column: Option<String>,
     max_seq_length: Option<i64>,
     max_train_samples: Option<i64>,
+    class_weights: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -727,6 +731,15 @@ fn validate_task(raw: RawTask) -> Result<Task, SpecError> {
         Some(n) if n >= 1 && n <= u32::MAX as i64 => Some(n as u32),
         Some(n) => return Err(invalid(format!("task.max_train_samples must be at least 1 (got {n})"))),
     };
+    let balanced_class_weights = match raw.class_weights.as_deref() {
+        None | Some("none") => false,
+        Some("balanced") => true,
+        Some(other) => {
+            return Err(invalid(format!(
+                "task.class_weights {other:?} is not valid; use \"balanced\" (inverse class frequency) or leave it out"
+            )))
+        }
+    };
     let column = |field: &str, v: Option<String>, default: &str| -> Result<String, SpecError> {
         let v = v.unwrap_or_else(|| default.to_string());
         if v.trim().is_empty() {
@@ -743,6 +756,7 @@ fn validate_task(raw: RawTask) -> Result<Task, SpecError> {
         label_column: column("task.label_column", raw.label_column, DEFAULT_LABEL_COLUMN)?,
         max_seq_length,
         max_train_samples,
+        balanced_class_weights,
     })
 }
 
@@ -986,6 +1000,16 @@ values = [16, 32]
         let spec = parse_study(&text.replace("[budget]", "[budget]\nmax_trials = 7")).unwrap();
         assert_eq!(spec.budget.max_trials, 7);
         assert_eq!(spec.sampler, SamplerKind::Random);
+    }
+
+    #[test]
+    fn class_weights_are_balanced_or_absent() {
+        assert!(!parse_study(GOOD).unwrap().task.balanced_class_weights);
+        let with = |v: &str| GOOD.replace("[task]\n", &format!("[task]\nclass_weights = {v}\n"));
+        assert!(parse_study(&with("\"balanced\"")).unwrap().task.balanced_class_weights);
+        assert!(!parse_study(&with("\"none\"")).unwrap().task.balanced_class_weights);
+        let e = err(&with("\"inverse\""));
+        assert!(e.contains("task.class_weights \"inverse\" is not valid") && e.contains("balanced"), "{e}");
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub fn fingerprint(cfg: &TrialConfig) -> String {
         cfg.label_column,
         cfg.objective_metric,
         cfg.maximize,
-    )
+    ) + if cfg.balanced_class_weights { " class_weights=balanced" } else { "" }
 }
 
 /// Size and time of one written checkpoint (for the log).

@@ -70,6 +70,9 @@ pub struct TrialConfig {
     pub maximize: bool,
     /// Batch similar lengths together (transformers' `group_by_length`).
     pub group_by_length: bool,
+    /// Weight the loss of each class by `n / (classes × count)` over the training labels
+    /// (`task.class_weights = "balanced"`, scikit-learn's `compute_class_weight`).
+    pub balanced_class_weights: bool,
 }
 
 impl Default for TrialConfig {
@@ -95,6 +98,7 @@ impl Default for TrialConfig {
             objective_metric: "eval_accuracy".to_owned(),
             maximize: true,
             group_by_length: false,
+            balanced_class_weights: false,
         }
     }
 }
@@ -354,6 +358,8 @@ pub struct StepTrainer {
     schedule: LinearSchedule,
     learning_rate: f64,
     head_lr_multiplier: f64,
+    /// Per-class loss weights (`torch.nn.CrossEntropyLoss(weight=…)`), on the device.
+    class_weights: Option<Tensor>,
     /// Per-phase wall time, when asked for (`BERTSWEEP_STEP_PROFILE=1`; adds device waits).
     clock: Option<PhaseClock>,
 }
@@ -397,8 +403,21 @@ impl StepTrainer {
             schedule: LinearSchedule::new(total_steps, cfg.warmup_ratio),
             learning_rate: cfg.learning_rate,
             head_lr_multiplier: cfg.head_lr_multiplier,
+            class_weights: None,
             clock: PhaseClock::from_env(device),
         })
+    }
+
+    /// Weights each class's loss by `weights` (one per class; the batch loss is then the
+    /// weighted mean, as `torch.nn.CrossEntropyLoss(weight=…)`).
+    pub fn set_class_weights(&mut self, weights: &[f64]) -> Result<(), TrainError> {
+        let device = self.vs.device();
+        let tensor = Tensor::from_slice(weights)
+            .f_to_kind(Kind::Float)
+            .and_then(|t| t.f_to_device(device))
+            .map_err(torch("class weights"))?;
+        self.class_weights = Some(tensor);
+        Ok(())
     }
 
     /// Forward, backward, clip, AdamW step at the scheduled learning rate.
@@ -417,7 +436,7 @@ impl StepTrainer {
             .forward_unpadded_t(&batch.input_ids, batch.attention_mask.as_ref(), batch.tokens.as_ref(), true)
             .map_err(torch("forward pass"))?;
         let loss = logits
-            .f_cross_entropy_loss::<Tensor>(&batch.labels, None, Reduction::Mean, -100, 0.0)
+            .f_cross_entropy_loss(&batch.labels, self.class_weights.as_ref(), Reduction::Mean, -100, 0.0)
             .map_err(torch("computing the loss"))?;
         self.mark(Phase::Forward);
         self.optimizer.zero_grad().map_err(torch("dropping gradients"))?;
@@ -470,6 +489,8 @@ struct Trainer<'a> {
     pad_id: i64,
     device: Device,
     stepper: StepTrainer,
+    /// `balanced` class weights, when the trial asks for them.
+    class_weights: Option<Vec<f64>>,
 }
 
 impl<'a> Trainer<'a> {
@@ -482,8 +503,16 @@ impl<'a> Trainer<'a> {
     ) -> Result<Self, TrainError> {
         let steps_per_epoch = data.train.len().div_ceil(cfg.per_device_train_batch_size);
         let total_steps = steps_per_epoch * cfg.num_train_epochs;
-        let stepper = StepTrainer::new(cfg, config, data.labels.len() as i64, total_steps, device)?;
-        Ok(Trainer { cfg, config, data, pad_id, device, stepper })
+        let mut stepper = StepTrainer::new(cfg, config, data.labels.len() as i64, total_steps, device)?;
+        let class_weights = if cfg.balanced_class_weights {
+            let weights = crate::data::balanced_class_weights(&data.train.label_ids, &data.labels)
+                .map_err(TrainError::InvalidTrial)?;
+            stepper.set_class_weights(&weights)?;
+            Some(weights)
+        } else {
+            None
+        };
+        Ok(Trainer { cfg, config, data, pad_id, device, stepper, class_weights })
     }
 
     fn run(&mut self, observer: &mut dyn TrainObserver, export_dir: Option<&Path>) -> Result<TrialOutcome, TrainError> {
@@ -517,6 +546,9 @@ impl<'a> Trainer<'a> {
                     let total = self.stepper.schedule.total_steps;
                     self.stepper =
                         StepTrainer::new(self.cfg, self.config, self.data.labels.len() as i64, total, self.device)?;
+                    if let Some(weights) = &self.class_weights {
+                        self.stepper.set_class_weights(weights)?;
+                    }
                 }
             }
         }
@@ -696,6 +728,8 @@ impl<'a> Trainer<'a> {
         let classes = self.data.labels.len();
         let mut probabilities = Vec::with_capacity(split.len() * classes);
         let mut loss_sum = 0.0;
+        // With class weights: the weighted mean over the whole set, Σ w_y·loss / Σ w_y.
+        let mut weight_sum = 0.0;
         let _no_grad = tch::no_grad_guard();
         for indices in eval_batch_order(&split.lengths(), EVAL_BATCH_SIZE) {
             let batch = Batch::new(split, &indices, self.pad_id, self.device).map_err(torch("building a batch"))?;
@@ -705,10 +739,14 @@ impl<'a> Trainer<'a> {
                 .forward_unpadded_t(&batch.input_ids, batch.attention_mask.as_ref(), batch.tokens.as_ref(), false)
                 .map_err(torch("evaluation"))?;
             let loss = logits
-                .f_cross_entropy_loss::<Tensor>(&batch.labels, None, Reduction::Sum, -100, 0.0)
+                .f_cross_entropy_loss(&batch.labels, self.stepper.class_weights.as_ref(), Reduction::Sum, -100, 0.0)
                 .and_then(|l| f64::try_from(&l))
                 .map_err(torch("evaluation loss"))?;
             loss_sum += loss;
+            weight_sum += match &self.class_weights {
+                Some(w) => indices.iter().map(|&i| w[split.label_ids[i] as usize]).sum::<f64>(),
+                None => indices.len() as f64,
+            };
             let predicted = logits
                 .f_argmax(-1, false)
                 .and_then(|p| p.f_to_device(Device::Cpu))
@@ -731,7 +769,7 @@ impl<'a> Trainer<'a> {
             ("eval_f1".to_owned(), scores.f1),
             ("eval_precision".to_owned(), scores.precision),
             ("eval_recall".to_owned(), scores.recall),
-            ("eval_loss".to_owned(), loss_sum / split.len().max(1) as f64),
+            ("eval_loss".to_owned(), if weight_sum > 0.0 { loss_sum / weight_sum } else { 0.0 }),
             ("eval_mcc".to_owned(), more.mcc),
             ("eval_f1_weighted".to_owned(), more.f1_weighted),
             ("eval_roc_auc".to_owned(), more.roc_auc),

@@ -8,12 +8,15 @@
     hf_reference.py to_bin IN.safetensors OUT.bin
         The same tensors saved with torch.save, as an old pytorch_model.bin.
     hf_reference.py train_steps MODEL_DIR BATCHES.safetensors CLASSIFIER.safetensors OUT.safetensors
-                    LR WEIGHT_DECAY WARMUP_RATIO STEPS MISTAKE
+                    LR WEIGHT_DECAY WARMUP_RATIO STEPS MISTAKE [CLASS_WEIGHTS]
         Fine-tunes as transformers' Trainer does (dropout 0, AdamW with its decay groups,
         get_linear_schedule_with_warmup, clip_grad_norm_ 1.0) on the explicit batches
         input_ids_K / attention_mask_K / labels_K; writes per-step loss and grad_norm and every
         parameter after step 1 (step1.NAME) and the last step (last.NAME). MISTAKE (none,
         schedule, decay, clip, bias) plants one error, so tests can show they would catch it.
+        CLASS_WEIGHTS "balanced": the loss is torch.nn.CrossEntropyLoss(weight=w) with w from
+        scikit-learn's compute_class_weight("balanced") over all the batches' labels (what a
+        Trainer subclass for imbalanced data computes).
 
 Never downloads anything (run with HF_HUB_OFFLINE=1).
 """
@@ -53,7 +56,8 @@ def to_bin(source, target):
     torch.save(load_file(source), target)
 
 
-def train_steps(model_dir, batches, classifier, out, lr, weight_decay, warmup_ratio, steps, mistake):
+def train_steps(model_dir, batches, classifier, out, lr, weight_decay, warmup_ratio, steps, mistake,
+                class_weights="none"):
     import math
 
     from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
@@ -84,6 +88,14 @@ def train_steps(model_dir, batches, classifier, out, lr, weight_decay, warmup_ra
     schedule = None if mistake == "schedule" else get_linear_schedule_with_warmup(
         optimizer, math.ceil(steps * warmup_ratio), steps
     )
+    loss_fn = None
+    if class_weights == "balanced":
+        import numpy as np
+        from sklearn.utils.class_weight import compute_class_weight
+        every = torch.cat([data[f"labels_{k}"] for k in range(steps)]).numpy()
+        classes = np.arange(head["classifier.bias"].shape[0])
+        weight = compute_class_weight("balanced", classes=classes, y=every)
+        loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weight, dtype=torch.float32))
     moments = {}
     record = {"loss": [], "grad_norm": []}
     saved = {}
@@ -91,6 +103,8 @@ def train_steps(model_dir, batches, classifier, out, lr, weight_decay, warmup_ra
         output = model(
             input_ids=data[f"input_ids_{k}"], attention_mask=data[f"attention_mask_{k}"], labels=data[f"labels_{k}"]
         )
+        if loss_fn is not None:
+            output.loss = loss_fn(output.logits, data[f"labels_{k}"])
         output.loss.backward()
         if mistake == "clip":
             norm = torch.norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))

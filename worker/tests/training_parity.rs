@@ -89,7 +89,7 @@ struct OurRun {
     grad_norm: Vec<f64>,
 }
 
-fn our_run(dir: &Path, batches: &[(Tensor, Tensor, Tensor)]) -> OurRun {
+fn our_run(dir: &Path, batches: &[(Tensor, Tensor, Tensor)], class_weights: Option<&[f64]>) -> OurRun {
     let mut config = BertConfig::from_dir(dir).unwrap();
     config.hidden_dropout_prob = 0.0;
     config.attention_probs_dropout_prob = 0.0;
@@ -102,6 +102,9 @@ fn our_run(dir: &Path, batches: &[(Tensor, Tensor, Tensor)]) -> OurRun {
         ..TrialConfig::default()
     };
     let mut trainer = StepTrainer::new(&cfg, &config, 2, STEPS, Device::Cpu).unwrap();
+    if let Some(weights) = class_weights {
+        trainer.set_class_weights(weights).unwrap();
+    }
     let initial = copy_all(&trainer.variables());
     let (mut step1, mut loss, mut grad_norm) = (HashMap::new(), Vec::new(), Vec::new());
     for (k, (ids, mask, labels)) in batches.iter().enumerate() {
@@ -124,11 +127,24 @@ fn our_run(dir: &Path, batches: &[(Tensor, Tensor, Tensor)]) -> OurRun {
 
 /// The reference run (with `mistake` planted, or "none").
 fn reference(python: &Path, dir: &Path, tmp: &Path, ours: &OurRun, mistake: &str) -> HashMap<String, Tensor> {
-    let out = tmp.join(format!("reference-{mistake}.safetensors"));
+    reference_on(python, dir, tmp, "batches", ours, mistake, "none")
+}
+
+/// The reference run on `tmp/<batches>.safetensors`, with `class_weights` ("none" or "balanced").
+fn reference_on(
+    python: &Path,
+    dir: &Path,
+    tmp: &Path,
+    batches: &str,
+    ours: &OurRun,
+    mistake: &str,
+    class_weights: &str,
+) -> HashMap<String, Tensor> {
+    let out = tmp.join(format!("reference-{batches}-{mistake}-{class_weights}.safetensors"));
     let args = [
         "train_steps".to_string(),
         dir.display().to_string(),
-        tmp.join("batches.safetensors").display().to_string(),
+        tmp.join(format!("{batches}.safetensors")).display().to_string(),
         tmp.join("classifier.safetensors").display().to_string(),
         out.display().to_string(),
         LEARNING_RATE.to_string(),
@@ -136,6 +152,7 @@ fn reference(python: &Path, dir: &Path, tmp: &Path, ours: &OurRun, mistake: &str
         WARMUP_RATIO.to_string(),
         STEPS.to_string(),
         mistake.to_string(),
+        class_weights.to_string(),
     ];
     let _ = ours;
     common::run_reference(python, &args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -203,7 +220,7 @@ fn thirty_adamw_steps_match_transformers_and_planted_mistakes_do_not() {
     }
     Tensor::write_safetensors(&named, tmp.path().join("batches.safetensors")).unwrap();
 
-    let ours = our_run(&dir, &batches);
+    let ours = our_run(&dir, &batches, None);
     let head = [
         ("classifier.weight", &ours.initial["classifier.weight"]),
         ("classifier.bias", &ours.initial["classifier.bias"]),
@@ -218,4 +235,53 @@ fn thirty_adamw_steps_match_transformers_and_planted_mistakes_do_not() {
         println!("worker vs transformers with a {mistake} mistake: {d:?}");
         assert!(!d.within_parity(), "a {mistake} mistake would go unnoticed: {d:?}");
     }
+}
+
+/// `class_weights = "balanced"`: the same 30 steps on labels made imbalanced (one positive in
+/// four) match transformers with `CrossEntropyLoss(weight=compute_class_weight("balanced"))`,
+/// and would not match an unweighted loss.
+#[test]
+fn balanced_class_weights_match_a_weighted_cross_entropy() {
+    let (Some(python), Some(dir)) = (common::python(), common::minilm_dir()) else {
+        panic!("the reference Python or the MiniLM checkpoint is missing: run `make setup`");
+    };
+    tch::set_num_threads(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut counter = 0i64;
+    let batches: Vec<(Tensor, Tensor, Tensor)> = batches(&dir)
+        .into_iter()
+        .map(|(ids, mask, labels)| {
+            let n = labels.size()[0];
+            let skewed: Vec<i64> = (0..n)
+                .map(|_| {
+                    counter += 1;
+                    i64::from(counter % 4 == 0)
+                })
+                .collect();
+            (ids, mask, Tensor::from_slice(&skewed))
+        })
+        .collect();
+    let mut named: Vec<(String, Tensor)> = Vec::new();
+    let mut every = Vec::new();
+    for (k, (ids, mask, labels)) in batches.iter().enumerate() {
+        named.push((format!("input_ids_{k}"), ids.shallow_clone()));
+        named.push((format!("attention_mask_{k}"), mask.shallow_clone()));
+        named.push((format!("labels_{k}"), labels.shallow_clone()));
+        every.extend(Vec::<i64>::try_from(labels).unwrap());
+    }
+    Tensor::write_safetensors(&named, tmp.path().join("skewed.safetensors")).unwrap();
+    let weights = bertsweep_worker::data::balanced_class_weights(&every, &["0".to_string(), "1".to_string()]).unwrap();
+    assert!((weights[1] / weights[0] - 3.0).abs() < 1e-12, "one positive in four: {weights:?}");
+
+    let ours = our_run(&dir, &batches, Some(&weights));
+    let head = [
+        ("classifier.weight", &ours.initial["classifier.weight"]),
+        ("classifier.bias", &ours.initial["classifier.bias"]),
+    ];
+    Tensor::write_safetensors(&head, tmp.path().join("classifier.safetensors")).unwrap();
+    let parity = divergence(&ours, &reference_on(&python, &dir, tmp.path(), "skewed", &ours, "none", "balanced"));
+    println!("weighted: worker vs transformers: {parity:?}");
+    assert!(parity.within_parity(), "weighted training drifts from transformers: {parity:?}");
+    let unweighted = divergence(&ours, &reference_on(&python, &dir, tmp.path(), "skewed", &ours, "none", "none"));
+    assert!(!unweighted.within_parity(), "an unweighted loss would go unnoticed: {unweighted:?}");
 }

@@ -139,6 +139,7 @@ pub fn assignment_to_proto(a: &Assignment) -> pb::Assignment {
             objective_metric: a.objective.metric.clone(),
             maximize: a.objective.maximize,
             max_train_samples: a.task.max_train_samples.unwrap_or(0),
+            class_weights: if a.task.balanced_class_weights { "balanced" } else { "" }.into(),
         }),
         lease_token: a.lease_token,
         lease_ttl_ms: a.lease_ttl_ms,

@@ -59,6 +59,10 @@ pub struct TrainArgs {
     /// Batch examples of similar length together, as transformers' `group_by_length`.
     #[arg(long)]
     group_by_length: bool,
+    /// `balanced`: weight each class's loss by n / (classes × its training count), as
+    /// scikit-learn's compute_class_weight (for imbalanced labels). Default: none.
+    #[arg(long, value_parser = ["balanced", "none"], default_value = "none")]
+    class_weights: String,
     /// Metric that picks the best epoch for --output.
     #[arg(long, default_value = "eval_accuracy")]
     objective: String,
@@ -133,6 +137,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         objective_metric: args.objective,
         maximize: !args.minimize,
         group_by_length: args.group_by_length,
+        balanced_class_weights: args.class_weights == "balanced",
     };
     let mut printer = EpochPrinter { json: args.json, epochs: cfg.num_train_epochs };
     let outcome = run_trial(&cfg, device, &mut printer, args.output.as_deref())

@@ -193,6 +193,26 @@ fn label_list(train: &EncodedFile, validation: &EncodedFile) -> Result<Vec<Strin
     Ok(labels)
 }
 
+/// scikit-learn's `compute_class_weight("balanced")`: class `c` weighs
+/// `n / (classes × count_c)` over the training labels `label_ids` (ids into `labels`). Err
+/// names a class with no training example (its weight would be infinite).
+pub fn balanced_class_weights(label_ids: &[i64], labels: &[String]) -> Result<Vec<f64>, String> {
+    let mut counts = vec![0usize; labels.len()];
+    for &y in label_ids {
+        if let Some(c) = counts.get_mut(y as usize) {
+            *c += 1;
+        }
+    }
+    if let Some(missing) = counts.iter().position(|&c| c == 0) {
+        return Err(format!(
+            "class_weights = \"balanced\" needs every class in the training data, but class {:?} (seen in the validation data) has no training example",
+            labels[missing]
+        ));
+    }
+    let (n, classes) = (label_ids.len() as f64, labels.len() as f64);
+    Ok(counts.iter().map(|&c| n / (classes * c as f64)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,5 +271,15 @@ mod tests {
         std::fs::write(&single, "text\tlabel\ngood\t1\n").unwrap();
         let err = ClassificationData::load(&spec(single.clone(), single, "label"), &tok).unwrap_err().to_string();
         assert!(err.contains("only one label value"), "{err}");
+    }
+
+    #[test]
+    fn balanced_class_weights_are_scikit_learns() {
+        let labels: Vec<String> = ["neg", "pos", "neu"].iter().map(|s| s.to_string()).collect();
+        // compute_class_weight("balanced", classes=[0,1,2], y=[0,0,0,0,1,1,2,2,2,2,2,2]) = [1, 2, 2/3]
+        let w = balanced_class_weights(&[0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2], &labels).unwrap();
+        assert_eq!(w, vec![1.0, 2.0, 12.0 / 18.0]);
+        let err = balanced_class_weights(&[0, 0, 2], &labels).unwrap_err();
+        assert!(err.contains("\"pos\"") && err.contains("no training example"), "{err}");
     }
 }

@@ -13,6 +13,14 @@ pub enum AssignmentError {
     /// The coordinator sent no task spec.
     #[error("the assignment has no task")]
     NoTask,
+    /// A task setting this worker does not know (mismatched versions).
+    #[error("task.{name} = {value:?} is not known to this worker; upgrade it")]
+    Task {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
     /// A parameter is unknown to this worker or has the wrong type.
     #[error("parameter {name}: {message}")]
     Param {
@@ -57,6 +65,11 @@ pub fn trial_config(a: &pb::Assignment, group_by_length: bool) -> Result<TrialCo
         objective_metric: task.objective_metric.clone(),
         maximize: task.maximize,
         group_by_length,
+        balanced_class_weights: match task.class_weights.as_str() {
+            "" | "none" => false,
+            "balanced" => true,
+            other => return Err(AssignmentError::Task { name: "class_weights", value: other.to_string() }),
+        },
         ..TrialConfig::default()
     };
     for (name, value) in &a.params {
@@ -143,6 +156,17 @@ mod tests {
             (10.0, 2, 0.1, 0.0)
         );
         assert_eq!((cfg.max_seq_length, cfg.objective_metric.as_str()), (64, "eval_f1"));
+    }
+
+    #[test]
+    fn class_weights_come_from_the_task() {
+        let mut a = assignment(&[]);
+        assert!(!trial_config(&a, false).unwrap().balanced_class_weights);
+        a.task.as_mut().unwrap().class_weights = "balanced".into();
+        assert!(trial_config(&a, false).unwrap().balanced_class_weights);
+        a.task.as_mut().unwrap().class_weights = "focal".into();
+        let err = trial_config(&a, false).unwrap_err().to_string();
+        assert!(err.contains("task.class_weights") && err.contains("upgrade"), "{err}");
     }
 
     #[test]
