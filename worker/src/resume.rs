@@ -142,10 +142,23 @@ impl Snapshot {
         optimizer: &AdamW,
         best: Option<&HashMap<String, Tensor>>,
     ) -> Result<Snapshot, String> {
+        Self::gather(state, variables, optimizer, best, true)
+    }
+
+    /// [`Snapshot::take`]; with `clone_cpu` false, CPU tensors are shared rather than cloned
+    /// (for a write that finishes before training touches them again).
+    fn gather(
+        state: ResumeState,
+        variables: &HashMap<String, Tensor>,
+        optimizer: &AdamW,
+        best: Option<&HashMap<String, Tensor>>,
+        clone_cpu: bool,
+    ) -> Result<Snapshot, String> {
         let started = Instant::now();
         let _no_grad = tch::no_grad_guard();
         let host_copy = |t: &Tensor| -> Result<Tensor, String> {
             let copied = match t.device() {
+                Device::Cpu if !clone_cpu => t.f_contiguous(),
                 Device::Cpu => Tensor::f_empty_like(t)
                     .and_then(|mut copy| copy.f_copy_(t).map(|()| copy))
                     .and_then(|c| c.f_contiguous()),
@@ -209,7 +222,8 @@ pub fn save(
     best: Option<&HashMap<String, Tensor>>,
 ) -> Result<Written, ResumeError> {
     let started = Instant::now();
-    let snapshot = Snapshot::take(state, variables, optimizer, best)
+    // Written before training goes on: CPU tensors need no copy.
+    let snapshot = Snapshot::gather(state, variables, optimizer, best, false)
         .map_err(|message| ResumeError::Invalid { dir: dir.to_path_buf(), message })?;
     let written = snapshot.write(dir)?;
     Ok(Written { bytes: written.bytes, seconds: started.elapsed().as_secs_f64() })

@@ -139,13 +139,7 @@ fn run_supervisor(args: ServeArgs) -> anyhow::Result<()> {
             serve_metrics(addr, &devices, true).await?;
         }
         let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            warn!("stopping: every slot hands its trial back (press Ctrl-C again to exit at once)");
-            let _ = stop_tx.send(true);
-            wait_for_signal().await;
-            std::process::exit(130);
-        });
+        stop_on_signal(stop_tx, "every slot hands its trial back");
         let admitted = slots::supervisor::run(options, stop_rx).await?;
         info!(trials = admitted, "worker finished");
         Ok(())
@@ -255,13 +249,7 @@ fn run_worker(args: ServeArgs, slot: Option<slots::SlotSettings>) -> anyhow::Res
             info!(slot = %slot.name, threads = slot.threads, "slot process started");
             options.slot = Some(slots::link::SlotLink::start(bus_id, stop_tx.clone()));
         }
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            warn!("stopping: releasing the current trial (press Ctrl-C again to exit at once)");
-            let _ = stop_tx.send(true);
-            wait_for_signal().await;
-            std::process::exit(130);
-        });
+        stop_on_signal(stop_tx, "releasing the current trial");
         let summary = runtime::run(options, stop_rx).await?;
         info!(trials = summary.trials, "worker finished");
         Ok(())
@@ -269,6 +257,18 @@ fn run_worker(args: ServeArgs, slot: Option<slots::SlotSettings>) -> anyhow::Res
     // A slot's stdin reader sits in a blocking read the runtime would wait for forever.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     result
+}
+
+/// The first SIGINT/SIGTERM turns `stop` true (`what` says what stopping does); a second one
+/// exits at once.
+fn stop_on_signal(stop: watch::Sender<bool>, what: &'static str) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        warn!("stopping: {what} (press Ctrl-C again to exit at once)");
+        let _ = stop.send(true);
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
 }
 
 async fn wait_for_signal() {
