@@ -82,6 +82,8 @@ async fn worker(url: String, start_at: Instant, stop_at: Instant) -> (Vec<f64>, 
                 metrics: metrics(2),
                 artifact: String::new(),
                 peak_device_memory_bytes: 0,
+                predictions: None,
+                test_metrics: Default::default(),
             })
             .await?;
             Ok(())

@@ -196,6 +196,8 @@ async fn simulated_worker(
             metrics: best,
             artifact: String::new(),
             peak_device_memory_bytes: 0,
+            predictions: None,
+            test_metrics: Default::default(),
         })
         .await
         .unwrap();

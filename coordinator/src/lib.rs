@@ -11,6 +11,8 @@
 //! - [`ops`]: what the registry asks the store to persist and what the store loads back.
 //! - [`registry`]: the trial lifecycle state machine (leases, fencing, requeue, study end).
 //! - [`error`]: [`error::CoordinatorError`], what an operation can be refused with.
+//! - [`evaluation`]: trials' dev-set predictions — checked, scored once (the objective's
+//!   bootstrap interval), summarised per class, and compared (`best`'s paired bootstrap).
 //! - [`blobs`]: uploaded inputs and kept models on disk, and their garbage collection.
 //! - [`store`]: SQLite via sqlx — migrations, start-up load, group-commit writer.
 //! - [`service`]: the gRPC methods; [`service::convert`] is the server's only proto ↔ domain
@@ -33,6 +35,7 @@ pub mod cli;
 pub mod connections;
 pub mod dashboard;
 pub mod error;
+pub mod evaluation;
 pub mod fixtures;
 pub mod importance;
 pub mod model;

@@ -161,12 +161,33 @@ pub struct Trial {
     pub peak_device_memory_bytes: u64,
     /// Last error reported by a worker or the reaper.
     pub error: String,
+    /// A completed trial's dev-set predictions and the interval of its objective (shared:
+    /// trial rows are cloned for every write and event, the predictions are not).
+    pub evaluation: Option<std::sync::Arc<TrialEvaluation>>,
+    /// The kept model's scores on the study's test file (`test_…`); empty without one. Nothing
+    /// that decides (sampler, early stopping, the best trial) reads them.
+    pub test_metrics: Metrics,
     /// Wall-clock ms when the sampler created it.
     pub created_ms: i64,
     /// Wall-clock ms of its first lease (None while it never ran).
     pub started_ms: Option<i64>,
     /// Wall-clock ms when it reached a terminal state.
     pub finished_ms: Option<i64>,
+}
+
+/// A completed trial's dev-set predictions (of the epoch its value comes from) and the
+/// bootstrap interval of its objective, computed once when it completed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialEvaluation {
+    /// The epoch (from 1) that was evaluated.
+    pub epoch: u32,
+    /// Labels and class probabilities per dev example, in the validation file's order.
+    pub predictions: bertsweep_evaluation::Predictions,
+    /// Each class id's label as written in the data; empty when the worker sent none.
+    pub class_names: Vec<String>,
+    /// The 95 % bootstrap interval of the study's objective; `None` when the metric is
+    /// undefined on most resamples.
+    pub interval: Option<bertsweep_evaluation::Interval>,
 }
 
 impl Trial {
@@ -446,6 +467,8 @@ pub(crate) fn test_trial(number: u32, params: Params, state: TrialState) -> Tria
         checkpoint_epoch: 0,
         peak_device_memory_bytes: 0,
         error: String::new(),
+        evaluation: None,
+        test_metrics: Metrics::new(),
         created_ms: 0,
         started_ms: None,
         finished_ms: None,
@@ -463,6 +486,8 @@ mod tests {
             train_file: "t".into(),
             validation_file: "v".into(),
             text_column: "sentence".into(),
+            text_pair_column: None,
+            test_file: None,
             label_column: "label".into(),
             max_seq_length,
             max_train_samples: None,

@@ -144,8 +144,14 @@ pub struct Task {
     pub train_file: String,
     /// Validation data, evaluated after every epoch.
     pub validation_file: String,
+    /// Held-out test data (same forms as `train_file`): the kept models are scored on it once,
+    /// after training; the search never sees those scores. `None` = no test set.
+    pub test_file: Option<String>,
     /// Column holding the text.
     pub text_column: String,
+    /// Column holding each example's second text (sentence pairs: MRPC, RTE, QNLI, MNLI,
+    /// QQP); `None` = single sentences.
+    pub text_pair_column: Option<String>,
     /// Column holding the label (integer or string).
     pub label_column: String,
     /// Examples are truncated to this many tokens (8–512).
@@ -155,6 +161,31 @@ pub struct Task {
     /// `class_weights = "balanced"`: each class's loss weighted by n / (classes × count) over
     /// the training labels (scikit-learn's `compute_class_weight`), for imbalanced data.
     pub balanced_class_weights: bool,
+}
+
+/// One input a worker fetches for every trial of a study.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskInput<'a> {
+    /// Its key under `[task]` (`model`, `train_file`, …).
+    pub key: &'static str,
+    /// The reference as the study file gives it (a path, `blob:`, `worker:`, `hf:`).
+    pub reference: &'a str,
+    /// Whether it is a directory (the model) rather than one file.
+    pub is_dir: bool,
+}
+
+impl Task {
+    /// The study's inputs: the model, the training and validation files, and the test file
+    /// when there is one; the one list uploads, input checks and blob roots go by.
+    pub fn inputs(&self) -> Vec<TaskInput<'_>> {
+        let mut inputs = vec![
+            TaskInput { key: "model", reference: &self.model, is_dir: true },
+            TaskInput { key: "train_file", reference: &self.train_file, is_dir: false },
+            TaskInput { key: "validation_file", reference: &self.validation_file, is_dir: false },
+        ];
+        inputs.extend(self.test_file.as_deref().map(|t| TaskInput { key: "test_file", reference: t, is_dir: false }));
+        inputs
+    }
 }
 
 /// The values one parameter may take.
@@ -385,7 +416,9 @@ struct RawTask {
     model: String,
     train_file: String,
     validation_file: String,
+    test_file: Option<String>,
     text_column: Option<String>,
+    text_pair_column: Option<String>,
     label_column: Option<String>,
     max_seq_length: Option<i64>,
     max_train_samples: Option<i64>,
@@ -703,11 +736,13 @@ fn check_early_stopping_has_epochs(spec: &StudySpec) -> Result<(), SpecError> {
 pub const DEFAULT_KEEP_ARTIFACTS: u32 = 3;
 
 fn validate_task(raw: RawTask) -> Result<Task, SpecError> {
-    for (field, value) in [
-        ("task.model", &raw.model),
-        ("task.train_file", &raw.train_file),
-        ("task.validation_file", &raw.validation_file),
-    ] {
+    let inputs = [
+        ("task.model", Some(&raw.model)),
+        ("task.train_file", Some(&raw.train_file)),
+        ("task.validation_file", Some(&raw.validation_file)),
+        ("task.test_file", raw.test_file.as_ref()),
+    ];
+    for (field, value) in inputs.into_iter().filter_map(|(f, v)| Some((f, v?))) {
         if value.trim().is_empty() {
             return Err(invalid(format!("{field} is empty; give a path the workers can read")));
         }
@@ -748,12 +783,30 @@ fn validate_task(raw: RawTask) -> Result<Task, SpecError> {
             Ok(v)
         }
     };
+    let text_column = column("task.text_column", raw.text_column, DEFAULT_TEXT_COLUMN)?;
+    let label_column = column("task.label_column", raw.label_column, DEFAULT_LABEL_COLUMN)?;
+    let text_pair_column = match raw.text_pair_column {
+        None => None,
+        Some(pair) => {
+            let pair = column("task.text_pair_column", Some(pair), "")?;
+            for (field, other) in [("task.text_column", &text_column), ("task.label_column", &label_column)] {
+                if &pair == other {
+                    return Err(invalid(format!(
+                        "task.text_pair_column {pair:?} is also {field}; name the column holding each example's second text"
+                    )));
+                }
+            }
+            Some(pair)
+        }
+    };
     Ok(Task {
         model: raw.model,
         train_file: raw.train_file,
         validation_file: raw.validation_file,
-        text_column: column("task.text_column", raw.text_column, DEFAULT_TEXT_COLUMN)?,
-        label_column: column("task.label_column", raw.label_column, DEFAULT_LABEL_COLUMN)?,
+        test_file: raw.test_file,
+        text_column,
+        text_pair_column,
+        label_column,
         max_seq_length,
         max_train_samples,
         balanced_class_weights,
@@ -1010,6 +1063,37 @@ values = [16, 32]
         assert!(!parse_study(&with("\"none\"")).unwrap().task.balanced_class_weights);
         let e = err(&with("\"inverse\""));
         assert!(e.contains("task.class_weights \"inverse\" is not valid") && e.contains("balanced"), "{e}");
+    }
+
+    #[test]
+    fn text_pair_column_is_optional_and_distinct() {
+        assert_eq!(parse_study(GOOD).unwrap().task.text_pair_column, None);
+        let with = |v: &str| GOOD.replace("[task]\n", &format!("[task]\ntext_column = \"sentence1\"\n{v}\n"));
+        let spec = parse_study(&with("text_pair_column = \"sentence2\"")).unwrap();
+        assert_eq!(
+            (spec.task.text_column.as_str(), spec.task.text_pair_column.as_deref()),
+            ("sentence1", Some("sentence2"))
+        );
+        assert!(err(&with("text_pair_column = \" \"")).contains("task.text_pair_column is empty"));
+        let e = err(&with("text_pair_column = \"sentence1\""));
+        assert!(e.contains("task.text_pair_column \"sentence1\" is also task.text_column"), "{e}");
+        let e = err(&with("text_pair_column = \"label\""));
+        assert!(e.contains("is also task.label_column"), "{e}");
+    }
+
+    #[test]
+    fn example_study_files_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut parsed = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                parse_study(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                parsed += 1;
+            }
+        }
+        assert!(parsed >= 4, "only {parsed} study files in {}", dir.display());
     }
 
     #[test]

@@ -167,7 +167,8 @@ impl Store {
         let trials = sqlx::query(
             "SELECT id, study_id, number, state, params_json, value, metrics_json, attempt, worker_id, lease_token, \
              lease_expires_ms, artifact, checkpoint, checkpoint_epoch, peak_device_memory_bytes, error, created_ms, \
-             started_ms, finished_ms FROM trials ORDER BY study_id, number",
+             started_ms, finished_ms, evaluation, objective_ci_low, objective_ci_high, test_metrics_json FROM trials \
+             ORDER BY study_id, number",
         )
         .fetch_all(&self.pool)
         .await?
@@ -196,6 +197,9 @@ impl Store {
                 checkpoint_epoch: r.get::<i64, _>("checkpoint_epoch") as u32,
                 peak_device_memory_bytes: r.get::<i64, _>("peak_device_memory_bytes").max(0) as u64,
                 error: r.get("error"),
+                evaluation: load_evaluation(&r)?,
+                test_metrics: serde_json::from_str(&r.get::<String, _>("test_metrics_json"))
+                    .map_err(|e| corrupt("trials", e.to_string()))?,
                 created_ms: r.get("created_ms"),
                 started_ms: r.get("started_ms"),
                 finished_ms: r.get("finished_ms"),
@@ -279,6 +283,21 @@ fn split_epochs(trial: &mut Trial, rows: Vec<StoredEpoch>) {
             trial.earlier_attempts.push(PastEpoch { attempt: row.attempt, epoch: row.epoch, metrics: row.metrics });
         }
     }
+}
+
+/// A trial row's evaluation (predictions and interval), `None` when it has none.
+fn load_evaluation(
+    r: &sqlx::sqlite::SqliteRow,
+) -> Result<Option<std::sync::Arc<crate::model::TrialEvaluation>>, StoreError> {
+    let Some(bytes) = r.get::<Option<Vec<u8>>, _>("evaluation") else {
+        return Ok(None);
+    };
+    let interval = match (r.get::<Option<f64>, _>("objective_ci_low"), r.get::<Option<f64>, _>("objective_ci_high")) {
+        (Some(low), Some(high)) => Some(bertsweep_evaluation::Interval { low, high }),
+        _ => None,
+    };
+    let evaluation = crate::evaluation::decode(&bytes, interval).map_err(|m| corrupt("trials", m))?;
+    Ok(Some(std::sync::Arc::new(evaluation)))
 }
 
 fn corrupt(table: &'static str, message: impl Into<String>) -> StoreError {
@@ -522,7 +541,7 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
         let mut qb: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
             "INSERT INTO trials (id, study_id, number, state, params_json, value, metrics_json, attempt, worker_id, \
              lease_token, lease_expires_ms, artifact, checkpoint, checkpoint_epoch, peak_device_memory_bytes, error, \
-             created_ms, started_ms, finished_ms) ",
+             created_ms, started_ms, finished_ms, evaluation, objective_ci_low, objective_ci_high, test_metrics_json) ",
         );
         qb.push_values(chunk, |mut b, t| {
             b.push_bind(t.id as i64)
@@ -543,7 +562,11 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
                 .push_bind(t.error.clone())
                 .push_bind(t.created_ms)
                 .push_bind(t.started_ms)
-                .push_bind(t.finished_ms);
+                .push_bind(t.finished_ms)
+                .push_bind(t.evaluation.as_deref().map(crate::evaluation::encode))
+                .push_bind(t.evaluation.as_ref().and_then(|e| e.interval).map(|i| i.low))
+                .push_bind(t.evaluation.as_ref().and_then(|e| e.interval).map(|i| i.high))
+                .push_bind(serde_json::to_string(&t.test_metrics).unwrap_or_default());
         });
         qb.push(
             " ON CONFLICT(id) DO UPDATE SET state = excluded.state, value = excluded.value, metrics_json = excluded.metrics_json, \
@@ -551,7 +574,9 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
              lease_expires_ms = excluded.lease_expires_ms, artifact = excluded.artifact, checkpoint = excluded.checkpoint, \
              checkpoint_epoch = excluded.checkpoint_epoch, \
              peak_device_memory_bytes = excluded.peak_device_memory_bytes, error = excluded.error, \
-             started_ms = excluded.started_ms, finished_ms = excluded.finished_ms",
+             started_ms = excluded.started_ms, finished_ms = excluded.finished_ms, \
+             evaluation = excluded.evaluation, objective_ci_low = excluded.objective_ci_low, \
+             objective_ci_high = excluded.objective_ci_high, test_metrics_json = excluded.test_metrics_json",
         );
         qb.build().execute(&mut *tx).await?;
     }
@@ -614,7 +639,7 @@ mod tests {
 
     /// A trial's peak device memory is written with its row and read back at start-up.
     #[tokio::test]
-    async fn a_trials_peak_device_memory_survives_a_restart() {
+    async fn a_trials_peak_memory_and_evaluation_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::open(&url).await.unwrap();
@@ -631,6 +656,16 @@ mod tests {
         };
         let mut trial = crate::model::test_trial(0, Default::default(), TrialState::Running);
         trial.peak_device_memory_bytes = 3_000_000_000;
+        let sent = bertsweep_proto::v1::DevPredictions {
+            epoch: 2,
+            classes: 2,
+            labels: vec![0, 1, 1],
+            probabilities: vec![0.75, 0.25, 0.5, 0.5, 0.125, 0.875],
+            class_weights: vec![1.0, 2.0],
+            class_names: vec!["neg".into(), "pos".into()],
+        };
+        let evaluation = std::sync::Arc::new(crate::evaluation::evaluate(sent, "eval_accuracy", 5).unwrap());
+        trial.evaluation = Some(evaluation.clone());
         let ops =
             vec![WriteOp::Study(study), WriteOp::Trial { trial: Box::new(trial), study_state: StudyState::Running }];
         writer.wait(writer.submit(ops)).await.unwrap();
@@ -639,5 +674,6 @@ mod tests {
         let loaded = Store::open(&url).await.unwrap().load().await.unwrap();
         assert_eq!(loaded.trials.len(), 1);
         assert_eq!(loaded.trials[0].peak_device_memory_bytes, 3_000_000_000);
+        assert_eq!(loaded.trials[0].evaluation.as_deref(), Some(&*evaluation), "predictions and interval");
     }
 }

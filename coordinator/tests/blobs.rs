@@ -150,9 +150,17 @@ async fn lease_all(c: &mut Client, n: usize) -> Vec<pb::Assignment> {
 async fn complete(c: &mut Client, a: &pb::Assignment, acc: f64, artifact: &str) -> Result<(), tonic::Status> {
     let (trial_id, lease_token, artifact) = (a.trial_id, a.lease_token, artifact.to_string());
     let metrics = [("eval_accuracy".to_string(), acc)].into_iter().collect();
-    c.complete_trial(pb::CompleteTrialRequest { trial_id, lease_token, metrics, artifact, peak_device_memory_bytes: 0 })
-        .await
-        .map(|_| ())
+    c.complete_trial(pb::CompleteTrialRequest {
+        trial_id,
+        lease_token,
+        metrics,
+        artifact,
+        peak_device_memory_bytes: 0,
+        predictions: None,
+        test_metrics: Default::default(),
+    })
+    .await
+    .map(|_| ())
 }
 
 async fn list_trials(c: &mut Client, study: &str) -> Vec<pb::Trial> {

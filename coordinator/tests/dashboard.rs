@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bertsweep_coordinator::fixtures::browser::Browser;
-use bertsweep_coordinator::fixtures::{ServeProcess, StudyToml, SEARCH_SPACE};
+use bertsweep_coordinator::fixtures::{
+    dev_predictions, held_out_scores, ServeProcess, StudyToml, DEV_EXAMPLES, SEARCH_SPACE,
+};
 use bertsweep_coordinator::server::{self, ServerConfig, ServerTls, Sidecars};
 use bertsweep_proto::v1 as pb;
 use serde_json::Value;
@@ -30,13 +32,15 @@ async fn client(url: &str, token: Option<&str>) -> bertsweep_proto::Client {
 }
 
 /// The sweep's study file: random search over learning rate and batch size, two seeds per
-/// configuration, three epochs, median pruning from epoch 2 once six trials completed.
+/// configuration, three epochs, median pruning from epoch 2 once six trials completed, and a
+/// held-out test file.
 fn sweep_toml() -> String {
     StudyToml::new(STUDY)
         .sampler("random")
         .seed(3)
         .repeats(2)
         .budget("max_trials = 12\nparallel_trials = 12\nmax_attempts = 2")
+        .task("test_file = \"worker:/data/test.tsv\"")
         .parameters(SEARCH_SPACE)
         .parameters("[parameters.num_train_epochs]\nvalue = 3")
         .section("[early_stopping]\ntype = \"median\"\nmin_epochs = 2\nwarmup_trials = 6")
@@ -62,6 +66,63 @@ fn peak_bytes(a: &pb::Assignment, epoch: u32) -> u64 {
         _ => 8,
     };
     1_000_000_000 + batch * 100_000_000 + u64::from(epoch) * 1_000_000
+}
+
+/// The middle class's name as the workers send it: markup, which the pages must show as text.
+const MARKUP_CLASS: &str = "<i>neutral</i>";
+
+/// The dev-set predictions a worker sends with its completion: [`DEV_EXAMPLES`] examples of
+/// three classes, scoring `acc`.
+fn predictions(a: &pb::Assignment, acc: f64) -> pb::DevPredictions {
+    let mut p = dev_predictions(acc, 3, DEV_EXAMPLES, a.number);
+    p.class_names[1] = MARKUP_CLASS.into();
+    p
+}
+
+/// The best trial, its interval, and the trials whose interval overlaps it, checking every
+/// row's `ci` and `overlaps_best` on the way.
+async fn tied_with_best(addr: SocketAddr) -> (u64, [f64; 2], Vec<u64>) {
+    let best = get(addr, &format!("/api/studies/{STUDY}"), &[]).await.json()["study"]["best_trial"].as_u64().unwrap();
+    let all = get(addr, &format!("/api/studies/{STUDY}/trials"), &[]).await.json()["trials"].clone();
+    let all = all.as_array().unwrap();
+    let best_ci = interval(&all[best as usize]["ci"]).expect("the best trial's interval");
+    let mut tied = Vec::new();
+    for t in all {
+        let ci = interval(&t["ci"]);
+        assert_eq!(ci.is_some(), t["state"] == "COMPLETED", "{t}");
+        let expected = t["number"].as_u64() != Some(best) && ci.is_some_and(|ci| overlap(ci, best_ci));
+        assert_eq!(t["overlaps_best"].as_bool(), Some(expected), "{t}");
+        if expected {
+            tied.push(t["number"].as_u64().unwrap());
+        }
+    }
+    (best, best_ci, tied)
+}
+
+/// A `[low, high]` interval from the API.
+fn interval(v: &Value) -> Option<[f64; 2]> {
+    Some([v.get(0)?.as_f64()?, v.get(1)?.as_f64()?])
+}
+
+fn overlap(a: [f64; 2], b: [f64; 2]) -> bool {
+    a[0] <= b[1] && b[0] <= a[1]
+}
+
+/// Trials numbered below this complete with held-out test scores ([`TEST_GAP`] worse than
+/// their dev scores), and so does a clear winner (dev accuracy 0.9 or more: only the trial the
+/// tests complete at 0.95 while they watch); the others complete without (as when their model
+/// was not kept).
+const TESTED: u32 = 3;
+/// How much worse than on the dev set the tested trials score on the test set.
+const TEST_GAP: f64 = 0.02;
+
+/// The test scores a worker sends with the completion of `a` at dev accuracy `acc`.
+fn test_metrics(a: &pb::Assignment, acc: f64) -> HashMap<String, f64> {
+    if a.number < TESTED || acc >= 0.9 {
+        held_out_scores(&metrics(acc), TEST_GAP).into_iter().collect()
+    } else {
+        HashMap::new()
+    }
 }
 
 fn metrics(acc: f64) -> HashMap<String, f64> {
@@ -120,6 +181,8 @@ impl Worker {
             artifact,
             // Not measured at completion: the epochs' peaks stand.
             peak_device_memory_bytes: 0,
+            predictions: Some(predictions(a, acc)),
+            test_metrics: test_metrics(a, acc),
         };
         self.client.complete_trial(request).await.unwrap();
     }
@@ -431,6 +494,54 @@ async fn api_pages_trials_and_derives_configurations_importance_csv_and_events()
     // Its peak device memory: the largest any report carried (the completion carried none).
     let batch = detail["params"]["per_device_train_batch_size"].as_u64().unwrap();
     assert_eq!(detail["peak_device_memory_bytes"].as_u64(), Some(1_000_000_000 + batch * 100_000_000 + 3_000_000));
+    // Its dev-set evaluation: the objective's interval, per-class scores and the confusion
+    // matrix (rows true, columns predicted), from the predictions its worker sent.
+    let e = &detail["evaluation"];
+    assert_eq!((e["epoch"].as_u64(), e["examples"].as_u64(), e["class_count"].as_u64()), (Some(3), Some(200), Some(3)));
+    let ci = interval(&e["ci"]).expect("an interval of eval_accuracy");
+    assert_eq!(detail["ci"], e["ci"]);
+    let value = detail["value"].as_f64().unwrap();
+    assert!(ci[0] < value && value < ci[1] && ci[1] - ci[0] < 0.2, "{ci:?} around {value}");
+    let names: Vec<&str> = e["per_class"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["negative", MARKUP_CLASS, "positive"]);
+    assert_eq!(e["confusion"]["classes"], serde_json::json!(names));
+    let matrix: Vec<Vec<u64>> = serde_json::from_value(e["confusion"]["matrix"].clone()).unwrap();
+    assert_eq!(matrix.iter().flatten().sum::<u64>(), 200);
+    let right: u64 = (0..3).map(|k| matrix[k][k]).sum();
+    assert_eq!(right, (value * 200.0).round() as u64, "the diagonal holds the accuracy");
+    for (k, row) in matrix.iter().enumerate() {
+        assert_eq!(row.iter().sum::<u64>(), e["per_class"][k]["support"].as_u64().unwrap(), "row {k}: its support");
+    }
+    // Its held-out test scores, whole, and the objective's among them on its row.
+    assert_eq!(detail["test_metrics"].as_object().unwrap().keys().collect::<Vec<_>>(), ["test_accuracy", "test_loss"]);
+    assert!((detail["test_metrics"]["test_accuracy"].as_f64().unwrap() - (value - TEST_GAP)).abs() < 1e-12);
+    assert!((detail["test_metrics"]["test_loss"].as_f64().unwrap() - (1.0 - value + TEST_GAP)).abs() < 1e-12);
+    assert_eq!(detail["test_value"], detail["test_metrics"]["test_accuracy"]);
+    let pruned_detail = get(addr, &format!("/api/studies/{STUDY}/trials/{}", sweep.pruned), &[]).await.json();
+    assert!(pruned_detail["evaluation"].is_null() && pruned_detail["ci"].is_null(), "no predictions before completing");
+    assert!(pruned_detail["test_metrics"].is_null() && pruned_detail["test_value"].is_null(), "no test scores");
+    let untested = get(addr, &format!("/api/studies/{STUDY}/trials/{TESTED}"), &[]).await.json();
+    assert_eq!(untested["state"], "COMPLETED");
+    assert!(untested["test_metrics"].is_null() && untested["test_value"].is_null(), "{untested}");
+    // Rows: the test counterpart of the objective (eval_accuracy → test_accuracy) where there
+    // is one, null elsewhere; the test scores change nothing else (the best is by dev value).
+    let rows = get(addr, &format!("/api/studies/{STUDY}/trials"), &[]).await.json()["trials"].clone();
+    for t in rows.as_array().unwrap() {
+        let tested = t["number"].as_u64().unwrap() < u64::from(TESTED);
+        match t["test_value"].as_f64() {
+            Some(test) => {
+                assert!(tested, "{t}");
+                assert!((test - (t["value"].as_f64().unwrap() - TEST_GAP)).abs() < 1e-12, "{t}");
+            }
+            None => assert!(!tested && t["test_value"].is_null(), "{t}"),
+        }
+    }
+
+    // Every completed trial's interval, and whether it overlaps the best trial's: the six
+    // completed trials' accuracies lie within 0.08 of each other, so on 200 examples most
+    // intervals overlap the best's.
+    let (best, best_ci, tied) = tied_with_best(addr).await;
+    assert!(tied.len() >= 3, "{tied:?}");
 
     // Seed spread: configurations with both seeds' points.
     let configs = get(addr, &format!("/api/studies/{STUDY}/configurations"), &[]).await.json();
@@ -442,6 +553,16 @@ async fn api_pages_trials_and_derives_configurations_importance_csv_and_events()
         "some configuration ran both seeds"
     );
     assert!(configs.iter().all(|c| c["params"].get("seed").is_none()));
+    // The best trial's configuration, and those where any seed's interval overlaps the best
+    // trial's interval.
+    assert_eq!(configs.iter().filter(|c| c["best"] == true).count(), 1);
+    for c in configs {
+        let any =
+            c["points"].as_array().unwrap().iter().any(|p| {
+                p["trial"].as_u64() != Some(best) && interval(&p["ci"]).is_some_and(|ci| overlap(ci, best_ci))
+            });
+        assert_eq!(c["overlaps_best"].as_bool(), Some(any && c["best"] != true), "{c}");
+    }
 
     // Importance: the learning rate drives accuracy, the batch size does not.
     let importance = get(addr, &format!("/api/studies/{STUDY}/importance"), &[]).await;
@@ -482,6 +603,15 @@ async fn api_pages_trials_and_derives_configurations_importance_csv_and_events()
         .unwrap();
     sweep.worker.complete_with(&running, 0.95, bertsweep_transfer::InputRef::Blob(uploaded.digest).to_string()).await;
     read_until(&mut stream, &mut seen, &format!("\"number\":{},\"state\":\"COMPLETED\"", running.number)).await;
+    // Its event carries its interval but no view of the best (which can change with any event).
+    let event =
+        seen.lines().rev().find(|l| l.contains(&format!("\"number\":{},\"state\":\"COMPLETED\"", running.number)));
+    let event: Value = serde_json::from_str(event.unwrap().trim_start_matches("data:").trim()).unwrap();
+    assert!(interval(&event["ci"]).is_some() && event.get("overlaps_best").is_none(), "{event}");
+    // At 0.95 it is the clear best now: no other interval reaches its.
+    let (best, _, tied) = tied_with_best(addr).await;
+    assert_eq!((best, tied), (u64::from(running.number), vec![]));
+    assert!((event["test_value"].as_f64().unwrap() - (0.95 - TEST_GAP)).abs() < 1e-12, "{event}");
 
     // Its trial page offers each file of the model, byte for byte.
     let detail = get(addr, &format!("/api/studies/{STUDY}/trials/{}", running.number), &[]).await.json();
@@ -599,6 +729,18 @@ fn assert_no_console_errors(browser: &Browser, page: &str) {
 
 const READY: &str = "return document.body.dataset.ready === '1';";
 
+/// A function of the study's name: which table rows carry the "may be tied with the best"
+/// mark, against the trials the API says overlap the best's interval, as a promise of
+/// `{expected, shown, badges, cis, same}`.
+const TIED_ROWS: &str = r#"(study) => fetch('/api/studies/' + study + '/trials').then(r => r.json()).then(j => {
+  const expected = j.trials.filter(t => t.overlaps_best === true).map(t => t.number).sort((a, b) => a - b);
+  const rows = Array.from(document.querySelectorAll('#trials-table tr[data-trial]'));
+  const shown = rows.filter(r => r.dataset.overlapsBest === '1').map(r => Number(r.dataset.trial)).sort((a, b) => a - b);
+  const badges = rows.filter(r => r.querySelector('td.ci .badge.tied')).length;
+  const cis = rows.filter(r => /[0-9] – [0-9]/.test((r.querySelector('td.ci') || {}).textContent || '')).length;
+  return { expected, shown, badges, cis, same: JSON.stringify(expected) === JSON.stringify(shown) };
+})"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_render_in_chromium_and_follow_the_sweep_live() {
     let dir = tempfile::tempdir().unwrap();
@@ -665,6 +807,75 @@ async fn pages_render_in_chromium_and_follow_the_sweep_live() {
     let first_row =
         browser.eval("return document.querySelector('#trials-table tr[data-trial=\"0\"]').innerText;", vec![]).unwrap();
     assert!(first_row.as_str().unwrap().contains(" GiB"), "{first_row}");
+    // The objective's 95% interval has its own column, and the trials whose interval overlaps
+    // the best's (which may be tied with it) are marked, as the API computes it.
+    assert!(headers.as_array().unwrap().iter().any(|h| h.as_str().unwrap().contains("95% CI")), "{headers}");
+    let tied = browser.eval(&format!("return ({TIED_ROWS})(arguments[0]);"), vec![Value::from(STUDY)]).unwrap();
+    assert_eq!(tied["same"], true, "{tied}");
+    assert!(!tied["expected"].as_array().unwrap().is_empty(), "some trial may be tied with the best: {tied}");
+    assert_eq!(tied["badges"].as_u64(), Some(tied["shown"].as_array().unwrap().len() as u64), "{tied}");
+    assert_eq!(tied["cis"].as_u64(), Some(6), "every completed trial's interval: {tied}");
+    let best_row = browser
+        .eval("return document.querySelector('#trials-table tr.is-best').dataset.overlapsBest || '';", vec![])
+        .unwrap();
+    assert_eq!(best_row, "", "the best is not marked as tied with itself");
+    // The seed spread marks configurations the same way (any seed's interval overlapping the
+    // best trial's).
+    let configs_tied = browser
+        .eval("return fetch('/api/studies/' + arguments[0] + '/configurations').then(r => r.json()).then(j => j.configurations.filter(c => c.overlaps_best).length);", vec![Value::from(STUDY)])
+        .unwrap();
+    let marked = browser
+        .eval("return Number(document.querySelector('[data-chart=\"seeds\"]').dataset.overlapping);", vec![])
+        .unwrap();
+    assert_eq!(marked, configs_tied);
+    let note = browser.eval("return document.querySelector('#panel-seeds .panel-note').textContent;", vec![]).unwrap();
+    if configs_tied.as_u64() > Some(0) {
+        assert!(note.as_str().unwrap().contains("overlap the best trial's"), "{note}");
+    }
+    // The held-out test score of the objective: its own column beside Value, filled for the
+    // trials that have one; and beside the best value in the header when the best has one.
+    let labels: Vec<String> = headers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().trim_end_matches(['▲', '▼']).to_string())
+        .collect();
+    let value_at = labels.iter().position(|l| l == "Value").expect("a Value column");
+    assert_eq!(labels.get(value_at + 1).map(String::as_str), Some("Test"), "{labels:?}");
+    let api_rows = browser
+        .eval(
+            "return fetch('/api/studies/' + arguments[0] + '/trials').then(r => r.json()).then(j => j.trials);",
+            vec![Value::from(STUDY)],
+        )
+        .unwrap();
+    for t in api_rows.as_array().unwrap() {
+        let shown = browser
+            .eval(
+                "const c = document.querySelector(`#trials-table tr[data-trial=\"${arguments[0]}\"] td.test`); return c ? c.textContent : null;",
+                vec![t["number"].clone()],
+            )
+            .unwrap();
+        match t["test_value"].as_f64() {
+            Some(test) => assert!((shown.as_str().unwrap().parse::<f64>().unwrap() - test).abs() < 1e-4, "{shown} {t}"),
+            None => assert_eq!(shown, "—", "{t}"),
+        }
+    }
+    let tested_rows = api_rows.as_array().unwrap().iter().filter(|t| t["test_value"].is_f64()).count();
+    assert_eq!(tested_rows, TESTED as usize, "{api_rows}");
+    let best_now = browser
+        .eval(
+            "return fetch('/api/studies/' + arguments[0]).then(r => r.json()).then(j => j.study.best_trial);",
+            vec![Value::from(STUDY)],
+        )
+        .unwrap();
+    let best_test = browser
+        .eval("const e = document.querySelector('#best-test-value'); return e ? e.textContent : null;", vec![])
+        .unwrap();
+    assert_eq!(best_test.is_string(), best_now.as_u64().unwrap() < u64::from(TESTED), "{best_test} {best_now}");
+    if let Some(text) = best_test.as_str() {
+        // The gap is the best trial's own (not its configuration's mean's).
+        assert!(text.contains("test 0.") && text.ends_with("(dev − test +0.0200)"), "{text}");
+    }
     browser.screenshot(&shots.join("study.png")).unwrap();
 
     // A trial that completes while the page is open shows up without a reload.
@@ -697,6 +908,27 @@ async fn pages_render_in_chromium_and_follow_the_sweep_live() {
         )
         .unwrap();
     assert_eq!(series(&browser).get("parallel"), Some(&8), "the new value is drawn");
+    // The new best has a test score: the header shows it beside the dev value, live.
+    let best_test = browser
+        .wait_for(
+            "the new best's test value in the header",
+            "const e = document.querySelector('#best-test-value'); return !!e && e.textContent.startsWith('test 0.9300') && e.closest('dd').textContent;",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    let best_test = best_test.as_str().unwrap();
+    assert!(
+        best_test.starts_with("0.9500 (trial ") && best_test.ends_with("test 0.9300 (dev − test +0.0200)"),
+        "{best_test}"
+    );
+    // The marks follow the new trial (which may be the new best) without a reload.
+    browser
+        .wait_for(
+            "the tied marks to follow the live change",
+            &format!("return ({TIED_ROWS})('{STUDY}').then(x => x.same && x.cis === 7);"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
     assert_no_console_errors(&browser, "study (live)");
 
     // The trial page: every metric per epoch.
@@ -707,6 +939,99 @@ async fn pages_render_in_chromium_and_follow_the_sweep_live() {
         .eval("const e = document.querySelector('#trial-peak-memory'); return e ? e.textContent : '';", vec![])
         .unwrap();
     assert!(peak.as_str().unwrap().contains("Peak memory") && peak.as_str().unwrap().contains(" GiB"), "{peak}");
+    // Its dev-set evaluation: the interval beside the value, per-class scores and the
+    // confusion matrix, class names as text (one is markup).
+    let detail = browser
+        .eval(
+            "return fetch('/api/studies/' + arguments[0] + '/trials/0').then(r => r.json());",
+            vec![Value::from(STUDY)],
+        )
+        .unwrap();
+    let ci =
+        browser.eval("const e = document.querySelector('#trial-ci'); return e ? e.textContent : '';", vec![]).unwrap();
+    assert!(ci.as_str().unwrap().contains("95% CI") && ci.as_str().unwrap().contains(" – "), "{ci}");
+    let tied_badge = browser.eval("return !!document.querySelector('.subtitle .badge.tied');", vec![]).unwrap();
+    assert_eq!(tied_badge, detail["overlaps_best"], "the trial page marks a possible tie as the API says");
+    let per_class = browser
+        .eval(
+            "return Array.from(document.querySelectorAll('#trial-per-class tbody tr')).map(r => Array.from(r.children).map(c => c.textContent));",
+            vec![],
+        )
+        .unwrap();
+    let per_class: Vec<Vec<String>> = serde_json::from_value(per_class).unwrap();
+    assert_eq!(per_class.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["negative", MARKUP_CLASS, "positive"]);
+    assert_eq!(per_class.iter().map(|r| r[4].parse::<u64>().unwrap()).sum::<u64>(), 200, "{per_class:?}");
+    for row in &per_class {
+        for score in &row[1..4] {
+            assert!((0.0..=1.0).contains(&score.parse::<f64>().unwrap()), "{row:?}");
+        }
+    }
+    // Dev and held-out test side by side: one row per metric scored on both, the gap
+    // labelled as selection optimism, and the test set never used to choose.
+    let dev_test = browser
+        .eval(
+            "return Array.from(document.querySelectorAll('#trial-dev-test tbody tr')).map(r => Array.from(r.children).map(c => c.textContent));",
+            vec![],
+        )
+        .unwrap();
+    let dev_test: Vec<Vec<String>> = serde_json::from_value(dev_test).unwrap();
+    let test = &detail["test_metrics"];
+    let dev = &detail["metrics"];
+    assert_eq!(dev_test.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["accuracy", "loss"], "{dev_test:?}");
+    for row in &dev_test {
+        let (d, t) =
+            (dev[format!("eval_{}", row[0])].as_f64().unwrap(), test[format!("test_{}", row[0])].as_f64().unwrap());
+        let shown: Vec<f64> = row[1..].iter().map(|c| c.parse::<f64>().unwrap()).collect();
+        assert!(
+            (shown[0] - d).abs() < 1e-4 && (shown[1] - t).abs() < 1e-4 && (shown[2] - (d - t)).abs() < 1e-4,
+            "{row:?}"
+        );
+    }
+    assert_eq!(
+        (dev_test[0][3].as_str(), dev_test[1][3].as_str()),
+        ("+0.0200", "-0.0200"),
+        "scores lower, losses higher on test"
+    );
+    let labels = browser
+        .eval(
+            "const t = document.querySelector('#trial-dev-test'); return [t.querySelector('caption').textContent, Array.from(t.querySelectorAll('thead th')).pop().textContent, document.querySelector('#trial-dev-test-note').textContent];",
+            vec![],
+        )
+        .unwrap();
+    assert!(labels[0].as_str().unwrap().contains("selection optimism (dev − test)"), "{labels}");
+    assert_eq!(labels[1], "selection optimism (dev − test)");
+    assert_eq!(labels[2], "scored once on the held-out test set; never used to choose");
+    let markup = browser.eval("return document.querySelectorAll('#evaluation-panel i').length;", vec![]).unwrap();
+    assert_eq!(markup, 0, "class names are text, never markup");
+    let cells = browser
+        .eval(
+            "return Array.from(document.querySelectorAll('#trial-confusion td.cm-cell')).map(c => [Number(c.dataset.true), Number(c.dataset.predicted), Number(c.textContent), getComputedStyle(c).backgroundColor]);",
+            vec![],
+        )
+        .unwrap();
+    let cells: Vec<(usize, usize, u64, String)> = serde_json::from_value(cells).unwrap();
+    assert_eq!(cells.len(), 9, "3 true × 3 predicted classes");
+    let matrix: Vec<Vec<u64>> = serde_json::from_value(detail["evaluation"]["confusion"]["matrix"].clone()).unwrap();
+    for (t, p, count, shade) in &cells {
+        assert_eq!(*count, matrix[*t][*p], "cell ({t}, {p})");
+        let row: u64 = matrix[*t].iter().sum();
+        let alpha: f64 = shade.rsplit(',').next().unwrap().trim_end_matches(')').trim().parse().unwrap_or(1.0);
+        let expected = if *count == 0 { 0.0 } else { 0.85 * *count as f64 / row as f64 };
+        assert!((alpha - expected).abs() < 0.01, "cell ({t}, {p}): {shade}, {count} of {row}");
+    }
+    let right: u64 = cells.iter().filter(|c| c.0 == c.1).map(|c| c.2).sum();
+    let value = detail["value"].as_f64().unwrap();
+    assert_eq!(right, (value * 200.0).round() as u64, "the diagonal holds the trial's accuracy");
+    let headers = browser
+        .eval(
+            "return Array.from(document.querySelectorAll('#trial-confusion thead th')).map(th => th.textContent);",
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(
+        headers.as_array().unwrap()[1..4],
+        [Value::from("negative"), Value::from(MARKUP_CLASS), Value::from("positive")]
+    );
     browser
         .wait_for(
             "the trial page's live stream to open",

@@ -303,6 +303,38 @@ fn peak(rng: &mut ChaCha8Rng) -> u64 {
     }
 }
 
+/// None, valid, or broken dev-set predictions (sizes, labels, probabilities, names).
+fn random_predictions(rng: &mut ChaCha8Rng) -> Option<pb::DevPredictions> {
+    if rng.gen_bool(0.5) {
+        return None;
+    }
+    let classes: u32 = match rng.gen_range(0..8) {
+        0 => rng.gen_range(0..2),
+        1 => rng.gen_range(257..100_000),
+        _ => rng.gen_range(2..5),
+    };
+    let n = rng.gen_range(0..200usize);
+    let mut labels: Vec<u32> = (0..n).map(|_| rng.gen_range(0..classes.max(1))).collect();
+    let values = (n * classes as usize).min(1 << 18);
+    let mut probabilities: Vec<f32> = (0..values).map(|_| rng.gen_range(0.0..1.0)).collect();
+    match rng.gen_range(0..8) {
+        0 => labels.push(classes + 1),
+        1 => probabilities.push(0.5),
+        2 if !probabilities.is_empty() => probabilities[0] = f32::NAN,
+        3 if !probabilities.is_empty() => probabilities[0] = -1.0,
+        _ => {}
+    }
+    let names = classes.min(300) as usize;
+    let class_names = match rng.gen_range(0..5) {
+        0 => vec!["\u{1b}[31mred".to_string(); names],
+        1 => vec!["x".repeat(200); names],
+        2 => vec!["a".to_string()],
+        _ => Vec::new(),
+    };
+    let class_weights = if rng.gen_bool(0.2) { vec![rng.gen_range(-1.0f32..2.0); names] } else { vec![] };
+    Some(pb::DevPredictions { epoch: rng.gen_range(0..4), classes, labels, probabilities, class_weights, class_names })
+}
+
 fn random_metrics(rng: &mut ChaCha8Rng) -> HashMap<String, f64> {
     let mut m = HashMap::new();
     if rng.gen_bool(0.8) {
@@ -440,6 +472,8 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
                     metrics: random_metrics(&mut rng),
                     artifact: if rng.gen_bool(0.7) { String::new() } else { reference(&mut rng, &digests, None) },
                     peak_device_memory_bytes: peak(&mut rng),
+                    predictions: random_predictions(&mut rng),
+                    test_metrics: random_metrics(&mut rng).into_iter().map(|(k, v)| (format!("test_{k}"), v)).collect(),
                 };
                 c.complete_trial(request).await.map(drop)
             }

@@ -126,6 +126,8 @@ async fn malformed_requests_change_nothing() {
             metrics: Default::default(),
             artifact: String::new(),
             peak_device_memory_bytes: 0,
+            predictions: None,
+            test_metrics: Default::default(),
         })
         .await
         .unwrap_err();

@@ -234,27 +234,53 @@ impl BertEmbeddings {
         }
     }
 
-    /// `input_ids` `[batch, seq]` → `[batch, seq, hidden]` (fp32). Token types are all 0 and
-    /// positions count from 0, as transformers does when none are given.
-    pub fn forward_t(&self, input_ids: &Tensor, train: bool) -> Result<Tensor, TchError> {
+    /// `input_ids` `[batch, seq]` → `[batch, seq, hidden]` (fp32). Positions count from 0;
+    /// `token_type_ids` (`[batch, seq]`, sentence pairs) select each token's type embedding,
+    /// and without them every token is type 0, as transformers does when none are given.
+    pub fn forward_t(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor, TchError> {
         let seq_len = input_ids.size()[1];
         // padding_idx as nn.Embedding: the [PAD] row receives no gradient.
         let words = Tensor::f_embedding(&self.word_embeddings, input_ids, self.pad_token_id, false, false)?;
         let positions = self.position_embeddings.f_narrow(0, 0, seq_len)?;
-        let token_type = self.token_type_embeddings.f_get(0)?;
+        let token_type = self.token_types(token_type_ids)?;
         let summed = words.f_add(&token_type)?.f_add(&positions)?;
         dropout(self.layer_norm.forward(&summed)?, self.dropout, train)
     }
 
     /// [`Self::forward_t`] for the real tokens only: `[tokens, hidden]`.
-    pub fn forward_unpadded(&self, input_ids: &Tensor, tokens: &Unpadded, train: bool) -> Result<Tensor, TchError> {
+    pub fn forward_unpadded(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        tokens: &Unpadded,
+        train: bool,
+    ) -> Result<Tensor, TchError> {
         let ids = input_ids.f_reshape([-1])?.f_index_select(0, &tokens.index)?;
         let words = Tensor::f_embedding(&self.word_embeddings, &ids, self.pad_token_id, false, false)?;
         let position_ids = tokens.index.f_remainder(tokens.seq)?;
         let positions = self.position_embeddings.f_index_select(0, &position_ids)?;
-        let token_type = self.token_type_embeddings.f_get(0)?;
+        let types = token_type_ids
+            .map(|t| t.f_reshape([-1]).and_then(|flat| flat.f_index_select(0, &tokens.index)))
+            .transpose()?;
+        let token_type = self.token_types(types.as_ref())?;
         let summed = words.f_add(&token_type)?.f_add(&positions)?;
         dropout(self.layer_norm.forward(&summed)?, self.dropout, train)
+    }
+
+    /// The type embedding of each token in `token_type_ids` (shaped like them, plus
+    /// `hidden`), or without them type 0's row, `[hidden]`, which broadcasts: single
+    /// sentences skip the lookup.
+    fn token_types(&self, token_type_ids: Option<&Tensor>) -> Result<Tensor, TchError> {
+        match token_type_ids {
+            None => self.token_type_embeddings.f_get(0),
+            // No padding_idx, as transformers' token_type_embeddings: every row learns.
+            Some(types) => Tensor::f_embedding(&self.token_type_embeddings, types, -1, false, false),
+        }
     }
 }
 
@@ -521,18 +547,20 @@ impl BertModel {
         }
     }
 
-    /// `input_ids` `[batch, seq]` → pooled output `[batch, hidden]`; `tokens`, when given,
-    /// is `attention_mask`'s layout (found from the mask otherwise).
+    /// `input_ids` `[batch, seq]` → pooled output `[batch, hidden]`; `token_type_ids`
+    /// (same shape) for sentence pairs, `None` for all type 0; `tokens`, when given, is
+    /// `attention_mask`'s layout (found from the mask otherwise).
     pub fn forward_t(
         &self,
         input_ids: &Tensor,
+        token_type_ids: Option<&Tensor>,
         attention_mask: Option<&Tensor>,
         tokens: Option<&Unpadded>,
         kind: Kind,
         train: bool,
     ) -> Result<Tensor, TchError> {
         let Some(attention_mask) = attention_mask else {
-            let embedded = self.embeddings.forward_t(input_ids, train)?;
+            let embedded = self.embeddings.forward_t(input_ids, token_type_ids, train)?;
             let hidden = self.encoder.forward_t(embedded, None, None, kind, train)?;
             return self.pooler.forward(&hidden.f_select(1, 0)?, kind);
         };
@@ -547,7 +575,7 @@ impl BertModel {
                 &found
             }
         };
-        let embedded = self.embeddings.forward_unpadded(input_ids, tokens, train)?;
+        let embedded = self.embeddings.forward_unpadded(input_ids, token_type_ids, tokens, train)?;
         let hidden = self.encoder.forward_t(embedded, Some(&mask), Some(tokens), kind, train)?;
         self.pooler.forward(&hidden.f_index_select(0, &tokens.starts)?, kind)
     }
@@ -606,28 +634,32 @@ impl BertForSequenceClassification {
         }
     }
 
-    /// Logits `[batch, num_labels]` (fp32) for `input_ids` `[batch, seq]` (int64);
-    /// `attention_mask` (1 = token, 0 = padding) may be `None` when nothing is padded.
-    /// `train` turns dropout on.
+    /// Logits `[batch, num_labels]` (fp32) for single sentences, `input_ids` `[batch, seq]`
+    /// (int64); `attention_mask` (1 = token, 0 = padding) may be `None` when nothing is
+    /// padded. `train` turns dropout on.
     pub fn forward_t(
         &self,
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor, TchError> {
-        self.forward_unpadded_t(input_ids, attention_mask, None, train)
+        self.forward_unpadded_t(input_ids, None, attention_mask, None, train)
     }
 
-    /// [`Self::forward_t`] with the padded batch's layout already known (`tokens`, from
-    /// [`Unpadded::from_lengths`]), so no device synchronisation is needed to find it.
+    /// [`Self::forward_t`] with the token type ids of sentence pairs (`[batch, seq]`: 0 for
+    /// `[CLS] a [SEP]` and padding, 1 for `b [SEP]`; `None` = all 0) and the padded batch's
+    /// layout, when already known (`tokens`, from [`Unpadded::from_lengths`]), so no device
+    /// synchronisation is needed to find it.
     pub fn forward_unpadded_t(
         &self,
         input_ids: &Tensor,
+        token_type_ids: Option<&Tensor>,
         attention_mask: Option<&Tensor>,
         tokens: Option<&Unpadded>,
         train: bool,
     ) -> Result<Tensor, TchError> {
-        let pooled = self.bert.forward_t(input_ids, attention_mask, tokens, self.compute_kind, train)?;
+        let pooled =
+            self.bert.forward_t(input_ids, token_type_ids, attention_mask, tokens, self.compute_kind, train)?;
         let pooled = dropout(pooled, self.dropout, train)?;
         self.classifier.forward(&pooled, self.compute_kind)?.f_to_kind(Kind::Float)
     }
@@ -679,8 +711,25 @@ mod tests {
         assert_eq!(Vec::<i64>::try_from(&from_lengths.starts).unwrap(), vec![0, 3, 8]);
         assert_eq!(Vec::<i64>::try_from(&from_mask.starts).unwrap(), vec![0, 3, 8]);
         let a = model.forward_t(&input, Some(&mask), false).unwrap();
-        let b = model.forward_unpadded_t(&input, Some(&mask), Some(&from_lengths), false).unwrap();
+        let b = model.forward_unpadded_t(&input, None, Some(&mask), Some(&from_lengths), false).unwrap();
         assert_eq!(f64::try_from((a - b).abs().max()).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn token_types_reach_the_embeddings_on_both_paths() {
+        let (_vs, model) = tiny(0);
+        let (input, mask) = ids(&[&[2, 5, 3, 7, 9, 3], &[2, 9, 3, 4, 3]]);
+        let types = Tensor::from_slice(&[0i64, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 0]).view([2, 6]);
+        let zeros = types.zeros_like();
+        let single = model.forward_t(&input, Some(&mask), false).unwrap();
+        let all_zero = model.forward_unpadded_t(&input, Some(&zeros), Some(&mask), None, false).unwrap();
+        assert!(f64::try_from((&single - &all_zero).abs().max()).unwrap() < 1e-6);
+        let paired = model.forward_unpadded_t(&input, Some(&types), Some(&mask), None, false).unwrap();
+        assert!(f64::try_from((&single - &paired).abs().max()).unwrap() > 1e-6, "types change the logits");
+        // Unpadded (the mask) and padded (no mask, the first example alone) agree.
+        let first = input.narrow(0, 0, 1);
+        let alone = model.forward_unpadded_t(&first, Some(&types.narrow(0, 0, 1)), None, None, false).unwrap();
+        assert!(f64::try_from((paired.get(0) - alone.get(0)).abs().max()).unwrap() < 1e-5);
     }
 
     #[test]

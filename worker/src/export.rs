@@ -127,6 +127,7 @@ mod tests {
 
     #[test]
     fn exports_the_best_epoch_as_a_loadable_hf_directory() {
+        let _turn = crate::testing::torch_turn();
         let dir = tempfile::tempdir().unwrap();
         let model_dir = write_tiny_bert(&dir.path().join("model"), 5).unwrap();
         let (train_file, validation_file) = write_tiny_task(dir.path(), 96, 40).unwrap();

@@ -8,7 +8,7 @@
 //!   under the model's variable names, with name and shape checks.
 //! - [`bert`]: BertForSequenceClassification with Hugging Face class and variable names.
 //! - [`data`]: TSV/CSV/JSONL reading, in-process tokenization cache, batching.
-//! - [`metrics`]: accuracy and macro precision/recall/F1.
+//! - [`metrics`]: classification metrics (re-exported from `bertsweep-evaluation`).
 //! - [`optim`]: AdamW with its state in reach (checkpoints carry it).
 //! - [`aten`]: ATen operators tch does not wrap (fused AdamW, `_foreach` clipping,
 //!   `set_to_none`, pinned asynchronous uploads), through a small C++ shim.
@@ -36,7 +36,8 @@ pub mod device;
 pub mod device_memory;
 pub mod export;
 pub mod hub;
-pub mod metrics;
+/// The classification metrics (shared with the coordinator through `bertsweep-evaluation`).
+pub use bertsweep_evaluation::metrics;
 pub mod optim;
 pub mod phase_clock;
 pub mod resume;

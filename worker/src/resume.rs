@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use bertsweep_evaluation::Predictions;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -74,12 +75,50 @@ pub struct ResumeState {
     pub best_value: f64,
     /// Its metrics.
     pub best_metrics: BTreeMap<String, f64>,
+    /// The best epoch's dev-set predictions (absent in checkpoints that predate them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_predictions: Option<SavedPredictions>,
     /// The checkpoint epoch's metrics.
     pub last_metrics: BTreeMap<String, f64>,
     /// Whether `best/…` weights are in the tensors file.
     pub has_best_weights: bool,
     /// Lowercase hex sha256 of the tensors file.
     pub tensors_sha256: String,
+}
+
+/// [`Predictions`] as `state.json` keeps them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedPredictions {
+    /// Classes per example.
+    pub classes: usize,
+    /// True class per example, in the validation file's order.
+    pub labels: Vec<u32>,
+    /// Row-major probabilities.
+    pub probabilities: Vec<f32>,
+    /// Per-class loss weights (empty: unweighted).
+    #[serde(default)]
+    pub class_weights: Vec<f32>,
+}
+
+impl From<&Predictions> for SavedPredictions {
+    fn from(p: &Predictions) -> Self {
+        SavedPredictions {
+            classes: p.classes(),
+            labels: p.labels().to_vec(),
+            probabilities: p.probabilities().to_vec(),
+            class_weights: p.class_weights().to_vec(),
+        }
+    }
+}
+
+impl SavedPredictions {
+    /// The predictions again; `None` (logged) when the saved ones do not hold together, which
+    /// costs the trial only its confidence interval.
+    pub fn restore(self) -> Option<Predictions> {
+        Predictions::new(self.classes, self.labels, self.probabilities, self.class_weights)
+            .map_err(|e| tracing::warn!("the checkpoint's dev-set predictions are dropped: {e}"))
+            .ok()
+    }
 }
 
 /// What a loaded checkpoint gives back besides the weights and moments it restored.
@@ -112,6 +151,8 @@ pub fn fingerprint(cfg: &TrialConfig) -> String {
         cfg.objective_metric,
         cfg.maximize,
     ) + if cfg.balanced_class_weights { " class_weights=balanced" } else { "" }
+        // Only when set, so checkpoints of single-sentence trials written before pairs match.
+        + &cfg.text_pair_column.as_ref().map(|c| format!(" text_pair={c}")).unwrap_or_default()
 }
 
 /// Size and time of one written checkpoint (for the log).
@@ -312,4 +353,17 @@ pub fn load(
     }
     let best_weights = state.has_best_weights.then_some(best);
     Ok(Restored { state, best_weights })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pair_column_joins_the_fingerprint_only_when_set() {
+        let single = TrialConfig::default();
+        assert!(!fingerprint(&single).contains("text_pair"), "old checkpoints still match");
+        let pair = TrialConfig { text_pair_column: Some("sentence2".into()), ..TrialConfig::default() };
+        assert_eq!(fingerprint(&pair), fingerprint(&single) + " text_pair=sentence2");
+    }
 }

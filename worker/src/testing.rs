@@ -94,3 +94,10 @@ pub fn write_tiny_task(dir: &Path, n_train: usize, n_dev: usize) -> std::io::Res
     write(&dev, 10_000..10_000 + n_dev)?;
     Ok((train, dev))
 }
+
+/// Torch's random generator is process-wide: unit tests that train (and so seed it) take turns
+/// through this, so a test comparing two trainings sees only its own draws.
+pub fn torch_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -99,6 +99,27 @@ impl BertTokenizer {
         let encodings = self.inner.encode_batch_fast(texts, true).map_err(|e| TokenizerError::Encode(e.to_string()))?;
         Ok(encodings.iter().map(|e| e.get_ids().iter().map(|&id| i64::from(id)).collect()).collect())
     }
+
+    /// Each pair of texts as one BERT input, `[CLS] a [SEP] b [SEP]`, truncated to
+    /// `max_length` with `longest_first` (the tokenizers library's own pair truncation, as
+    /// transformers' `tokenizer(a, b, truncation=True)`): the token ids, and how many tokens
+    /// have token type 0 (`[CLS] a [SEP]`; the rest, `b [SEP]`, have type 1).
+    pub fn encode_pair_batch(&self, pairs: Vec<(String, String)>) -> Result<Vec<(Vec<i64>, usize)>, TokenizerError> {
+        let encodings = self.inner.encode_batch_fast(pairs, true).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        encodings
+            .iter()
+            .map(|e| {
+                let types = e.get_type_ids();
+                let first = types.iter().take_while(|&&t| t == 0).count();
+                if types[first..].iter().any(|&t| t != 1) {
+                    return Err(TokenizerError::Encode(format!(
+                        "the tokenizer's pair template gives token types {types:?}; expected 0s then 1s, as BERT's"
+                    )));
+                }
+                Ok((e.get_ids().iter().map(|&id| i64::from(id)).collect(), first))
+            })
+            .collect()
+    }
 }
 
 /// `do_lower_case` from `tokenizer_config.json`; `BertTokenizer` defaults to true.
@@ -174,6 +195,23 @@ mod tests {
         let tok = BertTokenizer::from_dir(dir.path(), 4).unwrap();
         let ids = tok.encode_batch(vec!["the cat sat on the cat".into()]).unwrap();
         assert_eq!(ids, vec![vec![2, 5, 6, 3]]);
+    }
+
+    #[test]
+    fn pairs_get_type_ids_and_longest_first_truncation() {
+        let dir = vocab_dir();
+        let tok = BertTokenizer::from_dir(dir.path(), 9).unwrap();
+        let pairs = vec![
+            ("the cat".to_string(), "sat on".to_string()),
+            // 6 + 2 tokens over 9 - 3 = 6: only the longer (first) text is cut, to 4.
+            ("the cat sat on the cat".to_string(), "cats".to_string()),
+            // 4 + 5 over 6: both cut, to 6 / 2 = 3 each.
+            ("the cat sat on".to_string(), "on the cat sat the".to_string()),
+        ];
+        let encoded = tok.encode_pair_batch(pairs).unwrap();
+        assert_eq!(encoded[0], (vec![2, 5, 6, 3, 7, 9, 3], 4));
+        assert_eq!(encoded[1], (vec![2, 5, 6, 7, 9, 3, 6, 8, 3], 6));
+        assert_eq!(encoded[2], (vec![2, 5, 6, 7, 3, 9, 5, 6, 3], 5));
     }
 
     #[test]

@@ -23,6 +23,8 @@ use crate::phase_clock::{self, Phase, PhaseClock};
 use crate::resume;
 use crate::schedule::LinearSchedule;
 use crate::tokenizer::{BertTokenizer, TokenizerError};
+use bertsweep_evaluation::predictions::{MAX_CLASSES, MAX_VALUES};
+use bertsweep_evaluation::Predictions;
 
 /// Maximum L2 norm of all gradients together (transformers' `max_grad_norm`).
 pub const MAX_GRAD_NORM: f64 = 1.0;
@@ -40,8 +42,16 @@ pub struct TrialConfig {
     pub train_file: PathBuf,
     /// Validation data, evaluated after every epoch.
     pub validation_file: PathBuf,
+    /// Held-out test file: after training, the best epoch's model is scored on it when
+    /// [`TrainObserver::wants_test_scores`] says so (`test_…` metrics in the outcome). Never
+    /// part of the resume fingerprint: it changes nothing in training.
+    pub test_file: Option<PathBuf>,
     /// Column holding the text.
     pub text_column: String,
+    /// Column holding each example's second text, for sentence pairs (encoded as
+    /// `[CLS] a [SEP] b [SEP]` with token types, `longest_first` truncation); `None` = single
+    /// sentences.
+    pub text_pair_column: Option<String>,
     /// Column holding the label (integer or string).
     pub label_column: String,
     /// Examples are truncated to this many tokens, [CLS] and [SEP] included.
@@ -83,7 +93,9 @@ impl Default for TrialConfig {
             model_dir: PathBuf::new(),
             train_file: PathBuf::new(),
             validation_file: PathBuf::new(),
+            test_file: None,
             text_column: bertsweep_proto::contract::DEFAULT_TEXT_COLUMN.to_owned(),
+            text_pair_column: None,
             label_column: bertsweep_proto::contract::DEFAULT_LABEL_COLUMN.to_owned(),
             max_seq_length: bertsweep_proto::contract::DEFAULT_MAX_SEQ_LENGTH as usize,
             max_train_samples: None,
@@ -109,7 +121,9 @@ impl TrialConfig {
         DataSpec {
             train_file: self.train_file.clone(),
             validation_file: self.validation_file.clone(),
+            test_file: self.test_file.clone(),
             text_column: self.text_column.clone(),
+            text_pair_column: self.text_pair_column.clone(),
             label_column: self.label_column.clone(),
             max_train_samples: self.max_train_samples,
         }
@@ -159,6 +173,12 @@ pub trait TrainObserver {
     /// Called before a snapshot is taken: returns once the earlier epochs' checkpoints are
     /// dealt with (one snapshot in host memory at a time).
     fn settle(&mut self) {}
+
+    /// Whether to score the best epoch's model on the test file (when the trial has one),
+    /// given its objective value: a coordinator's worker asks whether the model will be kept.
+    fn wants_test_scores(&mut self, _best_value: f64) -> bool {
+        true
+    }
     /// Epoch `snapshot.epoch()`'s checkpoint, before [`TrainObserver::on_epoch`] of that epoch.
     fn on_snapshot(&mut self, _snapshot: resume::Snapshot) {}
 }
@@ -186,8 +206,17 @@ pub struct TrialOutcome {
     pub best_epoch: usize,
     /// Metrics of the best epoch.
     pub best_metrics: BTreeMap<String, f64>,
+    /// The best epoch's dev-set predictions, in the validation file's order (what the
+    /// coordinator derives per-class scores and confidence intervals from); `None` before an
+    /// epoch completes, or after resuming from a checkpoint that predates them.
+    pub best_predictions: Option<Predictions>,
+    /// Each class id's label, for reading the predictions.
+    pub class_names: Vec<String>,
     /// Metrics of the last completed epoch.
     pub last_metrics: BTreeMap<String, f64>,
+    /// The best epoch's model scored on the test file (`test_accuracy`, …): empty without a
+    /// test file, or when the observer did not want them.
+    pub test_metrics: BTreeMap<String, f64>,
     /// The observer answered [`EpochDecision::Stop`].
     pub stopped_early: bool,
     /// [`TrainObserver::should_abort`] said so; nothing was exported.
@@ -433,7 +462,13 @@ impl StepTrainer {
 
         let logits = self
             .model
-            .forward_unpadded_t(&batch.input_ids, batch.attention_mask.as_ref(), batch.tokens.as_ref(), true)
+            .forward_unpadded_t(
+                &batch.input_ids,
+                batch.token_type_ids.as_ref(),
+                batch.attention_mask.as_ref(),
+                batch.tokens.as_ref(),
+                true,
+            )
             .map_err(torch("forward pass"))?;
         let loss = logits
             .f_cross_entropy_loss(&batch.labels, self.class_weights.as_ref(), Reduction::Mean, -100, 0.0)
@@ -520,7 +555,10 @@ impl<'a> Trainer<'a> {
             epochs_run: 0,
             best_epoch: 0,
             best_metrics: BTreeMap::new(),
+            best_predictions: None,
+            class_names: self.data.labels.clone(),
             last_metrics: BTreeMap::new(),
+            test_metrics: BTreeMap::new(),
             stopped_early: false,
             aborted: false,
             artifact: None,
@@ -529,13 +567,15 @@ impl<'a> Trainer<'a> {
         let mut best_value: Option<f64> = None;
         let mut first_epoch = 1;
         if let Some(dir) = observer.resume_from() {
-            match self.resume(&dir, export_dir.is_some() || observer.writes_checkpoints()) {
+            let wants_best = export_dir.is_some() || observer.writes_checkpoints() || self.data.test.is_some();
+            match self.resume(&dir, wants_best) {
                 Ok((state, best)) => {
                     tracing::info!(checkpoint = %dir.display(), epoch = state.epoch, "resuming after epoch {}", state.epoch);
                     first_epoch = state.epoch + 1;
                     outcome.epochs_run = state.epoch;
                     outcome.best_epoch = state.best_epoch;
                     outcome.best_metrics = state.best_metrics;
+                    outcome.best_predictions = state.best_predictions.and_then(resume::SavedPredictions::restore);
                     outcome.last_metrics = state.last_metrics;
                     best_value = Some(state.best_value);
                     best_weights = best;
@@ -557,7 +597,7 @@ impl<'a> Trainer<'a> {
                 outcome.aborted = true;
                 return Ok(outcome);
             };
-            let mut metrics = self.evaluate()?;
+            let (mut metrics, predictions) = self.evaluate()?;
             metrics.insert("train_loss".to_owned(), train.loss);
             metrics.insert("train_samples_per_second".to_owned(), train.samples_per_second);
             metrics.insert("epoch".to_owned(), epoch as f64);
@@ -572,7 +612,8 @@ impl<'a> Trainer<'a> {
                 best_value = Some(value);
                 outcome.best_epoch = epoch;
                 outcome.best_metrics = metrics.clone();
-                if export_dir.is_some() || observer.writes_checkpoints() {
+                outcome.best_predictions = predictions;
+                if export_dir.is_some() || observer.writes_checkpoints() || self.data.test.is_some() {
                     best_weights = Some(self.weights_on_cpu()?);
                 }
             }
@@ -596,6 +637,12 @@ impl<'a> Trainer<'a> {
             if observer.on_epoch(epoch, &metrics) == EpochDecision::Stop {
                 outcome.stopped_early = epoch < self.cfg.num_train_epochs;
                 break;
+            }
+        }
+        if let (Some(test), Some(value)) = (&self.data.test, best_value) {
+            if !observer.should_abort() && observer.wants_test_scores(value) {
+                outcome.test_metrics =
+                    self.score_test_set(test, outcome.best_epoch, outcome.epochs_run, &best_weights)?;
             }
         }
         if let (Some(dir), Some(weights)) = (export_dir, best_weights) {
@@ -642,6 +689,7 @@ impl<'a> Trainer<'a> {
             best_epoch: outcome.best_epoch,
             best_value,
             best_metrics: outcome.best_metrics.clone(),
+            best_predictions: outcome.best_predictions.as_ref().map(resume::SavedPredictions::from),
             last_metrics: outcome.last_metrics.clone(),
             has_best_weights: false,
             tensors_sha256: String::new(),
@@ -721,11 +769,20 @@ impl<'a> Trainer<'a> {
     }
 
     /// Validation metrics with transformers' names.
-    fn evaluate(&self) -> Result<BTreeMap<String, f64>, TrainError> {
-        let split: &Split = &self.data.validation;
+    /// Scores the dev set: every epoch metric, and the predictions in the file's row order
+    /// (`None` for sets over [`bertsweep_evaluation::predictions`]' size limits).
+    fn evaluate(&self) -> Result<(BTreeMap<String, f64>, Option<Predictions>), TrainError> {
+        self.evaluate_split(&self.data.validation)
+    }
+
+    /// [`Self::evaluate`] on any split of this task.
+    fn evaluate_split(&self, split: &Split) -> Result<(BTreeMap<String, f64>, Option<Predictions>), TrainError> {
+        let classes = self.data.labels.len();
+        let keep = (2..=MAX_CLASSES).contains(&classes) && split.len().saturating_mul(classes) <= MAX_VALUES;
+        // Probabilities in the file's row order (evaluation runs in length order).
+        let mut ordered = if keep { vec![0f32; split.len() * classes] } else { Vec::new() };
         let mut predictions = Vec::with_capacity(split.len());
         let mut labels = Vec::with_capacity(split.len());
-        let classes = self.data.labels.len();
         let mut probabilities = Vec::with_capacity(split.len() * classes);
         let mut loss_sum = 0.0;
         // With class weights: the weighted mean over the whole set, Σ w_y·loss / Σ w_y.
@@ -736,7 +793,13 @@ impl<'a> Trainer<'a> {
             let logits = self
                 .stepper
                 .model
-                .forward_unpadded_t(&batch.input_ids, batch.attention_mask.as_ref(), batch.tokens.as_ref(), false)
+                .forward_unpadded_t(
+                    &batch.input_ids,
+                    batch.token_type_ids.as_ref(),
+                    batch.attention_mask.as_ref(),
+                    batch.tokens.as_ref(),
+                    false,
+                )
                 .map_err(torch("evaluation"))?;
             let loss = logits
                 .f_cross_entropy_loss(&batch.labels, self.stepper.class_weights.as_ref(), Reduction::Sum, -100, 0.0)
@@ -759,12 +822,29 @@ impl<'a> Trainer<'a> {
                 .and_then(|p| p.f_flatten(0, -1))
                 .and_then(|p| Vec::<f64>::try_from(&p))
                 .map_err(torch("evaluation probabilities"))?;
+            if keep {
+                for (row, &i) in rows.chunks(classes).zip(&indices) {
+                    for (slot, &p) in ordered[i * classes..(i + 1) * classes].iter_mut().zip(row) {
+                        *slot = p as f32;
+                    }
+                }
+            }
             probabilities.extend(rows);
             labels.extend(indices.iter().map(|&i| split.label_ids[i]));
         }
+        let weights: Vec<f32> = self.class_weights.iter().flatten().map(|&w| w as f32).collect();
+        let in_order = split.label_ids.iter().map(|&y| y as u32).collect();
+        let kept = match keep.then(|| Predictions::new(classes, in_order, ordered, weights)) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                tracing::warn!("dev-set predictions not kept: {e}");
+                None
+            }
+            None => None,
+        };
         let scores = classification_scores(&predictions, &labels);
         let more = crate::metrics::probabilistic_scores(&probabilities, classes, &labels);
-        Ok(BTreeMap::from([
+        let metrics = BTreeMap::from([
             ("eval_accuracy".to_owned(), scores.accuracy),
             ("eval_f1".to_owned(), scores.f1),
             ("eval_precision".to_owned(), scores.precision),
@@ -776,7 +856,35 @@ impl<'a> Trainer<'a> {
             ("eval_pr_auc".to_owned(), more.pr_auc),
             ("eval_log_loss".to_owned(), more.log_loss),
             ("eval_ece".to_owned(), more.ece),
-        ]))
+        ]);
+        Ok((metrics, kept))
+    }
+
+    /// The best epoch's model on the test split, metrics renamed `eval_…` → `test_…`. The
+    /// best epoch's weights are loaded first when a later epoch trained past them (training is
+    /// over: the model's own weights are not needed again).
+    fn score_test_set(
+        &mut self,
+        test: &Split,
+        best_epoch: usize,
+        last_epoch: usize,
+        best_weights: &Option<HashMap<String, Tensor>>,
+    ) -> Result<BTreeMap<String, f64>, TrainError> {
+        if best_epoch != last_epoch {
+            let Some(weights) = best_weights else {
+                // Resumed from a checkpoint without the best epoch's weights: nothing to score.
+                tracing::warn!("the best epoch's weights are not at hand; the test set is not scored");
+                return Ok(BTreeMap::new());
+            };
+            let _no_grad = tch::no_grad_guard();
+            for (name, mut variable) in self.stepper.vs.variables() {
+                if let Some(w) = weights.get(&name) {
+                    variable.f_copy_(w).map_err(torch("loading the best epoch's weights"))?;
+                }
+            }
+        }
+        let (metrics, _) = self.evaluate_split(test)?;
+        Ok(metrics.into_iter().map(|(k, v)| (k.replacen("eval_", "test_", 1), v)).collect())
     }
 
     /// A CPU copy of every variable, by checkpoint name (for exporting the best epoch).
@@ -860,6 +968,7 @@ mod tests {
 
     #[test]
     fn training_lowers_the_loss_and_learns_the_task() {
+        let _turn = crate::testing::torch_turn();
         let dir = tempfile::tempdir().unwrap();
         let cfg = tiny_trial(dir.path());
         let mut recorder = Recorder::default();
@@ -887,10 +996,75 @@ mod tests {
             recorder.epochs.iter().map(|m| m["eval_accuracy"]).fold(0.0, f64::max)
         );
         assert_eq!(&outcome.last_metrics, last);
+        // The best epoch's predictions, in the validation file's order: they score exactly the
+        // reported accuracy and loss, and their labels are the file's.
+        let kept = outcome.best_predictions.as_ref().expect("the best epoch's predictions");
+        assert_eq!(kept.len(), 40);
+        assert_eq!(outcome.class_names.len(), kept.classes());
+        assert_eq!(kept.score("eval_accuracy").unwrap(), outcome.best_metrics["eval_accuracy"]);
+        assert!((kept.score("eval_loss").unwrap() - outcome.best_metrics["eval_loss"]).abs() < 1e-4);
+        assert!((kept.score("eval_roc_auc").unwrap() - outcome.best_metrics["eval_roc_auc"]).abs() < 1e-6);
+        let tokenizer = crate::tokenizer::BertTokenizer::from_dir(&cfg.model_dir, cfg.max_seq_length).unwrap();
+        let data = crate::data::ClassificationData::load(&cfg.data_spec(), &tokenizer).unwrap();
+        let in_file_order: Vec<u32> = data.validation.label_ids.iter().map(|&y| y as u32).collect();
+        assert_eq!(kept.labels(), in_file_order.as_slice());
+    }
+
+    /// Scores the test set only when asked.
+    struct TestGate(bool);
+
+    impl TrainObserver for TestGate {
+        fn on_epoch(&mut self, _epoch: usize, _metrics: &BTreeMap<String, f64>) -> EpochDecision {
+            EpochDecision::Continue
+        }
+        fn should_abort(&self) -> bool {
+            false
+        }
+        fn wants_test_scores(&mut self, _best_value: f64) -> bool {
+            self.0
+        }
+    }
+
+    #[test]
+    fn the_test_set_scores_the_best_epochs_model_and_nothing_else() {
+        let _turn = crate::testing::torch_turn();
+        let dir = tempfile::tempdir().unwrap();
+        // The validation file as the test file: the test scores must be the best epoch's dev
+        // scores exactly, which holds only if the best epoch's weights were the ones scored.
+        // A high learning rate makes a later epoch worse than the best one.
+        let base = tiny_trial(dir.path());
+        let cfg = TrialConfig { test_file: Some(base.validation_file.clone()), learning_rate: 2e-2, ..base.clone() };
+        let mut recorder = Recorder::default();
+        let plain = run_trial(&base, Device::Cpu, &mut recorder, None).unwrap();
+        assert!(plain.test_metrics.is_empty(), "no test file, no test scores");
+        let tested = run_trial(&cfg, Device::Cpu, &mut TestGate(true), None).unwrap();
+        assert!(tested.best_epoch < tested.epochs_run, "best epoch {} of {}", tested.best_epoch, tested.epochs_run);
+        for (name, dev) in &tested.best_metrics {
+            if let Some(metric) = name.strip_prefix("eval_") {
+                assert_eq!(tested.test_metrics[&format!("test_{metric}")], *dev, "{name}");
+            }
+        }
+        assert_eq!(tested.test_metrics.len(), tested.best_metrics.keys().filter(|k| k.starts_with("eval_")).count());
+        let refused = run_trial(&cfg, Device::Cpu, &mut TestGate(false), None).unwrap();
+        assert!(refused.test_metrics.is_empty(), "a model that is not kept is not scored");
+        assert_eq!(
+            refused.best_metrics,
+            tested
+                .best_metrics
+                .clone()
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = if k == "train_samples_per_second" { refused.best_metrics[&k] } else { v };
+                    (k, v)
+                })
+                .collect::<BTreeMap<_, _>>(),
+            "scoring the test set changes nothing in training"
+        );
     }
 
     #[test]
     fn observer_can_stop_early_and_abort() {
+        let _turn = crate::testing::torch_turn();
         let dir = tempfile::tempdir().unwrap();
         let cfg = TrialConfig { num_train_epochs: 3, ..tiny_trial(dir.path()) };
         let mut stop = Recorder { stop_after: Some(1), ..Default::default() };
@@ -917,6 +1091,7 @@ mod tests {
 
     #[test]
     fn frozen_layers_do_not_move() {
+        let _turn = crate::testing::torch_turn();
         let dir = tempfile::tempdir().unwrap();
         let cfg = TrialConfig { freeze_layers: 1, ..tiny_trial(dir.path()) };
         let (config, data, pad_id) = trainer_parts(&cfg);
@@ -934,6 +1109,7 @@ mod tests {
 
     #[test]
     fn weight_decay_skips_biases_and_layernorm_and_head_gets_its_own_lr() {
+        let _turn = crate::testing::torch_turn();
         let dir = tempfile::tempdir().unwrap();
         let cfg =
             TrialConfig { learning_rate: 0.1, weight_decay: 0.5, head_lr_multiplier: 3.0, ..tiny_trial(dir.path()) };
@@ -968,6 +1144,7 @@ mod tests {
 
     #[test]
     fn invalid_trials_fail_fast_and_are_infeasible() {
+        let _turn = crate::testing::torch_turn();
         let dir = tempfile::tempdir().unwrap();
         let base = tiny_trial(dir.path());
         let cases = [

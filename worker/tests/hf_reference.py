@@ -5,6 +5,12 @@
         optionally replaced, run on input_ids/attention_mask from INPUTS; logits written to OUT.
     hf_reference.py tokenize MODEL_DIR MAX_LEN TEXT...
         AutoTokenizer(MODEL_DIR) ids, truncated to MAX_LEN, one JSON list per line.
+    hf_reference.py pairs MODEL_DIR PAIRS.tsv MAX_LEN OUT.safetensors NUM_LABELS CLASSIFIER.safetensors
+        Sentence pairs as transformers runs GLUE's MRPC/RTE/QNLI: the sentence1/sentence2 columns of
+        PAIRS.tsv (header row, no quoting) through AutoTokenizer(MODEL_DIR)(sentence1, sentence2,
+        truncation=True, max_length=MAX_LEN, padding=True), then BertForSequenceClassification in
+        eval mode with the classifier replaced; writes input_ids, token_type_ids, attention_mask and
+        logits to OUT.
     hf_reference.py to_bin IN.safetensors OUT.bin
         The same tensors saved with torch.save, as an old pytorch_model.bin.
     hf_reference.py train_steps MODEL_DIR BATCHES.safetensors CLASSIFIER.safetensors OUT.safetensors
@@ -50,6 +56,34 @@ def tokenize(model_dir, max_len, *texts):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     for text in texts:
         print(json.dumps(tokenizer(text, truncation=True, max_length=int(max_len))["input_ids"]))
+
+
+def pairs(model_dir, pairs_tsv, max_len, out, num_labels, classifier):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    with open(pairs_tsv, encoding="utf-8") as f:
+        header, *rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    first, second = header.index("sentence1"), header.index("sentence2")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch = tokenizer(
+        [row[first] for row in rows],
+        [row[second] for row in rows],
+        truncation=True,
+        max_length=int(max_len),
+        padding=True,
+        return_tensors="pt",
+    )
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=int(num_labels))
+    model.eval()
+    weights = load_file(classifier)
+    with torch.no_grad():
+        model.classifier.weight.copy_(weights["classifier.weight"])
+        model.classifier.bias.copy_(weights["classifier.bias"])
+        result = model(**batch).logits
+    saved = {name: batch[name].to(torch.int64).contiguous() for name in ("input_ids", "token_type_ids", "attention_mask")}
+    saved["logits"] = result.float().contiguous()
+    save_file(saved, out)
 
 
 def to_bin(source, target):
@@ -138,4 +172,5 @@ def train_steps(model_dir, batches, classifier, out, lr, weight_decay, warmup_ra
 
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"logits": logits, "tokenize": tokenize, "to_bin": to_bin, "train_steps": train_steps}[command](*args)
+    commands = {"logits": logits, "tokenize": tokenize, "pairs": pairs, "to_bin": to_bin, "train_steps": train_steps}
+    commands[command](*args)

@@ -75,6 +75,9 @@ fn same_outcome(a: &TrialOutcome, b: &TrialOutcome) {
     assert_eq!(a.best_epoch, b.best_epoch);
     assert_eq!(comparable(&a.best_metrics), comparable(&b.best_metrics));
     assert_eq!(comparable(&a.last_metrics), comparable(&b.last_metrics));
+    // The best epoch's dev-set predictions too, even when that epoch was before the checkpoint.
+    assert!(a.best_predictions.is_some());
+    assert_eq!(a.best_predictions, b.best_predictions);
 }
 
 fn weights(out: &Path) -> Vec<u8> {

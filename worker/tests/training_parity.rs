@@ -110,6 +110,7 @@ fn our_run(dir: &Path, batches: &[(Tensor, Tensor, Tensor)], class_weights: Opti
     for (k, (ids, mask, labels)) in batches.iter().enumerate() {
         let batch = Batch {
             input_ids: ids.shallow_clone(),
+            token_type_ids: None,
             attention_mask: Some(mask.shallow_clone()),
             tokens: None,
             labels: labels.shallow_clone(),

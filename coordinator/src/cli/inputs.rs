@@ -22,11 +22,8 @@ struct Upload {
 fn local_inputs(spec: &StudySpec) -> Result<Vec<Upload>> {
     let task = &spec.task;
     let mut uploads = Vec::new();
-    for (key, text, want_dir) in [
-        ("model", &task.model, true),
-        ("train_file", &task.train_file, false),
-        ("validation_file", &task.validation_file, false),
-    ] {
+    for input in task.inputs() {
+        let (key, text, want_dir) = (input.key, input.reference, input.is_dir);
         let Ok(InputRef::Path(p)) = InputRef::parse(text) else { continue };
         let path = std::path::absolute(&p).unwrap_or_else(|_| PathBuf::from(&p));
         let meta = match std::fs::metadata(&path) {

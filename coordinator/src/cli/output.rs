@@ -169,7 +169,69 @@ pub fn trial_json(t: &pb::Trial) -> Value {
             json!({"reference": t.checkpoint, "epoch": t.checkpoint_epoch})
         },
         "error": if t.error.is_empty() { Value::Null } else { json!(t.error) },
+        "evaluation": t.evaluation.as_ref().map(evaluation_json),
+        "test_metrics": if t.test_metrics.is_empty() { Value::Null } else { metrics_json(&t.test_metrics) },
     })
+}
+
+/// Each dev metric with a test counterpart: (name without `eval_`, dev, test).
+fn dev_and_test(t: &pb::Trial) -> Vec<(String, f64, f64)> {
+    let mut rows: Vec<(String, f64, f64)> = t
+        .metrics
+        .iter()
+        .filter_map(|(k, dev)| {
+            let name = k.strip_prefix("eval_")?;
+            Some((name.to_string(), *dev, *t.test_metrics.get(&format!("test_{name}"))?))
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    rows
+}
+
+/// Dev and test side by side; the dev-to-test gap is the selection optimism the winner's dev
+/// score carries from being the best of many on that same set.
+fn dev_test_table(t: &pb::Trial) -> String {
+    let rows: Vec<Vec<String>> = dev_and_test(t)
+        .into_iter()
+        .map(|(name, dev, test)| vec![name, format!("{dev:.4}"), format!("{test:.4}"), format!("{:+.4}", dev - test)])
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let header = ["METRIC", "DEV", "TEST", "DEV - TEST (selection optimism)"].map(String::from);
+    format!("\nheld-out test set (never used to choose):\n{}", table(&header, &rows))
+}
+
+/// What the coordinator derived from a trial's dev-set predictions.
+fn evaluation_json(e: &pb::TrialEvaluation) -> Value {
+    let classes = e.classes.len();
+    json!({
+        "epoch": e.epoch,
+        "examples": e.examples,
+        "value_interval": interval_of(e).map(|(low, high)| json!({"low": low, "high": high, "confidence": 0.95})),
+        "classes": e.classes.iter().map(|c| json!({
+            "name": c.name, "precision": c.precision, "recall": c.recall, "f1": c.f1, "support": c.support,
+        })).collect::<Vec<_>>(),
+        // Rows are true classes, columns predicted ones.
+        "confusion_matrix": if classes > 0 && e.confusion.len() == classes * classes {
+            json!(e.confusion.chunks(classes).collect::<Vec<_>>())
+        } else {
+            Value::Null
+        },
+    })
+}
+
+/// The 95 % interval of a trial's objective, when it has one.
+fn interval_of(e: &pb::TrialEvaluation) -> Option<(f64, f64)> {
+    e.objective_low.zip(e.objective_high)
+}
+
+/// `[low, high]` of a trial's objective, or "" without one.
+fn fmt_interval(t: &pb::Trial) -> String {
+    match t.evaluation.as_ref().and_then(interval_of) {
+        Some((low, high)) => format!("[{low:.4}, {high:.4}]"),
+        None => String::new(),
+    }
 }
 
 /// Lists trials in the requested format; with seed repeats, tables also rank configurations
@@ -185,7 +247,14 @@ pub fn trials(trials: &[pb::Trial], configs: &[pb::Configuration], format: Forma
         Format::Table => {
             let mut header = vec!["#".to_string(), "STATE".into()];
             header.extend(names.iter().cloned());
-            header.extend(["VALUE".into(), "EPOCH".into(), "ATTEMPT".into(), "PEAK MEM".into(), "NOTE".into()]);
+            header.extend([
+                "VALUE".into(),
+                "95% CI".into(),
+                "EPOCH".into(),
+                "ATTEMPT".into(),
+                "PEAK MEM".into(),
+                "NOTE".into(),
+            ]);
             let rows: Vec<Vec<String>> = trials
                 .iter()
                 .map(|t| {
@@ -199,6 +268,7 @@ pub fn trials(trials: &[pb::Trial], configs: &[pb::Configuration], format: Forma
                     };
                     row.extend([
                         fmt_value(t.value),
+                        fmt_interval(t),
                         last_epoch(t).to_string(),
                         t.attempt.to_string(),
                         fmt_peak(t.peak_device_memory_bytes),
@@ -217,10 +287,11 @@ pub fn trials(trials: &[pb::Trial], configs: &[pb::Configuration], format: Forma
             Ok(out)
         }
         Format::Csv => {
-            let metric_names: BTreeSet<String> = trials.iter().flat_map(|t| t.metrics.keys().cloned()).collect();
+            let metric_names: BTreeSet<String> =
+                trials.iter().flat_map(|t| t.metrics.keys().chain(t.test_metrics.keys()).cloned()).collect();
             let mut header = vec!["number".to_string(), "state".into()];
             header.extend(names.iter().cloned());
-            header.push("value".into());
+            header.extend(["value".into(), "value_ci_low".into(), "value_ci_high".into()]);
             header.extend(metric_names.iter().cloned());
             header.extend([
                 "last_epoch".into(),
@@ -238,7 +309,12 @@ pub fn trials(trials: &[pb::Trial], configs: &[pb::Configuration], format: Forma
                 let mut row = vec![t.number.to_string(), trial_state(t.state).to_string()];
                 row.extend(names.iter().map(|n| params.get(n).map(|v| v.to_string()).unwrap_or_default()));
                 row.push(t.value.map(|v| v.to_string()).unwrap_or_default());
-                row.extend(metric_names.iter().map(|m| t.metrics.get(m).map(|v| v.to_string()).unwrap_or_default()));
+                let interval = t.evaluation.as_ref().and_then(interval_of);
+                row.push(interval.map(|i| i.0.to_string()).unwrap_or_default());
+                row.push(interval.map(|i| i.1.to_string()).unwrap_or_default());
+                row.extend(metric_names.iter().map(|m| {
+                    t.metrics.get(m).or_else(|| t.test_metrics.get(m)).map(|v| v.to_string()).unwrap_or_default()
+                }));
                 row.extend([
                     last_epoch(t).to_string(),
                     t.attempt.to_string(),
@@ -290,7 +366,16 @@ pub fn best(best: &pb::BestTrial, format: BestFormat) -> Result<String> {
     let Some(t) = &best.trial else { return Ok(String::new()) };
     let config = best.configuration.as_ref().filter(|c| c.trials.len() > 1);
     match format {
-        BestFormat::Json => Ok(serde_json::to_string(&trial_json_with(t, config))? + "\n"),
+        BestFormat::Json => {
+            let mut v = trial_json_with(t, config);
+            v["comparison"] = comparison_json(best);
+            v["selection_optimism"] = dev_and_test(t)
+                .into_iter()
+                .map(|(name, dev, test)| (name, json!(dev - test)))
+                .collect::<Map<_, _>>()
+                .into();
+            Ok(serde_json::to_string(&v)? + "\n")
+        }
         BestFormat::Table => {
             let mut rows = vec![
                 vec!["study".to_string(), t.study.clone()],
@@ -298,6 +383,15 @@ pub fn best(best: &pb::BestTrial, format: BestFormat) -> Result<String> {
                 vec!["state".into(), trial_state(t.state).into()],
                 vec!["value".into(), fmt_value(t.value)],
             ];
+            if let Some(e) = &t.evaluation {
+                let interval = fmt_interval(t);
+                rows.push(vec![
+                    "value 95% CI".into(),
+                    if interval.is_empty() { "- (undefined on most resamples)".into() } else { interval },
+                ]);
+                rows.push(vec!["dev examples".into(), format!("{} (epoch {})", e.examples, e.epoch)]);
+            }
+            rows.push(vec!["vs runner-up".into(), comparison_line(best)]);
             for (k, v) in params_sorted(t) {
                 rows.push(vec![format!("param {k}"), v.to_string()]);
             }
@@ -318,9 +412,80 @@ pub fn best(best: &pb::BestTrial, format: BestFormat) -> Result<String> {
                     ),
                 ]);
             }
-            Ok(table(&["FIELD".into(), "VALUE".into()], &rows))
+            let mut out = table(&["FIELD".into(), "VALUE".into()], &rows);
+            out.push_str(&dev_test_table(t));
+            if let Some(e) = &t.evaluation {
+                out.push_str(&class_tables(e));
+            }
+            Ok(out)
         }
     }
+}
+
+/// `best`'s verdict on the runner-up, one line.
+fn comparison_line(best: &pb::BestTrial) -> String {
+    let Some(c) = &best.comparison else {
+        return format!("- ({})", best.comparison_unavailable);
+    };
+    let trials = c.runner_up.as_ref().map(|r| r.trials.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
+    format!(
+        "{}: difference {:+.4}, 95% CI [{:+.4}, {:+.4}] (paired bootstrap over the dev examples{}; runner-up trial {})",
+        c.verdict,
+        c.difference,
+        c.difference_low,
+        c.difference_high,
+        if c.paired_seeds { " and seeds" } else { "" },
+        trials.unwrap_or_default(),
+    )
+}
+
+/// `best`'s comparison as JSON: the numbers, or why there are none.
+fn comparison_json(best: &pb::BestTrial) -> Value {
+    match &best.comparison {
+        Some(c) => json!({
+            "verdict": c.verdict,
+            "difference": c.difference,
+            "interval": {"low": c.difference_low, "high": c.difference_high, "confidence": 0.95},
+            "paired_seeds": c.paired_seeds,
+            "runner_up": config_json(c.runner_up.as_ref()),
+        }),
+        None => json!({"unavailable": best.comparison_unavailable}),
+    }
+}
+
+/// The per-class scores and the confusion matrix under `best`'s table.
+fn class_tables(e: &pb::TrialEvaluation) -> String {
+    if e.classes.is_empty() {
+        return String::new();
+    }
+    let rows: Vec<Vec<String>> = e
+        .classes
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                format!("{:.4}", c.precision),
+                format!("{:.4}", c.recall),
+                format!("{:.4}", c.f1),
+                c.support.to_string(),
+            ]
+        })
+        .collect();
+    let header = ["CLASS", "PRECISION", "RECALL", "F1", "SUPPORT"].map(String::from);
+    let mut out = format!("\nper class (dev set, epoch {}):\n{}", e.epoch, table(&header, &rows));
+    let n = e.classes.len();
+    if e.confusion.len() == n * n {
+        let mut header = vec!["TRUE \\ PREDICTED".to_string()];
+        header.extend(e.classes.iter().map(|c| c.name.clone()));
+        let rows: Vec<Vec<String>> = e
+            .confusion
+            .chunks(n)
+            .zip(&e.classes)
+            .map(|(counts, c)| std::iter::once(c.name.clone()).chain(counts.iter().map(u64::to_string)).collect())
+            .collect();
+        out.push_str(&format!("\nconfusion matrix:\n{}", table(&header, &rows)));
+    }
+    out
 }
 
 /// Where a trial's model is, and how to get it.

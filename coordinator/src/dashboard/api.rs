@@ -1,6 +1,17 @@
 //! The dashboard's JSON API. Every reply is read from the registry under its lock, a bounded
 //! page at a time (trials by number, studies by id), so no request holds the lock for long and
 //! none touches SQLite. Errors are `{"error": "one line"}` with a 4xx/5xx status.
+//!
+//! Completed trials whose worker sent dev-set predictions carry the 95 % bootstrap interval
+//! of the objective (`ci`), computed once when they completed. Rows say whether a trial's
+//! interval overlaps the best trial's (`overlaps_best`: the two may be tied within noise);
+//! per-class scores and the confusion matrix are derived for one trial at a time, on its own
+//! page, outside the registry lock.
+//!
+//! Completed trials may also carry their kept model's scores on the study's held-out test set
+//! (`test_metrics`, whole on the single-trial reply; rows carry the objective's counterpart as
+//! `test_value`). They are shown beside the dev scores, never used to rank or choose: the
+//! dev-to-test gap is the selection optimism of picking the best of many on the dev set.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,12 +27,14 @@ use serde_json::{json, Value};
 use super::auth::Gate;
 use super::AppState;
 use crate::error::CoordinatorError;
+use crate::evaluation::{class_name, summary_to_proto};
 use crate::importance::{importances, ParamImportance};
-use crate::model::{Metrics, StudySummary, Trial, TrialState};
+use crate::model::{Metrics, StudySummary, Trial, TrialEvaluation, TrialState};
 use crate::params::{ParamValue, Params};
 use crate::registry::{blob_of, Registry};
 use crate::spec::{Domain, SamplerKind, StudySpec};
 use crate::text::{bounded, is_study_name, quote};
+use bertsweep_evaluation::Interval;
 
 /// Most studies one `/api/studies` page carries.
 pub const MAX_STUDIES_PAGE: u64 = 500;
@@ -183,7 +196,60 @@ pub struct TrialRow {
     has_model: bool,
     /// The most device memory an attempt reported, in bytes (0: none reported).
     peak_device_memory_bytes: u64,
+    /// The 95 % bootstrap interval of the objective, `[low, high]`, from the dev-set
+    /// predictions the trial's worker sent; null without predictions (or when the metric is
+    /// undefined on most resamples).
+    ci: Option<[f64; 2]>,
+    /// Whether `ci` overlaps the best trial's interval, so the two may be tied within noise:
+    /// false for the best trial itself and whenever either has no interval. Trial pages and
+    /// the single-trial reply carry it; live `trial` events leave it out (the best can change
+    /// with any event, so a page compares `ci` with the best row's itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overlaps_best: Option<bool>,
+    /// The kept model's score on the held-out test set for the objective's metric
+    /// ([`test_counterpart`]); null when the trial has none. Shown only, never ranked by.
+    test_value: Option<f64>,
     rev: [u64; 2],
+}
+
+/// The test-set name of dev metric `metric`: `eval_X` → `test_X`; None for other names.
+fn test_counterpart(metric: &str) -> Option<String> {
+    metric.strip_prefix("eval_").map(|m| format!("test_{m}"))
+}
+
+/// `trial`'s test-set score for `metric` (a dev metric), when it has one.
+fn test_value_of(metric: &str, trial: &Trial) -> Option<f64> {
+    if trial.test_metrics.is_empty() {
+        return None;
+    }
+    trial.test_metrics.get(&test_counterpart(metric)?).copied()
+}
+
+/// A trial's objective interval, when it has one.
+fn interval_of(trial: &Trial) -> Option<Interval> {
+    trial.evaluation.as_ref().and_then(|e| e.interval)
+}
+
+/// The study's best trial (`Registry::best_trial`): its number and objective interval.
+#[derive(Debug, Clone, Copy)]
+pub struct BestInterval {
+    number: u32,
+    interval: Option<Interval>,
+}
+
+impl BestInterval {
+    /// The best trial of study `name`, or None while no trial has completed with a value.
+    fn read(registry: &Registry, name: &str) -> ApiResult<Option<Self>> {
+        Ok(registry.best_trial(name)?.map(|t| BestInterval { number: t.number, interval: interval_of(&t) }))
+    }
+
+    /// Whether `trial` (not the best itself) has an interval overlapping the best's.
+    fn overlapped_by(best: Option<&Self>, trial: &Trial) -> bool {
+        match (best, interval_of(trial)) {
+            (Some(b), Some(i)) => trial.number != b.number && b.interval.is_some_and(|bi| bi.overlaps(&i)),
+            _ => false,
+        }
+    }
 }
 
 impl TrialRow {
@@ -204,8 +270,17 @@ impl TrialRow {
             error: trial.error.chars().take(ROW_ERROR_CHARS).collect(),
             has_model: blob_of(&trial.artifact).is_some(),
             peak_device_memory_bytes: trial.peak_device_memory_bytes,
+            ci: interval_of(trial).map(|i| [i.low, i.high]),
+            overlaps_best: None,
+            test_value: test_value_of(metric, trial),
             rev: revision(trial),
         }
+    }
+
+    /// The row with `overlaps_best` against `best` (see the field).
+    pub fn compared(mut self, best: Option<&BestInterval>, trial: &Trial) -> Self {
+        self.overlaps_best = Some(BestInterval::overlapped_by(best, trial));
+        self
     }
 }
 
@@ -279,11 +354,15 @@ pub async fn trials(
     check_name(&name)?;
     let from = number_param(&query, "from", 0, u64::from(u32::MAX))? as usize;
     let limit = number_param(&query, "limit", 500, MAX_TRIALS_PAGE)?.max(1) as usize;
-    let (rows, total) = app.shared.lock().with_trials(&name, |spec, trials| {
+    let registry = app.shared.lock();
+    let best = BestInterval::read(&registry, &name)?;
+    let (rows, total) = registry.with_trials(&name, |spec, trials| {
         let start = from.min(trials.len());
         let end = start.saturating_add(limit).min(trials.len());
-        (trials[start..end].iter().map(|t| TrialRow::new(spec, t)).collect::<Vec<_>>(), trials.len())
+        let rows = trials[start..end].iter().map(|t| TrialRow::new(spec, t).compared(best.as_ref(), t));
+        (rows.collect::<Vec<_>>(), trials.len())
     })?;
+    drop(registry);
     let next = (from + rows.len() < total && !rows.is_empty()).then_some(from + rows.len());
     Ok(Json(json!({ "trials": rows, "total": total, "next": next })))
 }
@@ -367,7 +446,11 @@ pub async fn trial(
     Path((name, number)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let (spec, trial) = one_trial(&app, &name, &number)?;
-    let mut detail = serde_json::to_value(TrialRow::new(&spec, &trial)).map_err(internal)?;
+    // Read a moment after the trial (the lock is not held across both; a best that changed in
+    // between shows on the next read, as with any live change).
+    let best = BestInterval::read(&app.shared.lock(), &name)?;
+    let row = TrialRow::new(&spec, &trial).compared(best.as_ref(), &trial);
+    let mut detail = serde_json::to_value(row).map_err(internal)?;
     let earlier: Vec<Value> = trial
         .earlier_attempts
         .iter()
@@ -382,11 +465,44 @@ pub async fn trial(
         "model_files": model_files(&app, &name, &trial),
         "model_tar_url": blob_of(&trial.artifact).map(|_| format!("/api/studies/{name}/trials/{}/model.tar", trial.number)),
         "lease_expires_ms": trial.lease_expires_ms,
+        // O(examples × classes) for this one trial, outside the registry lock.
+        "evaluation": trial.evaluation.as_deref().map(|e| evaluation_json(&spec.objective.metric, e)),
+        // The kept model's held-out test scores (`test_…`), shown beside `metrics`; null without.
+        "test_metrics": (!trial.test_metrics.is_empty()).then_some(&trial.test_metrics),
     });
     if let (Value::Object(d), Value::Object(e)) = (&mut detail, extra) {
         d.extend(e);
     }
     Ok(Json(detail))
+}
+
+/// What the trial page shows of a trial's dev-set evaluation: the epoch it comes from, the
+/// examples, the objective's interval, per-class scores (empty over
+/// [`crate::evaluation::MAX_REPORTED_CLASSES`] classes) and the confusion matrix (rows: true
+/// class, columns: predicted, both in class-id order and named by `confusion.classes`; null
+/// over [`crate::evaluation::MAX_CONFUSION_CLASSES`] classes).
+fn evaluation_json(metric: &str, e: &TrialEvaluation) -> Value {
+    let summary = summary_to_proto(e);
+    let classes = e.predictions.classes();
+    let per_class: Vec<Value> = summary
+        .classes
+        .iter()
+        .map(|c| json!({ "name": c.name, "precision": c.precision, "recall": c.recall, "f1": c.f1, "support": c.support }))
+        .collect();
+    let confusion = (!summary.confusion.is_empty() && classes > 0).then(|| {
+        let names: Vec<String> = (0..classes).map(|k| class_name(e, k)).collect();
+        let matrix: Vec<&[u64]> = summary.confusion.chunks(classes).collect();
+        json!({ "classes": names, "matrix": matrix })
+    });
+    json!({
+        "epoch": summary.epoch,
+        "examples": summary.examples,
+        "metric": metric,
+        "ci": e.interval.map(|i| [i.low, i.high]),
+        "class_count": classes,
+        "per_class": per_class,
+        "confusion": confusion,
+    })
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -582,23 +698,38 @@ pub async fn model_tar(
 }
 
 /// `GET /api/studies/{name}/configurations`: each configuration's seed repeats, with every
-/// seed's point.
+/// seed's point (and its objective interval, `ci`).
+///
+/// `best` marks the configuration holding the best trial. `overlaps_best` marks the others
+/// when any of their completed trials' intervals overlaps the best trial's interval: each
+/// interval is one trial's (one seed's) bootstrap over dev examples, and a hull or union of
+/// several seeds' intervals would be no confidence interval of anything, so configurations
+/// are compared trial by trial against the best trial. False for the best configuration
+/// itself, and wherever intervals are missing.
 pub async fn configurations(State(app): State<Arc<AppState>>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
     check_name(&name)?;
     let registry = app.shared.lock();
     let configurations = registry.configurations(&name)?;
+    let best = BestInterval::read(&registry, &name)?;
     let list = registry.with_trials(&name, |_, trials| {
         configurations
             .iter()
             .map(|c| {
-                let points: Vec<Value> = c
-                    .trials
-                    .iter()
-                    .filter_map(|&n| trials.get(n as usize))
-                    .filter(|t| t.state == TrialState::Completed)
-                    .filter_map(|t| Some(json!({ "trial": t.number, "seed": t.params.get("seed"), "value": t.value? })))
+                let completed = || {
+                    c.trials.iter().filter_map(|&n| trials.get(n as usize)).filter(|t| t.state == TrialState::Completed)
+                };
+                let points: Vec<Value> = completed()
+                    .filter_map(|t| {
+                        let ci = interval_of(t).map(|i| [i.low, i.high]);
+                        Some(json!({ "trial": t.number, "seed": t.params.get("seed"), "value": t.value?, "ci": ci }))
+                    })
                     .collect();
-                json!({ "params": c.params, "trials": c.trials, "points": points, "mean": c.mean, "std": c.std })
+                let is_best = best.as_ref().is_some_and(|b| c.trials.contains(&b.number));
+                let overlaps = !is_best && completed().any(|t| BestInterval::overlapped_by(best.as_ref(), t));
+                json!({
+                    "params": c.params, "trials": c.trials, "points": points, "mean": c.mean, "std": c.std,
+                    "best": is_best, "overlaps_best": overlaps,
+                })
             })
             .collect::<Vec<_>>()
     })?;
@@ -899,6 +1030,100 @@ mod tests {
         t.state = TrialState::Completed;
         seen.push(revision(&t));
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    }
+
+    fn evaluated(number: u32, interval: Option<(f64, f64)>) -> Trial {
+        let mut t = crate::model::test_trial(number, Params::new(), TrialState::Completed);
+        let predictions = crate::fixtures::dev_predictions(0.8, 2, 30, number);
+        let mut e = crate::evaluation::evaluate(predictions, "eval_accuracy", 0).unwrap();
+        e.interval = interval.map(|(low, high)| Interval { low, high });
+        t.evaluation = Some(Arc::new(e));
+        t
+    }
+
+    #[test]
+    fn rows_say_whether_their_interval_overlaps_the_bests() {
+        let best = evaluated(0, Some((0.80, 0.90)));
+        let best = BestInterval { number: best.number, interval: interval_of(&best) };
+        let spec = crate::spec::parse_study(&crate::fixtures::random_study("r", 4, 1)).unwrap();
+        let row = |t: &Trial| serde_json::to_value(TrialRow::new(&spec, t).compared(Some(&best), t)).unwrap();
+        let itself = row(&evaluated(0, Some((0.80, 0.90))));
+        assert_eq!((itself["ci"].clone(), itself["overlaps_best"].clone()), (json!([0.80, 0.90]), json!(false)));
+        assert_eq!(row(&evaluated(1, Some((0.85, 0.95))))["overlaps_best"], json!(true));
+        assert_eq!(row(&evaluated(2, Some((0.90, 0.91))))["overlaps_best"], json!(true), "touching ends share a point");
+        assert_eq!(row(&evaluated(3, Some((0.70, 0.79))))["overlaps_best"], json!(false));
+        let none = row(&evaluated(4, None));
+        assert_eq!((none["ci"].clone(), none["overlaps_best"].clone()), (Value::Null, json!(false)));
+        let plain = crate::model::test_trial(5, Params::new(), TrialState::Completed);
+        assert_eq!(row(&plain)["overlaps_best"], json!(false));
+        let no_best_interval = BestInterval { number: 0, interval: None };
+        let t = evaluated(1, Some((0.85, 0.95)));
+        assert!(!BestInterval::overlapped_by(Some(&no_best_interval), &t));
+        assert!(!BestInterval::overlapped_by(None, &t));
+        // Live events carry no view of the best: the field is left out.
+        assert!(serde_json::to_value(TrialRow::new(&spec, &t)).unwrap().get("overlaps_best").is_none());
+    }
+
+    #[test]
+    fn rows_carry_the_objectives_test_score_only() {
+        let spec = crate::spec::parse_study(&crate::fixtures::random_study("r", 4, 1)).unwrap();
+        let row = |t: &Trial| serde_json::to_value(TrialRow::new(&spec, t)).unwrap();
+        let mut t = crate::model::test_trial(0, Params::new(), TrialState::Completed);
+        assert_eq!(row(&t)["test_value"], Value::Null, "no test scores");
+        t.test_metrics = [("test_accuracy", 0.81), ("test_loss", 0.4)].map(|(k, v)| (k.to_string(), v)).into();
+        assert_eq!(row(&t)["test_value"], json!(0.81), "eval_accuracy's counterpart");
+        t.test_metrics.remove("test_accuracy");
+        assert_eq!(row(&t)["test_value"], Value::Null, "scored, but not on the objective's metric");
+        assert_eq!(test_counterpart("eval_f1").as_deref(), Some("test_f1"));
+        assert_eq!(test_counterpart("accuracy"), None, "only eval_ metrics have a test counterpart");
+    }
+
+    #[test]
+    fn evaluations_show_per_class_scores_and_a_named_confusion_matrix() {
+        let t = evaluated(1, Some((0.7, 0.9)));
+        let e = t.evaluation.as_deref().unwrap();
+        let v = evaluation_json("eval_accuracy", e);
+        assert_eq!(
+            (v["epoch"].as_u64(), v["examples"].as_u64(), v["class_count"].as_u64()),
+            (Some(2), Some(30), Some(3))
+        );
+        assert_eq!(v["ci"], json!([0.7, 0.9]));
+        let per_class = v["per_class"].as_array().unwrap();
+        assert_eq!(
+            per_class.iter().map(|c| c["name"].as_str().unwrap()).collect::<Vec<_>>(),
+            crate::fixtures::DEV_CLASSES
+        );
+        assert_eq!(per_class.iter().map(|c| c["support"].as_u64().unwrap()).sum::<u64>(), 30);
+        assert_eq!(v["confusion"]["classes"], json!(crate::fixtures::DEV_CLASSES));
+        let matrix = v["confusion"]["matrix"].as_array().unwrap();
+        assert_eq!(matrix.len(), 3);
+        let flat: Vec<u64> =
+            matrix.iter().flat_map(|r| r.as_array().unwrap().iter().map(|c| c.as_u64().unwrap())).collect();
+        assert_eq!(flat, e.predictions.confusion_matrix(), "rows are true classes, columns predicted");
+        for (k, row) in matrix.iter().enumerate() {
+            let total: u64 = row.as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum();
+            assert_eq!(total, per_class[k]["support"].as_u64().unwrap(), "row {k} sums to its support");
+        }
+        // Past 32 classes there is no matrix (and past 64 no per-class rows).
+        let wide = crate::evaluation::evaluate(pb_predictions(40), "eval_accuracy", 0).unwrap();
+        let v = evaluation_json("eval_accuracy", &wide);
+        assert!(v["confusion"].is_null());
+        assert_eq!(v["per_class"].as_array().unwrap().len(), 40);
+        assert_eq!(v["per_class"][39]["name"], "39", "unnamed classes go by their id");
+    }
+
+    fn pb_predictions(classes: u32) -> bertsweep_proto::v1::DevPredictions {
+        let n = classes as usize;
+        let mut probabilities = vec![0.0f32; n * n];
+        (0..n).for_each(|i| probabilities[i * n + i] = 1.0);
+        bertsweep_proto::v1::DevPredictions {
+            epoch: 1,
+            classes,
+            labels: (0..classes).collect(),
+            probabilities,
+            class_weights: vec![],
+            class_names: vec![],
+        }
     }
 
     #[test]

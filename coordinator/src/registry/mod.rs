@@ -26,6 +26,24 @@ mod study;
 
 pub use crate::ops::{Snapshot, WriteOp};
 pub use study::Configuration;
+
+/// What a worker measured of a finished trial besides its metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    /// The attempt's peak device memory (0: not measured), as in `report_progress`.
+    pub peak_device_memory_bytes: u64,
+    /// Its best epoch's dev-set predictions, already checked and scored
+    /// ([`crate::evaluation::evaluate`]); `None` when the worker sent none.
+    pub evaluation: Option<std::sync::Arc<crate::model::TrialEvaluation>>,
+    /// The kept model's scores on the study's test file (names `test_…`); empty without one.
+    pub test_metrics: Metrics,
+}
+
+impl From<u64> for Measured {
+    fn from(peak_device_memory_bytes: u64) -> Self {
+        Measured { peak_device_memory_bytes, ..Measured::default() }
+    }
+}
 use study::LiveStudy;
 
 /// The result of an operation plus what it changed.
@@ -179,6 +197,20 @@ impl Registry {
             return Err(stale(trial));
         }
         Ok((si, number))
+    }
+
+    /// What scoring a leased trial's dev-set predictions needs: its study's objective metric
+    /// and the seed of the trial's bootstrap interval. Fails as `complete` would for a stale
+    /// lease, so a worker learns of it before any resampling is done.
+    pub fn evaluation_context(&self, trial_id: u64, token: u64) -> Result<(String, u64)> {
+        let (si, number) = self.leased(trial_id, token)?;
+        let study = &self.studies[si];
+        Ok((study.spec.objective.metric.clone(), crate::evaluation::interval_seed(study.spec.seed, number)))
+    }
+
+    /// The seed of a study's paired comparisons (its `algorithm.seed`).
+    pub fn study_seed(&self, name: &str) -> Result<u64> {
+        Ok(self.studies[self.study_index(name)?].spec.seed)
     }
 
     /// Registers a new study from a validated spec.
@@ -618,9 +650,11 @@ impl Registry {
         token: u64,
         metrics: Metrics,
         artifact: String,
-        peak_device_memory_bytes: u64,
+        measured: impl Into<Measured>,
         now: i64,
     ) -> Result<Outcome<Vec<Digest>>> {
+        let Measured { peak_device_memory_bytes, evaluation, test_metrics } = measured.into();
+        check_test_metrics(&test_metrics)?;
         let (si, number) = self.leased(trial_id, token)?;
         let study = &mut self.studies[si];
         let objective = study.spec.objective.clone();
@@ -659,6 +693,8 @@ impl Registry {
         trial.value = Some(value);
         trial.metrics = metrics;
         trial.artifact = artifact;
+        trial.evaluation = evaluation;
+        trial.test_metrics = test_metrics;
         let detail = format!("{} = {value}", objective.metric);
         study.transition(number, TrialState::Completed, now, &detail);
         let mut ops = vec![study.trial_op(number)];
@@ -688,9 +724,7 @@ impl Registry {
         let mut roots = Vec::new();
         for study in &self.studies {
             let task = &study.spec.task;
-            for text in [&task.model, &task.train_file, &task.validation_file] {
-                roots.extend(blob_of(text));
-            }
+            roots.extend(task.inputs().iter().filter_map(|input| blob_of(input.reference)));
             roots.extend(study.trials.iter().filter_map(|t| blob_of(&t.artifact)));
             roots.extend(study.trials.iter().filter_map(|t| blob_of(&t.checkpoint)));
         }
@@ -818,6 +852,8 @@ fn new_trial(id: u64, study: &LiveStudy, number: u32, params: Params, now: i64) 
         checkpoint_epoch: 0,
         peak_device_memory_bytes: 0,
         error: String::new(),
+        evaluation: None,
+        test_metrics: Metrics::new(),
         created_ms: now,
         started_ms: None,
         finished_ms: None,
@@ -830,6 +866,21 @@ pub fn blob_of(text: &str) -> Option<Digest> {
     match bertsweep_transfer::InputRef::parse(text) {
         Ok(bertsweep_transfer::InputRef::Blob(d)) => Some(d),
         _ => None,
+    }
+}
+
+/// Test-set scores are none, or well-formed metrics named `test_…`.
+fn check_test_metrics(metrics: &Metrics) -> Result<()> {
+    if metrics.is_empty() {
+        return Ok(());
+    }
+    validate_metrics(metrics).map_err(|m| CoordinatorError::InvalidArgument(format!("test_metrics: {m}")))?;
+    match metrics.keys().find(|k| !k.starts_with("test_")) {
+        Some(k) => Err(CoordinatorError::InvalidArgument(format!(
+            "test_metrics: {} does not start with test_; send the test set's scores as test_accuracy, test_f1, …",
+            crate::text::quote(k)
+        ))),
+        None => Ok(()),
     }
 }
 

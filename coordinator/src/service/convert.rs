@@ -78,6 +78,8 @@ pub fn trial_to_proto(t: &Trial) -> pb::Trial {
         checkpoint: t.checkpoint.clone(),
         checkpoint_epoch: t.checkpoint_epoch,
         peak_device_memory_bytes: t.peak_device_memory_bytes,
+        evaluation: t.evaluation.as_deref().map(crate::evaluation::summary_to_proto),
+        test_metrics: metrics_to_proto(&t.test_metrics),
     }
 }
 
@@ -140,6 +142,8 @@ pub fn assignment_to_proto(a: &Assignment) -> pb::Assignment {
             maximize: a.objective.maximize,
             max_train_samples: a.task.max_train_samples.unwrap_or(0),
             class_weights: if a.task.balanced_class_weights { "balanced" } else { "" }.into(),
+            text_pair_column: a.task.text_pair_column.clone().unwrap_or_default(),
+            test_file: a.task.test_file.clone().unwrap_or_default(),
         }),
         lease_token: a.lease_token,
         lease_ttl_ms: a.lease_ttl_ms,

@@ -4,6 +4,7 @@
 pub mod convert;
 mod memory;
 pub mod paging;
+mod scoring;
 mod transfer;
 mod watch;
 pub mod wire_errors;
@@ -21,7 +22,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Result as CoordResult;
 use crate::model::now_ms;
-use crate::registry::{Outcome, Registry};
+use crate::registry::{Measured, Outcome, Registry};
 use crate::spec::parse_study;
 use crate::store::{CommittedChange, Writer};
 use convert::*;
@@ -214,14 +215,20 @@ impl Coordinator for CoordinatorService {
             let registry = self.shared.lock();
             (registry.best_trial(require_name("study", &name)?)?, registry.configurations(&name)?)
         };
-        match best {
-            Some(t) => {
-                let configuration =
-                    configurations.iter().find(|c| c.trials.contains(&t.number)).map(configuration_to_proto);
-                Ok(Response::new(pb::BestTrial { trial: Some(trial_to_proto(&t)), configuration }))
-            }
-            None => Err(Status::not_found(format!("study {name:?} has no completed trial yet"))),
-        }
+        let Some(t) = best else {
+            return Err(Status::not_found(format!("study {name:?} has no completed trial yet")));
+        };
+        let configuration = configurations.iter().find(|c| c.trials.contains(&t.number)).map(configuration_to_proto);
+        let (comparison, comparison_unavailable) = match self.compare_top_two(&name, &configurations).await? {
+            Ok(c) => (Some(c), String::new()),
+            Err(why) => (None, why),
+        };
+        Ok(Response::new(pb::BestTrial {
+            trial: Some(trial_to_proto(&t)),
+            configuration,
+            comparison,
+            comparison_unavailable,
+        }))
     }
 
     type WatchStudyStream = EventStream;
@@ -363,11 +370,18 @@ impl Coordinator for CoordinatorService {
         if r.artifact.len() > 4096 {
             return Err(Status::invalid_argument("artifact path is longer than 4096 bytes"));
         }
+        let evaluation = match r.predictions {
+            Some(predictions) => Some(self.score_predictions(id, token, predictions).await?),
+            None => None,
+        };
+        // Checked by the registry (empty is fine: no test file, or a model not kept).
+        let test_metrics = r.test_metrics.into_iter().collect();
+        let measured = Measured { peak_device_memory_bytes: peak, evaluation, test_metrics };
         let check = move |shared: &Shared, a: &str| transfer::check_artifact(shared, id, token, a);
         let (refs, artifact) = transfer::checked_reference(&self.shared, r.artifact, check).await?;
         let evicted = self
             .shared
-            .apply_referencing(refs, |reg, now| reg.complete(id, token, metrics, artifact, peak, now))
+            .apply_referencing(refs, |reg, now| reg.complete(id, token, metrics, artifact, measured, now))
             .await?;
         transfer::collect_evicted(&self.shared, evicted);
         Ok(Response::new(pb::CompleteTrialResponse {}))

@@ -62,13 +62,10 @@ pub async fn checked_reference<'a>(
 /// Every `blob:` input of a new study must be here, complete and of the right kind.
 pub fn check_inputs(shared: &Shared, spec: &StudySpec) -> Result<(), Status> {
     let task = &spec.task;
-    for (field, text, kind) in [
-        ("task.model", &task.model, ManifestKind::Dir),
-        ("task.train_file", &task.train_file, ManifestKind::File),
-        ("task.validation_file", &task.validation_file, ManifestKind::File),
-    ] {
-        if let Ok(InputRef::Blob(d)) = InputRef::parse(text) {
-            shared.blobs.check_tree(field, &d, kind)?;
+    for input in task.inputs() {
+        if let Ok(InputRef::Blob(d)) = InputRef::parse(input.reference) {
+            let kind = if input.is_dir { ManifestKind::Dir } else { ManifestKind::File };
+            shared.blobs.check_tree(&format!("task.{}", input.key), &d, kind)?;
         }
     }
     Ok(())

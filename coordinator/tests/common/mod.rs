@@ -201,6 +201,19 @@ pub async fn complete_with_peak(
     acc: f64,
     peak_device_memory_bytes: u64,
 ) -> Result<(), tonic::Status> {
+    complete_with(client, a, acc, peak_device_memory_bytes, None, HashMap::new()).await
+}
+
+/// [`complete`] with the peak device memory, the best epoch's dev-set predictions and the
+/// kept model's test-set scores.
+pub async fn complete_with(
+    client: &mut Client,
+    a: &pb::Assignment,
+    acc: f64,
+    peak_device_memory_bytes: u64,
+    predictions: Option<pb::DevPredictions>,
+    test_metrics: HashMap<String, f64>,
+) -> Result<(), tonic::Status> {
     client
         .complete_trial(pb::CompleteTrialRequest {
             trial_id: a.trial_id,
@@ -208,9 +221,33 @@ pub async fn complete_with_peak(
             metrics: metrics(acc),
             artifact: String::new(),
             peak_device_memory_bytes,
+            predictions,
+            test_metrics,
         })
         .await
         .map(|_| ())
+}
+
+/// Dev-set predictions of `n` binary examples (labels alternate), the first `correct` of them
+/// predicted right with probability 0.8: accuracy `correct / n`.
+pub fn predictions(n: usize, correct: usize) -> pb::DevPredictions {
+    let labels: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
+    let probabilities = labels
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &y)| {
+            let p1 = if (y == 1) == (i < correct) { 0.8 } else { 0.2 };
+            [1.0 - p1, p1]
+        })
+        .collect();
+    pb::DevPredictions {
+        epoch: 1,
+        classes: 2,
+        labels,
+        probabilities,
+        class_weights: vec![],
+        class_names: vec!["negative".into(), "positive".into()],
+    }
 }
 
 /// Reports the trial of `a` as failed with `kind`; returns the trial's state afterwards.

@@ -20,9 +20,17 @@ pub struct TrainArgs {
     /// Validation data, evaluated after every epoch.
     #[arg(long)]
     validation_file: PathBuf,
+    /// Held-out test data: the best epoch's model is scored on it once, after training
+    /// (`test_…` metrics), and never used to choose anything.
+    #[arg(long)]
+    test_file: Option<PathBuf>,
     /// Column holding the text.
     #[arg(long, default_value = bertsweep_proto::contract::DEFAULT_TEXT_COLUMN)]
     text_column: String,
+    /// Column holding each example's second text, for sentence-pair tasks (MRPC, RTE, QNLI,
+    /// MNLI, QQP): both texts are encoded as one BERT pair. Default: single sentences.
+    #[arg(long)]
+    text_pair_column: Option<String>,
     /// Column holding the label (integer or string).
     #[arg(long, default_value = bertsweep_proto::contract::DEFAULT_LABEL_COLUMN)]
     label_column: String,
@@ -117,12 +125,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let [device] = devices[..] else {
         bail!("--device {}: train runs on one device; name one (cuda:N)", args.device);
     };
+    if let Some(pair) = args.text_pair_column.as_deref() {
+        if pair == args.text_column || pair == args.label_column {
+            bail!("--text-pair-column {pair:?} is also --text-column or --label-column; name the column holding each example's second text");
+        }
+    }
     set_cpu_threads(args.threads);
     let cfg = TrialConfig {
         model_dir: args.model,
         train_file: args.train_file,
         validation_file: args.validation_file,
+        test_file: args.test_file,
         text_column: args.text_column,
+        text_pair_column: args.text_pair_column,
         label_column: args.label_column,
         max_seq_length: args.max_seq_length,
         max_train_samples: args.max_train_samples,
@@ -147,13 +162,19 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         serde_json::json!({
             "best_epoch": outcome.best_epoch,
             "best_metrics": outcome.best_metrics,
+            "test_metrics": (!outcome.test_metrics.is_empty()).then_some(&outcome.test_metrics),
             "artifact": artifact,
         })
         .to_string()
     } else {
         let objective = outcome.best_metrics.get(&cfg.objective_metric).copied().unwrap_or(f64::NAN);
         let exported = artifact.map(|dir| format!(" exported to {dir}")).unwrap_or_default();
-        format!("best epoch {}: {}={objective:.4}{exported}", outcome.best_epoch, cfg.objective_metric)
+        let test_name = cfg.objective_metric.replacen("eval_", "test_", 1);
+        let tested = match outcome.test_metrics.get(&test_name) {
+            Some(test) => format!(" ({test_name}={test:.4} on the held-out test set)"),
+            None => String::new(),
+        };
+        format!("best epoch {}: {}={objective:.4}{tested}{exported}", outcome.best_epoch, cfg.objective_metric)
     };
     print_line(&line).context("writing to stdout")?;
     Ok(())

@@ -27,6 +27,9 @@ const MAX_MEGABATCH_MULT: usize = 50;
 pub struct Batch {
     /// Token ids `[batch, longest]`, padded with the tokenizer's `[PAD]`.
     pub input_ids: Tensor,
+    /// Sentence pairs: token type ids `[batch, longest]` (0 for `[CLS] a [SEP]` and padding,
+    /// 1 for `b [SEP]`); `None` for single sentences, whose token types are all 0.
+    pub token_type_ids: Option<Tensor>,
     /// 1 for tokens, 0 for padding, `[batch, longest]`; `None` when nothing is padded.
     pub attention_mask: Option<Tensor>,
     /// Where the real tokens are when something is padded, computed here on the host (the
@@ -63,9 +66,22 @@ impl Batch {
         } else {
             (None, None)
         };
+        let token_type_ids = match &split.encoded.pair_starts {
+            Some(starts) => {
+                let mut types = Vec::with_capacity(flat.len());
+                for (&i, &len) in indices.iter().zip(&lengths) {
+                    types.extend(std::iter::repeat_n(0i64, starts[i]));
+                    types.extend(std::iter::repeat_n(1i64, len - starts[i]));
+                    types.extend(std::iter::repeat_n(0i64, longest - len));
+                }
+                Some(upload(Tensor::f_from_slice(&types)?.f_view(shape)?, device)?)
+            }
+            None => None,
+        };
         let labels: Vec<i64> = indices.iter().map(|&i| split.label_ids[i]).collect();
         Ok(Batch {
             input_ids: upload(Tensor::f_from_slice(&flat)?.f_view(shape)?, device)?,
+            token_type_ids,
             attention_mask,
             tokens,
             labels: upload(Tensor::f_from_slice(&labels)?, device)?,
@@ -182,6 +198,7 @@ mod tests {
         let encoded = Arc::new(EncodedFile {
             path: "x".into(),
             ids: vec![vec![2, 5, 3], vec![2, 5, 6, 7, 3], vec![2, 3]],
+            pair_starts: None,
             labels: vec!["0".into(); 3],
             lines: vec![2, 3, 4],
         });
@@ -192,9 +209,25 @@ mod tests {
         let mask = batch.attention_mask.unwrap();
         assert_eq!(Vec::<i64>::try_from(mask.view(-1)).unwrap(), [1, 1, 1, 1, 1, 0]);
         assert_eq!(Vec::<i64>::try_from(&batch.labels).unwrap(), [1, 1]);
+        assert!(batch.token_type_ids.is_none());
         let full = Batch::new(&split, &[0], 0, Device::Cpu).unwrap();
         assert!(full.attention_mask.is_none());
         let eval = eval_batch_order(&split.lengths(), 2);
         assert_eq!(eval, vec![vec![1, 0], vec![2]]);
+    }
+
+    #[test]
+    fn pair_batches_carry_token_types_padded_with_zero() {
+        let encoded = Arc::new(EncodedFile {
+            path: "x".into(),
+            ids: vec![vec![2, 5, 3, 6, 3], vec![2, 5, 6, 3, 7, 8, 9, 3]],
+            pair_starts: Some(vec![3, 4]),
+            labels: vec!["0".into(); 2],
+            lines: vec![2, 3],
+        });
+        let split = Split { encoded, label_ids: vec![0, 1] };
+        let batch = Batch::new(&split, &[0, 1], 0, Device::Cpu).unwrap();
+        let types = Vec::<i64>::try_from(batch.token_type_ids.unwrap().view(-1)).unwrap();
+        assert_eq!(types, [0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1]);
     }
 }

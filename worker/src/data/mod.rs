@@ -1,7 +1,8 @@
 //! Labelled text data: reading TSV/CSV/JSONL files, tokenizing once per process, and
 //! turning examples into padded batches.
 //!
-//! - [`read`]: rows of one file (text + raw label), with file:line errors.
+//! - [`read`]: rows of one file (text, the second text of a pair, raw label), with
+//!   file:line errors.
 //! - [`encode`]: token ids of a file, cached in-process so later trials reuse them.
 //! - [`batch`]: batch order (seeded shuffle, optional length grouping) and dynamic padding.
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 pub use batch::{batch_order, eval_batch_order, Batch};
 pub use encode::{encode_file, EncodedFile};
+pub use read::Columns;
 
 use crate::tokenizer::{BertTokenizer, TokenizerError};
 
@@ -82,8 +84,12 @@ pub struct DataSpec {
     pub train_file: PathBuf,
     /// Validation file, same formats.
     pub validation_file: PathBuf,
+    /// Held-out test file, same formats; scored once after training, never to choose.
+    pub test_file: Option<PathBuf>,
     /// Column holding the text.
     pub text_column: String,
+    /// Column holding each example's second text (sentence pairs); `None` = single sentences.
+    pub text_pair_column: Option<String>,
     /// Column holding the label (integer or string).
     pub label_column: String,
     /// Use only the first N training rows.
@@ -123,17 +129,25 @@ pub struct ClassificationData {
     pub train: Split,
     /// Validation split.
     pub validation: Split,
+    /// Test split (only with [`DataSpec::test_file`]); its labels must be among the others'.
+    pub test: Option<Split>,
     /// Class names; the index is the class id. Sorted union of train and validation labels
     /// (numerically when all labels are integers), as transformers' run_classification does.
     pub labels: Vec<String>,
 }
 
+impl DataSpec {
+    /// The columns an example is read from.
+    pub fn columns(&self) -> Columns<'_> {
+        Columns { text: &self.text_column, text_pair: self.text_pair_column.as_deref(), label: &self.label_column }
+    }
+}
+
 impl ClassificationData {
     /// Reads and tokenizes both files (or takes them from the cache) and maps labels to ids.
     pub fn load(spec: &DataSpec, tokenizer: &BertTokenizer) -> Result<Self, DataError> {
-        let train =
-            encode_file(&spec.train_file, &spec.text_column, &spec.label_column, spec.max_train_samples, tokenizer)?;
-        let validation = encode_file(&spec.validation_file, &spec.text_column, &spec.label_column, None, tokenizer)?;
+        let train = encode_file(&spec.train_file, spec.columns(), spec.max_train_samples, tokenizer)?;
+        let validation = encode_file(&spec.validation_file, spec.columns(), None, tokenizer)?;
         let labels = label_list(&train, &validation)?;
         if labels.len() < 2 {
             return Err(DataError::SingleClass {
@@ -147,9 +161,30 @@ impl ClassificationData {
                 .map(|l| labels.binary_search_by(|x| compare_labels(x, l)).expect("label in list") as i64)
                 .collect()
         };
+        // The test file is read now, so that a bad one fails the trial before it trains.
+        let test = match &spec.test_file {
+            Some(path) => {
+                let test = encode_file(path, spec.columns(), None, tokenizer)?;
+                let unknown =
+                    test.labels.iter().position(|l| labels.binary_search_by(|x| compare_labels(x, l)).is_err());
+                if let Some(row) = unknown {
+                    return Err(DataError::BadRow {
+                        path: test.path.clone(),
+                        line: test.lines[row],
+                        reason: format!(
+                            "test label {:?} is in neither the training nor the validation file, so no model can predict it; fix the label or leave test_file out",
+                            test.labels[row]
+                        ),
+                    });
+                }
+                Some(Split { label_ids: index(&test), encoded: test })
+            }
+            None => None,
+        };
         Ok(ClassificationData {
             train: Split { label_ids: index(&train), encoded: train },
             validation: Split { label_ids: index(&validation), encoded: validation },
+            test,
             labels,
         })
     }
@@ -229,7 +264,9 @@ mod tests {
         DataSpec {
             train_file: train,
             validation_file: validation,
+            test_file: None,
             text_column: "text".into(),
+            text_pair_column: None,
             label_column: label.into(),
             max_train_samples: None,
         }
@@ -271,6 +308,41 @@ mod tests {
         std::fs::write(&single, "text\tlabel\ngood\t1\n").unwrap();
         let err = ClassificationData::load(&spec(single.clone(), single, "label"), &tok).unwrap_err().to_string();
         assert!(err.contains("only one label value"), "{err}");
+    }
+
+    #[test]
+    fn pairs_load_with_their_segments_and_a_missing_column_names_the_file() {
+        let (dir, tok) = setup();
+        let train = dir.path().join("train.csv");
+        std::fs::write(&train, "sentence1,sentence2,label\ngood,bad,0\ngood,good good,1\n").unwrap();
+        let dev = dir.path().join("dev.tsv");
+        std::fs::write(&dev, "sentence1\tlabel\ngood\t1\n").unwrap();
+        let pair = |validation: std::path::PathBuf| DataSpec {
+            text_column: "sentence1".into(),
+            text_pair_column: Some("sentence2".into()),
+            ..spec(train.clone(), validation, "label")
+        };
+        let data = ClassificationData::load(&pair(train.clone()), &tok).unwrap();
+        assert_eq!(data.train.encoded.ids, vec![vec![2, 4, 3, 5, 3], vec![2, 4, 3, 4, 4, 3]]);
+        assert_eq!(data.train.encoded.pair_starts.as_deref(), Some(&[3, 3][..]));
+        let err = ClassificationData::load(&pair(dev), &tok).unwrap_err().to_string();
+        assert!(err.contains("dev.tsv:1: no column \"sentence2\"") && !err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn a_test_file_is_read_with_the_others_and_may_not_bring_new_labels() {
+        let (dir, tok) = setup();
+        let train = dir.path().join("train.csv");
+        std::fs::write(&train, "text,y\ngood,pos\nbad,neg\n").unwrap();
+        let test = dir.path().join("test.csv");
+        std::fs::write(&test, "text,y\nbad,neg\ngood,pos\ngood,pos\n").unwrap();
+        let with_test = DataSpec { test_file: Some(test.clone()), ..spec(train.clone(), train.clone(), "y") };
+        let data = ClassificationData::load(&with_test, &tok).unwrap();
+        assert_eq!(data.test.as_ref().unwrap().label_ids, [0, 1, 1]);
+        assert!(ClassificationData::load(&spec(train.clone(), train.clone(), "y"), &tok).unwrap().test.is_none());
+        std::fs::write(&test, "text,y\nbad,neg\ngood,meh\n").unwrap();
+        let err = ClassificationData::load(&with_test, &tok).unwrap_err().to_string();
+        assert!(err.contains("test.csv:3: test label \"meh\" is in neither") && !err.contains('\n'), "{err}");
     }
 
     #[test]

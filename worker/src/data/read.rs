@@ -13,23 +13,38 @@ pub struct RawRow {
     pub line: u64,
     /// The text column.
     pub text: String,
+    /// The second text of a sentence pair (the `text_pair` column), when one is configured.
+    pub text_pair: Option<String>,
     /// The label column, as text (integers are written in decimal).
     pub label: String,
 }
 
+/// The columns one example is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Columns<'a> {
+    /// The text (the first text of a pair).
+    pub text: &'a str,
+    /// The second text of a sentence pair; `None` for single sentences.
+    pub text_pair: Option<&'a str>,
+    /// The label.
+    pub label: &'a str,
+}
+
+impl<'a> Columns<'a> {
+    /// Single sentences: `text` and `label`.
+    pub fn single(text: &'a str, label: &'a str) -> Self {
+        Columns { text, text_pair: None, label }
+    }
+}
+
 /// Reads at most `max_rows` rows (all if `None`) of `path`.
-pub fn read_rows(
-    path: &Path,
-    text_column: &str,
-    label_column: &str,
-    max_rows: Option<usize>,
-) -> Result<Vec<RawRow>, DataError> {
+pub fn read_rows(path: &Path, columns: Columns<'_>, max_rows: Option<usize>) -> Result<Vec<RawRow>, DataError> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
     let limit = max_rows.unwrap_or(usize::MAX);
     let rows = match ext.as_str() {
-        "tsv" => read_delimited(path, b'\t', false, text_column, label_column, limit)?,
-        "csv" => read_delimited(path, b',', true, text_column, label_column, limit)?,
-        "jsonl" | "json" => read_jsonl(path, text_column, label_column, limit)?,
+        "tsv" => read_delimited(path, b'\t', false, columns, limit)?,
+        "csv" => read_delimited(path, b',', true, columns, limit)?,
+        "jsonl" | "json" => read_jsonl(path, columns, limit)?,
         _ => return Err(DataError::UnknownFormat { path: path.to_owned() }),
     };
     if rows.is_empty() {
@@ -50,8 +65,7 @@ fn read_delimited(
     path: &Path,
     delimiter: u8,
     quoting: bool,
-    text_column: &str,
-    label_column: &str,
+    columns: Columns<'_>,
     limit: usize,
 ) -> Result<Vec<RawRow>, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_owned(), source })?;
@@ -88,7 +102,8 @@ fn read_delimited(
             available: headers.iter().collect::<Vec<_>>().join(", "),
         })
     };
-    let (text_at, label_at) = (column(text_column)?, column(label_column)?);
+    let (text_at, label_at) = (column(columns.text)?, column(columns.label)?);
+    let pair_at = columns.text_pair.map(column).transpose()?;
     let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
     while rows.len() < limit && reader.read_record(&mut record).map_err(csv_error)? {
@@ -101,14 +116,15 @@ fn read_delimited(
         }
         let label = record[label_at].trim();
         if label.is_empty() {
-            return Err(bad_row(path, line, format!("empty label in column {label_column:?}")));
+            return Err(bad_row(path, line, format!("empty label in column {:?}", columns.label)));
         }
-        rows.push(RawRow { line, text: record[text_at].to_owned(), label: label.to_owned() });
+        let text_pair = pair_at.map(|at| record[at].to_owned());
+        rows.push(RawRow { line, text: record[text_at].to_owned(), text_pair, label: label.to_owned() });
     }
     Ok(rows)
 }
 
-fn read_jsonl(path: &Path, text_column: &str, label_column: &str, limit: usize) -> Result<Vec<RawRow>, DataError> {
+fn read_jsonl(path: &Path, columns: Columns<'_>, limit: usize) -> Result<Vec<RawRow>, DataError> {
     let reader = std::io::BufReader::new(open(path)?);
     let mut rows = Vec::new();
     for (index, line) in reader.lines().enumerate() {
@@ -131,10 +147,13 @@ fn read_jsonl(path: &Path, text_column: &str, label_column: &str, limit: usize) 
                 available: object.keys().cloned().collect::<Vec<_>>().join(", "),
             })
         };
-        let text = match field(text_column)? {
-            serde_json::Value::String(s) => s.clone(),
-            other => return Err(bad_row(path, number, format!("{text_column:?} is not a string: {other}"))),
+        let text_of = |name: &str| match field(name)? {
+            serde_json::Value::String(s) => Ok(s.clone()),
+            other => Err(bad_row(path, number, format!("{name:?} is not a string: {other}"))),
         };
+        let text = text_of(columns.text)?;
+        let text_pair = columns.text_pair.map(text_of).transpose()?;
+        let label_column = columns.label;
         let label = match field(label_column)? {
             serde_json::Value::String(s) if !s.trim().is_empty() => s.trim().to_owned(),
             serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
@@ -147,7 +166,7 @@ fn read_jsonl(path: &Path, text_column: &str, label_column: &str, limit: usize) 
                 ))
             }
         };
-        rows.push(RawRow { line: number, text, label });
+        rows.push(RawRow { line: number, text, text_pair, label });
     }
     Ok(rows)
 }
@@ -166,7 +185,7 @@ mod tests {
     fn tsv_keeps_quotes_and_skips_blank_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = file(&dir, "a.tsv", "sentence\tlabel\nit 's \"great\" \t1\n\nbad\t0\n");
-        let rows = read_rows(&path, "sentence", "label", None).unwrap();
+        let rows = read_rows(&path, Columns::single("sentence", "label"), None).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].text, "it 's \"great\" ");
         assert_eq!((rows[1].line, rows[1].label.as_str()), (4, "0"));
@@ -176,7 +195,7 @@ mod tests {
     fn csv_with_quotes_other_columns_and_limit() {
         let dir = tempfile::tempdir().unwrap();
         let path = file(&dir, "a.csv", "id,text,y\n1,\"hello, world\",pos\n2,bye,neg\n3,x,pos\n");
-        let rows = read_rows(&path, "text", "y", Some(2)).unwrap();
+        let rows = read_rows(&path, Columns::single("text", "y"), Some(2)).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].text, "hello, world");
         assert_eq!(rows[1].label, "neg");
@@ -186,9 +205,50 @@ mod tests {
     fn jsonl_integer_and_string_labels() {
         let dir = tempfile::tempdir().unwrap();
         let path = file(&dir, "a.jsonl", "{\"t\":\"a\",\"l\":1}\n{\"t\":\"b\",\"l\":\"x\"}\n");
-        let rows = read_rows(&path, "t", "l", None).unwrap();
+        let rows = read_rows(&path, Columns::single("t", "l"), None).unwrap();
         assert_eq!(rows[0].label, "1");
         assert_eq!(rows[1].label, "x");
+    }
+
+    #[test]
+    fn pairs_read_the_second_text_from_every_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = Columns { text: "sentence1", text_pair: Some("sentence2"), label: "label" };
+        for (name, body) in [
+            ("p.tsv", "label\tsentence1\tsentence2\n1\tA cat.\tA \"cat\" sat.\n"),
+            ("p.csv", "sentence1,sentence2,label\nA cat.,\"A \"\"cat\"\" sat.\",1\n"),
+            ("p.jsonl", "{\"sentence1\":\"A cat.\",\"sentence2\":\"A \\\"cat\\\" sat.\",\"label\":1}\n"),
+        ] {
+            let rows = read_rows(&file(&dir, name, body), pair, None).unwrap();
+            assert_eq!(rows.len(), 1, "{name}");
+            assert_eq!(
+                (rows[0].text.as_str(), rows[0].text_pair.as_deref()),
+                ("A cat.", Some("A \"cat\" sat.")),
+                "{name}"
+            );
+            assert_eq!(rows[0].label, "1", "{name}");
+            let single = read_rows(&file(&dir, name, body), Columns::single("sentence1", "label"), None).unwrap();
+            assert_eq!(single[0].text_pair, None, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_missing_pair_column_is_one_line_naming_file_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let pair = Columns { text: "question", text_pair: Some("sentence"), label: "label" };
+        for (name, body, expected) in [
+            ("q.tsv", "question\tlabel\nwho?\t0\n", "q.tsv:1: no column \"sentence\" (columns: question, label)"),
+            ("q.csv", "question,label\nwho?,0\n", "q.csv:1: no column \"sentence\""),
+            ("q.jsonl", "{\"question\":\"who?\",\"label\":0}\n", "q.jsonl:1: no column \"sentence\""),
+            (
+                "n.jsonl",
+                "{\"question\":\"who?\",\"sentence\":3,\"label\":0}\n",
+                "n.jsonl:1: \"sentence\" is not a string",
+            ),
+        ] {
+            let err = read_rows(&file(&dir, name, body), pair, None).unwrap_err().to_string();
+            assert!(err.contains(expected) && !err.contains('\n'), "{name}: {err}");
+        }
     }
 
     #[test]
@@ -205,12 +265,12 @@ mod tests {
         ];
         for (name, body, expected) in cases {
             let path = file(&dir, name, body);
-            let err = read_rows(&path, "sentence", "label", None).unwrap_err().to_string();
+            let err = read_rows(&path, Columns::single("sentence", "label"), None).unwrap_err().to_string();
             assert!(err.contains(name) && err.contains(expected), "{name}: {err}");
         }
-        let err = read_rows(&dir.path().join("x.parquet"), "s", "l", None).unwrap_err().to_string();
+        let err = read_rows(&dir.path().join("x.parquet"), Columns::single("s", "l"), None).unwrap_err().to_string();
         assert!(err.contains("unknown data format"), "{err}");
-        let err = read_rows(&dir.path().join("gone.tsv"), "s", "l", None).unwrap_err().to_string();
+        let err = read_rows(&dir.path().join("gone.tsv"), Columns::single("s", "l"), None).unwrap_err().to_string();
         assert!(err.contains("gone.tsv"), "{err}");
     }
 }

@@ -303,6 +303,7 @@ mod tests {
             best_epoch: 1,
             best_value: 0.5,
             best_metrics: Default::default(),
+            best_predictions: None,
             last_metrics: Default::default(),
             has_best_weights: false,
             tensors_sha256: recorded.to_owned(),

@@ -58,7 +58,9 @@ pub fn trial_config(a: &pb::Assignment, group_by_length: bool) -> Result<TrialCo
         model_dir: PathBuf::from(&task.model),
         train_file: PathBuf::from(&task.train_file),
         validation_file: PathBuf::from(&task.validation_file),
+        test_file: (!task.test_file.is_empty()).then(|| PathBuf::from(&task.test_file)),
         text_column: task.text_column.clone(),
+        text_pair_column: (!task.text_pair_column.is_empty()).then(|| task.text_pair_column.clone()),
         label_column: task.label_column.clone(),
         max_seq_length: task.max_seq_length as usize,
         max_train_samples: (task.max_train_samples > 0).then_some(task.max_train_samples as usize),
@@ -91,6 +93,27 @@ pub fn trial_config(a: &pb::Assignment, group_by_length: bool) -> Result<TrialCo
         }
     }
     Ok(cfg)
+}
+
+/// The best epoch's dev-set predictions for CompleteTrial (class names cut to the
+/// coordinator's 64 bytes at a character boundary); `None` when the trial kept none.
+pub fn predictions_to_proto(outcome: &crate::train::TrialOutcome) -> Option<pb::DevPredictions> {
+    let p = outcome.best_predictions.as_ref()?;
+    let cut = |name: &String| -> String {
+        let mut end = name.len().min(64);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name[..end].to_owned()
+    };
+    Some(pb::DevPredictions {
+        epoch: outcome.best_epoch as u32,
+        classes: p.classes() as u32,
+        labels: p.labels().to_vec(),
+        probabilities: p.probabilities().to_vec(),
+        class_weights: p.class_weights().to_vec(),
+        class_names: outcome.class_names.iter().map(cut).collect(),
+    })
 }
 
 /// Metrics for the wire.
@@ -167,6 +190,14 @@ mod tests {
         a.task.as_mut().unwrap().class_weights = "focal".into();
         let err = trial_config(&a, false).unwrap_err().to_string();
         assert!(err.contains("task.class_weights") && err.contains("upgrade"), "{err}");
+    }
+
+    #[test]
+    fn text_pair_column_comes_from_the_task() {
+        let mut a = assignment(&[]);
+        assert_eq!(trial_config(&a, false).unwrap().text_pair_column, None);
+        a.task.as_mut().unwrap().text_pair_column = "sentence2".into();
+        assert_eq!(trial_config(&a, false).unwrap().text_pair_column.as_deref(), Some("sentence2"));
     }
 
     #[test]

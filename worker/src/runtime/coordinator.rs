@@ -16,6 +16,16 @@ use super::convert::{self, AssignmentError};
 use super::RuntimeError;
 use crate::train::TrialConfig;
 
+/// What a completion carries besides the metrics: the best epoch's dev-set predictions and the
+/// kept model's test-set scores.
+#[derive(Debug, Clone, Default)]
+pub struct Scores {
+    /// Dev-set predictions of the best epoch (`None`: not kept, e.g. over the size limit).
+    pub predictions: Option<pb::DevPredictions>,
+    /// `test_…` metrics; empty without a test file or when the model is not kept.
+    pub test: BTreeMap<String, f64>,
+}
+
 /// How long completion and failure reports keep retrying an unreachable coordinator.
 const FINAL_REPORT_PATIENCE: Duration = Duration::from_secs(600);
 
@@ -336,8 +346,8 @@ impl Coordinator {
         remote
     }
 
-    /// Completes the trial with its final metrics, exported model path and peak device memory
-    /// (0: not measured), retrying an unreachable coordinator for up to ten minutes. Err is the
+    /// Completes the trial with its final metrics, exported model path, peak device memory
+    /// (0: not measured) and dev/test scores, retrying an unreachable coordinator for up to ten minutes. Err is the
     /// coordinator's refusal.
     pub async fn complete(
         &self,
@@ -345,6 +355,7 @@ impl Coordinator {
         metrics: &BTreeMap<String, f64>,
         artifact: Option<String>,
         peak_device_memory_bytes: u64,
+        scores: Scores,
     ) -> Result<(), String> {
         let request = pb::CompleteTrialRequest {
             trial_id: lease.trial_id,
@@ -352,6 +363,8 @@ impl Coordinator {
             metrics: convert::metrics_to_proto(metrics),
             artifact: artifact.unwrap_or_default(),
             peak_device_memory_bytes,
+            predictions: scores.predictions,
+            test_metrics: convert::metrics_to_proto(&scores.test),
         };
         let call = || {
             let mut c = self.client.clone();

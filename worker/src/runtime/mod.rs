@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::train::run_trial;
-use coordinator::{Acquired, Assignment, Coordinator, Failure, Verdict};
+use coordinator::{Acquired, Assignment, Coordinator, Failure, Scores, Verdict};
 use observer::{AbortReason, LeaseState, RemoteObserver};
 
 /// How the worker runs.
@@ -418,12 +418,15 @@ async fn run_admitted(ctx: &Arc<Context>, device: Device, a: Assignment) -> Opti
                 }
             };
             let peak = crate::device_memory::peak_bytes(device).unwrap_or(0);
-            let mut completed = ctx.coordinator.complete(&a.lease, &outcome.best_metrics, artifact.clone(), peak).await;
+            let scores =
+                Scores { predictions: convert::predictions_to_proto(&outcome), test: outcome.test_metrics.clone() };
+            let mut completed =
+                ctx.coordinator.complete(&a.lease, &outcome.best_metrics, artifact.clone(), peak, scores.clone()).await;
             // A blob shared with a model another completion just pushed out can vanish between
             // upload and completion: send what is missing once more.
             if matches!(&completed, Err(why) if why.contains("missing on this coordinator")) {
                 if let Ok(again) = publish(ctx, &a, outcome.artifact.clone(), value).await {
-                    completed = ctx.coordinator.complete(&a.lease, &outcome.best_metrics, again, peak).await;
+                    completed = ctx.coordinator.complete(&a.lease, &outcome.best_metrics, again, peak, scores).await;
                 }
             }
             remove_staging(staged);
@@ -475,6 +478,12 @@ async fn resolve_inputs(
     cfg.model_dir = model.path.clone();
     cfg.train_file = train.path.clone();
     cfg.validation_file = validation.path.clone();
+    let mut resolved = vec![model, train, validation];
+    if let Some(test_file) = &cfg.test_file {
+        let test = ctx.inputs.resolve(&remote, "task.test_file", &text(test_file)).await?;
+        cfg.test_file = Some(test.path.clone());
+        resolved.push(test);
+    }
     match ctx.inputs.prune().await {
         Some(Ok(p)) if p.trees > 0 || p.blobs > 0 => info!(
             trees = p.trees,
@@ -492,7 +501,7 @@ async fn resolve_inputs(
         Some(Err(e)) => warn!("pruning the input cache: {e}"),
         _ => {}
     }
-    Ok((cfg, vec![model, train, validation]))
+    Ok((cfg, resolved))
 }
 
 /// Puts the exported model where `--artifacts` says and returns what to complete with: a

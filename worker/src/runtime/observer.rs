@@ -328,6 +328,21 @@ impl TrainObserver for RemoteObserver {
         self.lease.is_aborted()
     }
 
+    /// Only a model the coordinator will keep is scored on the test set (its answer to the
+    /// same question the model's upload asks next); unreachable or refused: not scored.
+    fn wants_test_scores(&mut self, best_value: f64) -> bool {
+        match self.handle.block_on(self.ctx.coordinator.offer_artifact(&self.trial, best_value)) {
+            Ok((kept, why)) => {
+                info!(trial = %self.label, "test set {}: {why}", if kept { "scored" } else { "not scored" });
+                kept
+            }
+            Err(why) => {
+                warn!(trial = %self.label, "test set not scored: {why}");
+                false
+            }
+        }
+    }
+
     fn resume_from(&mut self) -> Option<PathBuf> {
         self.resume.take()
     }

@@ -25,6 +25,9 @@
     other: '#9ca3af',
     best: '#111827',
     bar: '#3b82f6',
+    ci: 'rgba(37, 99, 235, 0.55)',
+    tied: 'rgba(124, 58, 237, 0.07)',
+    tiedText: '#6d28d9',
     band: 'rgba(99, 135, 240, 0.28)',
     bandEdge: '#6b8cf0',
     seed: '#2563eb',
@@ -164,6 +167,41 @@
     let v = bytes;
     while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
     return i === 0 ? `${v} B` : `${v.toFixed(v >= 100 ? 0 : 1)} ${units[i]}`;
+  }
+
+  /** A `[low, high]` interval from the server, or null when it is missing or malformed. */
+  function ciOf(x) {
+    const ci = x ? x.ci : null;
+    return Array.isArray(ci) && ci.length === 2 && isNum(ci[0]) && isNum(ci[1]) ? ci : null;
+  }
+
+  function fmtCi(ci) {
+    return ci ? `${fmtValue(ci[0])} – ${fmtValue(ci[1])}` : '—';
+  }
+
+  /** Whether two intervals share a point (as the server's Interval::overlaps). */
+  function ciOverlap(a, b) {
+    return !!(a && b && a[0] <= b[1] && b[0] <= a[1]);
+  }
+
+  const TIED_TITLE = "interval overlaps the best's: may be tied";
+
+  /** The mark of a trial or configuration whose interval overlaps the best's. */
+  /** The test-set name of dev metric `metric` (`eval_X` -> `test_X`), or null. */
+  function testCounterpart(metric) {
+    return typeof metric === 'string' && metric.startsWith('eval_') ? `test_${metric.slice(5)}` : null;
+  }
+
+  /** A dev − test gap with its sign (ASCII, like the CLI's `{:+.4}`). */
+  function fmtGap(v) {
+    if (!isNum(v)) return '—';
+    return `${v < 0 ? '-' : '+'}${Math.abs(v).toFixed(4)}`;
+  }
+
+  const HELD_OUT_NOTE = 'scored once on the held-out test set; never used to choose';
+
+  function tiedBadge(title) {
+    return h('span', { class: 'badge tied', title: title || TIED_TITLE }, '≈ best');
   }
 
   function trialDuration(t) {
@@ -1040,7 +1078,7 @@
         }),
         panel('Parameter importance', charts.importance, { note: importanceNote }),
         panel('Seed spread', charts.seeds, {
-          legend: legend([['sw-box c-band', 'mean ± std'], ['sw-dot c-seed', 'seed']]),
+          legend: legend([['sw-box c-band', 'mean ± std'], ['sw-dot c-seed', 'seed'], ['sw-line c-ci', "seed's 95% CI"], ['sw-tied', 'overlaps the best trial']]),
           note: seedsNote,
         }),
         h('section', { class: 'panel wide', id: 'panel-trials' },
@@ -1202,8 +1240,8 @@
 
     // ----- header and stop button
 
-    function stat(label, value) {
-      return h('div', { class: 'stat' }, h('dt', null, label), h('dd', null, value));
+    function stat(label, value, wide = false) {
+      return h('div', { class: wide ? 'stat wide' : 'stat' }, h('dt', null, label), h('dd', null, value));
     }
 
     function renderHeader() {
@@ -1213,9 +1251,28 @@
       const max = isNum(s.max_trials) ? s.max_trials : null;
       const obj = s.objective || {};
       const live = !!(S.es && S.es.open);
+      // The best trial's held-out test score beside its own dev value (shown, never chosen
+      // by). With seed repeats the best value is its configuration's mean, so the trial's own
+      // dev value is named too and the gap is the trial's.
+      const bestRow = s.best_trial != null ? S.trials.get(s.best_trial) : null;
+      const bestTest = bestRow && isNum(bestRow.test_value) && isNum(bestRow.value) ? bestRow.test_value : null;
+      const testName = testCounterpart(obj.metric) || 'test';
+      let testLine = null;
+      if (bestTest != null) {
+        const gap = fmtGap(bestRow.value - bestTest);
+        testLine = h('span', {
+          class: 'test-value',
+          id: 'best-test-value',
+          'data-value': bestTest,
+          title: `${testName} of trial ${bestRow.number}: ${HELD_OUT_NOTE}. Selection optimism (dev − test): ${gap}`,
+        },
+        bestRow.value !== s.best_value ? `trial dev ${fmtValue(bestRow.value)} · ` : null,
+        `test ${fmtValue(bestTest)}`, h('span', { class: 'muted' }, ` (dev − test ${gap})`));
+      }
       const best = isNum(s.best_value)
-        ? h('span', null, fmtValue(s.best_value),
-          s.best_trial != null ? [' (', h('a', { href: trialPath(name, s.best_trial), id: 'best-trial-link' }, `trial ${s.best_trial}`), ')'] : null)
+        ? h('span', null, h('span', { id: 'best-dev-value', title: `${obj.metric || 'value'} on the dev set` }, fmtValue(s.best_value)),
+          s.best_trial != null ? [' (', h('a', { href: trialPath(name, s.best_trial), id: 'best-trial-link' }, `trial ${s.best_trial}`), ')'] : null,
+          testLine ? [h('br'), testLine] : null)
         : '—';
       const fill = h('div', { class: 'bar-fill' });
       fill.style.width = `${max ? clamp((100 * done) / max, 0, 100) : 0}%`;
@@ -1229,7 +1286,7 @@
           stat('Progress', h('div', { class: 'progress' },
             h('span', { class: 'progress-text' }, `${done}/${max == null ? '∞' : max}`),
             max ? h('div', { class: 'bar' }, fill) : null)),
-          stat('Best value', best),
+          stat('Best value', best, !!testLine),
           stat('Sampler', s.sampler || '—'),
           stat('Early stopping', s.early_stopping || 'none'),
           stat('Seed repeats', String(isNum(s.repeats) ? s.repeats : 1)),
@@ -1772,7 +1829,11 @@
       let hi = -Infinity;
       const pointsOf = (c) => (Array.isArray(c.points) ? c.points.filter((p) => p && isNum(p.value)) : []);
       for (const c of cfgs) {
-        for (const p of pointsOf(c)) { lo = Math.min(lo, p.value); hi = Math.max(hi, p.value); }
+        for (const p of pointsOf(c)) {
+          lo = Math.min(lo, p.value); hi = Math.max(hi, p.value);
+          const ci = ciOf(p);
+          if (ci) { lo = Math.min(lo, ci[0]); hi = Math.max(hi, ci[1]); }
+        }
         if (isNum(c.mean)) {
           const sd = isNum(c.std) ? c.std : 0;
           lo = Math.min(lo, c.mean - sd);
@@ -1808,11 +1869,29 @@
       const hits = [];
       const r = rowH >= 10 ? 3 : rowH >= 4 ? 2 : 1.2;
       const dots = [];
+      let tiedCount = 0;
       ctx.save();
       for (let i = 0; i < n; i++) {
         const c = cfgs[i];
         const yc = box.t + (i + 0.5) * rowH;
         const bandH = Math.max(1, Math.min(12, rowH * 0.6));
+        // The server marks a configuration when any of its seeds' intervals overlaps the best
+        // trial's (see overlaps_best in api.rs): intervals are per trial, never pooled.
+        if (c.overlaps_best === true) {
+          tiedCount += 1;
+          ctx.fillStyle = COL.tied;
+          ctx.fillRect(box.l + 1, yc - rowH / 2, box.w - 1, rowH);
+        }
+        ctx.strokeStyle = COL.ci;
+        ctx.lineWidth = 1;
+        for (const p of pointsOf(c)) {
+          const ci = ciOf(p);
+          if (!ci) continue;
+          const x0c = xs(ci[0]);
+          const x1c = xs(ci[1]);
+          hline(ctx, x0c, x1c, Math.round(yc) + 0.5);
+          if (rowH >= 8) { vline(ctx, Math.round(x0c) + 0.5, yc - 3, yc + 3); vline(ctx, Math.round(x1c) + 0.5, yc - 3, yc + 3); }
+        }
         if (isNum(c.mean)) {
           const sd = isNum(c.std) ? c.std : 0;
           const a = xs(c.mean - sd);
@@ -1829,34 +1908,42 @@
           hits.push([x, yc, c, p]);
         }
         if (showLabels) {
-          ctx.fillStyle = COL.title;
+          ctx.fillStyle = c.overlaps_best === true ? COL.tiedText : COL.title;
           ctx.textAlign = 'right';
           ctx.textBaseline = 'middle';
-          ctx.fillText(truncateText(ctx, labelOf(c), labelW - 10), box.l - 6, yc);
+          const mark = c.best === true ? '★ ' : c.overlaps_best === true ? '≈ ' : '';
+          ctx.fillText(mark + truncateText(ctx, labelOf(c), labelW - 10 - ctx.measureText(mark).width), box.l - 6, yc);
         }
       }
       ctx.restore();
       fillDots(ctx, dots, COL.seed, r, 0.8);
+      const standing = (c) => (c.best === true ? '\n★ holds the best trial'
+        : c.overlaps_best === true ? "\n≈ a seed's 95% CI overlaps the best trial's: may be tied" : '');
       canvas.hits = lazy(() => {
         const g = new HitGrid();
         for (const [x, y, c, p] of hits) {
           if (p) {
+            const ci = ciOf(p);
             g.add(x, y, {
-              label: () => `trial ${p.trial}${p.seed !== undefined ? ` · seed ${fmtParam(p.seed)}` : ''}\n${metricName()}: ${fmtValue(p.value)}\n${labelOf(c)}`,
+              label: () => `trial ${p.trial}${p.seed !== undefined ? ` · seed ${fmtParam(p.seed)}` : ''}\n${metricName()}: ${fmtValue(p.value)}` +
+                `${ci ? ` (95% CI ${fmtCi(ci)})` : ''}\n${labelOf(c)}${standing(c)}`,
               href: isNum(p.trial) ? trialPath(name, p.trial) : null,
             });
           } else {
             const k = pointsOf(c).length;
             g.add(x, y, {
-              label: () => `${labelOf(c)}\nmean ${fmtValue(c.mean)}${isNum(c.std) ? ` ± ${fmtValue(c.std)}` : ''} (${k} seed${k === 1 ? '' : 's'})`,
+              label: () => `${labelOf(c)}\nmean ${fmtValue(c.mean)}${isNum(c.std) ? ` ± ${fmtValue(c.std)}` : ''} (${k} seed${k === 1 ? '' : 's'})${standing(c)}`,
             });
           }
         }
         return g;
       });
+      chart.el.setAttribute('data-overlapping', String(tiedCount));
       const without = all.length - n;
       seedsNote.textContent = `${n} configuration${n === 1 ? '' : 's'} with a completed value` +
-        (without > 0 ? ` · ${without} without one yet` : '') + ' · ranked best mean first';
+        (without > 0 ? ` · ${without} without one yet` : '') + ' · ranked best mean first' +
+        (tiedCount > 0 ? ` · ≈ ${tiedCount} whose seeds' 95% CIs (any one) overlap the best trial's: may be tied` : '');
+      seedsNote.title = "Each interval is one trial's bootstrap over dev examples; a configuration is marked when any of its seeds' intervals overlaps the best trial's interval (intervals of different seeds are not pooled).";
       return n;
     }
 
@@ -1869,6 +1956,22 @@
         { key: 'number', label: '#', num: true, get: (t) => t.number },
         { key: 'state', label: 'State', get: (t) => t.state },
         { key: 'value', label: 'Value', num: true, title: metricName(), get: (t) => (isNum(t.value) ? t.value : null) },
+        // Once some trial has one: the objective's score on the held-out test set (shown only).
+        ...(S.list.some((t) => isNum(t.test_value)) ? [{
+          key: 'test',
+          label: 'Test',
+          num: true,
+          title: `${testCounterpart(metricName()) || 'test score'}: ${HELD_OUT_NOTE}`,
+          get: (t) => (isNum(t.test_value) ? t.test_value : null),
+        }] : []),
+        // Once some trial has one: the 95% bootstrap interval of the objective on the dev set.
+        ...(S.list.some((t) => ciOf(t)) ? [{
+          key: 'ci',
+          label: '95% CI',
+          num: true,
+          title: `95% bootstrap confidence interval of ${metricName()} on the dev set (sorts by its low end); ≈ best: it overlaps the best trial's`,
+          get: (t) => { const ci = ciOf(t); return ci ? ci[0] : null; },
+        }] : []),
         ...ps.map((p) => ({ key: `p:${p}`, label: p, param: p, get: (t) => (t.params ? t.params[p] : undefined) })),
         { key: 'epochs', label: 'Epochs', num: true, get: (t) => (Array.isArray(t.curve) ? t.curve.length : 0) },
         { key: 'attempt', label: 'Attempt', num: true, get: (t) => t.attempt },
@@ -1967,11 +2070,13 @@
       return tr;
     }
 
-    function cell(t, c) {
+    function cell(t, c, tied) {
       const v = c.get(t);
+      if (c.key === 'ci') return h('td', { class: 'num ci' }, tied ? tiedBadge() : null, tied ? ' ' : null, fmtCi(ciOf(t)));
       if (c.key === 'number') return h('td', { class: 'num' }, h('a', { href: trialPath(name, t.number) }, String(t.number)));
       if (c.key === 'state') return h('td', null, badge(t.state), t.error ? h('span', { class: 'muted', title: t.error }, ' ⚠') : null);
       if (c.key === 'value') return h('td', { class: 'num' }, fmtValue(v));
+      if (c.key === 'test') return h('td', { class: 'num test' }, fmtValue(v));
       if (c.key === 'duration') return h('td', { class: 'num' }, fmtDuration(v));
       if (c.key === 'peak') return h('td', { class: 'num' }, v == null ? '—' : fmtSize(v));
       if (c.key === 'worker') return h('td', { class: 'mono', title: v }, v || '—');
@@ -1996,12 +2101,22 @@
       const first = Math.max(0, Math.floor(top / ROW_H) - ROW_BUFFER);
       const last = Math.min(rows.length, Math.ceil((top + viewH) / ROW_H) + ROW_BUFFER);
       const bestNum = S.study ? S.study.best_trial : null;
+      // Compared here rather than taken from the rows' overlaps_best: live events carry no
+      // view of the best, and the best can change after any of them.
+      const bestCi = bestNum != null ? ciOf(S.trials.get(bestNum)) : null;
       const frag = document.createDocumentFragment();
       if (first > 0) frag.append(spacer(first * ROW_H, span));
       for (let i = first; i < last; i++) {
         const t = rows[i];
-        const tr = h('tr', { class: t.number === bestNum ? 'row is-best' : 'row', 'data-trial': t.number });
-        for (const c of T.cols) tr.append(cell(t, c));
+        const isBest = t.number === bestNum;
+        const tied = !isBest && ciOverlap(ciOf(t), bestCi);
+        const tr = h('tr', {
+          class: isBest ? 'row is-best' : tied ? 'row ties-best' : 'row',
+          'data-trial': t.number,
+          'data-overlaps-best': tied ? '1' : null,
+          title: tied ? TIED_TITLE : null,
+        });
+        for (const c of T.cols) tr.append(cell(t, c, tied));
         frag.append(tr);
       }
       if (last < rows.length) frag.append(spacer((rows.length - last) * ROW_H, span));
@@ -2144,6 +2259,13 @@
         h('div', { class: 'title-row' }, h('h1', null, `Trial ${d.number}`), badge(d.state),
           isBest ? h('span', { class: 'badge best' }, 'best') : null),
         h('div', { class: 'subtitle' }, `${obj.metric}: `, h('b', null, fmtValue(d.value)),
+          ciOf(d) ? h('span', { id: 'trial-ci', title: `95% bootstrap confidence interval of ${obj.metric} on the dev set` },
+            ` (95% CI ${fmtCi(ciOf(d))})`) : null,
+          d.overlaps_best === true ? [' ', tiedBadge(`this trial's interval overlaps the best trial's (trial ${P.study ? P.study.best_trial : '?'}): may be tied`)] : null,
+          isNum(d.test_value)
+            ? [' · ', h('span', { id: 'trial-test-value', title: `${testCounterpart(obj.metric)}: ${HELD_OUT_NOTE}` },
+              `${testCounterpart(obj.metric)}: `, h('b', null, fmtValue(d.test_value)))]
+            : null,
           ` · study `, h('a', { href: studyPath(name) }, name)),
         h('dl', { class: 'stats' },
           h('div', { class: 'stat' }, h('dt', null, 'Attempt'), h('dd', null, String(d.attempt == null ? '—' : d.attempt))),
@@ -2178,6 +2300,12 @@
               ? h('table', { class: 'kv', id: 'final-metrics' }, h('tbody', null, finals.map(([k, v]) => kvRow(k, isNum(v) ? fmtNum(v) : fmtParam(v)))))
               : h('p', { class: 'muted' }, d.state === 'RUNNING' ? 'Still training.' : 'No final metrics.'))),
       ];
+
+      const devTest = devTestSection(d, obj);
+      if (devTest) sections.push(devTest);
+
+      const evaluation = evaluationSection(d, obj);
+      if (evaluation) sections.push(evaluation);
 
       // metrics per epoch table
       const names = metricNames(d);
@@ -2233,6 +2361,107 @@
       sections.push(h('section', { class: 'panel wide', id: 'model-panel' }, h('h2', { class: 'section-title' }, 'Model'), model));
 
       setKids(body, ...sections);
+    }
+
+    /**
+     * Dev and held-out test scores side by side, one row per metric scored on both (`eval_X`
+     * and `test_X`), with the gap dev − test: the selection optimism of the dev score, which
+     * was the best of many on that same set (null: the trial has no test scores).
+     */
+    function devTestSection(d, obj) {
+      const test = d.test_metrics && typeof d.test_metrics === 'object' ? d.test_metrics : null;
+      if (!test || !Object.keys(test).length) return null;
+      const dev = d.metrics && typeof d.metrics === 'object' ? d.metrics : {};
+      const pairs = Object.keys(dev)
+        .filter((k) => isNum(dev[k]) && isNum(test[testCounterpart(k)]))
+        .map((k) => ({ key: k, name: k.slice('eval_'.length), dev: dev[k], test: test[testCounterpart(k)] }))
+        .sort((a, b) => a.name.localeCompare(b.name));
+      const gapTitle = 'selection optimism: how much better the dev score looks than the same model scores on data the search never saw (positive for scores, negative for losses)';
+      const table = pairs.length
+        ? h('div', { class: 'table-wrap' }, h('table', { class: 'grid dev-test', id: 'trial-dev-test' },
+          h('caption', null, 'Dev vs held-out test; the last column is the selection optimism (dev − test)'),
+          h('thead', null, h('tr', null, h('th', null, 'metric'), h('th', { class: 'num' }, 'dev'), h('th', { class: 'num' }, 'test'),
+            h('th', { class: 'num', title: gapTitle }, 'selection optimism (dev − test)'))),
+          h('tbody', null, pairs.map((p) => h('tr', { 'data-metric': p.name, class: p.key === obj.metric ? 'objective' : null },
+            h('td', { class: 'metric-name' }, p.name),
+            h('td', { class: 'num' }, p.dev.toFixed(4)),
+            h('td', { class: 'num' }, p.test.toFixed(4)),
+            h('td', { class: 'num gap' }, fmtGap(p.dev - p.test)))))))
+        : h('table', { class: 'kv', id: 'trial-test-only' }, h('tbody', null,
+          Object.entries(test).map(([k, v]) => kvRow(k, isNum(v) ? fmtNum(v) : fmtParam(v)))));
+      return h('section', { class: 'panel wide', id: 'dev-test-panel' },
+        h('h2', { class: 'section-title' }, 'Dev vs held-out test'),
+        h('p', { class: 'muted small', id: 'trial-dev-test-note' }, HELD_OUT_NOTE),
+        pairs.length ? null : h('p', { class: 'muted small' }, 'No test score has a dev counterpart (eval_…) among the final metrics.'),
+        table);
+    }
+
+    /** The dev-set evaluation: per-class scores and the confusion matrix (null: nothing to show). */
+    function evaluationSection(d, obj) {
+      const e = d.evaluation && typeof d.evaluation === 'object' ? d.evaluation : null;
+      if (!e) {
+        if (d.state !== 'COMPLETED') return null;
+        return h('section', { class: 'panel wide', id: 'evaluation-panel' },
+          h('h2', { class: 'section-title' }, 'Dev-set evaluation'),
+          h('p', { class: 'muted', id: 'evaluation-none' },
+            'No dev-set predictions: the worker sent none (it predates them, or the dev set was over the size limit).'));
+      }
+      const ci = ciOf(e);
+      const facts = [
+        isNum(e.epoch) ? `epoch ${e.epoch}` : null,
+        isNum(e.examples) ? `${e.examples} examples` : null,
+        isNum(e.class_count) ? `${e.class_count} classes` : null,
+        ci ? `95% CI of ${obj.metric}: ${fmtCi(ci)}` : `no interval (${obj.metric} is undefined on most resamples)`,
+      ].filter((x) => x != null).join(' · ');
+      const perClass = Array.isArray(e.per_class) ? e.per_class : [];
+      const classTable = perClass.length
+        ? h('div', { class: 'table-wrap' }, h('table', { class: 'grid', id: 'trial-per-class' },
+          h('thead', null, h('tr', null, h('th', null, 'class'), ['precision', 'recall', 'F1', 'support'].map((k) => h('th', { class: 'num' }, k)))),
+          h('tbody', null, perClass.map((c, k) => h('tr', { 'data-class': k },
+            h('td', { class: 'class-name' }, c && c.name != null ? String(c.name) : String(k)),
+            [c.precision, c.recall, c.f1].map((v) => h('td', { class: 'num' }, isNum(v) ? v.toFixed(4) : '—')),
+            h('td', { class: 'num' }, isNum(c.support) ? String(c.support) : '—'))))))
+        : h('p', { class: 'muted' }, 'Per-class scores are shown for up to 64 classes.');
+      return h('section', { class: 'panel wide', id: 'evaluation-panel' },
+        h('h2', { class: 'section-title' }, 'Dev-set evaluation'),
+        h('p', { class: 'muted small', id: 'evaluation-facts' }, facts),
+        h('div', { class: 'eval-grid' },
+          h('div', null, h('h3', { class: 'sub-title' }, 'Per class'), classTable),
+          h('div', null, h('h3', { class: 'sub-title' }, 'Confusion matrix'), confusionTable(e.confusion))));
+    }
+
+    /** Rows: true class; columns: predicted; each cell shaded by its share of the row. */
+    function confusionTable(cm) {
+      const names = cm && Array.isArray(cm.classes) ? cm.classes.map((c) => String(c)) : [];
+      const matrix = cm && Array.isArray(cm.matrix) ? cm.matrix : [];
+      if (!names.length || matrix.length !== names.length) {
+        return h('p', { class: 'muted' }, 'The confusion matrix is shown for up to 32 classes.');
+      }
+      const rows = matrix.map((row, i) => {
+        const counts = Array.isArray(row) ? row.map((v) => (isNum(v) ? v : 0)) : [];
+        const total = counts.reduce((a, b) => a + b, 0);
+        return h('tr', { 'data-true': i },
+          h('th', { class: 'class-name', scope: 'row', title: `true ${names[i]}` }, names[i]),
+          names.map((pred, j) => {
+            const count = counts[j] || 0;
+            const share = total > 0 ? count / total : 0;
+            const td = h('td', {
+              class: i === j ? 'num cm-cell diag' : 'num cm-cell',
+              'data-true': i,
+              'data-predicted': j,
+              title: `${count} of ${total} ${names[i]} examples predicted ${pred} (${(100 * share).toFixed(1)}%)`,
+            }, String(count));
+            td.style.backgroundColor = `rgba(29, 78, 216, ${(0.85 * share).toFixed(3)})`;
+            if (share > 0.5) td.classList.add('dark');
+            return td;
+          }),
+          h('td', { class: 'num muted' }, String(total)));
+      });
+      return h('div', { class: 'table-wrap' }, h('table', { class: 'grid confusion', id: 'trial-confusion' },
+        h('thead', null, h('tr', null, h('th', { class: 'corner', title: 'rows: true class · columns: predicted class' }, 'true ↓ · predicted →'),
+          names.map((n) => h('th', { class: 'num class-name', scope: 'col', title: `predicted ${n}` }, n)),
+          h('th', { class: 'num' }, 'total'))),
+        h('tbody', null, rows)));
     }
 
     function drawMetrics(chart) {
@@ -2319,7 +2548,10 @@
           if (!st || st.name === undefined) return;
           const bestChanged = !P.study || P.study.best_trial !== st.best_trial;
           P.study = st;
-          if (bestChanged) renderTrial();
+          if (bestChanged) {
+            renderTrial();
+            detailFetch.request(); // overlaps_best is against the new best
+          }
         },
         resync: () => detailFetch.request(),
         end: (st) => {

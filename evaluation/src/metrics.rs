@@ -72,22 +72,7 @@ pub fn probabilistic_scores(probabilities: &[f64], classes: usize, labels: &[i64
     assert_eq!(probabilities.len(), labels.len() * classes, "probabilities and labels differ in length");
     let rows: Vec<&[f64]> = probabilities.chunks(classes.max(1)).collect();
     let predictions: Vec<i64> = rows.iter().map(|r| argmax(r) as i64).collect();
-    let column = |k: usize| -> Vec<f64> { rows.iter().map(|r| r[k]).collect() };
-    let is = |k: usize| -> Vec<bool> { labels.iter().map(|&y| y == k as i64).collect() };
-    let (roc_auc, pr_auc) = if classes == 2 {
-        (binary_roc_auc(&column(1), &is(1)), average_precision(&column(1), &is(1)))
-    } else {
-        let present: Vec<usize> = (0..classes).filter(|&k| labels.contains(&(k as i64))).collect();
-        let mean = |f: &dyn Fn(usize) -> f64| {
-            let values: Vec<f64> = present.iter().map(|&k| f(k)).collect();
-            if values.is_empty() {
-                f64::NAN
-            } else {
-                values.iter().sum::<f64>() / values.len() as f64
-            }
-        };
-        (mean(&|k| binary_roc_auc(&column(k), &is(k))), mean(&|k| average_precision(&column(k), &is(k))))
-    };
+    let (roc_auc, pr_auc) = (roc_auc(&rows, labels), pr_auc(&rows, labels));
     ProbabilisticScores {
         mcc: matthews_corrcoef(&predictions, labels),
         f1_weighted: weighted_f1(&predictions, labels),
@@ -98,8 +83,37 @@ pub fn probabilistic_scores(probabilities: &[f64], classes: usize, labels: &[i64
     }
 }
 
+/// One-vs-rest macro over the classes present in `labels` of `score(column k, is k)`, or
+/// class 1's alone with two classes; NaN with no class to score.
+fn one_vs_rest(rows: &[&[f64]], labels: &[i64], score: fn(&[f64], &[bool]) -> f64) -> f64 {
+    let classes = rows.first().map_or(0, |r| r.len());
+    let column = |k: usize| -> Vec<f64> { rows.iter().map(|r| r[k]).collect() };
+    let is = |k: usize| -> Vec<bool> { labels.iter().map(|&y| y == k as i64).collect() };
+    if classes == 2 {
+        return score(&column(1), &is(1));
+    }
+    let values: Vec<f64> =
+        (0..classes).filter(|&k| labels.contains(&(k as i64))).map(|k| score(&column(k), &is(k))).collect();
+    if values.is_empty() {
+        f64::NAN
+    } else {
+        values.iter().sum::<f64>() / values.len() as f64
+    }
+}
+
+/// ROC-AUC of probability rows: class 1's for two classes, else one-vs-rest macro over the
+/// classes present in `labels` (scikit-learn's `multi_class="ovr", average="macro"`).
+pub fn roc_auc(rows: &[&[f64]], labels: &[i64]) -> f64 {
+    one_vs_rest(rows, labels, binary_roc_auc)
+}
+
+/// PR-AUC (average precision) of probability rows, chosen per class as [`roc_auc`].
+pub fn pr_auc(rows: &[&[f64]], labels: &[i64]) -> f64 {
+    one_vs_rest(rows, labels, average_precision)
+}
+
 /// Index of the first largest value (torch's and numpy's argmax).
-fn argmax(row: &[f64]) -> usize {
+pub fn argmax(row: &[f64]) -> usize {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         if v > row[best] {
@@ -242,6 +256,49 @@ pub fn expected_calibration_error(rows: &[&[f64]], labels: &[i64], bins: usize) 
     sums.iter().map(|&(_, correct, confidence)| (correct - confidence).abs() / n).sum()
 }
 
+/// One class's row of scikit-learn's `classification_report`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassScores {
+    /// Of the examples predicted as this class, the fraction that are (0 when none were).
+    pub precision: f64,
+    /// Of the examples of this class, the fraction predicted as it (0 when there are none).
+    pub recall: f64,
+    /// Harmonic mean of the two (0 when both are 0).
+    pub f1: f64,
+    /// Examples of this class in the labels.
+    pub support: u64,
+}
+
+/// Per-class precision, recall, F1 and support for classes `0..classes`, as scikit-learn's
+/// `precision_recall_fscore_support(labels=range(classes), zero_division=0)`. Predictions or
+/// labels outside `0..classes` are counted nowhere.
+pub fn per_class_scores(predictions: &[i64], labels: &[i64], classes: usize) -> Vec<ClassScores> {
+    let matrix = confusion_matrix(predictions, labels, classes);
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    (0..classes)
+        .map(|k| {
+            let tp = matrix[k * classes + k] as f64;
+            let actual: u64 = matrix[k * classes..(k + 1) * classes].iter().sum();
+            let predicted: u64 = (0..classes).map(|y| matrix[y * classes + k]).sum();
+            let (precision, recall) = (ratio(tp, predicted as f64), ratio(tp, actual as f64));
+            ClassScores { precision, recall, f1: ratio(2.0 * precision * recall, precision + recall), support: actual }
+        })
+        .collect()
+}
+
+/// The confusion matrix, row-major: entry `true × classes + predicted` counts the examples of
+/// class `true` predicted as `predicted` (scikit-learn's `confusion_matrix` layout).
+pub fn confusion_matrix(predictions: &[i64], labels: &[i64], classes: usize) -> Vec<u64> {
+    let mut matrix = vec![0u64; classes * classes];
+    let in_range = |v: i64| usize::try_from(v).ok().filter(|&v| v < classes);
+    for (&p, &y) in predictions.iter().zip(labels) {
+        if let (Some(p), Some(y)) = (in_range(p), in_range(y)) {
+            matrix[y * classes + p] += 1;
+        }
+    }
+    matrix
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,5 +334,19 @@ mod tests {
         assert!(close(s.precision, 0.25));
         assert!(close(s.recall, 0.5));
         assert!(close(s.f1, (0.0 + 2.0 / 3.0) / 2.0));
+    }
+
+    #[test]
+    fn per_class_rows_and_the_confusion_matrix() {
+        // The hand-made case above, plus class 3 that never occurs.
+        let (pred, y) = ([0, 1, 1, 1, 2, 0], [0, 0, 1, 1, 2, 2]);
+        assert_eq!(confusion_matrix(&pred, &y, 4), vec![1, 1, 0, 0, 0, 2, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0]);
+        let rows = per_class_scores(&pred, &y, 4);
+        assert_eq!(rows.len(), 4);
+        assert!(close(rows[1].precision, 2.0 / 3.0) && close(rows[1].recall, 1.0) && close(rows[1].f1, 0.8));
+        assert_eq!(rows.iter().map(|r| r.support).collect::<Vec<_>>(), vec![2, 2, 2, 0]);
+        assert_eq!(rows[3], ClassScores { precision: 0.0, recall: 0.0, f1: 0.0, support: 0 });
+        // Out-of-range values are not counted.
+        assert_eq!(confusion_matrix(&[5, -1], &[0, 0], 2), vec![0, 0, 0, 0]);
     }
 }
