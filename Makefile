@@ -10,7 +10,7 @@ VENV := .venv
 SST2_DIR ?= $(abspath ../shared/data/sst2)
 export SST2_DIR
 
-.PHONY: setup build build-release demo test bench bench-edges bench-coordinator bench-worker bench-search bench-scale bench-transfer bench-curves bench-dashboard bench-preemption bench-sweep
+.PHONY: setup build build-release demo test bench bench-edges bench-coordinator bench-worker bench-search bench-scale bench-transfer bench-curves bench-dashboard bench-preemption bench-sweep bench-evaluation
 
 setup: $(VENV)/.ready
 
@@ -85,6 +85,9 @@ bench-preemption: setup
 # GPU-hour and the rankings. On a GPU machine scripts/gpu_check.sh runs it on BERT-base; this
 # target runs a small CPU version (MiniLM, 2 configurations, 64 sentences, 2 slots; about a
 # minute on 2 cores). SWEEP_ARGS adds or overrides flags.
+bench-evaluation: setup
+	cargo bench -p bertsweep-evaluation --bench bootstrap
+
 bench-sweep: setup
 	cargo build --release -p bertsweep-coordinator -p bertsweep-worker
 	$(VENV)/bin/python bench/sweep_benchmark.py --bin target/release --model $(VENV)/minilm \

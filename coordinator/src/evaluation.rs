@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use bertsweep_evaluation::{bootstrap, Comparison, Predictions};
+use bertsweep_evaluation::{bootstrap, Comparison, Predictions, Run};
 use bertsweep_proto::v1 as pb;
 use prost::Message;
 
@@ -121,8 +121,8 @@ pub fn summary_to_proto(e: &TrialEvaluation) -> pb::TrialEvaluation {
     }
 }
 
-/// The evaluations of one configuration's completed trials, with the seed each ran.
-pub type Runs = Vec<(u64, Arc<TrialEvaluation>)>;
+/// The evaluations of one configuration's completed trials, with the fold and seed each ran.
+pub type Runs = Vec<(u32, u64, Arc<TrialEvaluation>)>;
 
 /// The two top-ranked configurations' evaluations (`configurations` ranked by mean, as
 /// [`crate::registry::Registry::configurations`] returns them), or why they cannot be compared.
@@ -137,7 +137,7 @@ pub fn top_two(configurations: &[Configuration], trials: &[Trial]) -> Result<(Co
             .iter()
             .filter_map(|&n| trials.get(n as usize))
             .filter(|t| t.state == TrialState::Completed)
-            .filter_map(|t| t.evaluation.clone().map(|e| (seed_of(t), e)))
+            .filter_map(|t| t.evaluation.clone().map(|e| (per_trial(t, "fold") as u32, per_trial(t, "seed"), e)))
             .collect();
         if runs.is_empty() {
             Err(format!(
@@ -157,14 +157,15 @@ pub fn compare(best: &Runs, runner_up: &Runs, metric: &str, maximize: bool, seed
     bootstrap::paired_comparison(&view(best), &view(runner_up), metric, maximize, seed).map_err(|e| e.to_string())
 }
 
-fn view(runs: &Runs) -> Vec<(u64, &Predictions)> {
-    runs.iter().map(|(s, e)| (*s, &e.predictions)).collect()
+fn view(runs: &Runs) -> Vec<Run<'_>> {
+    runs.iter().map(|(fold, seed, e)| Run { fold: *fold, seed: *seed, predictions: &e.predictions }).collect()
 }
 
-/// The seed a trial trained with (its `seed` parameter under `algorithm.repeats`), else 0.
-fn seed_of(t: &Trial) -> u64 {
-    match t.params.get("seed") {
-        Some(ParamValue::Int(s)) => *s as u64,
+/// A per-trial parameter the registry set (`seed` under `algorithm.repeats`, `fold` under
+/// `evaluation.folds`), else 0.
+fn per_trial(t: &Trial, name: &str) -> u64 {
+    match t.params.get(name) {
+        Some(ParamValue::Int(v)) => *v as u64,
         _ => 0,
     }
 }

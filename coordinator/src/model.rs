@@ -382,6 +382,12 @@ pub struct Assignment {
     pub params: Params,
     /// What to train on.
     pub task: Task,
+    /// `evaluation.folds` (1: validate on `task.validation_file`); the trial's own fold is
+    /// its `fold` parameter.
+    pub folds: u32,
+    /// Seed of the stratified split into folds (the study's `algorithm.seed`): every trial of
+    /// a study splits the training file the same way.
+    pub fold_seed: u64,
     /// The metric that picks the best epoch, and its direction.
     pub objective: Objective,
     /// Fencing token of this lease; a call quoting an older one changes nothing.

@@ -115,12 +115,16 @@ pub fn format_params(params: &Params) -> String {
     params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
 }
 
-/// A stable identity of a configuration (all params except `seed`), used to spot duplicates and
-/// to group seed repeats.
+/// Parameters the registry sets per trial of a configuration (seed repeats, cross-validation
+/// folds) rather than the search: a configuration is everything else.
+pub const PER_TRIAL_PARAMS: &[&str] = &["seed", "fold"];
+
+/// A stable identity of a configuration (all params except [`PER_TRIAL_PARAMS`]), used to spot
+/// duplicates and to group seed repeats and folds.
 pub fn config_key(params: &Params) -> String {
     params
         .iter()
-        .filter(|(k, _)| k.as_str() != "seed")
+        .filter(|(k, _)| !PER_TRIAL_PARAMS.contains(&k.as_str()))
         .map(|(k, v)| format!("{k}={}", v.key()))
         .collect::<Vec<_>>()
         .join(",")

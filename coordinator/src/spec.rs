@@ -142,7 +142,8 @@ pub struct Task {
     pub model: String,
     /// Training data, in the same forms as `model` (except `hf:`).
     pub train_file: String,
-    /// Validation data, evaluated after every epoch.
+    /// Validation data, evaluated after every epoch; empty under `[evaluation] folds`, where
+    /// each trial validates on one fold of the training file instead.
     pub validation_file: String,
     /// Held-out test data (same forms as `train_file`): the kept models are scored on it once,
     /// after training; the search never sees those scores. `None` = no test set.
@@ -181,8 +182,10 @@ impl Task {
         let mut inputs = vec![
             TaskInput { key: "model", reference: &self.model, is_dir: true },
             TaskInput { key: "train_file", reference: &self.train_file, is_dir: false },
-            TaskInput { key: "validation_file", reference: &self.validation_file, is_dir: false },
         ];
+        if !self.validation_file.is_empty() {
+            inputs.push(TaskInput { key: "validation_file", reference: &self.validation_file, is_dir: false });
+        }
         inputs.extend(self.test_file.as_deref().map(|t| TaskInput { key: "test_file", reference: t, is_dir: false }));
         inputs
     }
@@ -309,6 +312,10 @@ pub struct StudySpec {
     pub seed: u64,
     /// Each sampled configuration runs as this many trials with seeds 0..repeats.
     pub repeats: u32,
+    /// `[evaluation] folds`: K-fold cross-validation on the training file (K = 2–20); each
+    /// configuration (and seed) runs as K trials, trial `fold = k` validating on fold k.
+    /// 1 = a fixed validation file.
+    pub folds: u32,
     /// TPE: configurations drawn at random before the model takes over.
     pub startup_trials: u32,
     /// Which rule stops trials after an epoch (none by default).
@@ -322,6 +329,11 @@ pub struct StudySpec {
 }
 
 impl StudySpec {
+    /// Trials per sampled configuration: one per seed repeat and fold (`repeats × folds`).
+    pub fn trials_per_configuration(&self) -> u32 {
+        self.repeats.max(1) * self.folds.max(1)
+    }
+
     /// Every grid point in order, when each parameter is discrete.
     pub fn grid_axes(&self) -> Option<Vec<(String, Vec<ParamValue>)>> {
         self.parameters
@@ -368,8 +380,16 @@ struct RawStudy {
     early_stopping: Option<RawEarlyStopping>,
     #[serde(default)]
     budget: RawBudget,
+    #[serde(default)]
+    evaluation: RawEvaluation,
     task: RawTask,
     parameters: IndexMap<String, RawParam>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEvaluation {
+    folds: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -415,7 +435,7 @@ struct RawBudget {
 struct RawTask {
     model: String,
     train_file: String,
-    validation_file: String,
+    validation_file: Option<String>,
     test_file: Option<String>,
     text_column: Option<String>,
     text_pair_column: Option<String>,
@@ -525,7 +545,26 @@ fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpec, SpecErro
     }
     let early_stopping = validate_early_stopping(raw.early_stopping)?;
 
-    let task = validate_task(raw.task)?;
+    let folds = match raw.evaluation.folds {
+        None => 1,
+        Some(k) if (2..=20).contains(&k) => k as u32,
+        Some(k) => {
+            return Err(invalid(format!(
+                "evaluation.folds must be between 2 and 20 (got {k}); leave it out to validate on task.validation_file"
+            )))
+        }
+    };
+    let task = validate_task(raw.task, folds)?;
+    if raw.parameters.contains_key("fold") {
+        return Err(invalid(
+            "parameters.fold is not a hyperparameter; cross-validation folds are set by [evaluation] folds = K",
+        ));
+    }
+    if folds > 1 && matches!(early_stopping, EarlyStopping::Asha { promotion: true, .. }) {
+        return Err(invalid(
+            "early_stopping.mode = \"promotion\" cannot be combined with evaluation.folds yet; use mode = \"stop\" or drop the folds",
+        ));
+    }
 
     if repeats > 1 && raw.parameters.contains_key("seed") {
         return Err(invalid(
@@ -546,6 +585,7 @@ fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpec, SpecErro
         sampler,
         seed,
         repeats,
+        folds,
         startup_trials: 0,
         early_stopping,
         budget: Budget {
@@ -580,14 +620,20 @@ fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpec, SpecErro
             return Err(invalid("the grid has no points, so the study could never run a trial; check the parameters"));
         }
     }
-    spec.budget = validate_budget(raw.budget, sampler, grid_size.saturating_mul(repeats as u64), strictness)?;
-    if !spec.budget.max_trials.is_multiple_of(repeats) {
+    let per_configuration = spec.trials_per_configuration();
+    spec.budget = validate_budget(raw.budget, sampler, grid_size.saturating_mul(per_configuration as u64), strictness)?;
+    if !spec.budget.max_trials.is_multiple_of(per_configuration) {
+        let what = match (repeats > 1, folds > 1) {
+            (true, true) => format!("algorithm.repeats × evaluation.folds ({repeats} × {folds})"),
+            (false, true) => format!("evaluation.folds ({folds})"),
+            _ => format!("algorithm.repeats ({repeats})"),
+        };
         return Err(invalid(format!(
-            "budget.max_trials ({}) must be a multiple of algorithm.repeats ({repeats}) so every configuration runs with every seed",
+            "budget.max_trials ({}) must be a multiple of {what} so every configuration runs with every seed and fold",
             spec.budget.max_trials
         )));
     }
-    let configurations = spec.budget.max_trials / repeats;
+    let configurations = spec.budget.max_trials / per_configuration;
     spec.startup_trials = match raw.algorithm.startup_trials {
         None => (configurations / 10).max(5).min(configurations),
         Some(n) if n >= 1 && n <= u32::MAX as i64 => n as u32,
@@ -622,7 +668,7 @@ fn validate_budget(
             let asked = positive("budget.max_trials", raw.max_trials, Some(whole))?;
             if asked > whole && strictness == Strictness::New {
                 return Err(invalid(format!(
-                    "budget.max_trials = {asked} is more than the grid's {whole} trials (grid points × repeats); use at most {whole}, or leave it out to run the whole grid"
+                    "budget.max_trials = {asked} is more than the grid's {whole} trials (grid points × repeats × folds); use at most {whole}, or leave it out to run the whole grid"
                 )));
             }
             asked.min(whole)
@@ -735,11 +781,24 @@ fn check_early_stopping_has_epochs(spec: &StudySpec) -> Result<(), SpecError> {
 /// Models kept on the coordinator when the study does not set budget.keep_artifacts.
 pub const DEFAULT_KEEP_ARTIFACTS: u32 = 3;
 
-fn validate_task(raw: RawTask) -> Result<Task, SpecError> {
+fn validate_task(raw: RawTask, folds: u32) -> Result<Task, SpecError> {
+    match (&raw.validation_file, folds > 1) {
+        (None, false) => {
+            return Err(invalid(
+                "task.validation_file is missing; name the dev set, or set [evaluation] folds = K to cross-validate on task.train_file",
+            ))
+        }
+        (Some(_), true) => {
+            return Err(invalid(
+                "task.validation_file cannot be used with evaluation.folds: each trial validates on one fold of task.train_file; remove one of them",
+            ))
+        }
+        _ => {}
+    }
     let inputs = [
         ("task.model", Some(&raw.model)),
         ("task.train_file", Some(&raw.train_file)),
-        ("task.validation_file", Some(&raw.validation_file)),
+        ("task.validation_file", raw.validation_file.as_ref()),
         ("task.test_file", raw.test_file.as_ref()),
     ];
     for (field, value) in inputs.into_iter().filter_map(|(f, v)| Some((f, v?))) {
@@ -802,7 +861,7 @@ fn validate_task(raw: RawTask) -> Result<Task, SpecError> {
     Ok(Task {
         model: raw.model,
         train_file: raw.train_file,
-        validation_file: raw.validation_file,
+        validation_file: raw.validation_file.unwrap_or_default(),
         test_file: raw.test_file,
         text_column,
         text_pair_column,
@@ -1111,6 +1170,40 @@ values = [16, 32]
         assert!(err(&GOOD.replace("sampler = \"grid\"", "sampler = \"bayes\"")).contains("not a known sampler"));
         assert!(err(&GOOD.replace("eval_accuracy", "accuracy")).contains("not a metric"));
         assert!(err(&GOOD.replace("parallel_trials = 4", "parallel_trials = 0")).contains("at least 1"));
+    }
+
+    #[test]
+    fn folds_replace_the_validation_file_and_multiply_the_trials() {
+        let folded = GOOD.replace("validation_file = \"data/dev.tsv\"\n", "") + "[evaluation]\nfolds = 5\n";
+        let spec = parse_study(&folded).unwrap();
+        assert_eq!((spec.folds, spec.trials_per_configuration()), (5, 5));
+        assert_eq!(spec.budget.max_trials, 18 * 5, "grid × folds");
+        assert!(spec.task.validation_file.is_empty());
+        assert_eq!(spec.task.inputs().iter().map(|i| i.key).collect::<Vec<_>>(), ["model", "train_file"]);
+        let both = parse_study(
+            &folded
+                .replace("[evaluation]", "[algorithm.x]\n[evaluation]")
+                .replace("[algorithm.x]\n", "")
+                .replace("seed = 0", "seed = 0\nrepeats = 2"),
+        )
+        .unwrap();
+        assert_eq!((both.trials_per_configuration(), both.budget.max_trials), (10, 180));
+        assert!(
+            err(&GOOD.replace("validation_file = \"data/dev.tsv\"\n", "")).contains("task.validation_file is missing")
+        );
+        assert!(err(&format!("{GOOD}[evaluation]\nfolds = 5\n")).contains("cannot be used with evaluation.folds"));
+        for bad in ["1", "21", "-3"] {
+            let e = err(&folded.replace("folds = 5", &format!("folds = {bad}")));
+            assert!(e.contains("evaluation.folds must be between 2 and 20"), "{e}");
+        }
+        assert!(
+            err(&folded.replace("[budget]", "[budget]\nmax_trials = 12")).contains("multiple of evaluation.folds (5)")
+        );
+        assert!(err(&format!("{folded}[parameters.fold]\nvalues = [0, 1]\n"))
+            .contains("parameters.fold is not a hyperparameter"));
+        let promotion = format!("{folded}[early_stopping]\ntype = \"asha\"\nmode = \"promotion\"\n");
+        assert!(err(&promotion).contains("cannot be combined with evaluation.folds"));
+        assert!(err(&folded.replace("folds = 5", "folds = 5\nshuffle = true")).contains("shuffle"));
     }
 
     #[test]

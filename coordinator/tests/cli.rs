@@ -235,7 +235,7 @@ async fn repeats_rank_configurations_and_pruned_trials_show_their_epoch() {
     let table = stdout(&bertsweep(&url, &["trials", "rep"]));
     let row1 = table.lines().nth(2).unwrap();
     assert!(row1.starts_with("1  PRUNED") && row1.ends_with("pruned at epoch 1"), "{table}");
-    assert!(table.contains("configurations ranked by mean over seeds:"), "{table}");
+    assert!(table.contains("configurations ranked by mean over seeds and folds:"), "{table}");
     let ranked: Vec<&str> = table.lines().skip_while(|l| !l.starts_with("RANK")).collect();
     assert!(ranked[0].contains("MEAN") && ranked[0].contains("STD"), "{table}");
     assert!(ranked[1].starts_with("1 ") && ranked[1].contains("0.8600") && ranked[1].ends_with("6,7"), "{table}");

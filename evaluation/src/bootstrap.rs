@@ -63,8 +63,16 @@ pub struct Comparison {
     pub paired_seeds: bool,
 }
 
-/// One configuration's evaluations: (seed, predictions) per completed repeat.
-pub type Runs<'a> = [(u64, &'a Predictions)];
+/// One completed trial of a configuration, as a paired comparison sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'a> {
+    /// Its cross-validation fold (0 without folds): runs of one fold share their examples.
+    pub fold: u32,
+    /// The seed it trained with (0 without repeats): runs of one seed pair across sides.
+    pub seed: u64,
+    /// Its dev-set predictions.
+    pub predictions: &'a Predictions,
+}
 
 /// The 95 % bootstrap interval of `metric` on `predictions`, from [`RESAMPLES`] resamples
 /// drawn with `seed`. `None` when the metric is undefined on more than half the resamples.
@@ -85,58 +93,96 @@ pub fn confidence_interval(
     Ok(percentile_interval(values))
 }
 
-/// Paired bootstrap of `best` against `runner_up` on `metric`: every resample draws the same
-/// dev examples for both, and draws repeats by seed, the same seeds for both when both ran the
-/// same seeds (else each its own). The verdict is [`Verdict::Better`] when the interval of the
-/// difference lies wholly on the best's side of zero (above it when `maximize`).
-pub fn paired_comparison(
-    best: &Runs<'_>,
-    runner_up: &Runs<'_>,
+/// One fold's runs on both sides, seeds sorted.
+struct FoldRuns<'a> {
+    best: Vec<&'a Predictions>,
+    runner_up: Vec<&'a Predictions>,
+    paired_seeds: bool,
+    examples: usize,
+}
+
+/// Paired bootstrap of `best` against `runner_up` on `metric`. A configuration's score is the
+/// mean over its folds of the mean over its seeds. Every resample draws, within each fold the
+/// two sides share, the same dev examples for both sides, and draws seeds: the same seeds for
+/// both when both ran the same seeds in that fold (else each its own). The verdict is
+/// [`Verdict::Better`] when the interval of the difference lies wholly on the best's side of
+/// zero (above it when `maximize`). Folds only one side has are left out.
+pub fn paired_comparison<'a>(
+    best: &[Run<'a>],
+    runner_up: &[Run<'a>],
     metric: &str,
     maximize: bool,
     seed: u64,
 ) -> Result<Comparison, EvaluationError> {
-    let (Some(first), false) = (best.first(), runner_up.is_empty()) else {
+    let mut folds: Vec<u32> = best.iter().map(|r| r.fold).filter(|f| runner_up.iter().any(|r| r.fold == *f)).collect();
+    folds.sort_unstable();
+    folds.dedup();
+    if folds.is_empty() {
         return Err(EvaluationError::NothingToCompare);
-    };
-    let reference = first.1;
-    if best.iter().chain(runner_up).any(|(_, p)| !p.same_examples(reference)) {
-        return Err(EvaluationError::DifferentExamples);
     }
-    let mut best: Vec<(u64, &Predictions)> = best.to_vec();
-    let mut runner_up: Vec<(u64, &Predictions)> = runner_up.to_vec();
-    best.sort_by_key(|r| r.0);
-    runner_up.sort_by_key(|r| r.0);
-    let paired_seeds = best.iter().map(|r| r.0).eq(runner_up.iter().map(|r| r.0));
-    let n = reference.len();
-    let all: Vec<usize> = (0..n).collect();
-    let mean = |runs: &[(u64, &Predictions)], picks: &[usize], indices: &[usize]| -> Result<f64, EvaluationError> {
+    let mut groups = Vec::with_capacity(folds.len());
+    for &fold in &folds {
+        let (b, r) = (fold_side(best, fold), fold_side(runner_up, fold));
+        let reference = b[0].1;
+        if b.iter().chain(&r).any(|(_, p)| !p.same_examples(reference)) {
+            return Err(EvaluationError::DifferentExamples);
+        }
+        groups.push(FoldRuns {
+            paired_seeds: b.iter().map(|x| x.0).eq(r.iter().map(|x| x.0)),
+            best: b.into_iter().map(|x| x.1).collect(),
+            runner_up: r.into_iter().map(|x| x.1).collect(),
+            examples: reference.len(),
+        });
+    }
+    let paired_seeds = groups.iter().all(|g| g.paired_seeds);
+    let mean_of = |runs: &[&Predictions], picks: &[usize], indices: &[usize]| -> Result<f64, EvaluationError> {
         let mut sum = 0.0;
         for &k in picks {
-            sum += runs[k].1.score_on(metric, indices)?;
+            sum += runs[k].score_on(metric, indices)?;
         }
         Ok(sum / picks.len() as f64)
     };
-    let every = |runs: &[(u64, &Predictions)]| (0..runs.len()).collect::<Vec<_>>();
-    let difference = mean(&best, &every(&best), &all)? - mean(&runner_up, &every(&runner_up), &all)?;
+    let mut observed = 0.0;
+    for g in &groups {
+        let all: Vec<usize> = (0..g.examples).collect();
+        let every = |n: usize| (0..n).collect::<Vec<_>>();
+        observed +=
+            mean_of(&g.best, &every(g.best.len()), &all)? - mean_of(&g.runner_up, &every(g.runner_up.len()), &all)?;
+    }
+    let difference = observed / groups.len() as f64;
     let mut rng = SplitMix64::new(seed);
-    let mut indices = vec![0usize; n];
-    let (mut picks_best, mut picks_runner) = (vec![0usize; best.len()], vec![0usize; runner_up.len()]);
     let mut values = Vec::with_capacity(RESAMPLES);
+    let mut indices = Vec::new();
+    let (mut picks_best, mut picks_runner) = (Vec::new(), Vec::new());
     for _ in 0..RESAMPLES {
-        indices.iter_mut().for_each(|i| *i = rng.below(n));
-        picks_best.iter_mut().for_each(|k| *k = rng.below(best.len()));
-        if paired_seeds {
-            picks_runner.copy_from_slice(&picks_best);
-        } else {
-            picks_runner.iter_mut().for_each(|k| *k = rng.below(runner_up.len()));
+        let mut total = 0.0;
+        for g in &groups {
+            indices.clear();
+            indices.extend((0..g.examples).map(|_| rng.below(g.examples)));
+            picks_best.clear();
+            picks_best.extend((0..g.best.len()).map(|_| rng.below(g.best.len())));
+            picks_runner.clear();
+            if g.paired_seeds {
+                picks_runner.extend_from_slice(&picks_best);
+            } else {
+                picks_runner.extend((0..g.runner_up.len()).map(|_| rng.below(g.runner_up.len())));
+            }
+            total += mean_of(&g.best, &picks_best, &indices)? - mean_of(&g.runner_up, &picks_runner, &indices)?;
         }
-        values.push(mean(&best, &picks_best, &indices)? - mean(&runner_up, &picks_runner, &indices)?);
+        values.push(total / groups.len() as f64);
     }
     let interval = percentile_interval(values).unwrap_or(Interval { low: f64::NAN, high: f64::NAN });
     let clear = if maximize { interval.low > 0.0 } else { interval.high < 0.0 };
     let verdict = if clear { Verdict::Better } else { Verdict::TiedWithinNoise };
     Ok(Comparison { difference, interval, verdict, paired_seeds })
+}
+
+/// One side's runs of `fold` as (seed, predictions), seeds sorted.
+fn fold_side<'a>(runs: &[Run<'a>], fold: u32) -> Vec<(u64, &'a Predictions)> {
+    let mut v: Vec<(u64, &'a Predictions)> =
+        runs.iter().filter(|r| r.fold == fold).map(|r| (r.seed, r.predictions)).collect();
+    v.sort_by_key(|r| r.0);
+    v
 }
 
 /// The [`CONFIDENCE`] percentile interval of the finite `values` (numpy's default linear
@@ -223,18 +269,27 @@ mod tests {
         assert!(confidence_interval(&p, "eval_nonsense", 1).is_err());
     }
 
+    fn runs<'a>(sets: &[(u32, u64, &'a Predictions)]) -> Vec<Run<'a>> {
+        sets.iter().map(|&(fold, seed, predictions)| Run { fold, seed, predictions }).collect()
+    }
+
+    /// One run per side, fold 0 and seed 0.
+    fn one(p: &Predictions) -> Vec<Run<'_>> {
+        runs(&[(0, 0, p)])
+    }
+
     #[test]
     fn a_clear_lead_is_better_and_a_small_one_is_a_tie() {
         let (strong, weak, close) = (set(872, 800), set(872, 700), set(872, 798));
-        let c = paired_comparison(&[(0, &strong)], &[(0, &weak)], "eval_accuracy", true, 3).unwrap();
+        let c = paired_comparison(&one(&strong), &one(&weak), "eval_accuracy", true, 3).unwrap();
         assert!((c.difference - 100.0 / 872.0).abs() < 1e-12);
         assert_eq!(c.verdict, Verdict::Better);
         assert!(c.interval.low > 0.0 && c.paired_seeds);
-        let t = paired_comparison(&[(0, &strong)], &[(0, &close)], "eval_accuracy", true, 3).unwrap();
+        let t = paired_comparison(&one(&strong), &one(&close), "eval_accuracy", true, 3).unwrap();
         assert_eq!(t.verdict, Verdict::TiedWithinNoise);
         assert!(t.interval.low <= 0.0 && t.interval.high > 0.0);
         // Lower is better: the weak set's loss is higher, so strong is better when minimising.
-        let l = paired_comparison(&[(0, &strong)], &[(0, &weak)], "eval_loss", false, 3).unwrap();
+        let l = paired_comparison(&one(&strong), &one(&weak), "eval_loss", false, 3).unwrap();
         assert!(l.difference < 0.0);
         assert_eq!(l.verdict, Verdict::Better);
     }
@@ -244,7 +299,7 @@ mod tests {
         // Identical except for 20 examples: unpaired intervals would overlap widely, the
         // paired difference is clear.
         let (a, b) = (set(872, 820), set(872, 800));
-        let c = paired_comparison(&[(0, &a)], &[(0, &b)], "eval_accuracy", true, 11).unwrap();
+        let c = paired_comparison(&one(&a), &one(&b), "eval_accuracy", true, 11).unwrap();
         assert_eq!(c.verdict, Verdict::Better);
         let ia = confidence_interval(&a, "eval_accuracy", 1).unwrap().unwrap();
         let ib = confidence_interval(&b, "eval_accuracy", 2).unwrap().unwrap();
@@ -254,11 +309,24 @@ mod tests {
     #[test]
     fn repeats_pair_by_seed_or_fall_back_to_independent_draws() {
         let (a0, a1, b0, b1) = (set(200, 180), set(200, 176), set(200, 150), set(200, 154));
-        let paired = paired_comparison(&[(1, &a1), (0, &a0)], &[(0, &b0), (1, &b1)], "eval_accuracy", true, 5).unwrap();
+        let paired = paired_comparison(
+            &runs(&[(0, 1, &a1), (0, 0, &a0)]),
+            &runs(&[(0, 0, &b0), (0, 1, &b1)]),
+            "eval_accuracy",
+            true,
+            5,
+        )
+        .unwrap();
         assert!(paired.paired_seeds);
         assert!((paired.difference - (178.0 - 152.0) / 200.0).abs() < 1e-12);
-        let unpaired =
-            paired_comparison(&[(0, &a0), (1, &a1)], &[(2, &b0), (3, &b1)], "eval_accuracy", true, 5).unwrap();
+        let unpaired = paired_comparison(
+            &runs(&[(0, 0, &a0), (0, 1, &a1)]),
+            &runs(&[(0, 2, &b0), (0, 3, &b1)]),
+            "eval_accuracy",
+            true,
+            5,
+        )
+        .unwrap();
         assert!(!unpaired.paired_seeds);
         assert_eq!(unpaired.difference, paired.difference);
     }
@@ -267,11 +335,37 @@ mod tests {
     fn refuses_sets_of_different_examples() {
         let (a, b) = (set(10, 5), set(12, 5));
         assert!(matches!(
-            paired_comparison(&[(0, &a)], &[(0, &b)], "eval_accuracy", true, 0),
+            paired_comparison(&one(&a), &one(&b), "eval_accuracy", true, 0),
             Err(EvaluationError::DifferentExamples)
         ));
         assert!(matches!(
-            paired_comparison(&[(0, &a)], &[], "eval_accuracy", true, 0),
+            paired_comparison(&one(&a), &[], "eval_accuracy", true, 0),
+            Err(EvaluationError::NothingToCompare)
+        ));
+    }
+
+    #[test]
+    fn folds_are_compared_fold_by_fold_and_averaged() {
+        // Two folds of different sizes (examples differ between folds, never within one).
+        let (a0, a1, b0, b1) = (set(300, 270), set(200, 150), set(300, 240), set(200, 140));
+        let c = paired_comparison(
+            &runs(&[(0, 0, &a0), (1, 0, &a1)]),
+            &runs(&[(1, 0, &b1), (0, 0, &b0)]),
+            "eval_accuracy",
+            true,
+            9,
+        )
+        .unwrap();
+        let expected = ((270.0 - 240.0) / 300.0 + (150.0 - 140.0) / 200.0) / 2.0;
+        assert!((c.difference - expected).abs() < 1e-12, "{}", c.difference);
+        assert_eq!(c.verdict, Verdict::Better);
+        // A fold only one side has is left out; none in common is nothing to compare.
+        let partial =
+            paired_comparison(&runs(&[(0, 0, &a0), (1, 0, &a1)]), &runs(&[(0, 0, &b0)]), "eval_accuracy", true, 9)
+                .unwrap();
+        assert!((partial.difference - 30.0 / 300.0).abs() < 1e-12);
+        assert!(matches!(
+            paired_comparison(&runs(&[(1, 0, &a1)]), &runs(&[(0, 0, &b0)]), "eval_accuracy", true, 9),
             Err(EvaluationError::NothingToCompare)
         ));
     }

@@ -12,7 +12,7 @@ pub mod bootstrap;
 pub mod metrics;
 pub mod predictions;
 
-pub use bootstrap::{confidence_interval, paired_comparison, Comparison, Interval, Verdict};
+pub use bootstrap::{confidence_interval, paired_comparison, Comparison, Interval, Run, Verdict};
 pub use predictions::Predictions;
 
 /// Why an evaluation could not be scored or compared.

@@ -153,6 +153,8 @@ pub fn fingerprint(cfg: &TrialConfig) -> String {
     ) + if cfg.balanced_class_weights { " class_weights=balanced" } else { "" }
         // Only when set, so checkpoints of single-sentence trials written before pairs match.
         + &cfg.text_pair_column.as_ref().map(|c| format!(" text_pair={c}")).unwrap_or_default()
+        // Each fold trains on other examples: a checkpoint resumes only its own fold.
+        + &cfg.folds.map(|f| format!(" fold={}/{} fold_seed={}", f.index, f.count, f.seed)).unwrap_or_default()
 }
 
 /// Size and time of one written checkpoint (for the log).

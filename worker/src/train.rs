@@ -15,7 +15,7 @@ use tch::{nn, Device, Kind, Reduction, TchError, Tensor};
 use crate::bert::{self, BertForSequenceClassification};
 use crate::checkpoint::{CheckpointError, Weights};
 use crate::config::{BertConfig, ConfigError};
-use crate::data::{batch_order, eval_batch_order, Batch, ClassificationData, DataError, DataSpec, Split};
+use crate::data::{batch_order, eval_batch_order, Batch, ClassificationData, DataError, DataSpec, FoldSpec, Split};
 use crate::export::{export_classifier, ExportError};
 use crate::metrics::classification_scores;
 use crate::optim::AdamW;
@@ -46,6 +46,9 @@ pub struct TrialConfig {
     /// [`TrainObserver::wants_test_scores`] says so (`test_…` metrics in the outcome). Never
     /// part of the resume fingerprint: it changes nothing in training.
     pub test_file: Option<PathBuf>,
+    /// K-fold cross-validation: validate on fold `index` of `train_file` (stratified, shuffled
+    /// with `seed`) and train on the others; `validation_file` is then unused.
+    pub folds: Option<FoldSpec>,
     /// Column holding the text.
     pub text_column: String,
     /// Column holding each example's second text, for sentence pairs (encoded as
@@ -94,6 +97,7 @@ impl Default for TrialConfig {
             train_file: PathBuf::new(),
             validation_file: PathBuf::new(),
             test_file: None,
+            folds: None,
             text_column: bertsweep_proto::contract::DEFAULT_TEXT_COLUMN.to_owned(),
             text_pair_column: None,
             label_column: bertsweep_proto::contract::DEFAULT_LABEL_COLUMN.to_owned(),
@@ -122,6 +126,7 @@ impl TrialConfig {
             train_file: self.train_file.clone(),
             validation_file: self.validation_file.clone(),
             test_file: self.test_file.clone(),
+            folds: self.folds,
             text_column: self.text_column.clone(),
             text_pair_column: self.text_pair_column.clone(),
             label_column: self.label_column.clone(),

@@ -340,8 +340,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             let study = client.get_study(&args.name).await?;
             let trials = client.list_trials(&args.name).await?;
             // Configurations only mean something with seed repeats.
-            let configurations =
-                if study.repeats > 1 { client.list_configurations(&args.name).await? } else { Vec::new() };
+            let configurations = if study.repeats > 1 || study.folds > 1 {
+                client.list_configurations(&args.name).await?
+            } else {
+                Vec::new()
+            };
             print!("{}", output::trials(&trials, &configurations, args.format)?);
             Ok(())
         }

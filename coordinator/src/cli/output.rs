@@ -357,7 +357,7 @@ fn configurations_table(configs: &[pb::Configuration]) -> String {
             row
         })
         .collect();
-    format!("\nconfigurations ranked by mean over seeds:\n{}", table(&header, &rows))
+    format!("\nconfigurations ranked by mean over seeds and folds:\n{}", table(&header, &rows))
 }
 
 /// The best trial: `json` carries study, number, state, params, value, metrics, artifact, and
@@ -400,6 +400,19 @@ pub fn best(best: &pb::BestTrial, format: BestFormat) -> Result<String> {
                 rows.push(vec![format!("metric {k}"), format!("{v:.4}")]);
             }
             rows.push(vec!["artifact".into(), artifact_location(t)]);
+            if let Some(pb::ParamValue { kind: Some(pb::param_value::Kind::IntValue(fold)) }) = t.params.get("fold") {
+                let kept = best
+                    .configuration
+                    .as_ref()
+                    .map(|c| c.trials.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","));
+                rows.push(vec![
+                    "cross-validation".into(),
+                    format!(
+                        "this is fold {fold}'s model (validated on fold {fold}, trained on the others); the value to quote is the configuration's mean over folds; its fold models are kept together (trials {})",
+                        kept.unwrap_or_default()
+                    ),
+                ]);
+            }
             if let Some(c) = config {
                 rows.push(vec!["config mean".into(), fmt_value(c.mean)]);
                 rows.push(vec!["config std".into(), fmt_value(c.std)]);
@@ -512,6 +525,7 @@ fn study_json(s: &pb::Study) -> Value {
         "counts": {"pending": c.pending, "running": c.running, "completed": c.completed, "pruned": c.pruned, "failed": c.failed, "stopped": c.stopped},
         "best_value": s.best_value,
         "repeats": s.repeats,
+        "folds": s.folds.max(1),
         "early_stopping": s.early_stopping,
         "reason": if s.reason.is_empty() { Value::Null } else { json!(s.reason) },
     })
@@ -589,6 +603,14 @@ pub fn study(s: &pb::Study, format: Format) -> Result<String> {
         vec!["parallel_trials".into(), s.parallel_trials.to_string()],
         vec!["early stopping".into(), s.early_stopping.clone()],
         vec!["seed repeats".into(), s.repeats.to_string()],
+        vec![
+            "folds".into(),
+            if s.folds > 1 {
+                format!("{} (cross-validation on the training file)", s.folds)
+            } else {
+                "none (validation_file)".into()
+            },
+        ],
         vec!["best".into(), fmt_value(s.best_value)],
     ];
     if s.grid_size > 0 {

@@ -140,7 +140,7 @@ impl Registry {
         }
         for study in &mut reg.studies {
             if study.spec.sampler == SamplerKind::Grid
-                && study.trials.len() as u64 >= study.grid_size * study.spec.repeats as u64
+                && study.trials.len() as u64 >= study.grid_size * study.spec.trials_per_configuration() as u64
             {
                 study.exhausted = true;
             }
@@ -446,6 +446,8 @@ impl Registry {
                 number,
                 params: trial.params.clone(),
                 task: study.spec.task.clone(),
+                folds: study.spec.folds,
+                fold_seed: study.spec.seed,
                 objective: study.spec.objective.clone(),
                 lease_token: token,
                 lease_ttl_ms: ttl,
@@ -587,11 +589,18 @@ impl Registry {
         }
         ops.push(WriteOp::Epoch { trial_id, lease_token: token, attempt, epoch, metrics: metrics.clone() });
         study.raise_peak(number, peak_device_memory_bytes);
-        let mut decision =
-            study.stopper.decide(&study.trials[number as usize], epoch, value, &study.trials, &objective);
-        if matches!(decision, Decision::Pause(_)) && study.trials[number as usize].checkpoint_epoch != epoch {
+        // Under cross-validation a trial is judged against trials of its own fold only: folds
+        // differ in difficulty, so mixing them would stop whole folds rather than configurations.
+        let same_fold: Option<Vec<Trial>> = (study.spec.folds > 1).then(|| {
+            let fold = study.trials[number as usize].params.get("fold");
+            study.trials.iter().filter(|t| t.params.get("fold") == fold).cloned().collect()
+        });
+        let peers = same_fold.as_deref().unwrap_or(&study.trials);
+        let this = &study.trials[number as usize];
+        let mut decision = study.stopper.decide(this, epoch, value, peers, &objective);
+        if matches!(decision, Decision::Pause(_)) && this.checkpoint_epoch != epoch {
             // Nothing to resume from: this trial is judged as the stop-based rule would.
-            decision = study.stopper.fallback(&study.trials[number as usize], epoch, value, &study.trials, &objective);
+            decision = study.stopper.fallback(this, epoch, value, peers, &objective);
         }
         let mut wake = false;
         if let Decision::Pause(reason) = &decision {
@@ -1261,6 +1270,59 @@ value = 4
         reg.fail(a.trial_id, a.lease_token, "SIGTERM".into(), FailureKind::Released, 1).unwrap();
         let again = reg.acquire(&w, None, 2).unwrap().value.unwrap();
         assert_eq!((again.number, again.attempt), (0, 1));
+    }
+
+    #[test]
+    fn folds_run_each_configuration_on_every_fold_and_keep_the_best_configurations_models() {
+        let text = crate::spec::test_support::SMALL_GRID
+            .replace("validation_file = \"v.tsv\"\n", "")
+            .replace("parallel_trials = 2", "parallel_trials = 8\nkeep_artifacts = 1")
+            + "[evaluation]\nfolds = 3\n";
+        let (mut reg, w) = registry_with(&text);
+        let mut leases = Vec::new();
+        for _ in 0..6 {
+            leases.push(reg.acquire(&w, None, 0).unwrap().value.unwrap());
+        }
+        let folds: Vec<_> = leases.iter().map(|a| a.params["fold"].clone()).collect();
+        assert_eq!(folds, [0, 1, 2, 0, 1, 2].map(ParamValue::Int));
+        assert!(leases.iter().all(|a| (a.folds, a.fold_seed) == (3, 0) && !a.params.contains_key("seed")));
+        assert_eq!(config_key(&leases[0].params), config_key(&leases[2].params));
+        assert_ne!(config_key(&leases[2].params), config_key(&leases[3].params));
+        // Config 0: 0.70, 0.90, 0.80 (mean 0.80); config 1: 0.95, 0.60, 0.70 (mean 0.75).
+        for (a, v) in leases.iter().zip([0.70, 0.90, 0.80, 0.95, 0.60, 0.70]) {
+            reg.complete(a.trial_id, a.lease_token, metrics(v), format!("blob:sha256:{:064x}", a.number + 1), 0, 1)
+                .unwrap();
+        }
+        let configs = reg.configurations("small").unwrap();
+        assert_eq!(configs[0].trials, vec![0, 1, 2]);
+        assert!((configs[0].mean.unwrap() - 0.80).abs() < 1e-12);
+        // The best configuration by mean, not the single best trial (0.95); and with
+        // keep_artifacts = 1, all three of its fold models are kept besides the top trial.
+        assert_eq!(reg.best_trial("small").unwrap().unwrap().number, 1);
+        let kept: Vec<u32> =
+            reg.trials("small").unwrap().iter().filter(|t| !t.artifact.is_empty()).map(|t| t.number).collect();
+        assert_eq!(kept, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn early_stopping_compares_trials_of_the_same_fold() {
+        let text = crate::spec::test_support::SMALL_GRID
+            .replace("validation_file = \"v.tsv\"\n", "")
+            .replace("parallel_trials = 2", "parallel_trials = 8")
+            .replace("values = [16, 32]", "values = [16, 32]\n[parameters.num_train_epochs]\nvalue = 3")
+            + "[evaluation]\nfolds = 2\n[early_stopping]\ntype = \"asha\"\nreduction_factor = 2\n";
+        let (mut reg, w) = registry_with(&text);
+        let a: Vec<_> = (0..4).map(|_| reg.acquire(&w, None, 0).unwrap().value.unwrap()).collect();
+        // Fold 1 is much harder: 0.55 there is a fine score, fold 0's 0.80 a poor one.
+        let report = |reg: &mut Registry, t: &Assignment, v: f64| {
+            reg.report_progress(t.trial_id, t.lease_token, 1, metrics(v), String::new(), 0, 1).unwrap().value
+        };
+        assert_eq!(report(&mut reg, &a[0], 0.90), Decision::Continue); // config 0, fold 0
+        assert_eq!(report(&mut reg, &a[1], 0.50), Decision::Continue); // config 0, fold 1
+                                                                       // Config 1, fold 1 at 0.55 beats fold 1's 0.50: it continues, though every fold-0
+                                                                       // score is higher. Config 1, fold 0 at 0.80 is below fold 0's 0.90: stopped.
+        assert_eq!(report(&mut reg, &a[3], 0.55), Decision::Continue);
+        assert!(matches!(report(&mut reg, &a[2], 0.80), Decision::Stop(_)));
     }
 
     #[test]

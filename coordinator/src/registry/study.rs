@@ -218,17 +218,23 @@ impl LiveStudy {
     }
 
     /// Params for new trial `number`: the first trial of each configuration asks the sampler;
-    /// its seed repeats copy them with `seed` = 1, 2, … (`algorithm.repeats`).
+    /// the rest copy them with `seed` = 0, 1, … (`algorithm.repeats`) for each `fold` = 0, 1, …
+    /// (`evaluation.folds`): trial `c × repeats × folds + f × repeats + r` is configuration c,
+    /// fold f, seed r.
     pub(super) fn next_params(&self, number: u32) -> Option<Params> {
-        let repeats = self.spec.repeats.max(1);
-        let (config, repeat) = (number / repeats, number % repeats);
-        let mut params = if repeat == 0 {
+        let (repeats, folds) = (self.spec.repeats.max(1), self.spec.folds.max(1));
+        let per_configuration = repeats * folds;
+        let (config, within) = (number / per_configuration, number % per_configuration);
+        let mut params = if within == 0 {
             self.sampler.sample(config, &self.trials, &self.spec.objective)?
         } else {
-            self.trials[(number - repeat) as usize].params.clone()
+            self.trials[(number - within) as usize].params.clone()
         };
         if repeats > 1 {
-            params.insert("seed".into(), ParamValue::Int(repeat as i64));
+            params.insert("seed".into(), ParamValue::Int((within % repeats) as i64));
+        }
+        if folds > 1 {
+            params.insert("fold".into(), ParamValue::Int((within / repeats) as i64));
         }
         Some(params)
     }
@@ -260,7 +266,7 @@ impl LiveStudy {
             let key = config_key(&t.params);
             let i = *index.entry(key).or_insert_with(|| {
                 let mut params = t.params.clone();
-                params.remove("seed");
+                params.retain(|k, _| !crate::params::PER_TRIAL_PARAMS.contains(&k.as_str()));
                 configs.push(Configuration { params, trials: Vec::new(), values: Vec::new(), mean: None, std: None });
                 configs.len() - 1
             });
@@ -303,7 +309,7 @@ impl LiveStudy {
             record: self.record.clone(),
             spec: self.spec.clone(),
             counts: self.counts,
-            best_value: if self.spec.repeats > 1 {
+            best_value: if self.spec.trials_per_configuration() > 1 {
                 self.configurations_shared().first().and_then(|c| c.mean)
             } else {
                 self.best().and_then(|t| t.value)
@@ -312,10 +318,10 @@ impl LiveStudy {
         }
     }
 
-    /// The best COMPLETED trial (ties go to the lower number). With seed repeats, the best
-    /// trial of the configuration with the best mean.
+    /// The best COMPLETED trial (ties go to the lower number). With seed repeats or folds, the
+    /// best trial of the configuration with the best mean.
     pub(super) fn best(&self) -> Option<&Trial> {
-        if self.spec.repeats > 1 {
+        if self.spec.trials_per_configuration() > 1 {
             let configs = self.configurations_shared();
             let best_config = configs.first().filter(|c| c.mean.is_some())?;
             return self.best_of(best_config.trials.iter().map(|&n| &self.trials[n as usize]));
@@ -356,6 +362,26 @@ impl LiveStudy {
             done.iter().take(self.spec.budget.keep_artifacts as usize).map(|t| t.number).collect();
         if self.spec.budget.keep_artifacts > 0 {
             kept.extend(self.best().map(|t| t.number));
+            // Cross-validation: a configuration's mean is known only once every fold has ended,
+            // so a configuration still running keeps its fold models, and the best of the
+            // finished ones (ranked by mean) keeps all of its fold models together, so that any
+            // of them, or their ensemble, can be exported. Evictions cannot be undone, so
+            // nothing is dropped on a partial mean.
+            if self.spec.folds > 1 {
+                let per_configuration = self.spec.trials_per_configuration() as usize;
+                let ended = |c: &Configuration| {
+                    c.trials.len() == per_configuration
+                        && c.trials.iter().all(|&n| self.trials[n as usize].state.is_terminal())
+                };
+                let completed = |n: &&u32| self.trials[**n as usize].state == TrialState::Completed;
+                let configs = self.configurations_shared();
+                for c in configs.iter().filter(|c| !ended(c)) {
+                    kept.extend(c.trials.iter().filter(completed).copied());
+                }
+                if let Some(best) = configs.iter().find(|c| c.mean.is_some() && ended(c)) {
+                    kept.extend(best.trials.iter().filter(completed).copied());
+                }
+            }
         }
         kept
     }
@@ -366,10 +392,10 @@ impl LiveStudy {
         if keep == 0 {
             return (false, "the study keeps no models (budget.keep_artifacts = 0)".into());
         }
-        if self.spec.repeats > 1 {
+        if self.spec.trials_per_configuration() > 1 {
             // The best trial is picked by its configuration's mean, which the value alone does
             // not decide: upload, and let completion keep or drop it.
-            return (true, "seed repeats: kept if among the best or of the best configuration".into());
+            return (true, "seed repeats or folds: kept if among the best or of the best configuration".into());
         }
         let objective = &self.spec.objective;
         let better = self

@@ -109,6 +109,7 @@ pub fn study_to_proto(s: &StudySummary) -> pb::Study {
         best_value: s.best_value,
         grid_size: s.grid_size.min(u32::MAX as u64) as u32,
         repeats: s.spec.repeats,
+        folds: s.spec.folds,
         early_stopping: s.spec.early_stopping.as_str().to_string(),
     }
 }
@@ -144,6 +145,8 @@ pub fn assignment_to_proto(a: &Assignment) -> pb::Assignment {
             class_weights: if a.task.balanced_class_weights { "balanced" } else { "" }.into(),
             text_pair_column: a.task.text_pair_column.clone().unwrap_or_default(),
             test_file: a.task.test_file.clone().unwrap_or_default(),
+            folds: if a.folds > 1 { a.folds } else { 0 },
+            fold_seed: a.fold_seed,
         }),
         lease_token: a.lease_token,
         lease_ttl_ms: a.lease_ttl_ms,

@@ -136,6 +136,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         train_file: args.train_file,
         validation_file: args.validation_file,
         test_file: args.test_file,
+        folds: None,
         text_column: args.text_column,
         text_pair_column: args.text_pair_column,
         label_column: args.label_column,

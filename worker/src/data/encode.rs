@@ -33,6 +33,20 @@ pub struct EncodedFile {
     pub lines: Vec<u64>,
 }
 
+impl EncodedFile {
+    /// The examples at `rows` (in that order), as a file of their own (cross-validation
+    /// folds); lines keep pointing into the original file.
+    pub fn subset(&self, rows: &[usize]) -> EncodedFile {
+        EncodedFile {
+            path: self.path.clone(),
+            ids: rows.iter().map(|&i| self.ids[i].clone()).collect(),
+            pair_starts: self.pair_starts.as_ref().map(|p| rows.iter().map(|&i| p[i]).collect()),
+            labels: rows.iter().map(|&i| self.labels[i].clone()).collect(),
+            lines: rows.iter().map(|&i| self.lines[i]).collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct CacheKey {
     path: PathBuf,

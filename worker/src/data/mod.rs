@@ -5,9 +5,11 @@
 //!   file:line errors.
 //! - [`encode`]: token ids of a file, cached in-process so later trials reuse them.
 //! - [`batch`]: batch order (seeded shuffle, optional length grouping) and dynamic padding.
+//! - [`folds`]: stratified, seeded K-fold splits of the training file.
 
 pub mod batch;
 pub mod encode;
+pub mod folds;
 pub mod read;
 
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 
 pub use batch::{batch_order, eval_batch_order, Batch};
 pub use encode::{encode_file, EncodedFile};
+pub use folds::FoldSpec;
 pub use read::Columns;
 
 use crate::tokenizer::{BertTokenizer, TokenizerError};
@@ -86,6 +89,9 @@ pub struct DataSpec {
     pub validation_file: PathBuf,
     /// Held-out test file, same formats; scored once after training, never to choose.
     pub test_file: Option<PathBuf>,
+    /// Cross-validation: the validation split is this fold of the training file (the rest is
+    /// trained on) and `validation_file` is not read.
+    pub folds: Option<FoldSpec>,
     /// Column holding the text.
     pub text_column: String,
     /// Column holding each example's second text (sentence pairs); `None` = single sentences.
@@ -147,7 +153,11 @@ impl ClassificationData {
     /// Reads and tokenizes both files (or takes them from the cache) and maps labels to ids.
     pub fn load(spec: &DataSpec, tokenizer: &BertTokenizer) -> Result<Self, DataError> {
         let train = encode_file(&spec.train_file, spec.columns(), spec.max_train_samples, tokenizer)?;
-        let validation = encode_file(&spec.validation_file, spec.columns(), None, tokenizer)?;
+        let validation = match spec.folds {
+            None => encode_file(&spec.validation_file, spec.columns(), None, tokenizer)?,
+            // The labels come from the whole training file; the split comes once they are ids.
+            Some(_) => train.clone(),
+        };
         let labels = label_list(&train, &validation)?;
         if labels.len() < 2 {
             return Err(DataError::SingleClass {
@@ -181,13 +191,37 @@ impl ClassificationData {
             }
             None => None,
         };
-        Ok(ClassificationData {
-            train: Split { label_ids: index(&train), encoded: train },
-            validation: Split { label_ids: index(&validation), encoded: validation },
-            test,
-            labels,
-        })
+        let (train, validation) = match spec.folds {
+            None => (
+                Split { label_ids: index(&train), encoded: train },
+                Split { label_ids: index(&validation), encoded: validation },
+            ),
+            Some(fold) => split_fold(&train, index(&train), fold)?,
+        };
+        Ok(ClassificationData { train, validation, test, labels })
     }
+}
+
+/// The training file cut into (the other folds, fold `fold.index`), both in file order.
+fn split_fold(file: &EncodedFile, label_ids: Vec<i64>, fold: FoldSpec) -> Result<(Split, Split), DataError> {
+    if label_ids.len() < fold.count {
+        return Err(DataError::BadRow {
+            path: file.path.clone(),
+            line: file.lines.last().copied().unwrap_or(1),
+            reason: format!(
+                "{} training examples cannot make {} folds; use fewer folds or more data",
+                label_ids.len(),
+                fold.count
+            ),
+        });
+    }
+    let folds = folds::assign_folds(&label_ids, fold.count, fold.seed);
+    let (held, kept): (Vec<usize>, Vec<usize>) = (0..label_ids.len()).partition(|&i| folds[i] == fold.index);
+    let split = |rows: &[usize]| Split {
+        encoded: Arc::new(file.subset(rows)),
+        label_ids: rows.iter().map(|&i| label_ids[i]).collect(),
+    };
+    Ok((split(&kept), split(&held)))
 }
 
 /// Integers compare numerically, anything else as text (integers first).
@@ -265,6 +299,7 @@ mod tests {
             train_file: train,
             validation_file: validation,
             test_file: None,
+            folds: None,
             text_column: "text".into(),
             text_pair_column: None,
             label_column: label.into(),
@@ -343,6 +378,38 @@ mod tests {
         std::fs::write(&test, "text,y\nbad,neg\ngood,meh\n").unwrap();
         let err = ClassificationData::load(&with_test, &tok).unwrap_err().to_string();
         assert!(err.contains("test.csv:3: test label \"meh\" is in neither") && !err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn folds_split_the_training_file_and_ignore_the_validation_file() {
+        let (dir, tok) = setup();
+        let train = dir.path().join("train.csv");
+        let rows: String =
+            (0..20).map(|i| format!("{},{}\n", if i % 2 == 0 { "good" } else { "bad" }, i % 2)).collect();
+        std::fs::write(&train, format!("text,y\n{rows}")).unwrap();
+        let nowhere = dir.path().join("no-such-dev.csv");
+        let fold = |index| DataSpec {
+            folds: Some(FoldSpec { index, count: 4, seed: 3 }),
+            ..spec(train.clone(), nowhere.clone(), "y")
+        };
+        let mut seen = Vec::new();
+        for k in 0..4 {
+            let data = ClassificationData::load(&fold(k), &tok).unwrap();
+            assert_eq!(data.labels, ["0", "1"]);
+            assert_eq!(data.train.len() + data.validation.len(), 20);
+            assert_eq!(data.validation.len(), 5);
+            // Stratified: both classes in every validation fold.
+            assert!(data.validation.label_ids.contains(&0) && data.validation.label_ids.contains(&1));
+            seen.extend(data.validation.encoded.lines.iter().copied());
+            // Train and validation never share a row.
+            assert!(data.validation.encoded.lines.iter().all(|l| !data.train.encoded.lines.contains(l)));
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (2..=21).collect::<Vec<u64>>(), "every row validated exactly once");
+        let too_many =
+            DataSpec { folds: Some(FoldSpec { index: 0, count: 30, seed: 3 }), ..spec(train.clone(), nowhere, "y") };
+        let err = ClassificationData::load(&too_many, &tok).unwrap_err().to_string();
+        assert!(err.contains("20 training examples cannot make 30 folds"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use bertsweep_proto::v1 as pb;
 
+use crate::data::FoldSpec;
 use crate::train::TrialConfig;
 
 /// Why an assignment cannot be turned into a training run (the trial is infeasible).
@@ -74,6 +75,7 @@ pub fn trial_config(a: &pb::Assignment, group_by_length: bool) -> Result<TrialCo
         },
         ..TrialConfig::default()
     };
+    let mut fold = None;
     for (name, value) in &a.params {
         match name.as_str() {
             "learning_rate" => cfg.learning_rate = number(name, value)?,
@@ -84,6 +86,7 @@ pub fn trial_config(a: &pb::Assignment, group_by_length: bool) -> Result<TrialCo
             "seed" => cfg.seed = whole(name, value)? as u64,
             "head_lr_multiplier" => cfg.head_lr_multiplier = number(name, value)?,
             "freeze_layers" => cfg.freeze_layers = whole(name, value)?,
+            "fold" => fold = Some(whole(name, value)?),
             other => {
                 return Err(AssignmentError::Param {
                     name: other.into(),
@@ -92,6 +95,20 @@ pub fn trial_config(a: &pb::Assignment, group_by_length: bool) -> Result<TrialCo
             }
         }
     }
+    cfg.folds = match (task.folds, fold) {
+        (0 | 1, None) => None,
+        (count, Some(index)) if count >= 2 && index < count as usize => {
+            Some(FoldSpec { index, count: count as usize, seed: task.fold_seed })
+        }
+        (count, index) => {
+            return Err(AssignmentError::Param {
+                name: "fold".into(),
+                message: format!(
+                    "fold {index:?} of task.folds = {count} is not a fold; the coordinator is inconsistent"
+                ),
+            })
+        }
+    };
     Ok(cfg)
 }
 
@@ -198,6 +215,20 @@ mod tests {
         assert_eq!(trial_config(&a, false).unwrap().text_pair_column, None);
         a.task.as_mut().unwrap().text_pair_column = "sentence2".into();
         assert_eq!(trial_config(&a, false).unwrap().text_pair_column.as_deref(), Some("sentence2"));
+    }
+
+    #[test]
+    fn the_fold_parameter_and_the_tasks_folds_make_a_fold_spec() {
+        use pb::param_value::Kind::*;
+        let mut a = assignment(&[("fold", IntValue(2))]);
+        a.task.as_mut().unwrap().folds = 5;
+        a.task.as_mut().unwrap().fold_seed = 9;
+        assert_eq!(trial_config(&a, false).unwrap().folds, Some(FoldSpec { index: 2, count: 5, seed: 9 }));
+        assert_eq!(trial_config(&assignment(&[]), false).unwrap().folds, None);
+        // A fold outside the task's folds, or one without folds, is an inconsistent coordinator.
+        a.task.as_mut().unwrap().folds = 2;
+        assert!(trial_config(&a, false).is_err());
+        assert!(trial_config(&assignment(&[("fold", IntValue(0))]), false).is_err());
     }
 
     #[test]

@@ -474,11 +474,15 @@ async fn resolve_inputs(
     let text = |p: &PathBuf| p.to_string_lossy().into_owned();
     let model = ctx.inputs.resolve(&remote, "task.model", &text(&cfg.model_dir)).await?;
     let train = ctx.inputs.resolve(&remote, "task.train_file", &text(&cfg.train_file)).await?;
-    let validation = ctx.inputs.resolve(&remote, "task.validation_file", &text(&cfg.validation_file)).await?;
     cfg.model_dir = model.path.clone();
     cfg.train_file = train.path.clone();
-    cfg.validation_file = validation.path.clone();
-    let mut resolved = vec![model, train, validation];
+    let mut resolved = vec![model, train];
+    // Under cross-validation the validation split is a fold of the training file.
+    if cfg.folds.is_none() {
+        let validation = ctx.inputs.resolve(&remote, "task.validation_file", &text(&cfg.validation_file)).await?;
+        cfg.validation_file = validation.path.clone();
+        resolved.push(validation);
+    }
     if let Some(test_file) = &cfg.test_file {
         let test = ctx.inputs.resolve(&remote, "task.test_file", &text(test_file)).await?;
         cfg.test_file = Some(test.path.clone());
