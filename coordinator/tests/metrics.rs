@@ -144,6 +144,8 @@ async fn metrics_move_with_trials_and_stay_bounded() {
     assert_eq!(value(&after, "bertsweep_studies", &[("state", "RUNNING")]), 1.0);
     assert_eq!(value(&after, "bertsweep_running_trials", &[]), 1.0);
     assert_eq!(value(&after, "bertsweep_connected_workers", &[]), 1.0);
+    // Demand: 4 trials in the budget, 2 created (one completed, one running), 3 free places.
+    assert_eq!(value(&after, "bertsweep_trial_demand", &[("study", "metered")]), 2.0);
     assert_eq!(delta("bertsweep_trials_ended_total", &[("state", "COMPLETED")]), 1.0);
     assert_eq!(delta("bertsweep_requeues_total", &[("reason", "retryable_error")]), 1.0);
     assert_eq!(delta("bertsweep_requeues_total", &[("reason", "released")]), 1.0);
@@ -177,6 +179,11 @@ async fn metrics_move_with_trials_and_stay_bounded() {
     assert!(label_values.keys().all(|v| !v.starts_with("NoSuchMethod")), "made-up method names became labels");
     let rpc_series = after.samples.iter().filter(|s| s.metric == "bertsweep_rpc_duration_seconds_count").count();
     assert!(rpc_series <= 12, "{rpc_series} RPC series for 7 methods");
+
+    // A stopped study wants no worker: its demand drops to 0 at once.
+    client.stop_study(pb::StopStudyRequest { name: "metered".into() }).await.unwrap();
+    let stopped = parse(&scrape(metrics_addr).await);
+    assert_eq!(value(&stopped, "bertsweep_trial_demand", &[("study", "metered")]), 0.0);
 
     let _ = stop_tx.send(());
     server.await.unwrap();

@@ -1,7 +1,14 @@
-# The worker image: `bertsweep-worker` with the libtorch it links (PyTorch 2.11.0, CUDA 13.0),
-# running as a non-root user. Needs an NVIDIA driver >= 580 on the host and the NVIDIA
-# Container Toolkit. From the repository root:
+# The worker image: `bertsweep-worker` with the libtorch it links (PyTorch 2.11.0), running as a
+# non-root user, on the host's NVIDIA driver through the NVIDIA Container Toolkit. From the
+# repository root:
 #   docker build -f deploy/docker/worker.Dockerfile -t bertsweep-worker:0.1.0 .
+# Two CUDA flavours (deploy/README.md, "Images and GPUs", says which drivers and GPUs each runs):
+#   default  CUDA 13.0: PyPI's torch wheel; driver >= 580; Turing (sm_75) and newer.
+#   CUDA 12  older drivers (>= 525 via CUDA's minor-version compatibility; 550+ advised) and
+#            Volta (V100, sm_70): PyTorch's cu126 wheel index and a CUDA 12.6 runtime base:
+#     docker build -f deploy/docker/worker.Dockerfile -t bertsweep-worker:0.1.0-cu126 \
+#       --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 \
+#       --build-arg CUDA_IMAGE=nvidia/cuda:12.6.3-base-ubuntu24.04 .
 #
 # Base images are pinned by tag and digest, taken from public Dockerfiles that pin the same
 # tags (no registry was reachable where this file was written); refresh a digest with
@@ -10,8 +17,14 @@
 # 1. libtorch: the PyPI wheel torch==2.11.0 (the pairing tch 0.24 needs) and the nvidia-*
 #    wheels it depends on, installed flat into /opt/torch (torch/ and nvidia/ side by side, as
 #    torch's RPATH $ORIGIN/../../nvidia/... expects).
+# The torch wheel's index (PyPI: CUDA 13.0) and the runtime base matching its CUDA major.
+ARG TORCH_INDEX_URL=https://pypi.org/simple
+ARG CUDA_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04@sha256:2ab6381d970b211fb93853796dc6707eb8a72575a375c422b17cf4d8b2641701
 FROM python:3.13-slim-trixie@sha256:ffb752e139c0a19692a43af8d8523b274222dd68eebad5d583b45c2201c6e30a AS torch
-RUN pip install --no-cache-dir --target /opt/torch torch==2.11.0 \
+ARG TORCH_INDEX_URL
+# The nvidia-* wheels it pulls come from the same index, or from PyPI.
+RUN pip install --no-cache-dir --target /opt/torch --index-url "$TORCH_INDEX_URL" \
+      --extra-index-url https://pypi.org/simple torch==2.11.0 \
     && rm -f /opt/torch/torch/lib/libtorch_python.so \
     && find /opt/torch/nvidia \( -name include -o -name '*.a' \) -prune -exec rm -rf {} +
 
@@ -28,9 +41,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --locked --release -p bertsweep-worker \
     && install -D -m 0755 target/release/bertsweep-worker /out/bertsweep-worker
 
-# 3. Runtime. The `base` flavour of CUDA 13.0 (driver hooks, cudart) is enough: the torch
-#    wheel brings cuBLAS, cuDNN, NCCL and the rest in /opt/torch/nvidia.
-FROM nvidia/cuda:13.0.2-base-ubuntu24.04@sha256:2ab6381d970b211fb93853796dc6707eb8a72575a375c422b17cf4d8b2641701
+# 3. Runtime. The `base` flavour of CUDA (driver hooks, cudart) is enough: the torch wheel
+#    brings cuBLAS, cuDNN, NCCL and the rest in /opt/torch/nvidia.
+# hadolint ignore=DL3006
+FROM ${CUDA_IMAGE}
 RUN groupadd --system --gid 65532 bertsweep \
     && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /var/cache/bertsweep \
        --shell /usr/sbin/nologin bertsweep \

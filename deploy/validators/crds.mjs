@@ -1,16 +1,22 @@
-// Validates the Prometheus Operator objects (ServiceMonitor, PodMonitor) in a JSON array of
-// Kubernetes objects against the operator's CRD schemas; deploy/validate.sh runs it on the
-// kustomize output. Other monitoring.coreos.com kinds are refused: nothing here checks them.
+// Validates the custom resources in a JSON array of Kubernetes objects against their CRD
+// schemas: Prometheus Operator's ServiceMonitor and PodMonitor, KEDA's ScaledJob;
+// deploy/validate.sh runs it on each component file and on the kustomize output. Other kinds
+// of these API groups are refused: nothing here checks them.
 import { readFileSync } from "node:fs";
 import { PodMonitor, ServiceMonitor } from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
+import { ScaledJob } from "@kubernetes-models/keda/keda.sh/v1alpha1";
 
-const models = { PodMonitor, ServiceMonitor };
+const models = {
+  "monitoring.coreos.com/v1": { PodMonitor, ServiceMonitor },
+  "keda.sh/v1alpha1": { ScaledJob },
+};
 const objects = JSON.parse(readFileSync(process.argv[2], "utf8"));
 let failures = 0;
 for (const object of objects) {
-  if (!object || object.apiVersion !== "monitoring.coreos.com/v1") continue;
+  const group = object && models[object.apiVersion];
+  if (!group) continue;
   const name = `${object.kind}/${object.metadata?.name}`;
-  const Model = models[object.kind];
+  const Model = group[object.kind];
   if (!Model) {
     console.error(`${name}: no schema for this kind here`);
     failures++;

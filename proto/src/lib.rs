@@ -3,7 +3,8 @@
 //! what every client (CLI, worker) shares: the bearer-token interceptor ([`auth`]) and the
 //! connection settings — URL, TLS, token files, failure explanations ([`connect`]).
 //! [`contract`] holds what the coordinator and the worker must agree on beyond the messages:
-//! the objective metric names and the defaults of unset study values.
+//! the objective metric names and the defaults of unset study values. [`values`] parses what
+//! both binaries' command lines take (durations).
 
 /// Package `bertsweep.v1`.
 ///
@@ -16,6 +17,7 @@ pub mod v1 {
 
 pub mod connect;
 pub mod contract;
+pub mod values;
 
 /// The client every caller uses: one HTTP/2 connection (clones share it) carrying the bearer
 /// token on each call.

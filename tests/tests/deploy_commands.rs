@@ -682,6 +682,18 @@ fn every_deploy_command_line_serves_and_trains() {
         );
         let url = std::fs::read_to_string(home.join(".config/bertsweep/coordinator-url")).unwrap_or_default();
         assert!(url.starts_with("https://"), "coordinator.sbatch writes its URL for the workers: {url:?}");
+        let targets =
+            std::fs::read_to_string(home.join(".config/bertsweep/prometheus-targets.json")).unwrap_or_default();
+        let targets: serde_json::Value = serde_json::from_str(&targets).unwrap_or_default();
+        assert_eq!(targets[0]["labels"]["job"], "bertsweep-coordinator", "a Prometheus file_sd list: {targets}");
+        // The state directory is never a default under $HOME (NFS on most clusters).
+        let homeless: Vec<(&str, String)> = env.iter().filter(|(k, _)| *k != "BERTSWEEP_STATE_DIR").cloned().collect();
+        let refused = slurm_job("coordinator.sbatch", &[], &slurm, &home, &homeless).output().unwrap();
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && err.contains("set BERTSWEEP_STATE_DIR") && err.trim().lines().count() == 1,
+            "coordinator.sbatch without a state directory: {err}"
+        );
     }
 
     // 3. Workers pinned to a study, each on a one-trial study of its own: the Kubernetes Job's
@@ -739,6 +751,79 @@ fn every_deploy_command_line_serves_and_trains() {
     assert!(downloaded.status.success(), "download: {}", String::from_utf8_lossy(&downloaded.stderr));
     assert!(p("best-model/config.json").exists() && p("best-model/model.safetensors").exists());
 
+    // 3b. Preemption: SIGTERM mid-trial. The Kubernetes Job's command exits 75 (its
+    //     podFailurePolicy replaces the pod without counting a failure) with the trial handed
+    //     back at once; the Slurm script, signalled as at its time limit (the batch shell,
+    //     `--signal=B:TERM`), passes it on and requeues its task through scontrol.
+    let preempt = StudyFile::reviews("deploy-preempt", &model)
+        .budget("parallel_trials = 1")
+        .task("max_seq_length = 32")
+        .task("max_train_samples = 32")
+        .parameter("learning_rate", "value = 5e-5")
+        .parameter("per_device_train_batch_size", "value = 16")
+        .parameter("num_train_epochs", "value = 40")
+        .write_in(dir.path());
+    create_study(coordinator, &preempt);
+    assert!(job.contains("values: [75]"), "the Job's podFailurePolicy retries exit 75 without counting it");
+    let preempt_site = site("unused", "k8s-cache", main.port, free_port(), "deploy-preempt");
+    let mut evicted = Running::spawn(
+        worker_command(&own_cpu(0), &preempt_site.localize(&args), &p("k8s-preempt"), &[]),
+        &p("k8s-preempt.log"),
+    );
+    let mid_trial = || {
+        eventually("the preempt trial to report an epoch", STUDY, || {
+            let t = coordinator.trials("deploy-preempt").first().cloned()?;
+            (t["state"] == "RUNNING" && t["last_epoch"].as_u64().unwrap_or(0) >= 1).then_some(())
+        })
+    };
+    mid_trial();
+    evicted.terminate();
+    let status = evicted.exit_within(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(75), "evicted Job worker:\n{}", evicted.log());
+    assert_eq!(coordinator.trials("deploy-preempt")[0]["state"], "PENDING", "handed back at once");
+    let scontrol_log = p("scontrol.log");
+    std::fs::write(slurm.join("scontrol"), format!("#!/bin/sh\necho \"$@\" >> {}\n", scontrol_log.display())).unwrap();
+    std::fs::set_permissions(slurm.join("scontrol"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut preempted_env = slurm_env(&secrets.join("token")).to_vec();
+    preempted_env[0].1 = "deploy-preempt".into();
+    preempted_env.push(("SLURM_JOB_ID", "4242_3".into()));
+    let mut preempted = Running::spawn(
+        slurm_job("worker.sbatch", &own_cpu(1), &slurm, &slurm_home, &preempted_env),
+        &p("slurm-preempt.log"),
+    );
+    mid_trial();
+    preempted.terminate();
+    let status = preempted.exit_within(Duration::from_secs(60));
+    assert!(status.success(), "the Slurm script requeues and ends cleanly ({status}):\n{}", preempted.log());
+    assert_eq!(std::fs::read_to_string(&scontrol_log).unwrap_or_default().trim(), "requeue 4242_3");
+    assert_eq!(coordinator.trials("deploy-preempt")[0]["state"], "PENDING", "handed back at once");
+    let stopped = coordinator.cli(&["study", "stop", "deploy-preempt"]);
+    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+
+    // 3c. Demand-following workers (components/keda): the ScaledJob's pods run the Job's
+    //     command without --study and with --exit-when-idle, and exit 0 once idle that long.
+    let scaled = deploy_file("k8s/components/keda/scaledjob.yaml");
+    let scaled_args = array_after(&scaled, "args:");
+    let mut expected: Vec<String> = array_after(&job, "args:");
+    let at = expected.iter().position(|a| a == "--study").expect("the Job serves one study");
+    expected.drain(at..at + 2);
+    expected.extend(["--exit-when-idle".to_string(), "5m".to_string()]);
+    assert_eq!(scaled_args, expected, "the ScaledJob's worker is the Job's, serving every study, leaving when idle");
+    assert!(scaled.contains("values: [75]"), "the ScaledJob's Jobs retry exit 75 without counting it");
+    let idle_argv: Vec<String> = worker_entrypoint
+        .iter()
+        .chain(&scaled_args)
+        .map(|a| if a == "5m" { "2s".to_string() } else { a.clone() })
+        .collect();
+    let idle_site = site("unused", "k8s-cache", main.port, free_port(), "");
+    let mut idle = Running::spawn(
+        worker_command(&own_cpu(0), &idle_site.localize(&idle_argv), &p("keda-worker"), &[]),
+        &p("keda-worker.log"),
+    );
+    let status = idle.exit_within(Duration::from_secs(60));
+    assert!(status.success(), "an idle ScaledJob worker exits 0 ({status}):\n{}", idle.log());
+    assert!(idle.log().contains("--exit-when-idle"), "it says why it left:\n{}", idle.log());
+
     // 4. A standing pool: the systemd template's instance 0 and the Compose worker, both
     //    registered before the study exists, take one trial each, then stop on SIGTERM.
     let creds = p("credentials/worker");
@@ -789,7 +874,7 @@ fn every_deploy_command_line_serves_and_trains() {
     for worker in [&mut systemd_worker, &mut compose_worker] {
         worker.terminate();
         let status = worker.exit_within(Duration::from_secs(60));
-        assert!(status.success(), "{} exits 0 on SIGTERM ({status}):\n{}", worker.log.display(), worker.log());
+        assert_eq!(status.code(), Some(75), "{} exits 75 on SIGTERM:\n{}", worker.log.display(), worker.log());
     }
     let metrics = scrape(&main.metrics);
     assert!(metrics.contains("deploy-pool"), "/metrics counts trials by study:\n{metrics}");

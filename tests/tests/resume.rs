@@ -135,7 +135,8 @@ fn interrupted_run(
     }
     let status = first.wait().unwrap();
     if let Interruption::Term = how {
-        assert!(status.success(), "SIGTERM ends the worker cleanly: {}", log_of(dir, &format!("{name}-first")));
+        let log = log_of(dir, &format!("{name}-first"));
+        assert_eq!(status.code(), Some(75), "SIGTERM ends the worker with 75, its trial handed back: {log}");
     }
     let cut_epoch = at_cut["checkpoint"]["epoch"].as_u64().expect("a checkpoint after epoch 2");
     assert_eq!(cut_epoch, at_cut["last_epoch"].as_u64().unwrap(), "{at_cut}");

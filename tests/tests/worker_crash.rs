@@ -75,7 +75,7 @@ fn sigterm_releases_the_trial_for_immediate_requeue() {
     let term = std::process::Command::new("kill").args(["-TERM", &first.id().to_string()]).status().unwrap();
     assert!(term.success());
     let status = first.wait().unwrap();
-    assert!(status.success(), "a worker stopped by SIGTERM exits cleanly");
+    assert_eq!(status.code(), Some(75), "a worker stopped by SIGTERM exits 75 (EX_TEMPFAIL): run it again");
     let t = coordinator.trials("crash")[0].clone();
     assert_eq!(t["state"], "PENDING", "released at once, not after the lease: {t}");
     assert_eq!(t["attempt"], 0, "a release does not use an attempt: {t}");

@@ -163,7 +163,7 @@ fn sigterm_to_the_supervisor_hands_back_every_slots_trial() {
     signal(supervisor, "TERM");
     let status = eventually("the supervisor to exit", Duration::from_secs(180), || worker.try_wait().unwrap());
     let stderr = std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
-    assert!(status.success(), "stopped by SIGTERM, it exits cleanly:\n{stderr}");
+    assert_eq!(status.code(), Some(75), "stopped by SIGTERM, it exits 75 with every trial handed back:\n{stderr}");
     for pid in &slots {
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "slot process {pid} is gone");
     }

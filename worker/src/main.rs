@@ -1,5 +1,7 @@
 //! `bertsweep-worker`: thin glue over the library. Errors print as one line with their
-//! whole chain and exit 1; nothing here panics on bad input.
+//! whole chain and exit 1; nothing here panics on bad input. Exit 0: the work is done (the
+//! study ended, `--max-trials` reached); 75: stopped by SIGTERM/SIGINT with the trial handed
+//! back, so run it again; 2: a command-line error; 130: a second Ctrl-C.
 
 mod cmd;
 
@@ -34,11 +36,12 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Train(args)) => cmd::train::run(args),
+        Some(Command::Train(args)) => cmd::train::run(args).map(|()| cmd::serve::Ended::Finished),
         None => cmd::serve::run(cli.serve),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(cmd::serve::Ended::Finished) => ExitCode::SUCCESS,
+        Ok(cmd::serve::Ended::Released) => ExitCode::from(cmd::serve::EXIT_RELEASED),
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

@@ -263,24 +263,8 @@ pub enum BestFormat {
     Json,
 }
 
-/// Parses `30s`, `500ms`, `2m`, `1h` or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let (number, unit) = t.find(|c: char| c.is_ascii_alphabetic()).map(|i| t.split_at(i)).unwrap_or((t, "s"));
-    let n: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration; use e.g. 30s, 500ms, 2m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use ms, s, m, h or d")),
-    };
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(format!("{text:?} must be a positive duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
+/// Parses `30s`, `500ms`, `2m`, `1h` or plain seconds (shared with the worker).
+pub use bertsweep_proto::values::parse_duration;
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {

@@ -27,6 +27,19 @@ mod study;
 pub use crate::ops::{Snapshot, WriteOp};
 pub use study::Configuration;
 
+/// One study as the metrics endpoint sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct StudyGauges<'a> {
+    /// Its name (a label).
+    pub name: &'a str,
+    /// Running or ended.
+    pub state: StudyState,
+    /// Trials by state.
+    pub counts: Counts,
+    /// Trials that could start now if a worker asked (0 unless running).
+    pub demand: u32,
+}
+
 /// What a worker measured of a finished trial besides its metrics.
 #[derive(Debug, Clone, Default)]
 pub struct Measured {
@@ -822,10 +835,14 @@ impl Registry {
         Outcome::new(reaped, ops, reaped > 0)
     }
 
-    /// What the metrics endpoint shows: every study's name, state and trial counts, and how
-    /// many workers asked for work or heartbeated since `seen_since` (wall-clock ms).
-    pub fn gauges(&self, seen_since: i64) -> (Vec<(&str, StudyState, Counts)>, usize) {
-        let studies = self.studies.iter().map(|s| (s.record.name.as_str(), s.record.state, s.counts)).collect();
+    /// What the metrics endpoint shows: every study's name, state, trial counts and demand,
+    /// and how many workers asked for work or heartbeated since `seen_since` (wall-clock ms).
+    pub fn gauges(&self, seen_since: i64) -> (Vec<StudyGauges<'_>>, usize) {
+        let studies = self
+            .studies
+            .iter()
+            .map(|s| StudyGauges { name: &s.record.name, state: s.record.state, counts: s.counts, demand: s.demand() })
+            .collect();
         (studies, self.last_seen.values().filter(|&&at| at >= seen_since).count())
     }
 

@@ -412,6 +412,21 @@ impl LiveStudy {
 
     /// Requeues a trial that lost its lease, or fails it when attempts are used up.
     /// The PAUSED trial to promote now (ASHA promotion mode), if any.
+    /// Trials that could start now if a worker asked: pending (requeued or not yet leased)
+    /// ones, a paused one that ranks for promotion, and configurations not sampled yet within
+    /// the budget, capped by the free `parallel_trials` places. 0 unless the study runs. What an
+    /// autoscaler (KEDA) turns into worker pods.
+    pub(super) fn demand(&self) -> u32 {
+        if self.record.state != StudyState::Running {
+            return 0;
+        }
+        let free = self.spec.budget.parallel_trials.saturating_sub(self.counts.running);
+        let unsampled =
+            if self.exhausted { 0 } else { self.spec.budget.max_trials.saturating_sub(self.trials.len() as u32) };
+        let promotable = u32::from(self.promotable().is_some());
+        free.min((self.pending.len() as u32).saturating_add(unsampled).saturating_add(promotable))
+    }
+
     pub(super) fn promotable(&self) -> Option<u32> {
         match self.spec.early_stopping {
             EarlyStopping::Asha { reduction_factor, promotion: true, .. } if !self.paused.is_empty() => {

@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Exit after this many trials.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_trials: Option<u64>,
+    /// Exit (status 0) once no trial has come for this long (30s, 5m, …): autoscaled workers
+    /// give their GPU back when the study has nothing left for them.
+    #[arg(long, env = "BERTSWEEP_EXIT_WHEN_IDLE", value_parser = bertsweep_proto::values::parse_duration)]
+    exit_when_idle: Option<std::time::Duration>,
     /// Where exported models go. By default they are uploaded to the coordinator while the
     /// trial is among its study's best `budget.keep_artifacts`; a directory keeps every trial's
     /// model at DIR/<study>/<trial number>/ on this machine; s3://, gs:// or az:// URLs write
@@ -85,9 +89,22 @@ pub struct ServeArgs {
     metrics_listen: Option<std::net::SocketAddr>,
 }
 
-/// Runs the worker until SIGINT/SIGTERM, --max-trials, or the end of --study: as a slot
-/// process when a supervisor started this one, as a supervisor with `--slots`, else alone.
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// How a worker ended, for its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Its study ended, its `--max-trials` are done, or nothing is left: exit 0.
+    Finished,
+    /// A signal (or, in a slot, its supervisor) stopped it first; its trial went back to the
+    /// coordinator: exit [`EXIT_RELEASED`], so that schedulers start it again.
+    Released,
+}
+
+pub use bertsweep_worker::runtime::EXIT_RELEASED;
+
+/// Runs the worker until SIGINT/SIGTERM, --max-trials, --exit-when-idle or the end of --study:
+/// as a slot process when a supervisor started this one, as a supervisor with `--slots`, else
+/// alone.
+pub fn run(args: ServeArgs) -> anyhow::Result<Ended> {
     if let Some(slot) = slots::SlotSettings::from_env() {
         return run_worker(args, Some(slot));
     }
@@ -98,7 +115,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Starts one process per slot and watches them.
-fn run_supervisor(args: ServeArgs) -> anyhow::Result<()> {
+fn run_supervisor(args: ServeArgs) -> anyhow::Result<Ended> {
     let devices = parse_devices(&args.device)?;
     let count = args.slots.unwrap_or(slots::SlotCount::Fixed(1));
     let per_device = count.per_device(&devices);
@@ -139,11 +156,22 @@ fn run_supervisor(args: ServeArgs) -> anyhow::Result<()> {
             serve_metrics(addr, &devices, true).await?;
         }
         let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = stop_rx.clone();
         stop_on_signal(stop_tx, "every slot hands its trial back");
         let admitted = slots::supervisor::run(options, stop_rx).await?;
         info!(trials = admitted, "worker finished");
-        Ok(())
+        Ok(ended(&stopped))
     })
+}
+
+/// [`Ended::Released`] when the stop signal was raised, else [`Ended::Finished`].
+fn ended(stopped: &watch::Receiver<bool>) -> Ended {
+    if *stopped.borrow() {
+        info!("exiting with status {EXIT_RELEASED}: stopped before the work was done; run again to continue");
+        Ended::Released
+    } else {
+        Ended::Finished
+    }
 }
 
 /// Where exported models go (`--artifacts`, `--no-export`), checked against
@@ -190,7 +218,7 @@ async fn serve_metrics(addr: std::net::SocketAddr, devices: &[tch::Device], slot
 }
 
 /// Acquires and trains on this process's devices (one, in a slot process).
-fn run_worker(args: ServeArgs, slot: Option<slots::SlotSettings>) -> anyhow::Result<()> {
+fn run_worker(args: ServeArgs, slot: Option<slots::SlotSettings>) -> anyhow::Result<Ended> {
     let device_spec = slot.as_ref().map_or(args.device.as_str(), |s| s.device.as_str());
     let devices = parse_devices(device_spec)?;
     let threads = slot.as_ref().map(|s| s.threads).or(args.threads.map(|t| t as usize));
@@ -209,6 +237,7 @@ fn run_worker(args: ServeArgs, slot: Option<slots::SlotSettings>) -> anyhow::Res
         client_key: args.client_key,
     };
     let options = WorkerOptions {
+        exit_when_idle: args.exit_when_idle,
         coordinator: args.coordinator,
         token,
         tls,
@@ -249,10 +278,11 @@ fn run_worker(args: ServeArgs, slot: Option<slots::SlotSettings>) -> anyhow::Res
             info!(slot = %slot.name, threads = slot.threads, "slot process started");
             options.slot = Some(slots::link::SlotLink::start(bus_id, stop_tx.clone()));
         }
+        let stopped = stop_rx.clone();
         stop_on_signal(stop_tx, "releasing the current trial");
         let summary = runtime::run(options, stop_rx).await?;
         info!(trials = summary.trials, "worker finished");
-        Ok(())
+        Ok(ended(&stopped))
     });
     // A slot's stdin reader sits in a blocking read the runtime would wait for forever.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
@@ -260,16 +290,28 @@ fn run_worker(args: ServeArgs, slot: Option<slots::SlotSettings>) -> anyhow::Res
 }
 
 /// The first SIGINT/SIGTERM turns `stop` true (`what` says what stopping does); a second one
-/// exits at once.
+/// exits at once, unless it comes within [`DUPLICATE_SIGNAL_WINDOW`] of the first: schedulers
+/// signal a job's processes along several paths at once (Slurm's step daemon and the batch
+/// script passing it on, a container runtime and a process group), and one request to stop
+/// must not turn into "exit now" and lose the trial's release.
 fn stop_on_signal(stop: watch::Sender<bool>, what: &'static str) {
     tokio::spawn(async move {
         wait_for_signal().await;
+        let first = std::time::Instant::now();
         warn!("stopping: {what} (press Ctrl-C again to exit at once)");
         let _ = stop.send(true);
-        wait_for_signal().await;
-        std::process::exit(130);
+        loop {
+            wait_for_signal().await;
+            if first.elapsed() >= DUPLICATE_SIGNAL_WINDOW {
+                std::process::exit(130);
+            }
+            info!("a second signal right after the first is taken as the same request to stop");
+        }
     });
 }
+
+/// Signals this soon after the first are the same request to stop, not an insistence.
+const DUPLICATE_SIGNAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn wait_for_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

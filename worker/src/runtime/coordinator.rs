@@ -16,6 +16,9 @@ use super::convert::{self, AssignmentError};
 use super::RuntimeError;
 use crate::train::TrialConfig;
 
+/// The longest AcquireTrial long-poll a worker asks for.
+pub const ACQUIRE_WAIT: Duration = Duration::from_secs(20);
+
 /// What a completion carries besides the metrics: the best epoch's dev-set predictions and the
 /// kept model's test-set scores.
 #[derive(Debug, Clone, Default)]
@@ -236,14 +239,14 @@ impl Coordinator {
     /// Asks for a trial (long-polling up to 20 s), retrying while the coordinator is
     /// unreachable. A NOT_FOUND for this worker's id registers again once and retries; one
     /// right after registering is about the study, and is returned.
-    pub async fn acquire(&self, study: Option<&str>) -> Result<Acquired, RuntimeError> {
+    pub async fn acquire(&self, study: Option<&str>, wait: Duration) -> Result<Acquired, RuntimeError> {
         let mut registered_again = false;
         loop {
             let worker_id = self.worker_id();
             let request = pb::AcquireTrialRequest {
                 worker_id: worker_id.clone(),
                 study: study.unwrap_or_default().into(),
-                wait_ms: 20_000,
+                wait_ms: wait.min(ACQUIRE_WAIT).as_millis().max(1) as u32,
             };
             let call = || {
                 let mut c = self.client.clone();

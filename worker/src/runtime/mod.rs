@@ -31,11 +31,20 @@ use crate::train::run_trial;
 use coordinator::{Acquired, Assignment, Coordinator, Failure, Scores, Verdict};
 use observer::{AbortReason, LeaseState, RemoteObserver};
 
+/// Exit status of a worker stopped by SIGTERM/SIGINT (or, in a slot, by its supervisor) before
+/// its work was done, its trial handed back: `EX_TEMPFAIL` from sysexits.h, "try again later".
+/// Kubernetes' podFailurePolicy and the Slurm script start it again without counting a
+/// failure; 0 means "done, do not restart".
+pub const EXIT_RELEASED: u8 = 75;
+
 /// How the worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     /// Coordinator URL.
     pub coordinator: String,
+    /// `--exit-when-idle`: a device loop that got no trial for this long ends (exit 0), so
+    /// that autoscaled workers give their GPU back when the study has nothing for them.
+    pub exit_when_idle: Option<std::time::Duration>,
     /// Bearer token for a coordinator started with one.
     pub token: Option<String>,
     /// CA and client certificate for an https:// coordinator.
@@ -182,6 +191,8 @@ pub async fn run(options: WorkerOptions, shutdown: watch::Receiver<bool>) -> Res
 async fn slot_loop(ctx: Arc<Context>, device: Device) -> Result<(), RuntimeError> {
     let mut shutdown = ctx.shutdown.clone();
     let study = ctx.options.study.as_deref();
+    // Since the last trial ended (or the start): what --exit-when-idle measures.
+    let mut idle_since = std::time::Instant::now();
     loop {
         if *shutdown.borrow() {
             return Ok(());
@@ -191,8 +202,13 @@ async fn slot_loop(ctx: Arc<Context>, device: Device) -> Result<(), RuntimeError
                 return Ok(());
             }
         }
+        // Long-poll, but no longer than --exit-when-idle has left to run.
+        let wait = match ctx.options.exit_when_idle {
+            Some(limit) => limit.saturating_sub(idle_since.elapsed()).max(std::time::Duration::from_millis(100)),
+            None => coordinator::ACQUIRE_WAIT,
+        };
         let acquired = tokio::select! {
-            a = ctx.coordinator.acquire(study) => a?,
+            a = ctx.coordinator.acquire(study, wait) => a?,
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
         };
         let assignment = match acquired {
@@ -212,6 +228,12 @@ async fn slot_loop(ctx: Arc<Context>, device: Device) -> Result<(), RuntimeError
                         return Ok(());
                     }
                 }
+                if let Some(limit) = ctx.options.exit_when_idle {
+                    if idle_since.elapsed() >= limit {
+                        info!(device = %device_name(device), "no trial for {limit:?}: exiting (--exit-when-idle)");
+                        return Ok(());
+                    }
+                }
                 continue;
             }
         };
@@ -222,6 +244,7 @@ async fn slot_loop(ctx: Arc<Context>, device: Device) -> Result<(), RuntimeError
             Ran::Deferred => {}
             Ran::Stop => return Ok(()),
         }
+        idle_since = std::time::Instant::now();
     }
 }
 

@@ -146,6 +146,8 @@ async fn run_slot(shared: Arc<Shared>, slot: Slot) -> Result<(), String> {
         shared.pids.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot.id);
         shared.wakers.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot.id);
         let clean = status.as_ref().is_ok_and(|s| s.success());
+        // A slot stopped by a signal (or its closed stdin) hands its trial back itself.
+        let released = status.as_ref().is_ok_and(|s| s.code() == Some(i32::from(crate::runtime::EXIT_RELEASED)));
         let how = match &status {
             Ok(s) => describe_exit(s),
             Err(e) => format!("could not be waited for ({e})"),
@@ -153,7 +155,7 @@ async fn run_slot(shared: Arc<Shared>, slot: Slot) -> Result<(), String> {
         if let Some(trial) = admitted {
             trial_ended(&shared, &slot, false);
             telemetry::slot_busy(&slot.name, false);
-            if !clean {
+            if !clean && !released {
                 let why = format!("the worker's slot {} process {how} during the trial", slot.name);
                 warn!(trial = %trial.label, "{why}; handing the trial back");
                 let lease = Lease { trial_id: trial.trial_id, token: trial.lease_token, ttl: Duration::from_secs(30) };
