@@ -32,10 +32,10 @@ USER 65532:65532
 # coordinator set BERTSWEEP_COORDINATOR=http://localhost:50051 when starting the container.
 ENV BERTSWEEP_COORDINATOR=https://localhost:50051 BERTSWEEP_CA_CERT=/run/secrets/ca.crt
 # 50051: gRPC (TLS); 9464: Prometheus /metrics (plain HTTP, no token: publish it only to the scraper).
-EXPOSE 50051 9464
+EXPOSE 50051 9464 8080
 VOLUME ["/var/lib/bertsweep"]
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/usr/local/bin/bertsweep", "health"]
 ENTRYPOINT ["/usr/local/bin/bertsweep"]
 # Secrets are read from /run/secrets (Compose and Swarm mount them there).
-CMD ["serve", "--listen", "0.0.0.0:50051", "--db", "sqlite:///var/lib/bertsweep/bertsweep.db", "--token-file", "/run/secrets/token", "--tls-cert", "/run/secrets/tls.crt", "--tls-key", "/run/secrets/tls.key", "--metrics-listen", "0.0.0.0:9464"]
+CMD ["serve", "--listen", "0.0.0.0:50051", "--db", "sqlite:///var/lib/bertsweep/bertsweep.db", "--token-file", "/run/secrets/token", "--tls-cert", "/run/secrets/tls.crt", "--tls-key", "/run/secrets/tls.key", "--metrics-listen", "0.0.0.0:9464", "--http", "0.0.0.0:8080"]

@@ -5,12 +5,16 @@
 //! with %d, %S and its EnvironmentFile), Compose's `command:`, the Kubernetes StatefulSet's
 //! `args:`, the image's ENTRYPOINT + CMD and the Slurm job script (run by bash with a stand-in
 //! `srun`). Only paths, listen addresses and devices are substituted. Each serves TLS with a
-//! token file and metrics, and passes its deployment's health check (Compose's `healthcheck`,
-//! the image's HEALTHCHECK, the kubelet's plaintext gRPC probe). Against the systemd one:
-//! workers from the Kubernetes Job and the Slurm array (each pinned to a one-trial study) train
-//! and exit when their study ends; workers from the systemd template and Compose (a standing
-//! pool) share a two-trial study, then stop on SIGTERM. /metrics is scraped from the
-//! coordinator and from a worker, and the best model is downloaded.
+//! token file, metrics and the dashboard (its API answers with the token and refuses without),
+//! and passes its deployment's health check (Compose's `healthcheck`, the image's HEALTHCHECK,
+//! the kubelet's plaintext gRPC probe); the Slurm one refuses to start without an explicit state
+//! directory. Against the systemd one: workers from the Kubernetes Job and the Slurm array (each
+//! pinned to a one-trial study) train and exit 0 when their study ends; the same two, stopped by
+//! SIGTERM mid-trial, hand the trial back and exit 75 (the Job's podFailurePolicy retries it, the
+//! Slurm script requeues its task through a stand-in scontrol); the KEDA ScaledJob's worker
+//! leaves when idle; workers from the systemd template and Compose (a standing pool) share a
+//! two-trial study, then stop on SIGTERM with 75. /metrics is scraped from the coordinator and
+//! from a worker, and the best model is downloaded.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -29,7 +33,7 @@ const STARTUP: Duration = Duration::from_secs(60);
 const STUDY: Duration = Duration::from_secs(900);
 
 /// Variables the test's own environment must not lend to the processes it starts.
-const NOT_INHERITED: [&str; 10] = [
+const NOT_INHERITED: [&str; 12] = [
     "BERTSWEEP_COORDINATOR",
     "BERTSWEEP_TOKEN",
     "BERTSWEEP_TOKEN_FILE",
@@ -39,6 +43,8 @@ const NOT_INHERITED: [&str; 10] = [
     "BERTSWEEP_ARTIFACTS",
     "BERTSWEEP_CACHE_DIR",
     "BERTSWEEP_METRICS_LISTEN",
+    "BERTSWEEP_HTTP_LISTEN",
+    "BERTSWEEP_EXIT_WHEN_IDLE",
     "XDG_CACHE_HOME",
 ];
 
@@ -261,7 +267,7 @@ impl Site {
         let mut out: Vec<String> = Vec::new();
         for arg in argv {
             let local = match out.last().map(String::as_str) {
-                Some("--listen" | "--health-listen") => "127.0.0.1:0".to_string(),
+                Some("--listen" | "--health-listen" | "--http") => "127.0.0.1:0".to_string(),
                 Some("--metrics-listen") => format!("127.0.0.1:{}", self.metrics_port),
                 Some("--device") => "cpu".to_string(),
                 Some("--coordinator") => self.url(arg),
@@ -359,7 +365,32 @@ fn serve(mut command: Command, log: &Path, secrets: &Path, with_health: bool) ->
     coordinator.url = format!("https://127.0.0.1:{port}");
     let metrics = lines.next_starting("metrics at http://", log).trim_end_matches("/metrics").to_string();
     let health = with_health.then(|| lines.next_starting("plaintext health checks on ", log));
+    // Every deploy path serves the dashboard too, over TLS and behind the token.
+    let dashboard = lines.next_starting("dashboard at ", log);
+    assert!(dashboard.starts_with("https://"), "the dashboard speaks TLS like gRPC: {dashboard}");
+    dashboard_answers(&dashboard, secrets);
     Served { coordinator, port, metrics, health }
+}
+
+/// The dashboard at `url` (https://127.0.0.1:PORT/) answers its API with the token (200) and
+/// refuses it without (401), checked with curl against the test CA under the name `localhost`.
+fn dashboard_answers(url: &str, secrets: &Path) {
+    let port = url.trim_end_matches('/').rsplit(':').next().unwrap_or_default();
+    let token = std::fs::read_to_string(secrets.join("token")).unwrap();
+    let status = |with_token: bool| -> String {
+        let mut curl = Command::new("curl");
+        curl.args(["--silent", "--output", "/dev/null", "--write-out", "%{http_code}", "--max-time", "10"])
+            .arg("--cacert")
+            .arg(secrets.join("ca.crt"))
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")]);
+        if with_token {
+            curl.args(["-H", &format!("Authorization: Bearer {}", token.trim())]);
+        }
+        let out = curl.arg(format!("https://localhost:{port}/api/studies")).output().expect("run curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(status(true), "200", "GET {url}api/studies with the token");
+    assert_eq!(status(false), "401", "GET {url}api/studies without the token");
 }
 
 /// `bertsweep ARGS` (a health check) with `env`; it must exit 0.
@@ -667,6 +698,7 @@ fn every_deploy_command_line_serves_and_trains() {
             ("BERTSWEEP_TLS_KEY", secrets.join("tls.key").display().to_string()),
             ("BERTSWEEP_LISTEN", "127.0.0.1:0".to_string()),
             ("BERTSWEEP_METRICS_LISTEN", "127.0.0.1:0".to_string()),
+            ("BERTSWEEP_HTTP_LISTEN", "127.0.0.1:0".to_string()),
         ];
         let served = serve(
             slurm_job("coordinator.sbatch", &[], &slurm, &home, &env),
