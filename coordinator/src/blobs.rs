@@ -122,6 +122,11 @@ impl BlobStore {
         self
     }
 
+    /// (free, total) bytes of the data disk, as the coordinator's user may use them.
+    pub fn disk_space(&self) -> std::io::Result<(u64, u64)> {
+        disk_space(self.dir.root())
+    }
+
     /// The free space uploads must leave on the data disk.
     pub fn min_free_bytes(&self) -> u64 {
         self.min_free_bytes

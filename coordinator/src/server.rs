@@ -215,7 +215,8 @@ pub async fn run_with_limits(
 ) -> Result<(), ServerError> {
     let metrics_handle = match sidecars.metrics {
         Some(_) => {
-            let handle = bertsweep_telemetry::install("coordinator").map_err(|e| ServerError::Config(e.to_string()))?;
+            let handle = bertsweep_telemetry::install("coordinator", Some(crate::telemetry::GAUGE_IDLE))
+                .map_err(|e| ServerError::Config(e.to_string()))?;
             crate::telemetry::describe();
             crate::connections::describe();
             Some(handle)
@@ -314,9 +315,13 @@ pub async fn run_with_limits(
         // Workers poll at least once per long-poll and heartbeat every TTL/3.
         let window_ms = (config.long_poll + config.lease_ttl).as_millis() as i64;
         let refresh = Arc::new(move || {
-            let registry = state.lock();
-            let (studies, connected) = registry.gauges(now_ms() - window_ms);
-            crate::telemetry::set_gauges(&studies, connected);
+            {
+                let registry = state.lock();
+                let now = now_ms();
+                let (studies, connected) = registry.gauges(now - window_ms);
+                crate::telemetry::set_gauges(&studies, connected, now);
+            }
+            crate::telemetry::set_health(state.writer.failing().is_some(), state.blobs.disk_space().ok());
         });
         let stop = stopped();
         sidecar_tasks.push(tokio::spawn(async move {

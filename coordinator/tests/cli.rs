@@ -292,3 +292,30 @@ async fn importance_ranks_the_parameter_that_matters() {
     assert!(table.lines().nth(1).unwrap().starts_with("learning_rate"), "{table}");
     assert_one_line_error(&bertsweep(&url, &["importance", "nope"]), "unknown study");
 }
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("logs.db").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bertsweep"))
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0", "--db", &db])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let object: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert_eq!(object["level"], "INFO", "{object}");
+    assert!(object["message"].is_string() && object["timestamp"].is_string(), "{object}");
+    // A format it does not know is refused in one line, before anything starts.
+    let refused =
+        Command::new(env!("CARGO_BIN_EXE_bertsweep")).args(["--log-format", "yaml", "health"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("use text or json"));
+}

@@ -154,17 +154,29 @@ async fn metrics_move_with_trials_and_stay_bounded() {
     assert!(delta("bertsweep_db_commit_seconds_count", &[]) >= 1.0, "no commit timed");
     assert!(value(&after, "bertsweep_trial_duration_seconds_count", &[("state", "COMPLETED")]) >= 1.0);
     assert_eq!(
-        value(&after, "bertsweep_rpc_duration_seconds_count", &[("method", "CompleteTrial"), ("code", "Ok")]),
+        value(&after, "bertsweep_rpc_duration_seconds_count", &[("method", "CompleteTrial"), ("code", "OK")]),
         1.0
     );
     assert_eq!(
-        value(&after, "bertsweep_rpc_duration_seconds_count", &[("method", "GetStudy"), ("code", "NotFound")]),
+        value(&after, "bertsweep_rpc_duration_seconds_count", &[("method", "GetStudy"), ("code", "NOT_FOUND")]),
         1.0
     );
     assert_eq!(
-        value(&after, "bertsweep_rpc_duration_seconds_count", &[("method", "unknown"), ("code", "Unimplemented")]),
+        value(&after, "bertsweep_rpc_duration_seconds_count", &[("method", "unknown"), ("code", "UNIMPLEMENTED")]),
         20.0
     );
+
+    // The long poll is timed apart from unary latency, under gRPC's code names.
+    assert!(
+        value(&after, "bertsweep_rpc_stream_duration_seconds_count", &[("method", "AcquireTrial"), ("code", "OK")])
+            >= 4.0
+    );
+    assert_eq!(
+        value(&after, "bertsweep_rpc_duration_seconds_count", &[("method", "AcquireTrial"), ("code", "OK")]),
+        0.0
+    );
+    // Counters exist from the start, at 0: an alert on rate() sees a series before the first event.
+    assert!(after.samples.iter().any(|s| s.metric == "bertsweep_requeues_total"), "requeues from 0");
 
     // Bounded labels: no trial or worker id, no method name a client made up.
     let mut label_values: HashMap<String, String> = HashMap::new();

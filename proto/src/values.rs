@@ -35,7 +35,7 @@ mod tests {
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
         assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
         assert!(parse_duration("0s").unwrap_err().contains("positive"));
-        assert!(parse_duration("3 weeks").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("3w").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("soon").unwrap_err().contains("is not a duration"));
     }
 }

@@ -14,12 +14,14 @@ use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+pub mod logs;
 pub mod rpc;
 
-/// Buckets (seconds) for calls, commits and epochs: 1 ms to 10 minutes.
+/// Buckets (seconds) for calls and commits: 1 ms to 10 minutes.
 const SHORT_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
-/// Buckets (seconds) for whole trials: 10 s to a day.
+/// Buckets (seconds) for whole trials, epochs and streams: 10 s to a day (a BERT-large epoch
+/// on a big data set takes hours).
 const LONG_BUCKETS: &[f64] =
     &[10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0];
 
@@ -39,15 +41,22 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// Installs the Prometheus recorder as the process's global recorder (the first call does;
 /// later calls return the same handle) and records `bertsweep_build_info{component, version}`.
 /// Before this runs, every `metrics::` call is a no-op, so code paths without `--metrics-listen`
-/// pay nothing.
-pub fn install(component: &'static str) -> Result<PrometheusHandle, TelemetryError> {
+/// pay nothing. With `gauge_idle`, a gauge not set for that long leaves the output (the
+/// coordinator sets every gauge it wants shown at each scrape, so an ended study's series go).
+pub fn install(
+    component: &'static str,
+    gauge_idle: Option<std::time::Duration>,
+) -> Result<PrometheusHandle, TelemetryError> {
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
     let recorder = PrometheusBuilder::new()
         .set_buckets(SHORT_BUCKETS)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("trial_duration_seconds".into()), LONG_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("epoch_seconds".into()), LONG_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(rpc::RPC_STREAM_DURATION.into()), LONG_BUCKETS))
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?
+        .idle_timeout(metrics_util::MetricKindMask::GAUGE, gauge_idle)
         .build_recorder();
     let handle = HANDLE.get_or_init(|| {
         let handle = recorder.handle();

@@ -1,8 +1,11 @@
-//! `bertsweep_rpc_duration_seconds{method, code}`: how long each gRPC call took, from the
-//! request's arrival to the end of its response (a stream's whole life), by method and final
-//! status. The status comes from the `grpc-status` header of an error-only response, or from
+//! `bertsweep_rpc_duration_seconds{method, code}`: how long each unary gRPC call took, from
+//! the request's arrival to the end of its response, by method and final status; streams and
+//! long polls (whose duration is their life, not their latency) go to
+//! `bertsweep_rpc_stream_duration_seconds{method, code}` instead, so that a latency panel or
+//! alert on the first is not drowned by AcquireTrial's 20-second waits. Codes are gRPC's
+//! canonical names (`OK`, `UNAVAILABLE`, …). The status comes from the `grpc-status` header of an error-only response, or from
 //! the trailers; a response dropped before its trailers (a client that went away) counts as
-//! `Cancelled`. Paths the server does not know answer `Unimplemented` and are labelled
+//! `CANCELLED`. Paths the server does not know answer `UNIMPLEMENTED` and are labelled
 //! `unknown`, so a client sending random paths cannot grow the label set.
 
 use std::pin::Pin;
@@ -12,8 +15,40 @@ use std::time::Instant;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-/// The histogram's name.
+/// The unary calls' histogram.
 pub const RPC_DURATION: &str = "bertsweep_rpc_duration_seconds";
+/// The streams' and long polls' histogram (their whole life).
+pub const RPC_STREAM_DURATION: &str = "bertsweep_rpc_stream_duration_seconds";
+
+/// Methods whose duration is a life rather than a latency: the long poll, server and client
+/// streams, health watches and reflection.
+pub const STREAMING_METHODS: &[&str] =
+    &["AcquireTrial", "WatchStudy", "UploadBlob", "DownloadBlob", "Watch", "ServerReflectionInfo"];
+
+/// gRPC's canonical name of `code` (`OK`, `INVALID_ARGUMENT`, …), as Prometheus rules and
+/// other gRPC tooling spell them.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
 
 /// Wraps a gRPC server's HTTP service with [`RpcMetrics`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -48,7 +83,8 @@ impl Timing {
         } else {
             self.path.rsplit('/').next().unwrap_or("unknown").to_string()
         };
-        metrics::histogram!(RPC_DURATION, "method" => method, "code" => format!("{code:?}"))
+        let name = if STREAMING_METHODS.contains(&method.as_str()) { RPC_STREAM_DURATION } else { RPC_DURATION };
+        metrics::histogram!(name, "method" => method, "code" => code_name(code))
             .record(self.start.elapsed().as_secs_f64());
     }
 }

@@ -910,4 +910,27 @@ fn every_deploy_command_line_serves_and_trains() {
     }
     let metrics = scrape(&main.metrics);
     assert!(metrics.contains("deploy-pool"), "/metrics counts trials by study:\n{metrics}");
+    // Every metric the alert rules and the Grafana dashboard name exists on a live coordinator
+    // or worker (counters from 0, histograms once used), so no panel or alert is silently empty.
+    let exposed = format!("{metrics}\n{worker_metrics}");
+    for file in ["prometheus/bertsweep-rules.yml", "grafana/bertsweep.json"] {
+        let text = deploy_file(file);
+        let mut names: Vec<&str> = text
+            .match_indices("bertsweep_")
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                &rest[..rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len())]
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let base = ["_bucket", "_count", "_sum"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+            // NVML's GPU memory exists only where a GPU is.
+            if base.starts_with("bertsweep_worker_gpu_memory_") {
+                continue;
+            }
+            assert!(exposed.contains(base), "{file} names {name}, which neither /metrics shows");
+        }
+    }
 }

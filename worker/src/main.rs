@@ -19,6 +19,9 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     serve: cmd::serve::ServeArgs,
+    /// Log lines on stderr as `text` or `json` (one object per line, for log pipelines).
+    #[arg(long, global = true, env = "BERTSWEEP_LOG_FORMAT", default_value = "text")]
+    log_format: bertsweep_telemetry::logs::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -28,13 +31,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
     let cli = Cli::parse();
+    bertsweep_telemetry::logs::init(cli.log_format);
     let result = match cli.command {
         Some(Command::Train(args)) => cmd::train::run(args).map(|()| cmd::serve::Ended::Finished),
         None => cmd::serve::run(cli.serve),

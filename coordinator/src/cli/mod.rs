@@ -32,6 +32,9 @@ pub struct Cli {
 /// Flags every verb accepts.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
+    /// Log lines on stderr as `text` or `json` (one object per line, for log pipelines).
+    #[arg(long, global = true, env = "BERTSWEEP_LOG_FORMAT", default_value = "text")]
+    pub log_format: bertsweep_telemetry::logs::LogFormat,
     /// Coordinator URL for client verbs.
     #[arg(long, global = true, env = "BERTSWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
     pub coordinator: String,

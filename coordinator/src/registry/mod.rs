@@ -38,6 +38,8 @@ pub struct StudyGauges<'a> {
     pub counts: Counts,
     /// Trials that could start now if a worker asked (0 unless running).
     pub demand: u32,
+    /// When it ended (wall-clock ms), if it has.
+    pub finished_ms: Option<i64>,
 }
 
 /// What a worker measured of a finished trial besides its metrics.
@@ -841,7 +843,13 @@ impl Registry {
         let studies = self
             .studies
             .iter()
-            .map(|s| StudyGauges { name: &s.record.name, state: s.record.state, counts: s.counts, demand: s.demand() })
+            .map(|s| StudyGauges {
+                name: &s.record.name,
+                state: s.record.state,
+                counts: s.counts,
+                demand: s.demand(),
+                finished_ms: s.record.finished_ms,
+            })
             .collect();
         (studies, self.last_seen.values().filter(|&&at| at >= seen_since).count())
     }

@@ -202,7 +202,7 @@ async fn serve_metrics(addr: std::net::SocketAddr, devices: &[tch::Device], slot
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on --metrics-listen {addr}"))?;
-    let handle = bertsweep_telemetry::install("worker")?;
+    let handle = bertsweep_telemetry::install("worker", None)?;
     runtime::telemetry::describe();
     if slots {
         slots::telemetry::describe();

@@ -368,6 +368,7 @@ impl TrainObserver for RemoteObserver {
     }
 
     fn on_samples(&mut self, samples: usize) {
+        super::telemetry::train_samples(&super::device_name(self.device), samples);
         if let Some(link) = &self.ctx.options.slot {
             link.add_samples(samples);
         }

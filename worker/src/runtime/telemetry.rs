@@ -11,6 +11,9 @@ pub const SAMPLES_PER_SECOND: &str = "bertsweep_worker_train_samples_per_second"
 pub const EPOCH_SECONDS: &str = "bertsweep_worker_epoch_seconds";
 /// Trials this worker ended, by outcome (counter).
 pub const TRIALS: &str = "bertsweep_worker_trials_total";
+/// Training samples this worker has stepped through, by device (counter: `rate()` gives the
+/// throughput over any window, where the gauge above shows only the last epoch's).
+pub const TRAIN_SAMPLES: &str = "bertsweep_worker_train_samples_total";
 /// Device memory in use on each GPU this worker trains on, as NVML reports it (gauge).
 pub const GPU_MEMORY_USED: &str = "bertsweep_worker_gpu_memory_used_bytes";
 /// Each GPU's total memory (gauge).
@@ -21,6 +24,11 @@ pub fn describe() {
     metrics::describe_gauge!(SAMPLES_PER_SECOND, "Train samples per second of the last epoch, by device.");
     metrics::describe_histogram!(EPOCH_SECONDS, metrics::Unit::Seconds, "One epoch (train + evaluate), by device.");
     metrics::describe_counter!(TRIALS, "Trials this worker ended, by outcome.");
+    metrics::describe_counter!(TRAIN_SAMPLES, "Training samples stepped through, by device.");
+    // Counters exist from the start, at 0.
+    for outcome in ["completed", "failed", "infeasible", "released", "stopped", "paused", "abandoned"] {
+        metrics::counter!(TRIALS, "outcome" => outcome).increment(0);
+    }
     metrics::describe_gauge!(GPU_MEMORY_USED, metrics::Unit::Bytes, "GPU memory in use (NVML), by device.");
     metrics::describe_gauge!(GPU_MEMORY_TOTAL, metrics::Unit::Bytes, "GPU memory in all (NVML), by device.");
 }
@@ -31,6 +39,11 @@ pub fn epoch(device: &str, seconds: f64, metrics: &BTreeMap<String, f64>) {
     if let Some(speed) = metrics.get("train_samples_per_second") {
         metrics::gauge!(SAMPLES_PER_SECOND, "device" => device.to_string()).set(*speed);
     }
+}
+
+/// `samples` more training samples were stepped through on `device`.
+pub fn train_samples(device: &str, samples: usize) {
+    metrics::counter!(TRAIN_SAMPLES, "device" => device.to_string()).increment(samples as u64);
 }
 
 /// A trial ended here as `outcome` (completed, failed, released, stopped, abandoned).
