@@ -18,21 +18,19 @@ fn synthetic(n: usize, classes: usize, skill: f32, seed: u64) -> Predictions {
     synthetic_on(n, classes, skill, 1, seed)
 }
 
-fn synthetic_on(n: usize, classes: usize, skill: f32, label_seed: u64, seed: u64) -> Predictions {
-    let mut label_state = label_seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut next_label = move || {
-        label_state ^= label_state << 13;
-        label_state ^= label_state >> 7;
-        label_state ^= label_state << 17;
-        (label_state >> 40) as f32 / (1u64 << 24) as f32
-    };
+/// A seeded xorshift stream of uniform values in [0, 1).
+fn uniform(seed: u64) -> impl FnMut() -> f32 {
     let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut next = move || {
+    move || {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
         (state >> 40) as f32 / (1u64 << 24) as f32
-    };
+    }
+}
+
+fn synthetic_on(n: usize, classes: usize, skill: f32, label_seed: u64, seed: u64) -> Predictions {
+    let (mut next_label, mut next) = (uniform(label_seed), uniform(seed));
     let mut labels = Vec::with_capacity(n);
     let mut probabilities = Vec::with_capacity(n * classes);
     for _ in 0..n {
