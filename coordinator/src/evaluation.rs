@@ -27,7 +27,21 @@ pub const MAX_CONFUSION_CLASSES: usize = 32;
 pub fn evaluate(p: pb::DevPredictions, metric: &str, seed: u64) -> Result<TrialEvaluation, String> {
     let (epoch, predictions, class_names) = from_proto(p)?;
     let interval = bootstrap::confidence_interval(&predictions, metric, seed).map_err(|e| e.to_string())?;
-    Ok(TrialEvaluation { epoch, predictions, class_names, interval })
+    Ok(assemble(epoch, predictions, class_names, interval))
+}
+
+/// An evaluation with its per-class scores and confusion matrix worked out once, here, rather
+/// than at every listing, event or page that shows them.
+fn assemble(
+    epoch: u32,
+    predictions: Predictions,
+    class_names: Vec<String>,
+    interval: Option<bootstrap::Interval>,
+) -> TrialEvaluation {
+    let classes = predictions.classes();
+    let per_class = if classes <= MAX_REPORTED_CLASSES { predictions.per_class() } else { Vec::new() };
+    let confusion = if classes <= MAX_CONFUSION_CLASSES { predictions.confusion_matrix() } else { Vec::new() };
+    TrialEvaluation { epoch, predictions, class_names, interval, per_class, confusion }
 }
 
 /// The interval's seed for trial `number` of a study seeded `study_seed`: the same numbers for
@@ -84,7 +98,7 @@ pub fn encode(e: &TrialEvaluation) -> Vec<u8> {
 pub fn decode(bytes: &[u8], interval: Option<bootstrap::Interval>) -> Result<TrialEvaluation, String> {
     let p = pb::DevPredictions::decode(bytes).map_err(|e| format!("undecodable predictions: {e}"))?;
     let (epoch, predictions, class_names) = from_proto(p)?;
-    Ok(TrialEvaluation { epoch, predictions, class_names, interval })
+    Ok(assemble(epoch, predictions, class_names, interval))
 }
 
 /// A class's display name: its label from the data, else its id.
@@ -94,30 +108,25 @@ pub fn class_name(e: &TrialEvaluation, class: usize) -> String {
 
 /// What trial listings show of an evaluation.
 pub fn summary_to_proto(e: &TrialEvaluation) -> pb::TrialEvaluation {
-    let classes = e.predictions.classes();
-    let per_class = if classes <= MAX_REPORTED_CLASSES {
-        e.predictions
-            .per_class()
-            .into_iter()
-            .enumerate()
-            .map(|(k, s)| pb::ClassScores {
-                name: class_name(e, k),
-                precision: s.precision,
-                recall: s.recall,
-                f1: s.f1,
-                support: s.support,
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let per_class = e
+        .per_class
+        .iter()
+        .enumerate()
+        .map(|(k, s)| pb::ClassScores {
+            name: class_name(e, k),
+            precision: s.precision,
+            recall: s.recall,
+            f1: s.f1,
+            support: s.support,
+        })
+        .collect();
     pb::TrialEvaluation {
         epoch: e.epoch,
         examples: e.predictions.len() as u32,
         objective_low: e.interval.map(|i| i.low),
         objective_high: e.interval.map(|i| i.high),
         classes: per_class,
-        confusion: if classes <= MAX_CONFUSION_CLASSES { e.predictions.confusion_matrix() } else { Vec::new() },
+        confusion: e.confusion.clone(),
     }
 }
 

@@ -188,6 +188,12 @@ pub struct TrialEvaluation {
     /// The 95 % bootstrap interval of the study's objective; `None` when the metric is
     /// undefined on most resamples.
     pub interval: Option<bertsweep_evaluation::Interval>,
+    /// Per-class scores by class id, computed once (listings and events show them); empty over
+    /// [`crate::evaluation::MAX_REPORTED_CLASSES`] classes.
+    pub per_class: Vec<bertsweep_evaluation::metrics::ClassScores>,
+    /// The confusion matrix, row-major true × predicted, computed once; empty over
+    /// [`crate::evaluation::MAX_CONFUSION_CLASSES`] classes.
+    pub confusion: Vec<u64>,
 }
 
 impl Trial {
