@@ -15,8 +15,9 @@ use crate::spec::{EarlyStopping, Objective, StudySpec};
 /// Decides whether a trial that just reported `value` at `epoch` keeps training.
 pub trait EarlyStopper: Send + Sync {
     /// `trial` has just reported `value` (the objective) at `epoch` (already recorded in its
-    /// intermediate values); `trials` holds every trial of the study (index = number).
-    fn decide(&self, trial: &Trial, epoch: u32, value: f64, trials: &[Trial], objective: &Objective) -> Decision;
+    /// intermediate values); `trials` are the trials it is judged against: every trial of the
+    /// study, or under cross-validation those of its own fold (itself included).
+    fn decide(&self, trial: &Trial, epoch: u32, value: f64, trials: &[&Trial], objective: &Objective) -> Decision;
 
     /// What to do instead of [`Decision::Pause`] when the trial cannot pause (its worker
     /// reported no checkpoint for this epoch): by default, go on.
@@ -25,7 +26,7 @@ pub trait EarlyStopper: Send + Sync {
         _trial: &Trial,
         _epoch: u32,
         _value: f64,
-        _trials: &[Trial],
+        _trials: &[&Trial],
         _objective: &Objective,
     ) -> Decision {
         Decision::Continue
@@ -36,7 +37,7 @@ pub trait EarlyStopper: Send + Sync {
 pub struct NoEarlyStopping;
 
 impl EarlyStopper for NoEarlyStopping {
-    fn decide(&self, _trial: &Trial, _epoch: u32, _value: f64, _trials: &[Trial], _objective: &Objective) -> Decision {
+    fn decide(&self, _trial: &Trial, _epoch: u32, _value: f64, _trials: &[&Trial], _objective: &Objective) -> Decision {
         Decision::Continue
     }
 }
@@ -108,7 +109,7 @@ impl Asha {
 }
 
 impl EarlyStopper for Asha {
-    fn decide(&self, trial: &Trial, epoch: u32, value: f64, trials: &[Trial], objective: &Objective) -> Decision {
+    fn decide(&self, trial: &Trial, epoch: u32, value: f64, trials: &[&Trial], objective: &Objective) -> Decision {
         // Stopping at the last epoch saves nothing: the trial is finishing anyway.
         if epoch >= planned_epochs(trial) || !self.is_rung(epoch) {
             return Decision::Continue;
@@ -141,7 +142,7 @@ pub struct AshaPromotion {
 }
 
 impl EarlyStopper for AshaPromotion {
-    fn decide(&self, trial: &Trial, epoch: u32, value: f64, trials: &[Trial], objective: &Objective) -> Decision {
+    fn decide(&self, trial: &Trial, epoch: u32, value: f64, trials: &[&Trial], objective: &Objective) -> Decision {
         if epoch >= planned_epochs(trial) || !self.rungs.is_rung(epoch) {
             return Decision::Continue;
         }
@@ -157,14 +158,14 @@ impl EarlyStopper for AshaPromotion {
         }
     }
 
-    fn fallback(&self, trial: &Trial, epoch: u32, value: f64, trials: &[Trial], objective: &Objective) -> Decision {
+    fn fallback(&self, trial: &Trial, epoch: u32, value: f64, trials: &[&Trial], objective: &Objective) -> Decision {
         self.rungs.decide(trial, epoch, value, trials, objective)
     }
 }
 
 /// Scores (larger is better) every trial recorded at `epoch`, `own` standing for `trial_id`'s,
 /// best first.
-fn rung_scores(trial_id: u64, epoch: u32, own: f64, trials: &[Trial], objective: &Objective) -> Vec<f64> {
+fn rung_scores(trial_id: u64, epoch: u32, own: f64, trials: &[&Trial], objective: &Objective) -> Vec<f64> {
     let mut ranked: Vec<f64> = trials
         .iter()
         .filter(|t| t.id != trial_id)
@@ -220,12 +221,12 @@ pub struct MedianStopping {
 }
 
 impl EarlyStopper for MedianStopping {
-    fn decide(&self, trial: &Trial, epoch: u32, value: f64, trials: &[Trial], objective: &Objective) -> Decision {
+    fn decide(&self, trial: &Trial, epoch: u32, value: f64, trials: &[&Trial], objective: &Objective) -> Decision {
         if epoch < self.min_epochs || epoch >= planned_epochs(trial) {
             return Decision::Continue;
         }
         let completed: Vec<&Trial> =
-            trials.iter().filter(|t| t.state == TrialState::Completed && t.id != trial.id).collect();
+            trials.iter().copied().filter(|t| t.state == TrialState::Completed && t.id != trial.id).collect();
         if (completed.len() as u32) < self.warmup_trials.max(1) {
             return Decision::Continue;
         }
@@ -272,7 +273,8 @@ mod tests {
 
     fn decide(s: &dyn EarlyStopper, t: &Trial, epoch: u32, history: &[Trial], obj: &Objective) -> bool {
         let value = t.intermediate[&epoch][&obj.metric];
-        matches!(s.decide(t, epoch, value, history, obj), Decision::Stop(_))
+        let history: Vec<&Trial> = history.iter().collect();
+        matches!(s.decide(t, epoch, value, &history, obj), Decision::Stop(_))
     }
 
     #[test]

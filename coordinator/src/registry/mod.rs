@@ -606,12 +606,11 @@ impl Registry {
         study.raise_peak(number, peak_device_memory_bytes);
         // Under cross-validation a trial is judged against trials of its own fold only: folds
         // differ in difficulty, so mixing them would stop whole folds rather than configurations.
-        let same_fold: Option<Vec<Trial>> = (study.spec.folds > 1).then(|| {
-            let fold = study.trials[number as usize].params.get("fold");
-            study.trials.iter().filter(|t| t.params.get("fold") == fold).cloned().collect()
-        });
-        let peers = same_fold.as_deref().unwrap_or(&study.trials);
         let this = &study.trials[number as usize];
+        let fold = (study.spec.folds > 1).then(|| this.params.get("fold"));
+        let peers: Vec<&Trial> =
+            study.trials.iter().filter(|t| fold.is_none_or(|f| t.params.get("fold") == f)).collect();
+        let peers = peers.as_slice();
         let mut decision = study.stopper.decide(this, epoch, value, peers, &objective);
         if matches!(decision, Decision::Pause(_)) && this.checkpoint_epoch != epoch {
             // Nothing to resume from: this trial is judged as the stop-based rule would.
