@@ -158,7 +158,12 @@ validate_gpu_build() {  # validate_gpu_build DIR: the worker pods got the GPU ru
   grep -q 'runtimeClassName: nvidia' "$work/built.yaml" || { echo "no runtimeClassName on the workers"; return 1; }
   grep -q 'nvidia.com/gpu.present' "$work/built.yaml" || { echo "no GPU node selector on the workers"; return 1; }
 }
-for f in "$deploy"/k8s/namespace.yaml "$deploy"/k8s/base/*.yaml; do
+validate_backup_build() {  # validate_backup_build DIR: the CronJob mounts the generated secrets
+  validate_build "$1" || return 1
+  grep -q '^kind: CronJob' "$work/built.yaml" || { echo "no backup CronJob built"; return 1; }
+  grep -q 'secretName: bertsweep-token-' "$work/built.yaml" || { echo "the CronJob's token secret is not the generated one"; return 1; }
+}
+for f in "$deploy"/k8s/namespace.yaml "$deploy"/k8s/base/*.yaml "$deploy"/k8s/components/backup/backup.yaml; do
   [[ $(basename "$f") == kustomization.yaml ]] || check kubernetes "$f" validate_manifests "$f"
 done
 for f in "$deploy"/k8s/components/*/*.yaml; do
@@ -180,6 +185,8 @@ sed -i 's|^  - components/keda|&\n  - components/gpu-nodes|' "$k8s/kustomization
 check kustomize "$deploy/k8s/components/gpu-nodes/kustomization.yaml" validate_gpu_build "$k8s"
 sed -i 's|^  - components/keda$||' "$k8s/kustomization.yaml"
 check kustomize "$deploy/k8s/components/gpu-nodes/kustomization.yaml" validate_gpu_build "$k8s"
+sed -i 's|^  - components/gpu-nodes|&\n  - components/backup|' "$k8s/kustomization.yaml"
+check kustomize "$deploy/k8s/components/backup/kustomization.yaml" validate_backup_build "$k8s"
 
 # systemd: verify resolves ExecStart binaries and unit dependencies, so the units are checked
 # in a scratch root holding the distribution's units, stub binaries and the env files.

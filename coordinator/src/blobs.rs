@@ -20,6 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bertsweep_transfer::blob_dir::BlobDir;
@@ -53,6 +54,40 @@ pub struct BlobStore {
     min_free_bytes: u64,
     /// Bytes promised to uploads in flight, not yet on disk.
     reserved: std::sync::atomic::AtomicU64,
+    /// Roots kept from every collection while a backup's caller downloads them, by pin.
+    pins: Arc<std::sync::Mutex<Pins>>,
+}
+
+/// The pinned roots, by pin id.
+#[derive(Default)]
+struct Pins {
+    next: u64,
+    roots: HashMap<u64, Vec<Digest>>,
+}
+
+/// Keeps roots (and what their manifests list) from garbage collection until dropped.
+pub struct Pin {
+    pins: Arc<std::sync::Mutex<Pins>>,
+    id: u64,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        lock_pins(&self.pins).roots.remove(&self.id);
+    }
+}
+
+fn lock_pins(pins: &std::sync::Mutex<Pins>) -> std::sync::MutexGuard<'_, Pins> {
+    pins.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The blobs a set of roots reaches, for a backup's list.
+#[derive(Debug, Default)]
+pub struct Referenced {
+    /// Present blobs (manifests and the files they list) with their sizes, in digest order.
+    pub present: Vec<(Digest, u64)>,
+    /// Referenced but not here (a manifest or listed file missing, or unreadable).
+    pub missing: Vec<Digest>,
 }
 
 /// Space promised to one upload until it ends.
@@ -113,7 +148,49 @@ impl BlobStore {
             verified: std::sync::Mutex::new(HashMap::new()),
             min_free_bytes,
             reserved: std::sync::atomic::AtomicU64::new(0),
+            pins: Arc::default(),
         })
+    }
+
+    /// Keeps `roots` (manifests and the files they list) from every collection until the
+    /// returned pin is dropped: a backup's blobs stay while its caller downloads them.
+    pub fn pin(&self, roots: Vec<Digest>) -> Pin {
+        let mut pins = lock_pins(&self.pins);
+        pins.next += 1;
+        let id = pins.next;
+        pins.roots.insert(id, roots);
+        Pin { pins: self.pins.clone(), id }
+    }
+
+    /// Every pinned root still here (a missing one would stop a collection's pass).
+    fn pinned(&self) -> Vec<Digest> {
+        let roots: Vec<Digest> = lock_pins(&self.pins).roots.values().flatten().copied().collect();
+        roots.into_iter().filter(|d| self.dir.contains(d)).collect()
+    }
+
+    /// The blobs `roots` reach (blocking: reads manifests), present ones with their sizes.
+    pub fn referenced(&self, roots: &[Digest]) -> Referenced {
+        let mut seen = HashSet::new();
+        let mut out = Referenced::default();
+        let mut note = |d: Digest, out: &mut Referenced| {
+            if seen.insert(d) {
+                match self.dir.size(&d) {
+                    Some(size) => out.present.push((d, size)),
+                    None => out.missing.push(d),
+                }
+            }
+        };
+        for root in roots {
+            note(*root, &mut out);
+            if let Ok(manifest) = self.dir.read_manifest(root) {
+                for file in &manifest.files {
+                    note(file.digest(), &mut out);
+                }
+            }
+        }
+        out.present.sort_unstable_by_key(|(d, _)| d.to_string());
+        out.missing.sort_unstable_by_key(|d| d.to_string());
+        out
     }
 
     /// Sets the free space uploads must leave on the data disk (`serve --min-free-space`).
@@ -280,7 +357,8 @@ impl BlobStore {
     pub async fn collect_only(&self, roots: impl FnOnce() -> Vec<Digest>, candidates: Vec<Digest>) -> usize {
         let _exclusive = self.refs.write().await;
         let dir = self.dir.clone();
-        let roots = roots();
+        let mut roots = roots();
+        roots.extend(self.pinned());
         let run = tokio::task::spawn_blocking(move || -> std::io::Result<Result<usize, UnreadableRoot>> {
             let live = match reachable(&dir, roots) {
                 Ok(live) => live,
@@ -340,7 +418,8 @@ impl BlobStore {
     pub async fn collect(&self, roots: impl FnOnce() -> Vec<Digest>, grace: Duration) -> usize {
         let _exclusive = self.refs.write().await;
         let dir = self.dir.clone();
-        let roots = roots();
+        let mut roots = roots();
+        roots.extend(self.pinned());
         let run = tokio::task::spawn_blocking(move || -> std::io::Result<Result<(usize, u64), UnreadableRoot>> {
             let live = match reachable(&dir, roots) {
                 Ok(live) => live,
@@ -447,6 +526,35 @@ mod tests {
         store.dir().remove(&kept_file).unwrap();
         let e = store.check_tree("task.train_file", &root, ManifestKind::File).unwrap_err().to_string();
         assert!(e.contains("missing") && !e.contains('\n'), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_pinned_root_and_its_files_survive_collections_until_the_pin_goes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(tmp.path(), 1 << 20).unwrap();
+        let file = store.dir().put_bytes(b"model weights").await.unwrap();
+        let manifest = Manifest {
+            format: bertsweep_transfer::manifest::FORMAT,
+            kind: ManifestKind::File,
+            source: "test".into(),
+            files: vec![bertsweep_transfer::manifest::Entry { path: "w".into(), sha256: file.to_string(), size: 13 }],
+        };
+        let root = store.dir().put_bytes(&manifest.to_bytes()).await.unwrap();
+        let absent = Digest::of(b"never stored");
+        let pin = store.pin(vec![root, absent]);
+        let listed = store.referenced(&[root, absent]);
+        let mut expected = vec![(root, manifest.to_bytes().len() as u64), (file, 13)];
+        expected.sort_unstable_by_key(|(d, _)| d.to_string());
+        assert_eq!(listed.present, expected);
+        assert_eq!(listed.missing, [absent]);
+        // Unreferenced by the registry, evicted by name: still kept (and the missing pinned
+        // root does not stop the pass).
+        assert_eq!(store.collect(Vec::new, Duration::ZERO).await, 0);
+        assert_eq!(store.collect_only(Vec::new, vec![root]).await, 0);
+        assert!(store.dir().contains(&root) && store.dir().contains(&file));
+        drop(pin);
+        assert_eq!(store.collect(Vec::new, Duration::ZERO).await, 2);
+        assert!(!store.dir().contains(&root) && !store.dir().contains(&file));
     }
 
     async fn store_with_one_root() -> (tempfile::TempDir, BlobStore, Digest, Digest) {

@@ -40,6 +40,14 @@ pub enum WriteOp {
     Worker(WorkerRecord),
     /// Delete a worker not seen for the expiry period.
     ForgetWorker(String),
+    /// Delete a study with its trials and their epochs (`study delete`).
+    DeleteStudy {
+        /// The study's id.
+        study_id: u64,
+        /// Its trials' ids: their epochs and lease moves queued in the same commit are dropped
+        /// rather than written after the rows they belong to are gone.
+        trial_ids: Vec<u64>,
+    },
 }
 
 /// Rows loaded from the store at start-up.

@@ -257,6 +257,9 @@ pub async fn run_with_limits(
     if let Some(bytes) = config.min_free_bytes {
         blobs = blobs.with_min_free_space(bytes);
     }
+    crate::service::operations::clear_backups(&data_dir).map_err(|e| {
+        ServerError::Config(format!("cannot use the data directory {}: {e}; pass --data-dir", data_dir.display()))
+    })?;
     let store = Store::open(&config.db_url).await?;
     let snapshot = store.load().await?;
     let registry = Registry::restore(snapshot, LeaseConfig { ttl_ms }, now_ms())?;
@@ -271,6 +274,7 @@ pub async fn run_with_limits(
         default_wait: config.long_poll,
         heartbeat_interval: config.lease_ttl / 3,
         blobs,
+        backups: Arc::new(tokio::sync::Semaphore::new(1)),
     });
     let collector = tokio::spawn(collect_orphans_forever(shared.clone(), config.orphan_grace));
     let reaper = tokio::spawn(reap_forever(shared.clone(), config.worker_expiry));

@@ -62,6 +62,9 @@ pub enum StoreError {
         /// What is wrong with it.
         message: String,
     },
+    /// A backup copy could not be taken (the disk has no room, the copy failed).
+    #[error("the database could not be copied: {0}")]
+    Backup(String),
     /// The writer task ended (a commit failed, or shutdown began), so nothing more is durable.
     #[error("the storage writer has shut down")]
     WriterGone,
@@ -125,6 +128,11 @@ impl Store {
             .await
             .map_err(|source| StoreError::Migrate { url: url.into(), source })?;
         Ok(Store { pool })
+    }
+
+    /// Closes the database (and its lock) without starting a writer (`bertsweep restore`).
+    pub async fn close(self) {
+        self.pool.close().await;
     }
 
     /// Reads every study, trial (with epochs) and worker.
@@ -320,6 +328,18 @@ struct Batch {
     done: Option<oneshot::Sender<()>>,
     /// Commit, then close the database (and its exclusive lock) before answering.
     shutdown: bool,
+    /// After committing everything queued before it (and nothing after), copy the database.
+    backup: Option<BackupJob>,
+}
+
+/// A consistent copy of the database the writer takes between two commits.
+struct BackupJob {
+    /// Where the copy goes (must not exist); chosen by the coordinator, never by a client.
+    path: std::path::PathBuf,
+    /// Refused when the copy would need more bytes than this (the data disk's room).
+    max_bytes: u64,
+    /// The copy's size, or why it could not be taken.
+    done: oneshot::Sender<Result<u64, String>>,
 }
 
 /// Handle to the group-commit writer.
@@ -372,18 +392,30 @@ impl Writer {
             return Commit(None);
         }
         let (done, rx) = oneshot::channel();
-        if self.tx.send(Batch { ops, done: Some(done), shutdown: false }).is_err() {
+        if self.tx.send(Batch { ops, done: Some(done), shutdown: false, backup: None }).is_err() {
             let (_, rx) = oneshot::channel();
             return Commit(Some(rx));
         }
         Commit(Some(rx))
     }
 
+    /// Copies the database into `path` once everything submitted before this call is committed
+    /// and before anything submitted after it is (call under the registry lock: the copy is
+    /// then exactly the registry's state at that moment). Resolves to the copy's size.
+    pub async fn backup(&self, path: std::path::PathBuf, max_bytes: u64) -> Result<u64, StoreError> {
+        let (done, rx) = oneshot::channel();
+        let job = BackupJob { path, max_bytes, done };
+        self.tx
+            .send(Batch { ops: Vec::new(), done: None, shutdown: false, backup: Some(job) })
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?.map_err(StoreError::Backup)
+    }
+
     /// Flushes everything queued, closes the database (releasing its lock) and stops the
     /// writer (graceful shutdown).
     pub async fn close(&self) {
         let (done, rx) = oneshot::channel();
-        let _ = self.tx.send(Batch { ops: Vec::new(), done: Some(done), shutdown: true });
+        let _ = self.tx.send(Batch { ops: Vec::new(), done: Some(done), shutdown: true, backup: None });
         let _ = rx.await;
         let task = self.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
@@ -404,7 +436,8 @@ async fn write_loop(
     while let Some(first) = rx.recv().await {
         let mut batches = vec![first];
         let mut count = batches[0].ops.len();
-        while count < MAX_OPS_PER_COMMIT {
+        // A backup copies what was queued before it, so nothing queued after it joins this commit.
+        while count < MAX_OPS_PER_COMMIT && batches.last().is_some_and(|b| b.backup.is_none()) {
             match rx.try_recv() {
                 Ok(b) => {
                     count += b.ops.len();
@@ -452,18 +485,47 @@ async fn write_loop(
             }
         }
         let shutdown = batches.iter().any(|b| b.shutdown);
-        if shutdown {
-            pool.close().await;
-        }
+        let mut backups = Vec::new();
         for b in batches {
             if let Some(done) = b.done {
                 let _ = done.send(());
             }
+            backups.extend(b.backup);
+        }
+        for job in backups {
+            let result = copy_database(&pool, &job.path, job.max_bytes).await;
+            let _ = job.done.send(result);
+        }
+        if shutdown {
+            pool.close().await;
         }
         if shutdown {
             return;
         }
     }
+}
+
+/// `VACUUM INTO path`: a compact, consistent copy taken on the writer's own connection (which
+/// holds the database's exclusive lock, so no other connection could read it).
+async fn copy_database(pool: &SqlitePool, path: &Path, max_bytes: u64) -> Result<u64, String> {
+    let pragma = |name: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(&format!("PRAGMA {name}")).fetch_one(pool).await.map_err(|e| e.to_string())
+    };
+    let used = (pragma("page_count").await? - pragma("freelist_count").await?).max(0) as u64;
+    let estimate = used * pragma("page_size").await?.max(0) as u64;
+    if estimate > max_bytes {
+        return Err(format!(
+            "the copy needs about {} but the data disk can spare {}; free space on it first",
+            bertsweep_transfer::human_bytes(estimate),
+            bertsweep_transfer::human_bytes(max_bytes)
+        ));
+    }
+    let target = path.to_str().ok_or_else(|| format!("{} is not UTF-8", path.display()))?;
+    let started = std::time::Instant::now();
+    sqlx::query("VACUUM INTO ?").bind(target).execute(pool).await.map_err(|e| e.to_string())?;
+    let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
+    tracing::info!(bytes = size, seconds = started.elapsed().as_secs_f64(), "database copied for a backup");
+    Ok(size)
 }
 
 /// Rows per multi-row statement (19 columns × 1000 stays under SQLite's variable limit, 32,766).
@@ -478,8 +540,23 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
     let mut leases: Vec<(u64, i64)> = Vec::new();
     let mut workers: Vec<&WorkerRecord> = Vec::new();
     let mut forgotten: Vec<&str> = Vec::new();
+    // Studies deleted in this commit: their rows go first, and nothing queued for them (the
+    // stop that `--force` ends them with, a late epoch) is written back afterwards.
+    let mut deleted_studies: Vec<u64> = Vec::new();
+    let mut deleted_trials: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    for op in ops {
+        if let WriteOp::DeleteStudy { study_id, trial_ids } = op {
+            deleted_studies.push(*study_id);
+            deleted_trials.extend(trial_ids.iter().copied());
+        }
+    }
+    let gone = |study_id: u64| deleted_studies.contains(&study_id);
     for op in ops {
         match op {
+            WriteOp::DeleteStudy { .. } => {}
+            WriteOp::Study(s) if gone(s.id) => {}
+            WriteOp::Trial { trial, .. } if gone(trial.study_id) => {}
+            WriteOp::Epoch { trial_id, .. } | WriteOp::Lease { trial_id, .. } if deleted_trials.contains(trial_id) => {}
             WriteOp::Study(s) => studies.push(s),
             WriteOp::Trial { trial, .. } => match trial_pos.get(&trial.id) {
                 Some(&i) => trials[i] = trial,
@@ -502,11 +579,21 @@ async fn commit(pool: &SqlitePool, ops: &[&WriteOp]) -> Result<(), sqlx::Error> 
         && leases.is_empty()
         && workers.is_empty()
         && forgotten.is_empty()
+        && deleted_studies.is_empty()
     {
         return Ok(());
     }
     let started = std::time::Instant::now();
     let mut tx = pool.begin().await?;
+    for id in &deleted_studies {
+        let id = *id as i64;
+        sqlx::query("DELETE FROM trial_epochs WHERE trial_id IN (SELECT id FROM trials WHERE study_id = ?)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM trials WHERE study_id = ?").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM studies WHERE id = ?").bind(id).execute(&mut *tx).await?;
+    }
     for s in &studies {
         sqlx::query(
             "INSERT INTO studies (id, name, state, spec_toml, reason, created_ms, finished_ms) VALUES (?, ?, ?, ?, ?, ?, ?) \

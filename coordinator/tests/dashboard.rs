@@ -1091,7 +1091,7 @@ async fn wrong_tokens_from_one_address_are_slowed_down_on_both_ports() {
 
     // gRPC: a few wrong tokens are answered as wrong; then even the right one waits its turn.
     let mut wrong = grpc_with_token(&served.grpc_url, "guess-guess-guess").await;
-    let list = || pb::ListStudiesRequest { page_size: 1, page_token: String::new() };
+    let list = || pb::ListStudiesRequest { page_size: 1, ..Default::default() };
     for _ in 0..FREE_FAILURES {
         let e = wrong.list_studies(list()).await.unwrap_err();
         assert!(e.code() == tonic::Code::Unauthenticated && e.message().starts_with("wrong token"), "{e:?}");

@@ -378,6 +378,7 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
         "GetStudy",
         "ListStudies",
         "StopStudy",
+        "DeleteStudy",
         "ListTrials",
         "ListConfigurations",
         "GetBestTrial",
@@ -415,7 +416,9 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
             2 => c.get_study(pb::GetStudyRequest { name: name(&mut rng, &studies) }).await.map(drop),
             3 => {
                 let page_token = if rng.gen_bool(0.5) { String::new() } else { name(&mut rng, &[]) };
-                c.list_studies(pb::ListStudiesRequest { page_size: rng.gen(), page_token }).await.map(drop)
+                c.list_studies(pb::ListStudiesRequest { page_size: rng.gen(), page_token, state: rng.gen_range(0..6) })
+                    .await
+                    .map(drop)
             }
             4 => c.stop_study(pb::StopStudyRequest { name: name(&mut rng, &studies) }).await.map(drop),
             5 => {
@@ -485,6 +488,11 @@ async fn every_rpc_answers_invalid_input_with_a_callers_code_and_keeps_its_invar
                     kind: rng.gen_range(-1..5),
                 };
                 c.fail_trial(request).await.map(drop)
+            }
+            15 => {
+                let request = pb::DeleteStudyRequest { name: name(&mut rng, &studies), force: rng.gen_bool(0.5) };
+                let deleted = request.name.clone();
+                c.delete_study(request).await.map(|_| studies.retain(|s| *s != deleted))
             }
             16 => {
                 let n = *[0usize, 1, 3, 100, 100_001].choose(&mut rng).unwrap();

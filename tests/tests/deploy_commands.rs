@@ -783,6 +783,40 @@ fn every_deploy_command_line_serves_and_trains() {
     assert!(downloaded.status.success(), "download: {}", String::from_utf8_lossy(&downloaded.stderr));
     assert!(p("best-model/config.json").exists() && p("best-model/model.safetensors").exists());
 
+    // 3a. The backup CronJob (components/backup): its command against the running coordinator
+    //     writes a dated copy and the blobs beside it, and `bertsweep restore` rebuilds from it.
+    let cronjob = deploy_file("k8s/components/backup/backup.yaml");
+    let backups = p("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let backup_site = site("unused", "unused", main.port, 0, "");
+    let cron_argv: Vec<String> = entrypoint.iter().chain(&array_after(&cronjob, "args:")).cloned().collect();
+    let backup_argv: Vec<String> = backup_site
+        .localize(&cron_argv)
+        .into_iter()
+        .map(|a| a.replace("/backups", &backups.display().to_string()))
+        .collect();
+    let out = clean(&mut Command::new(program(&backup_argv[0]))).args(&backup_argv[1..]).output().unwrap();
+    assert!(out.status.success(), "the backup CronJob's command: {}", String::from_utf8_lossy(&out.stderr));
+    let dated: Vec<PathBuf> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "db"))
+        .collect();
+    assert_eq!(dated.len(), 1, "one dated backup: {dated:?}");
+    let restored = p("restored/coord.db");
+    std::fs::create_dir_all(p("restored")).unwrap();
+    let out = clean(&mut Command::new(binary("bertsweep")))
+        .arg("restore")
+        .arg(&dated[0])
+        .arg("--db")
+        .arg(&restored)
+        .arg("--blobs")
+        .arg(backups.join("blobs"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "restore: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("restored"), "{}", String::from_utf8_lossy(&out.stdout));
+
     // 3b. Preemption: SIGTERM mid-trial. The Kubernetes Job's command exits 75 (its
     //     podFailurePolicy replaces the pod without counting a failure) with the trial handed
     //     back at once; the Slurm script, signalled as at its time limit (the batch shell,

@@ -87,13 +87,15 @@ impl Client {
             .into_inner())
     }
 
-    /// Every study, page by page.
-    pub async fn list_studies(&mut self) -> Result<Vec<pb::Study>> {
+    /// Every study (in `state` only, when given), page by page.
+    pub async fn list_studies(&mut self, state: Option<pb::StudyState>) -> Result<Vec<pb::Study>> {
         let inner = self.inner.clone();
+        let state = state.unwrap_or(pb::StudyState::Unspecified) as i32;
         self.all_pages(|page_token| {
             let mut c = inner.clone();
             async move {
-                let page = c.list_studies(pb::ListStudiesRequest { page_size: 0, page_token }).await?.into_inner();
+                let request = pb::ListStudiesRequest { page_size: 0, page_token, state };
+                let page = c.list_studies(request).await?.into_inner();
                 Ok((page.studies, page.next_page_token))
             }
         })
@@ -116,6 +118,21 @@ impl Client {
             .await
             .map_err(|s| status_error(&self.url, s))?
             .into_inner())
+    }
+
+    /// Deletes a study (`force`: stopping it first when it runs).
+    pub async fn delete_study(&mut self, name: &str, force: bool) -> Result<pb::DeleteStudyResponse> {
+        Ok(self
+            .inner
+            .delete_study(pb::DeleteStudyRequest { name: name.into(), force })
+            .await
+            .map_err(|s| status_error(&self.url, s))?
+            .into_inner())
+    }
+
+    /// Starts a backup: the database copy, then its blob list (see [`super::backup`]).
+    pub async fn backup(&mut self) -> Result<tonic::Streaming<pb::BackupChunk>> {
+        Ok(self.inner.backup(pb::BackupRequest {}).await.map_err(|s| status_error(&self.url, s))?.into_inner())
     }
 
     /// Every trial of a study in number order, page by page.

@@ -1,6 +1,7 @@
 //! The `bertsweep` command line: `serve` runs the coordinator; every other verb is a gRPC
 //! client of a running one.
 
+mod backup;
 mod client;
 mod download;
 mod inputs;
@@ -88,6 +89,12 @@ pub enum Command {
     Download(DownloadArgs),
     /// How much each searched parameter mattered (fANOVA over the completed trials).
     Importance(ImportanceArgs),
+    /// Copy a running coordinator's database to FILE (consistent, online) and list the blobs
+    /// it refers to in FILE.blobs; with --blobs DIR, also fetch those blobs into DIR.
+    Backup(backup::BackupArgs),
+    /// Rebuild a coordinator's database and data directory from a backup (offline: the new
+    /// coordinator is started on them afterwards).
+    Restore(backup::RestoreArgs),
     /// Check that the coordinator answers grpc.health.v1 with SERVING (exit 0), else say why
     /// on one line (exit 1): for container health checks and scripts.
     Health,
@@ -195,6 +202,9 @@ pub enum StudyCommand {
         /// How to print the list.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Only studies in this state.
+        #[arg(long, value_enum)]
+        state: Option<StateFilter>,
     },
     /// Show one study.
     Show {
@@ -209,6 +219,40 @@ pub enum StudyCommand {
         /// The study.
         name: String,
     },
+    /// Delete a study, its trials, and every blob and checkpoint nothing else refers to
+    /// (kept models included; download them first). Refused while it runs unless --force.
+    Delete {
+        /// The study.
+        name: String,
+        /// Stop the study first if it is running (its workers drop their trials).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `study list --state`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StateFilter {
+    /// Still running.
+    Running,
+    /// Ended with its budget spent.
+    Completed,
+    /// Ended by an error.
+    Failed,
+    /// Ended by `study stop`.
+    Stopped,
+}
+
+impl From<StateFilter> for bertsweep_proto::v1::StudyState {
+    fn from(state: StateFilter) -> Self {
+        use bertsweep_proto::v1::StudyState;
+        match state {
+            StateFilter::Running => StudyState::Running,
+            StateFilter::Completed => StudyState::Completed,
+            StateFilter::Failed => StudyState::Failed,
+            StateFilter::Stopped => StudyState::Stopped,
+        }
+    }
 }
 
 /// Flags of `trials`.
@@ -300,8 +344,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                     let study = client.create_study(text).await?;
                     println!("{}", output::created_line(&study));
                 }
-                StudyCommand::List { format } => {
-                    let studies = client.list_studies().await?;
+                StudyCommand::List { format, state } => {
+                    let studies = client.list_studies(state.map(Into::into)).await?;
                     print!("{}", output::studies(&studies, format)?);
                 }
                 StudyCommand::Show { name, format } => {
@@ -314,6 +358,16 @@ pub async fn run(cli: Cli) -> Result<()> {
                         "stopped study {} ({} trials stopped)",
                         study.name,
                         study.counts.unwrap_or_default().stopped
+                    );
+                }
+                StudyCommand::Delete { name, force } => {
+                    let deleted = client.delete_study(&name, force).await?;
+                    let trials = deleted.study.and_then(|s| s.counts).map_or(0, |c| {
+                        c.pending + c.running + c.completed + c.pruned + c.failed + c.stopped + c.paused
+                    });
+                    println!(
+                        "deleted study {name} ({trials} trials, {} blobs nothing else referred to)",
+                        deleted.blobs_deleted
                     );
                 }
             }
@@ -355,6 +409,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             print!("{}", output::importances(&list, args.format)?);
             Ok(())
         }
+        Command::Backup(args) => {
+            let mut client = cli.global.client().await?;
+            backup::backup(&mut client, &args).await
+        }
+        Command::Restore(args) => backup::restore(&args).await,
         Command::Health => {
             let tls = bertsweep_proto::connect::ClientTls {
                 ca_cert: cli.global.ca_cert.clone(),

@@ -298,7 +298,7 @@ pub async fn studies(
     let from = number_param(&query, "from", 0, u64::MAX)?;
     let limit = number_param(&query, "limit", 100, MAX_STUDIES_PAGE)?.max(1) as usize;
     let registry = app.shared.lock();
-    let (page, next) = registry.studies_page(from, limit);
+    let (page, next) = registry.studies_page(from, limit, None);
     let rows = page
         .iter()
         .map(|s| {

@@ -83,6 +83,17 @@ impl<T> Outcome<T> {
     }
 }
 
+/// What deleting a study leaves for the caller to clean up once it is committed.
+#[derive(Debug)]
+pub struct DeletedStudy {
+    /// The study as it was.
+    pub summary: StudySummary,
+    /// Its inputs' and kept models' blobs: deleted unless another study refers to them.
+    pub blobs: Vec<Digest>,
+    /// Its trials' checkpoints (blobs, object URLs, shared paths), as dropped checkpoints are.
+    pub checkpoints: Vec<String>,
+}
+
 /// What a heartbeat tells the worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeartbeatAnswer {
@@ -283,14 +294,19 @@ impl Registry {
         Ok(f(&study.spec, &study.trials))
     }
 
-    /// Up to `limit` studies whose id is at least `from_id`, oldest first, and the id of the
-    /// next study when there are more.
-    pub fn studies_page(&self, from_id: u64, limit: usize) -> (Vec<StudySummary>, Option<u64>) {
-        // Studies are pushed in id order and never removed.
+    /// Up to `limit` studies whose id is at least `from_id` (in `state` only, when given),
+    /// oldest first, and the id of the next such study when there are more.
+    pub fn studies_page(
+        &self,
+        from_id: u64,
+        limit: usize,
+        state: Option<StudyState>,
+    ) -> (Vec<StudySummary>, Option<u64>) {
+        // Studies are pushed in id order; a deleted one leaves the rest in order.
         let start = self.studies.partition_point(|s| s.record.id < from_id);
-        let end = start.saturating_add(limit).min(self.studies.len());
-        let page = self.studies[start..end].iter().map(LiveStudy::summary).collect();
-        (page, self.studies.get(end).map(|s| s.record.id))
+        let mut matching = self.studies[start..].iter().filter(|s| state.is_none_or(|state| s.record.state == state));
+        let page = matching.by_ref().take(limit).map(LiveStudy::summary).collect();
+        (page, matching.next().map(|s| s.record.id))
     }
 
     /// `Some((state, reason))` when the study has ended.
@@ -323,6 +339,52 @@ impl Registry {
         let mut ops = Vec::new();
         study.end(StudyState::Stopped, "stopped by user".into(), now, &mut ops);
         Ok(Outcome::new(study.summary(), ops, true))
+    }
+
+    /// Deletes a study and its trials. A running study is refused unless `force`, which ends it
+    /// as STOPPED first (in the same commit, so watchers see it end). The returned blobs and
+    /// checkpoints are the caller's to delete once the change is committed; the study's name
+    /// is free again at once.
+    pub fn delete_study(&mut self, name: &str, force: bool, now: i64) -> Result<Outcome<DeletedStudy>> {
+        let si = self.study_index(name)?;
+        let study = &mut self.studies[si];
+        let mut ops = Vec::new();
+        if study.record.state == StudyState::Running {
+            if !force {
+                return Err(CoordinatorError::FailedPrecondition(format!(
+                    "study {} is running ({} trials in progress); stop it first (`bertsweep study stop {name}`) \
+                     or pass --force to stop and delete it",
+                    quote(name),
+                    study.running.len()
+                )));
+            }
+            study.end(StudyState::Stopped, "deleted by user".into(), now, &mut ops);
+        }
+        let study = self.studies.remove(si);
+        let summary = study.summary();
+        let task = &study.spec.task;
+        let mut blobs: Vec<Digest> = task.inputs().iter().filter_map(|input| blob_of(input.reference)).collect();
+        blobs.extend(study.trials.iter().filter_map(|t| blob_of(&t.artifact)));
+        let mut checkpoints = study.dropped_checkpoints.clone();
+        checkpoints.extend(study.trials.iter().filter(|t| !t.checkpoint.is_empty()).map(|t| t.checkpoint.clone()));
+        let trial_ids: Vec<u64> = study.trials.iter().map(|t| t.id).collect();
+        for id in &trial_ids {
+            self.trial_index.remove(id);
+        }
+        for location in self.trial_index.values_mut() {
+            if location.0 > si {
+                location.0 -= 1;
+            }
+        }
+        self.by_name.remove(name);
+        for index in self.by_name.values_mut() {
+            if *index > si {
+                *index -= 1;
+            }
+        }
+        info!(study = %name, trials = trial_ids.len(), "study deleted");
+        ops.push(WriteOp::DeleteStudy { study_id: summary.record.id, trial_ids });
+        Ok(Outcome::new(DeletedStudy { summary, blobs, checkpoints }, ops, true))
     }
 
     /// Registers a worker and returns its id.
@@ -968,6 +1030,44 @@ mod tests {
 
     fn ckpt(n: u8) -> String {
         format!("blob:sha256:{}", format!("{n:02x}").repeat(32))
+    }
+
+    #[test]
+    fn deleting_a_study_refuses_a_running_one_unless_forced_and_leaves_the_others_working() {
+        let (mut reg, w) = registry_with(crate::spec::test_support::SMALL_GRID);
+        let other = crate::spec::test_support::SMALL_GRID.replace("name = \"small\"", "name = \"other\"");
+        reg.create_study(parse_study(&other).unwrap(), other.clone(), 0).unwrap();
+        let a = reg.acquire(&w, Some("small"), 1).unwrap().value.unwrap();
+        reg.report_progress(a.trial_id, a.lease_token, 1, metrics(0.5), ckpt(1), 0, 2).unwrap();
+        let b = reg.acquire(&w, Some("other"), 1).unwrap().value.unwrap();
+
+        let e = reg.delete_study("small", false, 3).unwrap_err().to_string();
+        assert!(e.contains("running") && e.contains("--force"), "{e}");
+        assert!(reg.study("small").is_ok(), "a refused delete changes nothing");
+
+        let deleted = reg.delete_study("small", true, 4).unwrap();
+        assert_eq!(deleted.value.summary.record.state, StudyState::Stopped, "forced: stopped first");
+        assert_eq!(deleted.value.checkpoints, [ckpt(1)]);
+        assert!(matches!(deleted.ops.first(), Some(WriteOp::Study(r)) if r.state == StudyState::Stopped));
+        assert!(
+            matches!(deleted.ops.last(), Some(WriteOp::DeleteStudy { trial_ids, .. }) if trial_ids.contains(&a.trial_id))
+        );
+        assert!(reg.study("small").is_err() && reg.heartbeat(a.trial_id, a.lease_token, 5).is_err());
+        assert!(!reg.blob_roots().contains(&blob_of(&ckpt(1)).unwrap()));
+
+        // The study after it moved down one place: its lease and listing still work.
+        assert!(!reg.heartbeat(b.trial_id, b.lease_token, 5).unwrap().value.stop);
+        let (page, _) = reg.studies_page(0, 10, None);
+        assert_eq!(page.iter().map(|s| s.record.name.as_str()).collect::<Vec<_>>(), ["other"]);
+        assert!(reg.studies_page(0, 10, Some(StudyState::Stopped)).0.is_empty());
+        reg.complete(b.trial_id, b.lease_token, metrics(0.7), String::new(), 0, 6).unwrap();
+
+        // The name is free again; a stopped study deletes without --force.
+        let small = crate::spec::test_support::SMALL_GRID;
+        reg.create_study(parse_study(small).unwrap(), small.into(), 7).unwrap();
+        reg.stop_study("small", 8).unwrap();
+        assert!(reg.delete_study("small", false, 9).is_ok());
+        assert!(reg.delete_study("small", false, 9).is_err(), "gone");
     }
 
     const GB: u64 = 1_000_000_000;

@@ -48,6 +48,17 @@ pub fn study_state_to_proto(s: StudyState) -> pb::StudyState {
     }
 }
 
+/// A study state a client asked about (`study list --state`); UNSPECIFIED is not a state.
+pub fn study_state_from_proto(s: pb::StudyState) -> Result<StudyState, Status> {
+    match s {
+        pb::StudyState::Running => Ok(StudyState::Running),
+        pb::StudyState::Completed => Ok(StudyState::Completed),
+        pb::StudyState::Failed => Ok(StudyState::Failed),
+        pb::StudyState::Stopped => Ok(StudyState::Stopped),
+        pb::StudyState::Unspecified => Err(Status::invalid_argument("study state is unspecified")),
+    }
+}
+
 /// A trial with both curves (current attempt, earlier attempts) for `ListTrials`, `GetBest` and watchers.
 pub fn trial_to_proto(t: &Trial) -> pb::Trial {
     pb::Trial {

@@ -3,6 +3,7 @@
 
 pub mod convert;
 mod memory;
+pub mod operations;
 pub mod paging;
 mod scoring;
 mod transfer;
@@ -47,6 +48,8 @@ pub struct Shared {
     pub heartbeat_interval: Duration,
     /// Uploaded inputs and kept models.
     pub blobs: crate::blobs::BlobStore,
+    /// One permit: one backup at a time (each pins blobs and copies the database).
+    pub backups: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -161,7 +164,12 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::ListStudiesResponse>, Status> {
         let r = request.into_inner();
         let page = paging::page_request(r.page_size, &r.page_token)?;
-        let (studies, mut next) = self.shared.lock().studies_page(page.start, page.size);
+        let state = match pb::StudyState::try_from(r.state) {
+            Ok(pb::StudyState::Unspecified) => None,
+            Ok(state) => Some(study_state_from_proto(state)?),
+            Err(_) => return Err(Status::invalid_argument(format!("unknown study state {}", r.state))),
+        };
+        let (studies, mut next) = self.shared.lock().studies_page(page.start, page.size, state);
         let ids: Vec<u64> = studies.iter().map(|s| s.record.id).collect();
         let (studies, kept) = paging::fit(studies.iter().map(study_to_proto).collect());
         if kept < ids.len() {
@@ -175,6 +183,21 @@ impl Coordinator for CoordinatorService {
         require_name("name", &name)?;
         let summary = self.shared.apply(|r, now| r.stop_study(&name, now)).await?;
         Ok(Response::new(study_to_proto(&summary)))
+    }
+
+    async fn delete_study(
+        &self,
+        request: Request<pb::DeleteStudyRequest>,
+    ) -> Result<Response<pb::DeleteStudyResponse>, Status> {
+        let r = request.into_inner();
+        require_name("name", &r.name)?;
+        Ok(Response::new(operations::delete_study(&self.shared, &r.name, r.force).await?))
+    }
+
+    type BackupStream = operations::BackupStream;
+
+    async fn backup(&self, _request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        Ok(Response::new(operations::backup(&self.shared).await?))
     }
 
     async fn list_trials(
