@@ -13,8 +13,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use bertsweep_coordinator::fixtures::browser::Browser;
-use bertsweep_coordinator::fixtures::{populate, Population, ServeProcess};
+use bertsweep_testkit::browser::Browser;
+use bertsweep_testkit::{populate, Population, ServeProcess};
 use serde_json::json;
 
 fn env_or(name: &str, default: u32) -> u32 {

@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bertsweep_coordinator::fixtures::{ServeProcess, StudyToml, SEARCH_SPACE};
 use bertsweep_proto::v1 as pb;
 use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
+use bertsweep_testkit::{ServeProcess, StudyToml, SEARCH_SPACE};
 use tonic::transport::{Channel, Endpoint};
 
 /// A random search as large as any run gets, with room for `workers` trials at once.

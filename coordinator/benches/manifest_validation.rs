@@ -12,9 +12,9 @@
 
 use std::time::{Duration, Instant};
 
-use bertsweep_coordinator::fixtures::{ServeProcess, StudyToml};
 use bertsweep_proto::v1 as pb;
 use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
+use bertsweep_testkit::{ServeProcess, StudyToml};
 use bertsweep_transfer::blob_dir::BlobDir;
 use bertsweep_transfer::manifest::{Entry, Manifest, ManifestKind, FORMAT};
 use bertsweep_transfer::Digest;

@@ -10,8 +10,8 @@
 use std::process::Command;
 use std::time::Instant;
 
-use bertsweep_coordinator::fixtures::{populate, Population, ServeProcess};
 use bertsweep_proto::v1 as pb;
+use bertsweep_testkit::{populate, Population, ServeProcess};
 use prost::Message;
 
 fn env_or(name: &str, default: u32) -> u32 {

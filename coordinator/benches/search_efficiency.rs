@@ -25,10 +25,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bertsweep_coordinator::fixtures::StudyToml;
 use bertsweep_coordinator::server::{self, ServerConfig};
 use bertsweep_proto::v1 as pb;
 use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
+use bertsweep_testkit::StudyToml;
 use serde::Deserialize;
 use tonic::transport::Channel;
 

@@ -9,8 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use bertsweep_coordinator::fixtures::{populate, Population, ServeProcess};
 use bertsweep_proto::v1 as pb;
+use bertsweep_testkit::{populate, Population, ServeProcess};
 
 fn env_or(name: &str, default: u32) -> u32 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

@@ -12,6 +12,7 @@ use prost::Message;
 use crate::model::{Trial, TrialEvaluation, TrialState};
 use crate::params::ParamValue;
 use crate::registry::Configuration;
+pub use bertsweep_core::evaluation::interval_seed;
 
 /// The longest class name kept, in bytes (workers cut longer labels).
 pub const MAX_CLASS_NAME_BYTES: usize = 64;
@@ -42,12 +43,6 @@ fn assemble(
     let per_class = if classes <= MAX_REPORTED_CLASSES { predictions.per_class() } else { Vec::new() };
     let confusion = if classes <= MAX_CONFUSION_CLASSES { predictions.confusion_matrix() } else { Vec::new() };
     TrialEvaluation { epoch, predictions, class_names, interval, per_class, confusion }
-}
-
-/// The interval's seed for trial `number` of a study seeded `study_seed`: the same numbers for
-/// the same study, different resamples for different trials.
-pub fn interval_seed(study_seed: u64, number: u32) -> u64 {
-    study_seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(number)
 }
 
 /// Decodes and checks predictions: `epoch` from 1, the [`Predictions::new`] limits, and either

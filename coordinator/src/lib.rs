@@ -2,19 +2,15 @@
 //! `bertsweep.v1.Coordinator` gRPC API to workers and the CLI.
 //!
 //! # Layout
-//! - [`spec`]: the study file (TOML) — parsing and validation into a [`spec::StudySpec`].
-//! - [`params`]: hyperparameter values and the parameters workers understand.
-//! - [`model`]: domain types — trials, studies, states, assignments.
-//! - [`sampler`]: what to try next (grid, random, TPE) behind the [`sampler::Sampler`] trait.
-//! - [`stopping`]: early-stopping decisions behind [`stopping::EarlyStopper`].
-//! - [`importance`]: hyperparameter importance by fANOVA (the `importance` verb).
-//! - [`ops`]: what the registry asks the store to persist and what the store loads back.
-//! - [`registry`]: the trial lifecycle state machine (leases, fencing, requeue, study end).
-//! - [`error`]: [`error::CoordinatorError`], what an operation can be refused with.
+//! The study model and every decision live in `bertsweep-core` (no I/O); its modules are
+//! re-exported here under their old paths: [`spec`], [`params`], [`model`], [`sampler`],
+//! [`stopping`], [`importance`], [`ops`], [`registry`], [`error`], [`text`]. This crate holds
+//! what touches the world:
 //! - [`evaluation`]: trials' dev-set predictions — checked, scored once (the objective's
-//!   bootstrap interval), summarised per class, and compared (`best`'s paired bootstrap).
+//!   bootstrap interval), summarised per class, stored, and compared (`best`'s paired bootstrap).
+//! - [`clock`]: the wall clock (the core never reads it).
 //! - [`blobs`]: uploaded inputs and kept models on disk, and their garbage collection.
-//! - [`store`]: SQLite via sqlx — migrations, start-up load, group-commit writer.
+//! - [`store`]: SQLite via sqlx — migrations, start-up load, group-commit writer, backups.
 //! - [`service`]: the gRPC methods; [`service::convert`] is the server's only proto ↔ domain
 //!   mapping (the CLI, a client, works on the messages themselves).
 //! - [`server`]: wires store, registry, reaper, auth, health and reflection into a server, with
@@ -24,29 +20,18 @@
 //! - [`auth_throttle`]: slows down token guessing per peer address, on both ports.
 //! - [`dashboard`]: the web dashboard (`serve --http`): JSON API, live events, login, pages.
 //! - [`telemetry`]: the coordinator's Prometheus metrics (names, counters, scrape-time gauges).
-//! - [`text`]: safe names and bounded error text (how much of an input a message may quote).
-//! - [`fixtures`]: study files, large databases and `bertsweep serve` processes for tests and
-//!   benchmarks.
 //! - [`cli`]: the `bertsweep` command line (client verbs and output formats).
+
+pub use bertsweep_core::{error, importance, model, ops, params, registry, sampler, spec, stopping, text};
 
 pub mod auth_throttle;
 pub mod blobs;
 pub mod cli;
+pub mod clock;
 pub mod connections;
 pub mod dashboard;
-pub mod error;
 pub mod evaluation;
-pub mod fixtures;
-pub mod importance;
-pub mod model;
-pub mod ops;
-pub mod params;
-pub mod registry;
-pub mod sampler;
 pub mod server;
 pub mod service;
-pub mod spec;
-pub mod stopping;
 pub mod store;
 pub mod telemetry;
-pub mod text;

@@ -13,7 +13,7 @@ use tonic::{Request, Status};
 use tracing::info;
 
 use crate::connections::{ConnectionLimits, Tracker};
-use crate::model::now_ms;
+use crate::clock::now_ms;
 use crate::registry::{LeaseConfig, Registry};
 use crate::service::{CoordinatorService, Shared};
 use crate::store::{Store, StoreError};

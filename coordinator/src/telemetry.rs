@@ -4,6 +4,9 @@
 //! servers without a metrics address pay nothing.
 
 use crate::model::{Counts, StudyState, TrialState};
+pub use bertsweep_core::telemetry::{
+    lease_expired, requeued, trial_ended, LEASE_EXPIRIES, REQUEUES, TRIALS_ENDED, TRIALS_PRUNED, TRIAL_DURATION,
+};
 
 /// Trials by study and state (gauge, refreshed at scrape time).
 pub const TRIALS: &str = "bertsweep_trials";
@@ -23,16 +26,6 @@ pub const DATABASE_FAILING: &str = "bertsweep_database_failing";
 pub const DATA_DISK_FREE: &str = "bertsweep_data_disk_free_bytes";
 /// Size of the data disk (gauge).
 pub const DATA_DISK_SIZE: &str = "bertsweep_data_disk_size_bytes";
-/// Trials that ended, by final state (counter).
-pub const TRIALS_ENDED: &str = "bertsweep_trials_ended_total";
-/// Trials stopped early by the study's early-stopping rule, by study (counter).
-pub const TRIALS_PRUNED: &str = "bertsweep_trials_pruned_total";
-/// From a trial's first lease to its end, by final state (histogram, seconds).
-pub const TRIAL_DURATION: &str = "bertsweep_trial_duration_seconds";
-/// Leases that expired without a heartbeat (counter).
-pub const LEASE_EXPIRIES: &str = "bertsweep_lease_expiries_total";
-/// Trials put back in the queue, by reason (lease_expired, released, retryable_error).
-pub const REQUEUES: &str = "bertsweep_requeues_total";
 /// One write batch's SQLite transaction, begin to commit (histogram, seconds).
 pub const DB_COMMIT: &str = "bertsweep_db_commit_seconds";
 
@@ -79,25 +72,6 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "gRPC streams and long polls (AcquireTrial) by method and status code: their whole life."
     );
-}
-
-/// A trial reached a final state `state` after `seconds` since its first lease.
-pub fn trial_ended(study: &str, state: TrialState, seconds: f64) {
-    metrics::counter!(TRIALS_ENDED, "state" => state.as_str()).increment(1);
-    metrics::histogram!(TRIAL_DURATION, "state" => state.as_str()).record(seconds.max(0.0));
-    if state == TrialState::Pruned {
-        metrics::counter!(TRIALS_PRUNED, "study" => study.to_string()).increment(1);
-    }
-}
-
-/// A lease expired.
-pub fn lease_expired() {
-    metrics::counter!(LEASE_EXPIRIES).increment(1);
-}
-
-/// A trial went back to the queue for `reason`.
-pub fn requeued(reason: &'static str) {
-    metrics::counter!(REQUEUES, "reason" => reason).increment(1);
 }
 
 /// A blob collection deleted nothing because a root was unreadable.

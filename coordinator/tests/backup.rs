@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bertsweep_coordinator::fixtures::StudyToml;
 use bertsweep_coordinator::server::ServerConfig;
 use bertsweep_proto::v1 as pb;
+use bertsweep_testkit::StudyToml;
 use bertsweep_transfer::blob_dir::BlobDir;
 use bertsweep_transfer::remote::Remote;
 use bertsweep_transfer::Digest;

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bertsweep_coordinator::fixtures::StudyToml;
 use bertsweep_coordinator::server::ServerConfig;
 use bertsweep_proto::v1 as pb;
 use bertsweep_proto::Client;
+use bertsweep_testkit::StudyToml;
 use bertsweep_transfer::blob_dir::BlobDir;
 use bertsweep_transfer::remote::{materialize, Remote, RemoteError};
 use bertsweep_transfer::{Digest, Manifest};

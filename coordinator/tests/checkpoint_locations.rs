@@ -10,8 +10,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use bertsweep_coordinator::fixtures::StudyToml;
 use bertsweep_proto::v1 as pb;
+use bertsweep_testkit::StudyToml;
 use bertsweep_transfer::object;
 use common::{acquire, eventually, register, TestServer};
 use tonic::Code;

@@ -258,7 +258,7 @@ async fn importance_ranks_the_parameter_that_matters() {
     let url = server.url.clone();
     let params = "[parameters.learning_rate]\ndistribution = \"log_uniform\"\nmin = 1e-5\nmax = 1e-3\n\
                   [parameters.per_device_train_batch_size]\nvalues = [16, 32]\n";
-    let text = bertsweep_coordinator::fixtures::StudyToml::new("imp")
+    let text = bertsweep_testkit::StudyToml::new("imp")
         .sampler("random")
         .seed(3)
         .budget("max_trials = 30\nparallel_trials = 1")

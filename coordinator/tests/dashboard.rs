@@ -10,12 +10,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bertsweep_coordinator::fixtures::browser::Browser;
-use bertsweep_coordinator::fixtures::{
-    dev_predictions, held_out_scores, ServeProcess, StudyToml, DEV_EXAMPLES, SEARCH_SPACE,
-};
 use bertsweep_coordinator::server::{self, ServerConfig, ServerTls, Sidecars};
 use bertsweep_proto::v1 as pb;
+use bertsweep_testkit::browser::Browser;
+use bertsweep_testkit::{dev_predictions, held_out_scores, ServeProcess, StudyToml, DEV_EXAMPLES, SEARCH_SPACE};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 

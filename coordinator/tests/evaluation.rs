@@ -107,7 +107,7 @@ fn accuracy(a: &pb::Assignment, epoch: u32) -> f64 {
 /// ranking trials the opposite way from their dev scores; returns its trials.
 async fn run_to_end(c: &mut Client, name: &str, test_file: Option<&str>) -> Vec<pb::Trial> {
     let task = test_file.map(|f| format!("test_file = \"{f}\"")).unwrap_or_default();
-    let toml = bertsweep_coordinator::fixtures::StudyToml::new(name)
+    let toml = bertsweep_testkit::StudyToml::new(name)
         .sampler("tpe")
         .seed(11)
         .budget("max_trials = 14\nparallel_trials = 1")

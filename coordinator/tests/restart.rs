@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use bertsweep_coordinator::fixtures::ServeProcess;
+use bertsweep_testkit::ServeProcess;
 
 use bertsweep_proto::v1 as pb;
 use common::*;

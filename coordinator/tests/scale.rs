@@ -5,8 +5,8 @@
 
 use std::process::{Command, Output};
 
-use bertsweep_coordinator::fixtures::{populate, Population, ServeProcess};
 use bertsweep_proto::v1 as pb;
+use bertsweep_testkit::{populate, Population, ServeProcess};
 
 /// `bertsweep serve` over `db`, killed on drop.
 struct Serve(ServeProcess);

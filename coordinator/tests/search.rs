@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bertsweep_coordinator::fixtures::StudyToml;
 use bertsweep_proto::v1 as pb;
+use bertsweep_testkit::StudyToml;
 use common::*;
 
 /// A study over 8 learning rates × 4 batch sizes × 3 epoch counts (96 configurations).

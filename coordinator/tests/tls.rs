@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use bertsweep_coordinator::fixtures::ServeProcess;
+use bertsweep_testkit::ServeProcess;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 
 /// A CA and the files of certificates it (or a stranger) issued.

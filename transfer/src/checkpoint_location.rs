@@ -36,7 +36,7 @@ pub fn check(reference: &str, study: &str, number: u32, epoch: u32, token: Optio
             return Err(refuse("is not worker:/absolute/path".into()));
         }
         path
-    } else if crate::object::is_object_url(reference) {
+    } else if crate::reference::is_object_url(reference) {
         let url = url::Url::parse(reference).map_err(|e| refuse(format!("is not a URL ({e})")))?;
         if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
             return Err(refuse("carries a query, fragment or credentials".into()));

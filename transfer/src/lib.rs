@@ -13,12 +13,15 @@
 //! - [`remote`]: uploading a path to a coordinator and fetching a manifest's files from it
 //!   (chunked gRPC streams, resume, retries on transient errors).
 
+#[cfg(feature = "io")]
 pub mod blob_dir;
 pub mod checkpoint_location;
 pub mod digest;
 pub mod manifest;
+#[cfg(feature = "io")]
 pub mod object;
 pub mod reference;
+#[cfg(feature = "io")]
 pub mod remote;
 
 pub use digest::Digest;

@@ -57,10 +57,7 @@ pub enum ObjectError {
     },
 }
 
-/// Whether `text` names object storage.
-pub fn is_object_url(text: &str) -> bool {
-    ["s3://", "s3a://", "gs://", "az://", "abfs://", "abfss://"].iter().any(|p| text.starts_with(p))
-}
+pub use crate::reference::is_object_url;
 
 /// The store and the path inside it for `url`.
 fn open(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath), ObjectError> {

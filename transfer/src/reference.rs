@@ -37,6 +37,11 @@ pub enum RefError {
     Hub(String),
 }
 
+/// Whether `text` names object storage.
+pub fn is_object_url(text: &str) -> bool {
+    ["s3://", "s3a://", "gs://", "az://", "abfs://", "abfss://"].iter().any(|p| text.starts_with(p))
+}
+
 fn hub_part_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 96

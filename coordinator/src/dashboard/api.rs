@@ -63,7 +63,6 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::NotFound(_) => StatusCode::NOT_FOUND,
             CoordinatorError::Spec(_) | CoordinatorError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             CoordinatorError::StudyExists(_) | CoordinatorError::FailedPrecondition(_) => StatusCode::CONFLICT,
-            CoordinatorError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError(status, e.to_string())
     }
@@ -1034,7 +1033,7 @@ mod tests {
 
     fn evaluated(number: u32, interval: Option<(f64, f64)>) -> Trial {
         let mut t = crate::model::test_trial(number, Params::new(), TrialState::Completed);
-        let predictions = crate::fixtures::dev_predictions(0.8, 2, 30, number);
+        let predictions = bertsweep_testkit::dev_predictions(0.8, 2, 30, number);
         let mut e = crate::evaluation::evaluate(predictions, "eval_accuracy", 0).unwrap();
         e.interval = interval.map(|(low, high)| Interval { low, high });
         t.evaluation = Some(Arc::new(e));
@@ -1045,7 +1044,7 @@ mod tests {
     fn rows_say_whether_their_interval_overlaps_the_bests() {
         let best = evaluated(0, Some((0.80, 0.90)));
         let best = BestInterval { number: best.number, interval: interval_of(&best) };
-        let spec = crate::spec::parse_study(&crate::fixtures::random_study("r", 4, 1)).unwrap();
+        let spec = crate::spec::parse_study(&bertsweep_testkit::random_study("r", 4, 1)).unwrap();
         let row = |t: &Trial| serde_json::to_value(TrialRow::new(&spec, t).compared(Some(&best), t)).unwrap();
         let itself = row(&evaluated(0, Some((0.80, 0.90))));
         assert_eq!((itself["ci"].clone(), itself["overlaps_best"].clone()), (json!([0.80, 0.90]), json!(false)));
@@ -1066,7 +1065,7 @@ mod tests {
 
     #[test]
     fn rows_carry_the_objectives_test_score_only() {
-        let spec = crate::spec::parse_study(&crate::fixtures::random_study("r", 4, 1)).unwrap();
+        let spec = crate::spec::parse_study(&bertsweep_testkit::random_study("r", 4, 1)).unwrap();
         let row = |t: &Trial| serde_json::to_value(TrialRow::new(&spec, t)).unwrap();
         let mut t = crate::model::test_trial(0, Params::new(), TrialState::Completed);
         assert_eq!(row(&t)["test_value"], Value::Null, "no test scores");
@@ -1091,10 +1090,10 @@ mod tests {
         let per_class = v["per_class"].as_array().unwrap();
         assert_eq!(
             per_class.iter().map(|c| c["name"].as_str().unwrap()).collect::<Vec<_>>(),
-            crate::fixtures::DEV_CLASSES
+            bertsweep_testkit::DEV_CLASSES
         );
         assert_eq!(per_class.iter().map(|c| c["support"].as_u64().unwrap()).sum::<u64>(), 30);
-        assert_eq!(v["confusion"]["classes"], json!(crate::fixtures::DEV_CLASSES));
+        assert_eq!(v["confusion"]["classes"], json!(bertsweep_testkit::DEV_CLASSES));
         let matrix = v["confusion"]["matrix"].as_array().unwrap();
         assert_eq!(matrix.len(), 3);
         let flat: Vec<u64> =

@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use super::{pages, AppState};
 use crate::auth_throttle::{AuthThrottle, PeerAddr};
-use crate::model::now_ms;
+use crate::clock::now_ms;
 use crate::server::constant_time_eq;
 
 /// The session cookie's name.

@@ -241,17 +241,16 @@ pub fn require_name<'a>(field: &str, v: &'a str) -> Result<&'a str, Status> {
     }
 }
 
-impl From<CoordinatorError> for Status {
-    /// The one place domain errors become statuses; messages are bounded here, whatever they
-    /// quote.
-    fn from(e: CoordinatorError) -> Self {
+/// The one place domain errors become statuses; messages are bounded here, whatever they
+/// quote.
+pub fn status(e: CoordinatorError) -> Status {
+    {
         let msg = crate::text::bounded(&e.to_string());
         match e {
             CoordinatorError::Spec(_) | CoordinatorError::InvalidArgument(_) => Status::invalid_argument(msg),
             CoordinatorError::StudyExists(_) => Status::already_exists(msg),
             CoordinatorError::NotFound(_) => Status::not_found(msg),
             CoordinatorError::FailedPrecondition(_) => Status::failed_precondition(msg),
-            CoordinatorError::Store(_) => Status::unavailable(msg),
         }
     }
 }

@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Result as CoordResult;
-use crate::model::now_ms;
+use crate::clock::now_ms;
 use crate::registry::{Measured, Outcome, Registry};
 use crate::spec::parse_study;
 use crate::store::{CommittedChange, Writer};
@@ -76,7 +76,7 @@ impl Shared {
     ) -> Result<T, Status> {
         let (value, commit) = {
             let mut registry = self.lock();
-            let outcome = op(&mut registry, now_ms())?;
+            let outcome = op(&mut registry, now_ms()).map_err(status)?;
             (outcome.value, self.writer.submit(outcome.ops))
         };
         match self.writer.wait(commit).await {
@@ -103,7 +103,7 @@ impl Shared {
             let mut registry = self.lock();
             let outcome = op(&mut registry, now_ms());
             drop(refs);
-            let outcome = outcome?;
+            let outcome = outcome.map_err(status)?;
             let commit = self.writer.submit(outcome.ops);
             if outcome.wake {
                 self.work.send_modify(|v| *v = v.wrapping_add(1));
@@ -140,7 +140,7 @@ impl Coordinator for CoordinatorService {
         if text.len() > 1 << 20 {
             return Err(Status::invalid_argument("study file is larger than 1 MiB"));
         }
-        let spec = parse_study(&text).map_err(crate::error::CoordinatorError::from)?;
+        let spec = parse_study(&text).map_err(crate::error::CoordinatorError::from).map_err(status)?;
         // From checking the inputs to committing the study, no blob collection runs.
         let refs = self.shared.blobs.referencing().await;
         let spec = transfer::off_runtime(&self.shared, move |shared| {
@@ -154,7 +154,7 @@ impl Coordinator for CoordinatorService {
 
     async fn get_study(&self, request: Request<pb::GetStudyRequest>) -> Result<Response<pb::Study>, Status> {
         let name = request.into_inner().name;
-        let summary = self.shared.lock().study(require_name("name", &name)?)?;
+        let summary = self.shared.lock().study(require_name("name", &name)?).map_err(status)?;
         Ok(Response::new(study_to_proto(&summary)))
     }
 
@@ -207,7 +207,8 @@ impl Coordinator for CoordinatorService {
         let r = request.into_inner();
         let page = paging::page_request(r.page_size, &r.page_token)?;
         let from = u32::try_from(page.start).unwrap_or(u32::MAX);
-        let (trials, total) = self.shared.lock().trials_page(require_name("study", &r.study)?, from, page.size)?;
+        let (trials, total) =
+            self.shared.lock().trials_page(require_name("study", &r.study)?, from, page.size).map_err(status)?;
         let (trials, kept) = paging::fit(trials.iter().map(trial_to_proto).collect());
         let next = paging::next_offset(from as u64, kept, total as u64);
         Ok(Response::new(pb::ListTrialsResponse { trials, next_page_token: paging::next_token(next) }))
@@ -219,7 +220,7 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::ListConfigurationsResponse>, Status> {
         let r = request.into_inner();
         let page = paging::page_request(r.page_size, &r.page_token)?;
-        let configurations = self.shared.lock().configurations(require_name("study", &r.study)?)?;
+        let configurations = self.shared.lock().configurations(require_name("study", &r.study)?).map_err(status)?;
         let total = configurations.len() as u64;
         let start = page.start.min(total) as usize;
         let end = start.saturating_add(page.size).min(configurations.len());
@@ -236,7 +237,10 @@ impl Coordinator for CoordinatorService {
         let name = request.into_inner().study;
         let (best, configurations) = {
             let registry = self.shared.lock();
-            (registry.best_trial(require_name("study", &name)?)?, registry.configurations(&name)?)
+            (
+                registry.best_trial(require_name("study", &name)?).map_err(status)?,
+                registry.configurations(&name).map_err(status)?,
+            )
         };
         let Some(t) = best else {
             return Err(Status::not_found(format!("study {name:?} has no completed trial yet")));
@@ -264,7 +268,7 @@ impl Coordinator for CoordinatorService {
         require_name("study", &name)?;
         // Subscribe before the snapshot so no change falls between the two.
         let events = self.shared.events.subscribe();
-        self.shared.lock().study_state(&name)?;
+        self.shared.lock().study_state(&name).map_err(status)?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         tokio::spawn(watch::run(self.shared.clone(), name, events, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -416,7 +420,7 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::OfferArtifactResponse>, Status> {
         let r = request.into_inner();
         let (id, token) = (require_nonzero("trial_id", r.trial_id)?, require_nonzero("lease_token", r.lease_token)?);
-        let (wanted, reason) = self.shared.lock().offer_artifact(id, token, r.value)?;
+        let (wanted, reason) = self.shared.lock().offer_artifact(id, token, r.value).map_err(status)?;
         Ok(Response::new(pb::OfferArtifactResponse { wanted, reason }))
     }
 

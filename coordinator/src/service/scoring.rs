@@ -21,7 +21,7 @@ impl CoordinatorService {
         token: u64,
         predictions: pb::DevPredictions,
     ) -> Result<Arc<TrialEvaluation>, Status> {
-        let (metric, seed) = self.shared.lock().evaluation_context(id, token)?;
+        let (metric, seed) = self.shared.lock().evaluation_context(id, token).map_err(super::convert::status)?;
         let scored = tokio::task::spawn_blocking(move || evaluation::evaluate(predictions, &metric, seed))
             .await
             .map_err(|e| Status::internal(format!("scoring the predictions stopped: {e}")))?;
@@ -35,10 +35,14 @@ impl CoordinatorService {
         study: &str,
         configurations: &[Configuration],
     ) -> Result<Result<pb::Comparison, String>, Status> {
-        let gathered = self.shared.lock().with_trials(study, |spec, trials| {
-            let top = evaluation::top_two(configurations, trials);
-            (top, spec.objective.metric.clone(), spec.objective.maximize, spec.seed)
-        })?;
+        let gathered = self
+            .shared
+            .lock()
+            .with_trials(study, |spec, trials| {
+                let top = evaluation::top_two(configurations, trials);
+                (top, spec.objective.metric.clone(), spec.objective.maximize, spec.seed)
+            })
+            .map_err(super::convert::status)?;
         let (top, metric, maximize, seed) = gathered;
         let (runner_up, best_runs, runner_up_runs) = match top {
             Ok(top) => top,

@@ -65,7 +65,7 @@ pub fn check_inputs(shared: &Shared, spec: &StudySpec) -> Result<(), Status> {
     for input in task.inputs() {
         if let Ok(InputRef::Blob(d)) = InputRef::parse(input.reference) {
             let kind = if input.is_dir { ManifestKind::Dir } else { ManifestKind::File };
-            shared.blobs.check_tree(&format!("task.{}", input.key), &d, kind)?;
+            shared.blobs.check_tree(&format!("task.{}", input.key), &d, kind).map_err(super::convert::status)?;
         }
     }
     Ok(())
@@ -76,7 +76,7 @@ pub fn check_inputs(shared: &Shared, spec: &StudySpec) -> Result<(), Status> {
 pub fn check_artifact(shared: &Shared, trial_id: u64, token: u64, artifact: &str) -> Result<(), Status> {
     if let Some(d) = crate::registry::blob_of(artifact) {
         if shared.lock().is_running(trial_id, token) {
-            shared.blobs.check_tree("artifact", &d, ManifestKind::Dir)?;
+            shared.blobs.check_tree("artifact", &d, ManifestKind::Dir).map_err(super::convert::status)?;
         }
     }
     Ok(())
@@ -93,7 +93,7 @@ pub fn check_checkpoint(shared: &Shared, trial_id: u64, token: u64, checkpoint: 
     }
     if let Some(d) = crate::registry::blob_of(checkpoint) {
         if shared.lock().is_running(trial_id, token) {
-            shared.blobs.check_tree("checkpoint", &d, ManifestKind::Dir)?;
+            shared.blobs.check_tree("checkpoint", &d, ManifestKind::Dir).map_err(super::convert::status)?;
         }
         return Ok(());
     }

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bertsweep_coordinator::fixtures::StudyToml;
 use bertsweep_coordinator::server::{self, ServerConfig};
 use bertsweep_proto::v1 as pb;
 use bertsweep_proto::v1::coordinator_client::CoordinatorClient;
+use bertsweep_testkit::StudyToml;
 use tonic::transport::Channel;
 
 pub type Client = CoordinatorClient<Channel>;

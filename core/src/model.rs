@@ -189,10 +189,10 @@ pub struct TrialEvaluation {
     /// undefined on most resamples.
     pub interval: Option<bertsweep_evaluation::Interval>,
     /// Per-class scores by class id, computed once (listings and events show them); empty over
-    /// [`crate::evaluation::MAX_REPORTED_CLASSES`] classes.
+    /// the coordinator's `MAX_REPORTED_CLASSES` (64) classes.
     pub per_class: Vec<bertsweep_evaluation::metrics::ClassScores>,
     /// The confusion matrix, row-major true × predicted, computed once; empty over
-    /// [`crate::evaluation::MAX_CONFUSION_CLASSES`] classes.
+    /// its `MAX_CONFUSION_CLASSES` (32) classes.
     pub confusion: Vec<u64>,
 }
 
@@ -450,15 +450,11 @@ pub enum Decision {
     Pause(String),
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// A trial with the given params and state and nothing else, for unit tests of samplers and
 /// stoppers.
-#[cfg(test)]
-pub(crate) fn test_trial(number: u32, params: Params, state: TrialState) -> Trial {
+#[cfg(any(test, feature = "testing"))]
+pub fn test_trial(number: u32, params: Params, state: TrialState) -> Trial {
     Trial {
         id: number as u64 + 1,
         study_id: 1,

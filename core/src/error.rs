@@ -1,4 +1,5 @@
-//! The coordinator's typed errors; `service::convert` maps each to one gRPC status code.
+//! The lifecycle's typed errors: every way an operation is refused. The coordinator's
+//! `service::convert` maps each to one gRPC status code.
 
 use crate::spec::SpecError;
 
@@ -20,9 +21,6 @@ pub enum CoordinatorError {
     /// A stale lease or a call that does not fit the trial's state (FAILED_PRECONDITION).
     #[error("{0}")]
     FailedPrecondition(String),
-    /// The database failed (UNAVAILABLE / INTERNAL).
-    #[error("storage error: {0}")]
-    Store(#[from] crate::store::StoreError),
 }
 
 /// Shorthand for results of coordinator operations.

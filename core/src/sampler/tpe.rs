@@ -307,9 +307,9 @@ fn erf(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::StudyToml;
     use crate::sampler::RandomSampler;
     use crate::spec::parse_study;
+    use crate::testing::StudyToml;
 
     fn spec(sampler: &str, seed: u64, params: &str) -> StudySpec {
         let text = StudyToml::new("t").sampler(sampler).seed(seed).budget("max_trials = 40").parameters(params);

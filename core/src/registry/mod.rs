@@ -51,7 +51,7 @@ pub struct Measured {
     /// The attempt's peak device memory (0: not measured), as in `report_progress`.
     pub peak_device_memory_bytes: u64,
     /// Its best epoch's dev-set predictions, already checked and scored
-    /// ([`crate::evaluation::evaluate`]); `None` when the worker sent none.
+    /// (the coordinator's `evaluation::evaluate`); `None` when the worker sent none.
     pub evaluation: Option<std::sync::Arc<crate::model::TrialEvaluation>>,
     /// The kept model's scores on the study's test file (names `test_…`); empty without one.
     pub test_metrics: Metrics,

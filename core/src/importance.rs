@@ -133,7 +133,7 @@ pub fn importances<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::StudyToml;
+    use crate::testing::StudyToml;
 
     fn spec() -> StudySpec {
         let text = StudyToml::new("imp")
