@@ -21,7 +21,12 @@
 //!   the optional metrics and plaintext health listeners beside it.
 //! - [`connections`]: bounds and reaps the TCP connections of every port (caps, handshake and
 //!   idle timeouts, the open-file limit).
+//! - [`access`]: tokens with roles (worker, viewer, admin), the token file, and the table of
+//!   what each gRPC method needs, enforced by a tower layer.
 //! - [`auth_throttle`]: slows down token guessing per peer address, on both ports.
+//! - [`tls`]: TLS on the gRPC port and the dashboard (rustls, mutual TLS), handshakes off the
+//!   accept loop, configurations a reload can replace.
+//! - [`reload`]: re-reads the token file and the TLS files into a running server (SIGHUP).
 //! - [`dashboard`]: the web dashboard (`serve --http`): JSON API, live events, login, pages.
 //! - [`telemetry`]: the coordinator's Prometheus metrics (names, counters, scrape-time gauges).
 //! - [`text`]: safe names and bounded error text (how much of an input a message may quote).
@@ -29,6 +34,7 @@
 //!   benchmarks.
 //! - [`cli`]: the `bertsweep` command line (client verbs and output formats).
 
+pub mod access;
 pub mod auth_throttle;
 pub mod blobs;
 pub mod cli;
@@ -42,6 +48,7 @@ pub mod model;
 pub mod ops;
 pub mod params;
 pub mod registry;
+pub mod reload;
 pub mod sampler;
 pub mod server;
 pub mod service;
@@ -50,3 +57,4 @@ pub mod stopping;
 pub mod store;
 pub mod telemetry;
 pub mod text;
+pub mod tls;
