@@ -625,7 +625,8 @@ pub struct TrackRequests<S> {
     source: Source,
 }
 
-fn peer_of<B>(request: &http::Request<B>) -> Option<SocketAddr> {
+/// The peer address tonic put in a request's extensions (plain TCP or TLS).
+pub(crate) fn peer_of<B>(request: &http::Request<B>) -> Option<SocketAddr> {
     let extensions = request.extensions();
     extensions
         .get::<TcpConnectInfo>()

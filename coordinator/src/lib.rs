@@ -17,13 +17,19 @@
 //!   the optional metrics and plaintext health listeners beside it.
 //! - [`connections`]: bounds and reaps the TCP connections of every port (caps, handshake and
 //!   idle timeouts, the open-file limit).
+//! - [`access`]: tokens with roles (worker, viewer, admin), the token file, and the table of
+//!   what each gRPC method needs, enforced by a tower layer.
 //! - [`auth_throttle`]: slows down token guessing per peer address, on both ports.
+//! - [`tls`]: TLS on the gRPC port and the dashboard (rustls, mutual TLS), handshakes off the
+//!   accept loop, configurations a reload can replace.
+//! - [`reload`]: re-reads the token file and the TLS files into a running server (SIGHUP).
 //! - [`dashboard`]: the web dashboard (`serve --http`): JSON API, live events, login, pages.
 //! - [`telemetry`]: the coordinator's Prometheus metrics (names, counters, scrape-time gauges).
 //! - [`cli`]: the `bertsweep` command line (client verbs and output formats).
 
 pub use bertsweep_core::{error, importance, model, ops, params, registry, sampler, spec, stopping, text};
 
+pub mod access;
 pub mod auth_throttle;
 pub mod blobs;
 pub mod cli;
@@ -31,7 +37,9 @@ pub mod clock;
 pub mod connections;
 pub mod dashboard;
 pub mod evaluation;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

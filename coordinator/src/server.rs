@@ -1,5 +1,6 @@
 //! Assembles the coordinator: store, registry, reaper, and the gRPC server (bertsweep.v1 plus
-//! grpc.health.v1 and server reflection), with optional bearer-token auth.
+//! grpc.health.v1 and server reflection), with optional bearer tokens with roles
+//! ([`crate::access`]) and TLS ([`crate::tls`]), both reloadable ([`crate::reload`]).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -8,12 +9,11 @@ use std::time::Duration;
 use bertsweep_proto::v1::coordinator_server::CoordinatorServer;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
-use tonic::service::Interceptor;
-use tonic::{Request, Status};
 use tracing::info;
 
-use crate::connections::{ConnectionLimits, Tracker};
+use crate::access::{AuthLayer, TokenSet, Tokens};
 use crate::clock::now_ms;
+use crate::connections::{ConnectionLimits, Tracker};
 use crate::registry::{LeaseConfig, Registry};
 use crate::service::{CoordinatorService, Shared};
 use crate::store::{Store, StoreError};
@@ -23,8 +23,15 @@ use crate::store::{Store, StoreError};
 pub struct ServerConfig {
     /// `sqlite://path` (created if missing).
     pub db_url: String,
-    /// When set, every RPC except health must carry `authorization: Bearer <token>`.
+    /// When set, every RPC except health must carry `authorization: Bearer <token>`: the
+    /// single-token form (`--token`), whose token is an admin's. At most one of this and
+    /// `tokens`.
     pub token: Option<String>,
+    /// Tokens with roles (`--token-file`): every RPC except health needs one whose role the
+    /// method allows ([`crate::access::required`]).
+    pub tokens: Option<TokenSet>,
+    /// Re-reads the token file and TLS files into the running server when asked (SIGHUP).
+    pub reloader: Option<crate::reload::Reloader>,
     /// Lease lifetime without a heartbeat.
     pub lease_ttl: Duration,
     /// AcquireTrial long-poll when the worker does not say.
@@ -70,6 +77,8 @@ impl Default for ServerConfig {
         ServerConfig {
             db_url: "sqlite://bertsweep.db".into(),
             token: None,
+            tokens: None,
+            reloader: None,
             lease_ttl: Duration::from_secs(30),
             long_poll: Duration::from_secs(30),
             tls: None,
@@ -99,60 +108,6 @@ pub enum ServerError {
     /// Flags that contradict each other or name unreadable files (TLS, data directory).
     #[error("invalid configuration: {0}")]
     Config(String),
-}
-
-/// Checks `authorization: Bearer <token>`.
-#[derive(Clone)]
-struct BearerAuth {
-    expected: Option<Arc<str>>,
-    /// Wrong tokens per peer address: a guessing peer is refused unchecked for a while.
-    throttle: Arc<crate::auth_throttle::AuthThrottle>,
-}
-
-impl Interceptor for BearerAuth {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let Some(expected) = &self.expected else { return Ok(request) };
-        let peer = request.remote_addr().map(|a| a.ip());
-        let given = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let now = now_ms();
-        if let (Some(peer), Some(_)) = (peer, given) {
-            if let Some(wait) = self.throttle.wait(peer, now) {
-                return Err(Status::unauthenticated(crate::auth_throttle::AuthThrottle::refusal(wait)));
-            }
-        }
-        match given {
-            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
-                if let Some(peer) = peer {
-                    self.throttle.succeeded(peer);
-                }
-                Ok(request)
-            }
-            Some(_) => {
-                if let Some(peer) = peer {
-                    self.throttle.failed(peer, "grpc", now);
-                }
-                Err(Status::unauthenticated("wrong token; check --token-file / --token / BERTSWEEP_TOKEN"))
-            }
-            None => Err(Status::unauthenticated(
-                "this coordinator requires a token; pass --token-file (or --token, BERTSWEEP_TOKEN)",
-            )),
-        }
-    }
-}
-
-/// Compares a presented token with the expected one in time that depends only on the
-/// expected token's length (no early exit on the first differing byte or on a length
-/// mismatch).
-pub(crate) fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
-    let mut diff = u8::from(given.len() != expected.len());
-    for (i, e) in expected.iter().enumerate() {
-        diff |= given.get(i).copied().unwrap_or(0) ^ e;
-    }
-    diff == 0
 }
 
 /// Listeners served beside the gRPC API, bound by the caller (so it can print their addresses
@@ -228,28 +183,25 @@ pub async fn run_with_limits(
     if ttl_ms < 100 {
         return Err(ServerError::Config("lease TTL must be at least 100 ms".into()));
     }
-    if config.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-        return Err(ServerError::Config("the token is empty; set a non-empty secret".into()));
-    }
-    // TLS material is checked before the database is touched: a refused start changes nothing.
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &config.tls {
-        let mut tls_config = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem))
-            .timeout(limits.handshake_timeout);
-        if let Some(ca) = &tls.client_ca_pem {
-            tls_config = tls_config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
-        }
-        builder = builder.tls_config(tls_config).map_err(|e| {
-            ServerError::Config(format!("invalid TLS certificate or key: {}", bertsweep_proto::connect::innermost(&e)))
-        })?;
-    }
-    let dashboard_tls = match (&sidecars.http, &config.tls) {
-        (Some(_), Some(tls)) => {
-            Some(crate::dashboard::tls::acceptor(tls).map_err(|e| ServerError::Config(e.to_string()))?)
-        }
-        _ => None,
+    let token_set = match (&config.token, &config.tokens) {
+        (Some(_), Some(_)) => return Err(ServerError::Config("give a token or a token file, not both".into())),
+        (Some(token), None) => Some(
+            TokenSet::admin(token)
+                .map_err(|_| ServerError::Config("the token is empty; set a non-empty secret".into()))?,
+        ),
+        (None, tokens) => tokens.clone(),
     };
+    let tokens = Tokens::new(token_set);
+    // TLS material is checked before the database is touched: a refused start changes nothing.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(crate::tls::LiveTls::new)
+        .transpose()
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    if let Some(reloader) = &config.reloader {
+        reloader.attach(crate::reload::Live { tokens: tokens.clone(), tls: tls.clone() });
+    }
     let data_dir = config.data_dir.clone().unwrap_or_else(|| crate::blobs::default_data_dir(&config.db_url));
     let mut blobs = crate::blobs::BlobStore::open(&data_dir, config.max_blob_bytes).map_err(|e| {
         ServerError::Config(format!("cannot use the data directory {}: {e}; pass --data-dir", data_dir.display()))
@@ -360,7 +312,7 @@ pub async fn run_with_limits(
         }));
     }
     if let Some(listener) = sidecars.http {
-        let config = crate::dashboard::DashboardConfig { token: config.token.clone(), tls: dashboard_tls, limits };
+        let config = crate::dashboard::DashboardConfig { tokens: tokens.clone(), tls: tls.clone(), limits };
         sidecar_tasks.push(tokio::spawn(crate::dashboard::serve(listener, shared.clone(), config, dashboard_stop)));
     }
     let tracker = Tracker::new("grpc", limits);
@@ -373,7 +325,6 @@ pub async fn run_with_limits(
         }
     };
 
-    let auth = BearerAuth { expected: config.token.as_deref().map(Arc::from), throttle: Arc::default() };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<CoordinatorServer<CoordinatorService>>().await;
     health_tasks.push(tokio::spawn(follow_database_health(writer.watch_failing(), health_reporter.clone())));
@@ -386,24 +337,29 @@ pub async fn run_with_limits(
     let reflection_error = |e: tonic_reflection::server::Error| ServerError::Config(format!("reflection: {e}"));
     let reflection_v1 = reflection_builder().build_v1().map_err(reflection_error)?;
     let reflection_v1alpha = reflection_builder().build_v1alpha().map_err(reflection_error)?;
-    let reflection_v1 = tonic::service::interceptor::InterceptedService::new(reflection_v1, auth.clone());
-    let reflection_v1alpha = tonic::service::interceptor::InterceptedService::new(reflection_v1alpha, auth.clone());
-    let coordinator = CoordinatorServer::with_interceptor(CoordinatorService::new(shared.clone()), auth);
+    let coordinator = CoordinatorServer::new(CoordinatorService::new(shared.clone()));
 
     let addr = listener.local_addr().map_err(|e| ServerError::Config(e.to_string()))?;
-    info!(%addr, db = %config.db_url, auth = config.token.is_some(), tls = config.tls.is_some(), "coordinator listening");
-    let incoming = tracker.incoming(listener);
+    info!(%addr, db = %config.db_url, auth = tokens.required(), tls = tls.is_some(), "coordinator listening");
     let _ = ready.send(());
-    let result = keepalive(builder)
+    // Authentication innermost: the metrics and the connection tracking see its refusals too.
+    let router = keepalive(tonic::transport::Server::builder())
         .layer(tracker.layer())
         .layer(bertsweep_telemetry::rpc::RpcMetricsLayer)
         .layer(tower::util::MapResponseLayer::new(crate::service::wire_errors::caller_error_codes))
+        .layer(AuthLayer::new(tokens))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(coordinator)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .add_service(coordinator);
+    // TLS is done here rather than by tonic, so a reload can change the certificate.
+    let result = match tls {
+        Some(tls) => {
+            let incoming = crate::tls::incoming(&tracker, listener, tls, limits.handshake_timeout);
+            router.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+        None => router.serve_with_incoming_shutdown(tracker.incoming(listener), shutdown).await,
+    };
     reaper.abort();
     collector.abort();
     for task in health_tasks {

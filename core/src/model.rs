@@ -450,7 +450,6 @@ pub enum Decision {
     Pause(String),
 }
 
-
 /// A trial with the given params and state and nothing else, for unit tests of samplers and
 /// stoppers.
 #[cfg(any(test, feature = "testing"))]

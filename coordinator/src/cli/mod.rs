@@ -15,6 +15,8 @@ use anyhow::{bail, Context, Result};
 use bertsweep_proto::v1 as pb;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::access::TokenSet;
+use crate::reload::{ReloadSources, Reloader, TlsFiles};
 use crate::server::{self, ServerConfig, ServerTls};
 use client::Client;
 
@@ -39,11 +41,14 @@ pub struct GlobalArgs {
     /// Coordinator URL for client verbs.
     #[arg(long, global = true, env = "BERTSWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
     pub coordinator: String,
-    /// Bearer token: required by a coordinator started with a token; for `serve`, the token to
-    /// require. Prefer --token-file: a command line is visible to every local user.
+    /// Bearer token: required by a coordinator started with tokens; for `serve`, the one token
+    /// to require (an admin's). Prefer --token-file: a command line is visible to every local
+    /// user.
     #[arg(long, global = true, env = "BERTSWEEP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// File holding the bearer token (a Kubernetes Secret, a systemd credential, …).
+    /// File holding the bearer token (a Kubernetes Secret, a systemd credential, …). For
+    /// `serve`: one token (an admin's), or one `role:token` per line with the roles worker,
+    /// viewer and admin; `serve` re-reads it on SIGHUP.
     #[arg(long, global = true, env = "BERTSWEEP_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// PEM CA bundle to trust for an https:// coordinator (default: the system roots).
@@ -317,10 +322,8 @@ pub use bertsweep_proto::values::parse_duration;
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            if let Some(path) = &cli.global.token_file {
-                warn_if_shared(path);
-            }
-            serve(*args, cli.global.token()?).await
+            let tokens = serve_tokens(&cli.global)?;
+            serve(*args, tokens, cli.global.token_file.clone()).await
         }
         Command::Study(cmd) => {
             let mut client = cli.global.client().await?;
@@ -443,7 +446,37 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 /// Shortest token `serve` accepts on an address others can reach.
-pub const MIN_TOKEN_BYTES: usize = 16;
+pub use crate::access::MIN_TOKEN_BYTES;
+
+/// The tokens `serve` requires: `--token` (one admin token) or the `--token-file` (either form).
+fn serve_tokens(global: &GlobalArgs) -> Result<Option<TokenSet>> {
+    match (&global.token, &global.token_file) {
+        (Some(_), Some(_)) => Err(bertsweep_proto::connect::TokenError::Both.into()),
+        (Some(token), None) => {
+            Ok(Some(TokenSet::admin(token).map_err(|_| anyhow::anyhow!("the token is empty; set a non-empty secret"))?))
+        }
+        (None, Some(path)) => {
+            warn_if_shared(path);
+            let set = crate::reload::read_token_file(path).map_err(anyhow::Error::msg)?;
+            if set.looks_like_mistyped_role() {
+                tracing::warn!(
+                    "the token file {} holds one line whose prefix is no role, so the whole line is one admin token; \
+                     the roles are worker, viewer and admin (`role:token`)",
+                    path.display()
+                );
+            }
+            if set.counts().admin == 0 {
+                tracing::warn!(
+                    "the token file {} has no admin token: nobody can create or stop studies until one is added \
+                     (then send SIGHUP)",
+                    path.display()
+                );
+            }
+            Ok(Some(set))
+        }
+        (None, None) => Ok(None),
+    }
+}
 
 /// Warns when the token file can be read by its group or by others.
 fn warn_if_shared(path: &std::path::Path) {
@@ -461,17 +494,14 @@ fn warn_if_shared(path: &std::path::Path) {
     }
 }
 
-/// Refuses a token too short to resist guessing on a reachable address (warns on loopback).
-fn check_token_strength(token: &str, public: bool) -> Result<()> {
-    let len = token.trim().len();
-    if len >= MIN_TOKEN_BYTES {
-        return Ok(());
-    }
+/// Refuses tokens too short to resist guessing on a reachable address (warns on loopback).
+fn check_token_strength(tokens: &TokenSet, public: bool) -> Result<()> {
+    let Some(weak) = tokens.weakness() else { return Ok(()) };
     let how = "make one with `openssl rand -hex 32 > token && chmod 600 token` and pass --token-file token";
     if public {
-        bail!("the token is {len} bytes; on an address others can reach it needs at least {MIN_TOKEN_BYTES}: {how}");
+        bail!("{weak}; on an address others can reach it needs at least {MIN_TOKEN_BYTES}: {how}");
     }
-    tracing::warn!("the token is only {len} bytes; fine on loopback, but {how} before listening elsewhere");
+    tracing::warn!("{weak}; fine on loopback, but {how} before listening elsewhere");
     Ok(())
 }
 
@@ -480,7 +510,7 @@ fn read_pem(flag: &str, path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {flag} {}", path.display()))
 }
 
-async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
+async fn serve(args: ServeArgs, token: Option<TokenSet>, token_file: Option<PathBuf>) -> Result<()> {
     // Secure by default: a token is required wherever someone else could connect.
     if token.is_none() && !args.listen.ip().is_loopback() && !args.insecure {
         bail!(
@@ -495,8 +525,8 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
             );
         }
     }
+    let public = !args.listen.ip().is_loopback() || args.http.is_some_and(|h| !h.ip().is_loopback());
     if let Some(token) = &token {
-        let public = !args.listen.ip().is_loopback() || args.http.is_some_and(|h| !h.ip().is_loopback());
         check_token_strength(token, public)?;
     }
     if args.max_connections == 0 {
@@ -537,9 +567,24 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
     let health_addr = sidecars.health.as_ref().map(|l| l.local_addr()).transpose()?;
     let http_addr = sidecars.http.as_ref().map(|l| l.local_addr()).transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    // SIGHUP re-reads the token file and the TLS files; without either, SIGHUP keeps its
+    // default (the process ends, as when its terminal goes away).
+    let reloader = Reloader::new(ReloadSources {
+        token_file: token_file.filter(|_| token.is_some()),
+        strong_tokens: public,
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: args.tls_client_ca.clone() })
+            }
+            _ => None,
+        },
+    });
+    let on_hangup = if reloader.sources().is_empty() { None } else { Some(reload_on_hangup(reloader.clone())?) };
     let config = ServerConfig {
         db_url: args.db.clone(),
-        token,
+        token: None,
+        tokens: token,
+        reloader: Some(reloader),
         lease_ttl: args.lease_ttl,
         long_poll: args.long_poll,
         tls,
@@ -577,7 +622,23 @@ async fn serve(args: ServeArgs, token: Option<String>) -> Result<()> {
     });
     let result = server::run_with_sidecars(listener, sidecars, config, shutdown, ready_tx).await;
     announce.abort();
+    if let Some(task) = on_hangup {
+        task.abort();
+    }
     result.map_err(anyhow::Error::from)
+}
+
+/// Reloads on every SIGHUP (the handler is installed at once, so an early SIGHUP is not fatal).
+fn reload_on_hangup(reloader: Reloader) -> Result<tokio::task::JoinHandle<()>> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler")?;
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the token file and TLS files");
+            let reloader = reloader.clone();
+            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+        }
+    }))
 }
 
 async fn shutdown_signal() {

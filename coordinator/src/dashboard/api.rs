@@ -20,12 +20,13 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::auth::Gate;
+use super::auth::{CallerRole, Gate};
 use super::AppState;
+use crate::access::{Lookup, Role};
 use crate::error::CoordinatorError;
 use crate::evaluation::{class_name, summary_to_proto};
 use crate::importance::{importances, ParamImportance};
@@ -283,10 +284,18 @@ impl TrialRow {
     }
 }
 
-/// `GET /api/session`.
-pub async fn session(State(app): State<Arc<AppState>>) -> Json<Value> {
+/// `GET /api/session`: whether the dashboard needs a token, the caller's role (`viewer`,
+/// `admin`, or null when open) and whether the page should offer to stop studies (an admin's
+/// session; stopping still takes the admin token itself).
+pub async fn session(State(app): State<Arc<AppState>>, caller: Option<Extension<CallerRole>>) -> Json<Value> {
     let auth = app.gate.required();
-    Json(json!({ "auth": auth, "can_stop": auth, "version": env!("CARGO_PKG_VERSION") }))
+    let role = caller.and_then(|c| c.0 .0);
+    Json(json!({
+        "auth": auth,
+        "role": role.map(Role::name),
+        "can_stop": role == Some(Role::Admin),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
 }
 
 /// `GET /api/studies?from=ID&limit=N`.
@@ -888,8 +897,8 @@ pub async fn trials_csv(State(app): State<Arc<AppState>>, Path(name): Path<Strin
         .into_response())
 }
 
-/// `POST /api/studies/{name}/stop`: needs the token in a bearer header on this very request;
-/// a session cookie alone only reads.
+/// `POST /api/studies/{name}/stop`: needs an admin's token in a bearer header on this very
+/// request; a session cookie alone only reads.
 pub async fn stop(
     State(app): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -902,9 +911,15 @@ pub async fn stop(
             format!("this coordinator has no token, so its dashboard only reads; stop the study with `bertsweep study stop {name}`"),
         ));
     }
-    match Gate::bearer(&headers) {
-        Some(token) if app.gate.token_matches(token) => {}
-        Some(_) => {
+    match Gate::bearer(&headers).map(|token| app.gate.lookup(token)) {
+        Some(Lookup::Role(Role::Admin)) => {}
+        Some(Lookup::Role(role)) => {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("this token has role {role}; stopping a study needs admin"),
+            ))
+        }
+        Some(Lookup::Wrong | Lookup::Open) => {
             return Err(ApiError(
                 StatusCode::UNAUTHORIZED,
                 "wrong token; stopping needs the coordinator's token".into(),

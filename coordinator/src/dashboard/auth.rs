@@ -1,12 +1,15 @@
-//! Who may look and who may act. When the coordinator has a token, every page and API call
+//! Who may look and who may act. When the coordinator has tokens, every page and API call
 //! needs either `Authorization: Bearer TOKEN` (scripts, curl) or a session cookie that the
-//! login form sets after checking the token (browsers). The cookie is a random session id, not
-//! the token: HttpOnly (scripts cannot read it), SameSite=Strict (other sites cannot ride on
-//! it), Secure under TLS, and forgotten when the coordinator restarts. Without a token the
-//! dashboard is open, like the gRPC API on loopback.
+//! login form sets after checking the token (browsers), and the token's role must be viewer or
+//! admin: a worker's token is refused (403) with one line saying so, on the login form too.
+//! The cookie is a random session id, not the token: HttpOnly (scripts cannot read it),
+//! SameSite=Strict (other sites cannot ride on it), Secure under TLS, and forgotten when the
+//! coordinator restarts. A session remembers the role it was opened with, and ends when a
+//! reload removes its token or gives it another role. Without tokens the dashboard is open,
+//! like the gRPC API on loopback.
 //!
-//! The session only reads: stopping a study takes the token itself in a bearer header on that
-//! request (see `api::stop`), so a stolen or forged cookie can never change a study.
+//! The session only reads: stopping a study takes an admin's token itself in a bearer header
+//! on that request (see `api::stop`), so a stolen or forged cookie can never change a study.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,9 +24,9 @@ use rand::RngCore;
 use serde::Deserialize;
 
 use super::{pages, AppState};
+use crate::access::{Lookup, Role, Tokens};
 use crate::auth_throttle::{AuthThrottle, PeerAddr};
 use crate::clock::now_ms;
-use crate::server::constant_time_eq;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "bertsweep_session";
@@ -37,22 +40,38 @@ const MAX_SESSIONS: usize = 10_000;
 /// A wrong token waits this long before the answer, slowing guessing down.
 const WRONG_TOKEN_DELAY: Duration = Duration::from_millis(300);
 
-/// The token and the live sessions.
+/// The tokens and the live sessions.
 pub struct Gate {
-    token: Option<Arc<str>>,
-    /// Session id → expiry (wall-clock ms).
-    sessions: Mutex<HashMap<String, i64>>,
+    tokens: Tokens,
+    /// Session id → the session.
+    sessions: Mutex<HashMap<String, Session>>,
     /// Mark the cookie Secure (the dashboard is served over TLS).
     secure: bool,
     /// Wrong tokens per peer address (login form and bearer headers).
     pub throttle: AuthThrottle,
 }
 
+/// One login.
+struct Session {
+    /// Expiry (wall-clock ms).
+    expires: i64,
+    /// The token it was opened with: a reload that removes it (or changes its role) ends it.
+    token: Arc<str>,
+    /// The role it was opened with.
+    role: Role,
+}
+
+/// The role a request's credentials carry (None: the dashboard is open), a request extension
+/// the gate sets for the handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallerRole(pub Option<Role>);
+
 /// What a request's credentials amount to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Credentials {
-    /// No token is configured, or a valid bearer token or session came with it.
-    Valid,
+    /// A valid bearer token or session came with it, of this role (None: no token is
+    /// configured, everything is open).
+    Valid(Option<Role>),
     /// A bearer token came, and it is wrong.
     WrongToken,
     /// Nothing usable came (no header, no or an expired session).
@@ -60,24 +79,19 @@ pub enum Credentials {
 }
 
 impl Gate {
-    /// A gate for `token` (None: open dashboard).
-    pub fn new(token: Option<&str>, secure: bool) -> Self {
-        Gate {
-            token: token.map(Arc::from),
-            sessions: Mutex::new(HashMap::new()),
-            secure,
-            throttle: AuthThrottle::default(),
-        }
+    /// A gate asking `tokens` (none in force: open dashboard).
+    pub fn new(tokens: Tokens, secure: bool) -> Self {
+        Gate { tokens, sessions: Mutex::new(HashMap::new()), secure, throttle: AuthThrottle::default() }
     }
 
-    /// `true` when the coordinator has a token.
+    /// `true` when the coordinator has tokens.
     pub fn required(&self) -> bool {
-        self.token.is_some()
+        self.tokens.required()
     }
 
-    /// `true` when `given` is the token (constant time).
-    pub fn token_matches(&self, given: &str) -> bool {
-        self.token.as_deref().is_some_and(|t| constant_time_eq(given.as_bytes(), t.as_bytes()))
+    /// What `given` is worth (compared with every token in constant time).
+    pub fn lookup(&self, given: &str) -> Lookup {
+        self.tokens.lookup(given)
     }
 
     /// The bearer token in `headers`, if any.
@@ -88,48 +102,52 @@ impl Gate {
     /// Checks a request's bearer header or session cookie.
     pub fn check(&self, headers: &HeaderMap) -> Credentials {
         if !self.required() {
-            return Credentials::Valid;
+            return Credentials::Valid(None);
         }
         if let Some(token) = Self::bearer(headers) {
-            return if self.token_matches(token) { Credentials::Valid } else { Credentials::WrongToken };
+            return match self.lookup(token) {
+                Lookup::Role(role) => Credentials::Valid(Some(role)),
+                Lookup::Open => Credentials::Valid(None),
+                Lookup::Wrong => Credentials::WrongToken,
+            };
         }
-        match session_id(headers) {
-            Some(id) if self.session_valid(id) => Credentials::Valid,
-            _ => Credentials::Missing,
+        match session_id(headers).and_then(|id| self.session_role(id)) {
+            Some(role) => Credentials::Valid(Some(role)),
+            None => Credentials::Missing,
         }
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn session_valid(&self, id: &str) -> bool {
+    /// The role of live session `id`: unexpired, and its token still has the role it was
+    /// opened with (a reload may have removed it); otherwise the session is forgotten.
+    fn session_role(&self, id: &str) -> Option<Role> {
         let now = now_ms();
         let mut sessions = self.sessions();
-        match sessions.get(id) {
-            Some(&expires) if expires > now => true,
-            Some(_) => {
-                sessions.remove(id);
-                false
-            }
-            None => false,
+        let session = sessions.get(id)?;
+        if session.expires > now && self.tokens.lookup(&session.token) == Lookup::Role(session.role) {
+            return Some(session.role);
         }
+        sessions.remove(id);
+        None
     }
 
-    /// Starts a session; returns its id.
-    fn open_session(&self) -> String {
+    /// Starts a session for `token` of `role`; returns its id.
+    fn open_session(&self, token: &str, role: Role) -> String {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let now = now_ms();
         let mut sessions = self.sessions();
-        sessions.retain(|_, &mut expires| expires > now);
+        sessions.retain(|_, s| s.expires > now);
         if sessions.len() >= MAX_SESSIONS {
-            if let Some(oldest) = sessions.iter().min_by_key(|(_, &e)| e).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| k.clone()) {
                 sessions.remove(&oldest);
             }
         }
-        sessions.insert(id.clone(), now + SESSION_TTL_MS);
+        sessions.insert(id.clone(), Session { expires: now + SESSION_TTL_MS, token: Arc::from(token), role });
         id
     }
 
@@ -188,8 +206,12 @@ pub fn host_is_literal(headers: &HeaderMap) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
+/// Why a worker's token cannot open the dashboard.
+pub const WORKER_REFUSED: &str =
+    "this token has role worker, which the dashboard does not accept; use a viewer or admin token";
+
 /// The middleware in front of every page and API call.
-pub async fn gate(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub async fn gate(State(app): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
     if !app.gate.required() && !host_is_literal(request.headers()) {
         let why = "this dashboard has no token, so it answers only to an IP address or localhost in the address (a defence against DNS rebinding); open http://IP:PORT/, or start the coordinator with --token-file";
         if request.uri().path().starts_with("/api/") {
@@ -205,10 +227,20 @@ pub async fn gate(State(app): State<Arc<AppState>>, request: Request, next: Next
         }
     }
     let why = match checked {
-        Credentials::Valid => {
+        Credentials::Valid(role) => {
             if let (Some(peer), true) = (peer, Gate::bearer(request.headers()).is_some()) {
                 app.gate.throttle.succeeded(peer);
             }
+            if role == Some(Role::Worker) {
+                if request.uri().path().starts_with("/api/") {
+                    return (StatusCode::FORBIDDEN, Json(serde_json::json!({ "error": WORKER_REFUSED })))
+                        .into_response();
+                }
+                let here = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                return (StatusCode::FORBIDDEN, pages::login_html(safe_next(here), Some(WORKER_MESSAGE)))
+                    .into_response();
+            }
+            request.extensions_mut().insert(CallerRole(role));
             return next.run(request).await;
         }
         Credentials::WrongToken => {
@@ -283,12 +315,20 @@ pub async fn login(
     if let Some(refused) = throttled(&app, peer) {
         return refused;
     }
-    if app.gate.token_matches(form.token.trim()) {
-        if let Some(peer) = peer {
-            app.gate.throttle.succeeded(peer);
+    let token = form.token.trim();
+    match app.gate.lookup(token) {
+        Lookup::Role(role) => {
+            if let Some(peer) = peer {
+                app.gate.throttle.succeeded(peer);
+            }
+            if role == Role::Worker {
+                return (StatusCode::FORBIDDEN, pages::login_html(&next, Some(WORKER_MESSAGE))).into_response();
+            }
+            let id = app.gate.open_session(token, role);
+            return see_other(&next, Some(app.gate.cookie(&id)));
         }
-        let id = app.gate.open_session();
-        return see_other(&next, Some(app.gate.cookie(&id)));
+        Lookup::Open => return see_other(&next, None),
+        Lookup::Wrong => {}
     }
     if let Some(peer) = peer {
         app.gate.throttle.failed(peer, "http", now_ms());
@@ -301,6 +341,10 @@ pub async fn login(
     };
     (StatusCode::UNAUTHORIZED, pages::login_html(&next, Some(message))).into_response()
 }
+
+/// The login form's line for a worker's token.
+const WORKER_MESSAGE: &str =
+    "This is a worker's token, which cannot open the dashboard. Log in with a viewer or admin token.";
 
 /// `POST /logout`: forgets the session and deletes the cookie.
 pub async fn logout(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -323,6 +367,7 @@ fn see_other(location: &str, cookie: Option<String>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::TokenSet;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -332,35 +377,57 @@ mod tests {
         h
     }
 
+    fn gate(text: Option<&str>) -> Gate {
+        Gate::new(Tokens::new(text.map(|t| TokenSet::parse(t).unwrap())), false)
+    }
+
     #[test]
     fn open_gate_lets_everyone_read() {
-        let gate = Gate::new(None, false);
-        assert_eq!(gate.check(&HeaderMap::new()), Credentials::Valid);
-        assert!(!gate.token_matches(""));
+        let gate = gate(None);
+        assert_eq!(gate.check(&HeaderMap::new()), Credentials::Valid(None));
+        assert!(!gate.required());
     }
 
     #[test]
     fn bearer_and_session_are_checked() {
-        let gate = Gate::new(Some("s3cret"), false);
+        let gate = gate(Some("s3cret"));
         assert_eq!(gate.check(&HeaderMap::new()), Credentials::Missing);
-        assert_eq!(gate.check(&headers(&[("authorization", "Bearer s3cret")])), Credentials::Valid);
+        assert_eq!(gate.check(&headers(&[("authorization", "Bearer s3cret")])), Credentials::Valid(Some(Role::Admin)));
         assert_eq!(gate.check(&headers(&[("authorization", "Bearer s3cre")])), Credentials::WrongToken);
         assert_eq!(gate.check(&headers(&[("cookie", "bertsweep_session=forged")])), Credentials::Missing);
-        let id = gate.open_session();
+        let id = gate.open_session("s3cret", Role::Admin);
         let cookie = format!("theme=dark; {COOKIE}={id}");
-        assert_eq!(gate.check(&headers(&[("cookie", &cookie)])), Credentials::Valid);
+        assert_eq!(gate.check(&headers(&[("cookie", &cookie)])), Credentials::Valid(Some(Role::Admin)));
         gate.close_session(&headers(&[("cookie", &cookie)]));
         assert_eq!(gate.check(&headers(&[("cookie", &cookie)])), Credentials::Missing);
     }
 
     #[test]
+    fn sessions_keep_their_role_and_end_with_their_token() {
+        let gate = gate(Some("viewer:v-token-v-token\nworker:w-token-w-token\nadmin:a-token-a-token\n"));
+        let bearer = |t: &str| headers(&[("authorization", &format!("Bearer {t}"))]);
+        assert_eq!(gate.check(&bearer("w-token-w-token")), Credentials::Valid(Some(Role::Worker)));
+        let viewer = gate.open_session("v-token-v-token", Role::Viewer);
+        let admin = gate.open_session("a-token-a-token", Role::Admin);
+        let cookie = |id: &str| headers(&[("cookie", &format!("{COOKIE}={id}"))]);
+        assert_eq!(gate.check(&cookie(&viewer)), Credentials::Valid(Some(Role::Viewer)));
+        assert_eq!(gate.check(&cookie(&admin)), Credentials::Valid(Some(Role::Admin)));
+        // A reload drops the viewer's token and makes the admin's a viewer's: both sessions end.
+        gate.tokens.replace(TokenSet::parse("viewer:a-token-a-token\nadmin:new-admin-token\n").unwrap());
+        assert_eq!(gate.check(&cookie(&viewer)), Credentials::Missing);
+        assert_eq!(gate.check(&cookie(&admin)), Credentials::Missing);
+        assert_eq!(gate.check(&bearer("a-token-a-token")), Credentials::Valid(Some(Role::Viewer)));
+    }
+
+    #[test]
     fn cookie_is_http_only_strict_and_secure_under_tls() {
-        let cookie = Gate::new(Some("t"), true).cookie("abc");
+        let tokens = || Tokens::new(Some(TokenSet::admin("t").unwrap()));
+        let cookie = Gate::new(tokens(), true).cookie("abc");
         for part in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
             assert!(cookie.contains(part), "{cookie}");
         }
-        assert!(!Gate::new(Some("t"), false).cookie("abc").contains("Secure"));
-        assert!(Gate::new(Some("t"), false).cookie("").contains("Max-Age=0"));
+        assert!(!Gate::new(tokens(), false).cookie("abc").contains("Secure"));
+        assert!(Gate::new(tokens(), false).cookie("").contains("Max-Age=0"));
     }
 
     #[test]

@@ -7,18 +7,20 @@
 //! few milliseconds per request. Live updates come from the same committed-change broadcast as
 //! WatchStudy, so the page sees exactly what the CLI's `--follow` sees.
 //!
-//! - [`auth`]: the token gate (login form → HttpOnly session cookie, or a bearer header).
+//! - [`auth`]: the token gate (login form → HttpOnly session cookie, or a bearer header);
+//!   viewer and admin tokens read, only an admin's stops a study, a worker's is refused.
 //! - [`api`]: the JSON API (studies, trials, configurations, importance, CSV, model files, stop).
 //! - [`events`]: one server-sent-event stream per open study page.
 //! - [`pages`]: the embedded HTML shell and assets, the login and not-found pages, and the
 //!   security headers every reply carries.
-//! - [`tls`]: HTTPS with the coordinator's own certificate (and client CA, for mutual TLS).
+//!
+//! HTTPS uses the coordinator's own certificate (and client CA, for mutual TLS) through
+//! [`crate::tls::LiveTls`], so a reload changes it for new connections.
 
 pub mod api;
 pub mod auth;
 pub mod events;
 pub mod pages;
-pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +30,8 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
 
+use crate::access::Tokens;
 use crate::connections::{ConnectionLimits, Tracker};
 use crate::service::Shared;
 
@@ -39,10 +41,11 @@ pub const MAX_LIVE_STREAMS: usize = 256;
 /// How the dashboard runs: the same secrets as the gRPC API.
 #[derive(Clone)]
 pub struct DashboardConfig {
-    /// The coordinator's token: when set, every page and API call needs it (login or bearer).
-    pub token: Option<String>,
-    /// HTTPS with this acceptor (built by [`tls::acceptor`] from the gRPC port's PEM files).
-    pub tls: Option<TlsAcceptor>,
+    /// The coordinator's tokens (shared with the gRPC port, swapped by a reload): when set,
+    /// every page and API call needs a viewer's or an admin's (login or bearer).
+    pub tokens: Tokens,
+    /// HTTPS with the gRPC port's certificate, as in force when each connection is accepted.
+    pub tls: Option<crate::tls::LiveTls>,
     /// Connections held at once, and how long one may stay silent (TLS handshake and request
     /// headers included) or idle (HTTP/1 keep-alive, HTTP/2) before it is closed.
     pub limits: ConnectionLimits,
@@ -96,7 +99,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, config: Dashboard
     let secure = config.tls.is_some();
     let state = Arc::new(AppState {
         shared,
-        gate: auth::Gate::new(config.token.as_deref(), secure),
+        gate: auth::Gate::new(config.tokens.clone(), secure),
         importance: api::ImportanceCache::default(),
         streams: Arc::new(Semaphore::new(MAX_LIVE_STREAMS)),
         stop: stop.clone(),
@@ -123,7 +126,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, config: Dashboard
             None => app.clone(),
         };
         let app = guarded.track(app);
-        let tls = config.tls.clone();
+        let tls = config.tls.as_ref().map(crate::tls::LiveTls::dashboard_acceptor);
         let stop = stop.clone();
         tokio::spawn(async move {
             match tls {

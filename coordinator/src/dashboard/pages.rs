@@ -135,7 +135,7 @@ pub fn login_html(next: &str, error: Option<&str>) -> Html<String> {
     let error =
         error.map(|e| format!("<p class=\"login-error\" id=\"login-error\">{}</p>", escape(e))).unwrap_or_default();
     let body = format!(
-        "<h1>Log in</h1><p>This coordinator requires its token to show studies.</p>{error}\
+        "<h1>Log in</h1><p>This coordinator shows its studies to viewer and admin tokens.</p>{error}\
          <form method=\"post\" action=\"/login\" class=\"login-form\" id=\"login-form\">\
          <input type=\"hidden\" name=\"next\" value=\"{next}\">\
          <label for=\"token\">Token</label>\

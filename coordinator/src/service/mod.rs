@@ -21,8 +21,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::error::Result as CoordResult;
 use crate::clock::now_ms;
+use crate::error::Result as CoordResult;
 use crate::registry::{Measured, Outcome, Registry};
 use crate::spec::parse_study;
 use crate::store::{CommittedChange, Writer};

@@ -348,7 +348,7 @@
 
   // ---------------------------------------------------------------- session (log out button)
 
-  const session = { auth: false, can_stop: false, version: '' };
+  const session = { auth: false, role: null, can_stop: false, version: '' };
   let sessionPromise = null;
 
   function loadSession() {
@@ -356,6 +356,8 @@
       sessionPromise = api('/api/session')
         .then((s) => {
           session.auth = !!s.auth;
+          session.role = typeof s.role === 'string' ? s.role : null;
+          // Only an admin's session is offered the Stop button (a viewer's would be refused).
           session.can_stop = !!s.can_stop;
           session.version = typeof s.version === 'string' ? s.version : '';
           renderSessionBox();
@@ -374,6 +376,7 @@
     box.replaceChildren(); // empty
     if (session.auth) {
       box.append(h('form', { method: 'post', action: '/logout' },
+        session.role ? h('span', { class: 'session-role', id: 'session-role' }, session.role) : null,
         h('button', { class: 'btn', type: 'submit' }, 'Log out')));
     }
   }
