@@ -243,7 +243,7 @@ pub struct TrialShape {
 }
 
 /// The parameter that sets a trial's batch size.
-pub const BATCH_SIZE_PARAM: &str = "per_device_train_batch_size";
+pub const BATCH_SIZE_PARAM: &str = bertsweep_proto::contract::params::BATCH_SIZE;
 
 impl TrialShape {
     /// The shape of a trial with `params` in a study training on `task`.

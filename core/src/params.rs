@@ -1,5 +1,7 @@
 //! Hyperparameter values and the set of parameters bertsweep knows how to search.
 
+use bertsweep_proto::contract::params as P;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -84,20 +86,14 @@ pub struct KnownParam {
 
 /// Every parameter a study may search; anything else is rejected at `study create`.
 pub const KNOWN_PARAMS: &[KnownParam] = &[
-    KnownParam { name: "learning_rate", kind: ParamKind::Float, min: 0.0, min_exclusive: true, max: 1.0 },
-    KnownParam { name: "num_train_epochs", kind: ParamKind::Int, min: 1.0, min_exclusive: false, max: 1000.0 },
-    KnownParam {
-        name: "per_device_train_batch_size",
-        kind: ParamKind::Int,
-        min: 1.0,
-        min_exclusive: false,
-        max: 65536.0,
-    },
-    KnownParam { name: "warmup_ratio", kind: ParamKind::Float, min: 0.0, min_exclusive: false, max: 1.0 },
-    KnownParam { name: "weight_decay", kind: ParamKind::Float, min: 0.0, min_exclusive: false, max: 10.0 },
-    KnownParam { name: "seed", kind: ParamKind::Int, min: 0.0, min_exclusive: false, max: 4294967295.0 },
-    KnownParam { name: "head_lr_multiplier", kind: ParamKind::Float, min: 0.0, min_exclusive: true, max: 10000.0 },
-    KnownParam { name: "freeze_layers", kind: ParamKind::Int, min: 0.0, min_exclusive: false, max: 1000.0 },
+    KnownParam { name: P::LEARNING_RATE, kind: ParamKind::Float, min: 0.0, min_exclusive: true, max: 1.0 },
+    KnownParam { name: P::NUM_TRAIN_EPOCHS, kind: ParamKind::Int, min: 1.0, min_exclusive: false, max: 1000.0 },
+    KnownParam { name: P::BATCH_SIZE, kind: ParamKind::Int, min: 1.0, min_exclusive: false, max: 65536.0 },
+    KnownParam { name: P::WARMUP_RATIO, kind: ParamKind::Float, min: 0.0, min_exclusive: false, max: 1.0 },
+    KnownParam { name: P::WEIGHT_DECAY, kind: ParamKind::Float, min: 0.0, min_exclusive: false, max: 10.0 },
+    KnownParam { name: P::SEED, kind: ParamKind::Int, min: 0.0, min_exclusive: false, max: 4294967295.0 },
+    KnownParam { name: P::HEAD_LR_MULTIPLIER, kind: ParamKind::Float, min: 0.0, min_exclusive: true, max: 10000.0 },
+    KnownParam { name: P::FREEZE_LAYERS, kind: ParamKind::Int, min: 0.0, min_exclusive: false, max: 1000.0 },
 ];
 
 /// Looks a parameter up by name.
@@ -117,7 +113,7 @@ pub fn format_params(params: &Params) -> String {
 
 /// Parameters the registry sets per trial of a configuration (seed repeats, cross-validation
 /// folds) rather than the search: a configuration is everything else.
-pub const PER_TRIAL_PARAMS: &[&str] = &["seed", "fold"];
+pub const PER_TRIAL_PARAMS: &[&str] = &[P::SEED, P::FOLD];
 
 /// A stable identity of a configuration (all params except [`PER_TRIAL_PARAMS`]), used to spot
 /// duplicates and to group seed repeats and folds.

@@ -58,7 +58,7 @@ pub fn for_spec(spec: &StudySpec) -> Box<dyn EarlyStopper> {
 
 /// Epochs the trial will train in all (its num_train_epochs, else the worker's default).
 pub fn planned_epochs(trial: &Trial) -> u32 {
-    match trial.params.get("num_train_epochs") {
+    match trial.params.get(bertsweep_proto::contract::params::NUM_TRAIN_EPOCHS) {
         Some(ParamValue::Int(n)) if *n > 0 => *n as u32,
         Some(v) => v.as_f64().map(|x| x as u32).unwrap_or(DEFAULT_EPOCHS),
         None => DEFAULT_EPOCHS,

@@ -1,8 +1,8 @@
 //! The coordinator–worker contract that is not a protobuf message: names and defaults both
 //! sides must agree on, kept here once so that they cannot drift apart.
 //!
-//! The coordinator validates study files against these (`coordinator/src/spec.rs`); the worker
-//! trains with them (`worker/src/train.rs`). A study that leaves a hyperparameter unset sends
+//! The coordinator validates study files against these (`core/src/spec/`); the worker
+//! trains with them (`worker/src/train/`). A study that leaves a hyperparameter unset sends
 //! nothing for it, so the worker's default *is* the study's value: whenever the coordinator
 //! reasons about such a value (early stopping needs the longest run), it must use the same
 //! number, and that number lives here.
@@ -51,4 +51,28 @@ pub fn is_study_name(name: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && name.len() <= 64
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// The parameter names a study may search and a worker applies, spelled once: the coordinator
+/// validates study files against them (`bertsweep_core::params::KNOWN_PARAMS`) and the worker
+/// maps each onto its training configuration.
+pub mod params {
+    /// Peak learning rate of AdamW (after warmup).
+    pub const LEARNING_RATE: &str = "learning_rate";
+    /// Passes over the training data.
+    pub const NUM_TRAIN_EPOCHS: &str = "num_train_epochs";
+    /// Examples per optimizer step.
+    pub const BATCH_SIZE: &str = "per_device_train_batch_size";
+    /// Fraction of the steps spent warming the learning rate up.
+    pub const WARMUP_RATIO: &str = "warmup_ratio";
+    /// AdamW's decoupled weight decay.
+    pub const WEIGHT_DECAY: &str = "weight_decay";
+    /// The trial's random seed (set per trial by `algorithm.repeats`, or searched).
+    pub const SEED: &str = "seed";
+    /// The classification head's learning rate over the encoder's.
+    pub const HEAD_LR_MULTIPLIER: &str = "head_lr_multiplier";
+    /// Encoder layers (from the bottom, embeddings included) kept frozen.
+    pub const FREEZE_LAYERS: &str = "freeze_layers";
+    /// The cross-validation fold a trial trains on (set per trial by `evaluation.folds`).
+    pub const FOLD: &str = "fold";
 }

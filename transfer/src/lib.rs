@@ -26,7 +26,7 @@ pub mod remote;
 
 pub use digest::Digest;
 pub use manifest::{Manifest, ManifestKind};
-pub use reference::InputRef;
+pub use reference::{ArtifactRef, InputRef};
 
 /// Bytes per streamed chunk (well under gRPC's default 4 MiB message limit).
 pub const CHUNK_BYTES: usize = 1 << 20;

@@ -37,6 +37,47 @@ pub enum RefError {
     Hub(String),
 }
 
+/// Where a trial's kept model or resumable checkpoint is, as the wire and the database spell
+/// it (`blob:sha256:<hex>`, an object storage URL, a path on the worker, or "" for none). Every
+/// place that needs to know which decodes it with [`ArtifactRef::parse`], nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactRef {
+    /// Nothing kept ("").
+    None,
+    /// A manifest blob on the coordinator.
+    Blob(Digest),
+    /// A directory in object storage (`s3://`, `gs://`, `az://`, …).
+    Object(String),
+    /// A path on the worker that wrote it (`worker:/abs/path`, or a bare path from
+    /// `--artifacts DIR`).
+    Worker(String),
+}
+
+impl ArtifactRef {
+    /// Decodes a stored or reported reference; a malformed `blob:` is an error.
+    pub fn parse(text: &str) -> Result<Self, RefError> {
+        if text.is_empty() {
+            return Ok(ArtifactRef::None);
+        }
+        if is_object_url(text) {
+            return Ok(ArtifactRef::Object(text.into()));
+        }
+        match InputRef::parse(text)? {
+            InputRef::Blob(d) => Ok(ArtifactRef::Blob(d)),
+            InputRef::Worker(p) => Ok(ArtifactRef::Worker(p)),
+            InputRef::Hub { .. } | InputRef::Path(_) => Ok(ArtifactRef::Worker(text.into())),
+        }
+    }
+
+    /// The blob it names, if it is one (malformed text names none).
+    pub fn blob_of(text: &str) -> Option<Digest> {
+        match ArtifactRef::parse(text) {
+            Ok(ArtifactRef::Blob(d)) => Some(d),
+            _ => None,
+        }
+    }
+}
+
 /// Whether `text` names object storage.
 pub fn is_object_url(text: &str) -> bool {
     ["s3://", "s3a://", "gs://", "az://", "abfs://", "abfss://"].iter().any(|p| text.starts_with(p))
@@ -97,6 +138,20 @@ impl fmt::Display for InputRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_artifact_reference_decodes_to_one_of_four_places() {
+        let hex = "cd".repeat(32);
+        let blob = format!("blob:sha256:{hex}");
+        assert_eq!(ArtifactRef::parse("").unwrap(), ArtifactRef::None);
+        assert_eq!(ArtifactRef::parse(&blob).unwrap(), ArtifactRef::Blob(hex.parse().unwrap()));
+        assert_eq!(ArtifactRef::blob_of(&blob), Some(hex.parse().unwrap()));
+        assert_eq!(ArtifactRef::parse("s3://b/k").unwrap(), ArtifactRef::Object("s3://b/k".into()));
+        assert_eq!(ArtifactRef::parse("worker:/ckpt/3").unwrap(), ArtifactRef::Worker("/ckpt/3".into()));
+        assert_eq!(ArtifactRef::parse("/models/t3").unwrap(), ArtifactRef::Worker("/models/t3".into()));
+        assert!(ArtifactRef::parse("blob:sha256:zz").is_err());
+        assert_eq!(ArtifactRef::blob_of("blob:sha256:zz"), None);
+    }
 
     #[test]
     fn parses_every_form() {

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use bertsweep_proto::v1 as pb;
 use bertsweep_transfer::blob_dir::BlobDir;
 use bertsweep_transfer::remote::{materialize, Remote};
-use bertsweep_transfer::{human_bytes, InputRef, ManifestKind};
+use bertsweep_transfer::{human_bytes, ArtifactRef, ManifestKind};
 
 use super::client::Client;
 use super::inputs::shown;
@@ -44,14 +44,15 @@ async fn pick(client: &mut Client, study: &str, number: Option<u32>) -> Result<p
 pub async fn run(client: &mut Client, study: &str, number: Option<u32>, dir: &Path) -> Result<String> {
     let trial = pick(client, study, number).await?;
     let label = format!("trial {} of study {study:?}", trial.number);
-    if trial.artifact.is_empty() {
+    let artifact = ArtifactRef::parse(&trial.artifact).unwrap_or(ArtifactRef::Worker(trial.artifact.clone()));
+    if artifact == ArtifactRef::None {
         bail!(
             "{label} has no kept model: only the best budget.keep_artifacts trials keep theirs (see `bertsweep trials {study}` for which), and workers started with --no-export keep none"
         );
     }
     let value = trial.value.map(|v| format!(" ({v:.4})")).unwrap_or_default();
-    match InputRef::parse(&trial.artifact) {
-        Ok(InputRef::Blob(digest)) => {
+    match artifact {
+        ArtifactRef::Blob(digest) => {
             check_destination(dir)?;
             let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", shown(parent)))?;
@@ -75,7 +76,7 @@ pub async fn run(client: &mut Client, study: &str, number: Option<u32>, dir: &Pa
                 human_bytes(manifest.total_size())
             ))
         }
-        _ if bertsweep_transfer::object::is_object_url(&trial.artifact) => {
+        ArtifactRef::Object(_) => {
             check_destination(dir)?;
             let (files, bytes) = bertsweep_transfer::object::download_dir(&trial.artifact, dir).await?;
             Ok(format!("downloaded {label}{value} from {} to {}: {files} files, {}", trial.artifact, shown(dir), human_bytes(bytes)))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bertsweep_proto::v1 as pb;
 use bertsweep_transfer::blob_dir::WriteError;
-use bertsweep_transfer::{Digest, InputRef, ManifestKind, CHUNK_BYTES};
+use bertsweep_transfer::{ArtifactRef, Digest, InputRef, ManifestKind, CHUNK_BYTES};
 use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
@@ -91,18 +91,17 @@ pub fn check_checkpoint(shared: &Shared, trial_id: u64, token: u64, checkpoint: 
     if checkpoint.len() > 4096 {
         return Err(Status::invalid_argument("checkpoint is longer than 4096 bytes"));
     }
-    if let Some(d) = crate::registry::blob_of(checkpoint) {
-        if shared.lock().is_running(trial_id, token) {
-            shared.blobs.check_tree("checkpoint", &d, ManifestKind::Dir).map_err(super::convert::status)?;
+    match ArtifactRef::parse(checkpoint) {
+        Ok(ArtifactRef::Blob(d)) => {
+            if shared.lock().is_running(trial_id, token) {
+                shared.blobs.check_tree("checkpoint", &d, ManifestKind::Dir).map_err(super::convert::status)?;
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
-    if bertsweep_transfer::object::is_object_url(checkpoint) {
-        return Ok(());
-    }
-    // A directory on a filesystem the workers share (`--local-checkpoints`).
-    if matches!(InputRef::parse(checkpoint), Ok(InputRef::Worker(p)) if p.starts_with('/')) {
-        return Ok(());
+        Ok(ArtifactRef::Object(_)) => return Ok(()),
+        // A directory on a filesystem the workers share (`--local-checkpoints`).
+        Ok(ArtifactRef::Worker(p)) if checkpoint.starts_with("worker:") && p.starts_with('/') => return Ok(()),
+        _ => {}
     }
     Err(Status::invalid_argument(format!(
         "checkpoint {} is neither blob:sha256:<manifest> (uploaded here first), an s3://, gs:// or az:// URL, nor worker:/absolute/path",
@@ -118,7 +117,8 @@ pub async fn delete_checkpoints(shared: &Shared, dropped: Vec<String>) {
     if !blobs.is_empty() {
         shared.blobs.collect_only(|| shared.lock().blob_roots(), blobs).await;
     }
-    let objects: Vec<String> = dropped.into_iter().filter(|c| bertsweep_transfer::object::is_object_url(c)).collect();
+    let objects: Vec<String> =
+        dropped.into_iter().filter(|c| matches!(ArtifactRef::parse(c), Ok(ArtifactRef::Object(_)))).collect();
     if !objects.is_empty() {
         tokio::spawn(async move {
             for url in objects {

@@ -344,13 +344,9 @@ fn new_trial(id: u64, study: &LiveStudy, number: u32, params: Params, now: i64) 
     }
 }
 
-/// Metrics must be well-formed (see [`validate_metrics`]) and include the objective.
-/// The manifest digest of a `blob:sha256:…` reference.
+/// The blob a trial's or study's reference names, if any ([`bertsweep_transfer::ArtifactRef`]).
 pub fn blob_of(text: &str) -> Option<Digest> {
-    match bertsweep_transfer::InputRef::parse(text) {
-        Ok(bertsweep_transfer::InputRef::Blob(d)) => Some(d),
-        _ => None,
-    }
+    bertsweep_transfer::ArtifactRef::blob_of(text)
 }
 
 /// Test-set scores are none, or well-formed metrics named `test_…`.
@@ -368,6 +364,7 @@ fn check_test_metrics(metrics: &Metrics) -> Result<()> {
     }
 }
 
+/// Metrics must be well-formed (see [`validate_metrics`]) and include the objective.
 fn check_metrics(metrics: &Metrics, objective: &str) -> Result<()> {
     validate_metrics(metrics).map_err(CoordinatorError::InvalidArgument)?;
     if !metrics.contains_key(objective) {

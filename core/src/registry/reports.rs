@@ -101,9 +101,12 @@ impl Registry {
         // Under cross-validation a trial is judged against trials of its own fold only: folds
         // differ in difficulty, so mixing them would stop whole folds rather than configurations.
         let this = &study.trials[number as usize];
-        let fold = (study.spec.folds > 1).then(|| this.params.get("fold"));
-        let peers: Vec<&Trial> =
-            study.trials.iter().filter(|t| fold.is_none_or(|f| t.params.get("fold") == f)).collect();
+        let fold = (study.spec.folds > 1).then(|| this.params.get(bertsweep_proto::contract::params::FOLD));
+        let peers: Vec<&Trial> = study
+            .trials
+            .iter()
+            .filter(|t| fold.is_none_or(|f| t.params.get(bertsweep_proto::contract::params::FOLD) == f))
+            .collect();
         let peers = peers.as_slice();
         let mut decision = study.stopper.decide(this, epoch, value, peers, &objective);
         if matches!(decision, Decision::Pause(_)) && this.checkpoint_epoch != epoch {

@@ -231,10 +231,10 @@ impl LiveStudy {
             self.trials[(number - within) as usize].params.clone()
         };
         if repeats > 1 {
-            params.insert("seed".into(), ParamValue::Int((within % repeats) as i64));
+            params.insert(bertsweep_proto::contract::params::SEED.into(), ParamValue::Int((within % repeats) as i64));
         }
         if folds > 1 {
-            params.insert("fold".into(), ParamValue::Int((within / repeats) as i64));
+            params.insert(bertsweep_proto::contract::params::FOLD.into(), ParamValue::Int((within / repeats) as i64));
         }
         Some(params)
     }

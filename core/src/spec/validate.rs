@@ -70,7 +70,7 @@ pub(super) fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpe
         }
     };
     let task = validate_task(raw.task, folds)?;
-    if raw.parameters.contains_key("fold") {
+    if raw.parameters.contains_key(bertsweep_proto::contract::params::FOLD) {
         return Err(invalid(
             "parameters.fold is not a hyperparameter; cross-validation folds are set by [evaluation] folds = K",
         ));
@@ -81,7 +81,7 @@ pub(super) fn validate(raw: RawStudy, strictness: Strictness) -> Result<StudySpe
         ));
     }
 
-    if repeats > 1 && raw.parameters.contains_key("seed") {
+    if repeats > 1 && raw.parameters.contains_key(bertsweep_proto::contract::params::SEED) {
         return Err(invalid(
             "parameters.seed cannot be searched together with algorithm.repeats (repeats set the seed); remove one",
         ));
@@ -278,7 +278,7 @@ fn check_early_stopping_has_epochs(spec: &StudySpec) -> Result<(), SpecError> {
     let longest = spec
         .parameters
         .iter()
-        .find(|p| p.name == "num_train_epochs")
+        .find(|p| p.name == bertsweep_proto::contract::params::NUM_TRAIN_EPOCHS)
         .map(|p| match &p.domain {
             Domain::Fixed(v) => v.as_f64().unwrap_or(0.0),
             Domain::Categorical(vs) => vs.iter().filter_map(ParamValue::as_f64).fold(0.0, f64::max),

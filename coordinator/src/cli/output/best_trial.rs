@@ -147,10 +147,13 @@ pub(super) fn class_tables(e: &pb::TrialEvaluation) -> String {
 /// Where a trial's model is, and how to get it.
 pub(super) fn artifact_location(t: &pb::Trial) -> String {
     let fetch = format!("fetch it with `bertsweep download {} DIR --trial {}`", t.study, t.number);
-    match t.artifact.as_str() {
-        "" => "- (not kept: only the best budget.keep_artifacts trials keep their model)".into(),
-        a if a.starts_with("blob:") => format!("{a} (kept on the coordinator; {fetch})"),
-        a if bertsweep_transfer::object::is_object_url(a) => format!("{a} (object storage; {fetch})"),
-        a => format!("{a} (on the disk of worker {})", if t.worker_id.is_empty() { "?" } else { &t.worker_id }),
+    let a = &t.artifact;
+    match bertsweep_transfer::ArtifactRef::parse(a) {
+        Ok(bertsweep_transfer::ArtifactRef::None) => {
+            "- (not kept: only the best budget.keep_artifacts trials keep their model)".into()
+        }
+        Ok(bertsweep_transfer::ArtifactRef::Blob(_)) => format!("{a} (kept on the coordinator; {fetch})"),
+        Ok(bertsweep_transfer::ArtifactRef::Object(_)) => format!("{a} (object storage; {fetch})"),
+        _ => format!("{a} (on the disk of worker {})", if t.worker_id.is_empty() { "?" } else { &t.worker_id }),
     }
 }
