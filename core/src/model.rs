@@ -10,6 +10,38 @@ use crate::spec::{Objective, StudySpec, Task};
 /// Metric name → value, as workers report them (Hugging Face names).
 pub type Metrics = BTreeMap<String, f64>;
 
+/// The upper-case names of a state enum, spelled once: `as_str` (the database, logs and CLI
+/// output), `Display`, and `FromStr` (what the store reads back; anything else is an error
+/// naming the kind of state).
+macro_rules! state_names {
+    ($state:ident, $kind:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $state {
+            /// Upper-case name used in the database, logs and CLI output.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($state::$variant => $name,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $state {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $state {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($name => Ok($state::$variant),)+
+                    other => Err(format!(concat!("unknown ", $kind, " state {:?}"), other)),
+                }
+            }
+        }
+    };
+}
+
 /// Where a trial is in its life. PENDING and RUNNING are live; the rest are terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TrialState {
@@ -35,42 +67,17 @@ impl TrialState {
     pub fn is_terminal(self) -> bool {
         !matches!(self, TrialState::Pending | TrialState::Running | TrialState::Paused)
     }
-
-    /// Upper-case name used in the database, logs and CLI output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TrialState::Pending => "PENDING",
-            TrialState::Running => "RUNNING",
-            TrialState::Completed => "COMPLETED",
-            TrialState::Pruned => "PRUNED",
-            TrialState::Failed => "FAILED",
-            TrialState::Stopped => "STOPPED",
-            TrialState::Paused => "PAUSED",
-        }
-    }
 }
 
-impl fmt::Display for TrialState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for TrialState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "PENDING" => TrialState::Pending,
-            "RUNNING" => TrialState::Running,
-            "COMPLETED" => TrialState::Completed,
-            "PRUNED" => TrialState::Pruned,
-            "FAILED" => TrialState::Failed,
-            "STOPPED" => TrialState::Stopped,
-            "PAUSED" => TrialState::Paused,
-            other => return Err(format!("unknown trial state {other:?}")),
-        })
-    }
-}
+state_names!(TrialState, "trial", {
+    Pending => "PENDING",
+    Running => "RUNNING",
+    Completed => "COMPLETED",
+    Pruned => "PRUNED",
+    Failed => "FAILED",
+    Stopped => "STOPPED",
+    Paused => "PAUSED",
+});
 
 /// Where a study is in its life; everything but RUNNING is terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,36 +92,12 @@ pub enum StudyState {
     Stopped,
 }
 
-impl StudyState {
-    /// Upper-case name used in the database, logs and CLI output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StudyState::Running => "RUNNING",
-            StudyState::Completed => "COMPLETED",
-            StudyState::Failed => "FAILED",
-            StudyState::Stopped => "STOPPED",
-        }
-    }
-}
-
-impl fmt::Display for StudyState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for StudyState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "RUNNING" => StudyState::Running,
-            "COMPLETED" => StudyState::Completed,
-            "FAILED" => StudyState::Failed,
-            "STOPPED" => StudyState::Stopped,
-            other => return Err(format!("unknown study state {other:?}")),
-        })
-    }
-}
+state_names!(StudyState, "study", {
+    Running => "RUNNING",
+    Completed => "COMPLETED",
+    Failed => "FAILED",
+    Stopped => "STOPPED",
+});
 
 /// One trial: a set of params, its lease, and its results.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +156,38 @@ pub struct Trial {
     pub started_ms: Option<i64>,
     /// Wall-clock ms when it reached a terminal state.
     pub finished_ms: Option<i64>,
+}
+
+impl Trial {
+    /// A new PENDING trial of study `(id, name)`, sampled at `now`: no lease, no results yet.
+    pub fn pending(id: u64, study: (u64, &str), number: u32, params: Params, now: i64) -> Trial {
+        Trial {
+            id,
+            study_id: study.0,
+            study: study.1.to_string(),
+            number,
+            state: TrialState::Pending,
+            params,
+            value: None,
+            metrics: Metrics::new(),
+            intermediate: Default::default(),
+            earlier_attempts: Vec::new(),
+            attempt: 0,
+            worker_id: String::new(),
+            lease_token: 0,
+            lease_expires_ms: 0,
+            artifact: String::new(),
+            checkpoint: String::new(),
+            checkpoint_epoch: 0,
+            peak_device_memory_bytes: 0,
+            error: String::new(),
+            evaluation: None,
+            test_metrics: Metrics::new(),
+            created_ms: now,
+            started_ms: None,
+            finished_ms: None,
+        }
+    }
 }
 
 /// A completed trial's dev-set predictions (of the epoch its value comes from) and the
@@ -454,32 +469,7 @@ pub enum Decision {
 /// stoppers.
 #[cfg(any(test, feature = "testing"))]
 pub fn test_trial(number: u32, params: Params, state: TrialState) -> Trial {
-    Trial {
-        id: number as u64 + 1,
-        study_id: 1,
-        study: "s".into(),
-        number,
-        state,
-        params,
-        value: None,
-        metrics: Metrics::new(),
-        intermediate: Default::default(),
-        earlier_attempts: Vec::new(),
-        attempt: 1,
-        worker_id: String::new(),
-        lease_token: 0,
-        lease_expires_ms: 0,
-        artifact: String::new(),
-        checkpoint: String::new(),
-        checkpoint_epoch: 0,
-        peak_device_memory_bytes: 0,
-        error: String::new(),
-        evaluation: None,
-        test_metrics: Metrics::new(),
-        created_ms: 0,
-        started_ms: None,
-        finished_ms: None,
-    }
+    Trial { state, attempt: 1, ..Trial::pending(number as u64 + 1, (1, "s"), number, params, 0) }
 }
 
 #[cfg(test)]

@@ -316,32 +316,7 @@ impl Registry {
 }
 
 fn new_trial(id: u64, study: &LiveStudy, number: u32, params: Params, now: i64) -> Trial {
-    Trial {
-        id,
-        study_id: study.record.id,
-        study: study.record.name.clone(),
-        number,
-        state: TrialState::Pending,
-        params,
-        value: None,
-        metrics: Metrics::new(),
-        intermediate: Default::default(),
-        earlier_attempts: Vec::new(),
-        attempt: 0,
-        worker_id: String::new(),
-        lease_token: 0,
-        lease_expires_ms: 0,
-        artifact: String::new(),
-        checkpoint: String::new(),
-        checkpoint_epoch: 0,
-        peak_device_memory_bytes: 0,
-        error: String::new(),
-        evaluation: None,
-        test_metrics: Metrics::new(),
-        created_ms: now,
-        started_ms: None,
-        finished_ms: None,
-    }
+    Trial::pending(id, (study.record.id, &study.record.name), number, params, now)
 }
 
 /// The blob a trial's or study's reference names, if any ([`bertsweep_transfer::ArtifactRef`]).
