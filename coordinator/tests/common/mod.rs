@@ -2,6 +2,8 @@
 //! 127.0.0.1:0 over a temporary SQLite file, and gRPC clients for scripted fake workers.
 #![allow(dead_code)]
 
+pub mod roles;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
