@@ -103,8 +103,8 @@ mod tests {
 
     use super::*;
     use crate::bert::BertForSequenceClassification;
-    use crate::checkpoint::Weights;
     use crate::data::{Batch, ClassificationData, DataSpec};
+    use crate::pretrained::Weights;
     use crate::testing::{write_tiny_bert, write_tiny_task};
     use crate::tokenizer::BertTokenizer;
     use crate::train::{run_trial, RunToEnd, TrialConfig};

@@ -1,6 +1,6 @@
 //! Hugging Face Hub models: turns a repo id and revision (what a study names as
 //! `hf:org/name@revision`) into a local model directory — `config.json`, the tokenizer files and
-//! the weights — that [`crate::config`], [`crate::tokenizer`] and [`crate::checkpoint`] load.
+//! the weights — that [`crate::config`], [`crate::tokenizer`] and [`crate::pretrained`] load.
 //!
 //! The cache is the Hub's own layout, shared with Python's `huggingface_hub`:
 //! `<cache>/models--{org}--{name}/refs/{revision}` holds a commit hash,

@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`config`]: `config.json` of a Hugging Face BERT directory ([`config::BertConfig`]).
 //! - [`tokenizer`]: `tokenizer.json`, or a WordPiece tokenizer built from `vocab.txt`.
-//! - [`checkpoint`]: pre-trained weights (safetensors, sharded safetensors, pytorch_model.bin)
+//! - [`pretrained`]: pre-trained weights (safetensors, sharded safetensors, pytorch_model.bin)
 //!   under the model's variable names, with name and shape checks.
 //! - [`bert`]: BertForSequenceClassification with Hugging Face class and variable names.
 //! - [`data`]: TSV/CSV/JSONL reading, in-process tokenization cache, batching.
@@ -12,7 +12,8 @@
 //! - [`optim`]: AdamW with its state in reach (checkpoints carry it).
 //! - [`aten`]: ATen operators tch does not wrap (fused AdamW, `_foreach` clipping,
 //!   `set_to_none`, pinned asynchronous uploads), through a small C++ shim.
-//! - [`resume`]: a trial's resumable state after an epoch (checkpoint write, checks, load).
+//! - [`training_checkpoint`]: a trial's resumable state after an epoch (checkpoint write,
+//!   checks, load), for an exact resume.
 //! - [`schedule`]: linear warm-up and decay of the learning rate.
 //! - [`phase_clock`]: opt-in per-phase wall time of training steps (`BERTSWEEP_STEP_PROFILE=1`).
 //! - [`train`]: one trial ([`train::run_trial`]), per-epoch evaluation, observer hooks.
@@ -29,7 +30,6 @@
 
 pub mod aten;
 pub mod bert;
-pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -40,12 +40,13 @@ pub mod hub;
 pub use bertsweep_evaluation::metrics;
 pub mod optim;
 pub mod phase_clock;
-pub mod resume;
+pub mod pretrained;
 pub mod runtime;
 pub mod schedule;
 pub mod slots;
 pub mod testing;
 pub mod tokenizer;
 pub mod train;
+pub mod training_checkpoint;
 
 pub use train::{run_trial, EpochDecision, RunToEnd, TrainError, TrainObserver, TrialConfig, TrialOutcome};

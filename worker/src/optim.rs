@@ -29,6 +29,30 @@ pub const EXP_AVG: &str = "exp_avg/";
 /// Prefix of the second-moment tensors in [`AdamW::state`].
 pub const EXP_AVG_SQ: &str = "exp_avg_sq/";
 
+/// Why saved optimizer state could not be restored (nothing was changed).
+#[derive(Debug, thiserror::Error)]
+pub enum OptimStateError {
+    /// A moment of a trainable variable is not among the saved tensors.
+    #[error("optimizer state {key} is missing")]
+    Missing {
+        /// The moment's name (`exp_avg/<variable>` or `exp_avg_sq/<variable>`).
+        key: String,
+    },
+    /// A saved moment has another shape than its variable.
+    #[error("optimizer state {key} has shape {found:?}, expected {expected:?}")]
+    Shape {
+        /// The moment's name.
+        key: String,
+        /// Its shape in the saved state.
+        found: Vec<i64>,
+        /// Its variable's shape.
+        expected: Vec<i64>,
+    },
+    /// Copying the checked moments in failed inside torch.
+    #[error("{0}")]
+    Torch(TchError),
+}
+
 /// One trainable variable and its moments.
 struct Slot {
     /// Checkpoint name (`bert.encoder.layer.0…`), which names its state too.
@@ -139,19 +163,15 @@ impl AdamW {
     /// Restores moments written by [`AdamW::state`] and the step count (every variable's
     /// counter: each trainable BERT variable gets a gradient at every step). Every moment must
     /// be there with its variable's shape; nothing changes unless all are.
-    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps: u64) -> Result<(), String> {
+    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, steps: u64) -> Result<(), OptimStateError> {
         let mut found = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             let mut pair = Vec::with_capacity(2);
             for prefix in [EXP_AVG, EXP_AVG_SQ] {
                 let key = format!("{prefix}{}", slot.name);
-                let t = tensors.get(&key).ok_or_else(|| format!("optimizer state {key} is missing"))?;
+                let Some(t) = tensors.get(&key) else { return Err(OptimStateError::Missing { key }) };
                 if t.size() != slot.param.size() {
-                    return Err(format!(
-                        "optimizer state {key} has shape {:?}, expected {:?}",
-                        t.size(),
-                        slot.param.size()
-                    ));
+                    return Err(OptimStateError::Shape { key, found: t.size(), expected: slot.param.size() });
                 }
                 pair.push(t);
             }
@@ -159,9 +179,9 @@ impl AdamW {
         }
         let _no_grad = tch::no_grad_guard();
         for (slot, pair) in self.slots.iter_mut().zip(found) {
-            slot.exp_avg.f_copy_(pair[0]).map_err(|e| e.to_string())?;
-            slot.exp_avg_sq.f_copy_(pair[1]).map_err(|e| e.to_string())?;
-            let _ = slot.step.f_fill_(steps as f64).map_err(|e| e.to_string())?;
+            slot.exp_avg.f_copy_(pair[0]).map_err(OptimStateError::Torch)?;
+            slot.exp_avg_sq.f_copy_(pair[1]).map_err(OptimStateError::Torch)?;
+            let _ = slot.step.f_fill_(steps as f64).map_err(OptimStateError::Torch)?;
         }
         self.steps = steps;
         Ok(())
@@ -214,7 +234,7 @@ mod tests {
         let mut other = AdamW::new(&vs, 0.0).unwrap();
         let mut bad = saved.iter().map(|(k, t)| (k.clone(), t.copy())).collect::<HashMap<_, _>>();
         bad.insert(format!("{EXP_AVG}encoder.dense.weight"), Tensor::zeros([3], (Kind::Float, Device::Cpu)));
-        assert!(other.load_state(&bad, 1).unwrap_err().contains("shape"));
+        assert!(other.load_state(&bad, 1).unwrap_err().to_string().contains("shape"));
         assert_eq!(other.steps(), 0);
         other.load_state(&saved, 1).unwrap();
         for ((ka, a), (kb, b)) in opt.state().iter().zip(other.state().iter()) {

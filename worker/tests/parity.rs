@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bertsweep_worker::bert::BertForSequenceClassification;
-use bertsweep_worker::checkpoint::Weights;
 use bertsweep_worker::config::BertConfig;
 use bertsweep_worker::data::{encode_file, Batch, Columns, Split};
+use bertsweep_worker::pretrained::Weights;
 use bertsweep_worker::testing::{write_tiny_bert, write_tiny_task};
 use bertsweep_worker::tokenizer::BertTokenizer;
 use bertsweep_worker::{run_trial, RunToEnd, TrialConfig};

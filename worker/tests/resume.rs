@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use bertsweep_worker::resume::{read_state, STATE_FILE, TENSORS_FILE};
 use bertsweep_worker::testing::{write_tiny_bert, write_tiny_task};
+use bertsweep_worker::training_checkpoint::{read_state, STATE_FILE, TENSORS_FILE};
 use bertsweep_worker::{run_trial, EpochDecision, TrainObserver, TrialConfig, TrialOutcome};
 use tch::Device;
 

@@ -262,10 +262,18 @@ fn label_list(train: &EncodedFile, validation: &EncodedFile) -> Result<Vec<Strin
     Ok(labels)
 }
 
+/// A class that `balanced` class weights cannot weigh: it has no training example (its weight
+/// would be infinite).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "class_weights = \"balanced\" needs every class in the training data, but class {0:?} (seen in the validation data) has no training example"
+)]
+pub struct ClassWithoutExamples(pub String);
+
 /// scikit-learn's `compute_class_weight("balanced")`: class `c` weighs
 /// `n / (classes × count_c)` over the training labels `label_ids` (ids into `labels`). Err
 /// names a class with no training example (its weight would be infinite).
-pub fn balanced_class_weights(label_ids: &[i64], labels: &[String]) -> Result<Vec<f64>, String> {
+pub fn balanced_class_weights(label_ids: &[i64], labels: &[String]) -> Result<Vec<f64>, ClassWithoutExamples> {
     let mut counts = vec![0usize; labels.len()];
     for &y in label_ids {
         if let Some(c) = counts.get_mut(y as usize) {
@@ -273,10 +281,7 @@ pub fn balanced_class_weights(label_ids: &[i64], labels: &[String]) -> Result<Ve
         }
     }
     if let Some(missing) = counts.iter().position(|&c| c == 0) {
-        return Err(format!(
-            "class_weights = \"balanced\" needs every class in the training data, but class {:?} (seen in the validation data) has no training example",
-            labels[missing]
-        ));
+        return Err(ClassWithoutExamples(labels[missing].clone()));
     }
     let (n, classes) = (label_ids.len() as f64, labels.len() as f64);
     Ok(counts.iter().map(|&c| n / (classes * c as f64)).collect())
@@ -418,7 +423,7 @@ mod tests {
         // compute_class_weight("balanced", classes=[0,1,2], y=[0,0,0,0,1,1,2,2,2,2,2,2]) = [1, 2, 2/3]
         let w = balanced_class_weights(&[0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2], &labels).unwrap();
         assert_eq!(w, vec![1.0, 2.0, 12.0 / 18.0]);
-        let err = balanced_class_weights(&[0, 0, 2], &labels).unwrap_err();
+        let err = balanced_class_weights(&[0, 0, 2], &labels).unwrap_err().to_string();
         assert!(err.contains("\"pos\"") && err.contains("no training example"), "{err}");
     }
 }

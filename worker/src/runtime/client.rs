@@ -93,3 +93,21 @@ where
         }
     }
 }
+
+/// One RPC with [`with_retry`]'s retries and backoff: every attempt calls `rpc` with a clone of
+/// `client` (clones share its connection) and of `request`; on success, the response's
+/// message. The one place the worker's calls build their retry closure.
+pub async fn call<Req, Resp, F, Fut>(
+    client: &Client,
+    what: &str,
+    give_up_after: Option<Duration>,
+    request: &Req,
+    rpc: F,
+) -> Result<Resp, Status>
+where
+    Req: Clone,
+    F: Fn(Client, Req) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    with_retry(what, give_up_after, || rpc(client.clone(), request.clone())).await.map(tonic::Response::into_inner)
+}

@@ -76,17 +76,18 @@ pub fn trial_config(a: &pb::Assignment, group_by_length: bool) -> Result<TrialCo
         ..TrialConfig::default()
     };
     let mut fold = None;
+    use bertsweep_proto::contract::params as P;
     for (name, value) in &a.params {
         match name.as_str() {
-            "learning_rate" => cfg.learning_rate = number(name, value)?,
-            "num_train_epochs" => cfg.num_train_epochs = whole(name, value)?,
-            "per_device_train_batch_size" => cfg.per_device_train_batch_size = whole(name, value)?,
-            "warmup_ratio" => cfg.warmup_ratio = number(name, value)?,
-            "weight_decay" => cfg.weight_decay = number(name, value)?,
-            "seed" => cfg.seed = whole(name, value)? as u64,
-            "head_lr_multiplier" => cfg.head_lr_multiplier = number(name, value)?,
-            "freeze_layers" => cfg.freeze_layers = whole(name, value)?,
-            "fold" => fold = Some(whole(name, value)?),
+            P::LEARNING_RATE => cfg.learning_rate = number(name, value)?,
+            P::NUM_TRAIN_EPOCHS => cfg.num_train_epochs = whole(name, value)?,
+            P::BATCH_SIZE => cfg.per_device_train_batch_size = whole(name, value)?,
+            P::WARMUP_RATIO => cfg.warmup_ratio = number(name, value)?,
+            P::WEIGHT_DECAY => cfg.weight_decay = number(name, value)?,
+            P::SEED => cfg.seed = whole(name, value)? as u64,
+            P::HEAD_LR_MULTIPLIER => cfg.head_lr_multiplier = number(name, value)?,
+            P::FREEZE_LAYERS => cfg.freeze_layers = whole(name, value)?,
+            P::FOLD => fold = Some(whole(name, value)?),
             other => {
                 return Err(AssignmentError::Param {
                     name: other.into(),

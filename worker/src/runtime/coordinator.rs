@@ -11,7 +11,7 @@ use bertsweep_proto::v1 as pb;
 use tonic::{Code, Status};
 use tracing::{info, warn};
 
-use super::client::{self, with_retry, Client};
+use super::client::{self, Client};
 use super::convert::{self, AssignmentError};
 use super::RuntimeError;
 use crate::train::TrialConfig;
@@ -31,6 +31,52 @@ pub struct Scores {
 
 /// How long completion and failure reports keep retrying an unreachable coordinator.
 const FINAL_REPORT_PATIENCE: Duration = Duration::from_secs(600);
+
+/// How long a release waits for the coordinator's answer.
+const RELEASE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The coordinator's words when a completion names a model with a file it no longer holds
+/// (`coordinator/src/blobs.rs`, `check_tree`): FAILED_PRECONDITION alone would not tell this
+/// from a stale lease, so [`Coordinator::complete`] reads them, here and nowhere else, into
+/// [`CallError::ArtifactMissing`].
+const ARTIFACT_FILE_MISSING: &str = "missing on this coordinator";
+
+/// Why a call about a trial did not go through (after the retries it is allowed). Shown as
+/// the coordinator's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The coordinator refused the call, or stayed unreachable for longer than the call waits
+    /// (then `code` is the last transient one).
+    #[error("{message}")]
+    Status {
+        /// The gRPC status code.
+        code: Code,
+        /// The coordinator's message.
+        message: String,
+    },
+    /// A completion named a model some file of which the coordinator no longer holds (pushed
+    /// out with a model another completion replaced): upload it again and complete once more.
+    #[error("{0}")]
+    ArtifactMissing(String),
+    /// No answer within this long (a release tries once, briefly).
+    #[error("no answer within {} s", .0.as_secs())]
+    NoAnswer(Duration),
+}
+
+impl From<Status> for CallError {
+    fn from(status: Status) -> Self {
+        CallError::Status { code: status.code(), message: status.message().to_string() }
+    }
+}
+
+/// How a refused completion reads: a model to upload again, or any other refusal.
+fn completion_error(status: Status) -> CallError {
+    if status.code() == Code::FailedPrecondition && status.message().contains(ARTIFACT_FILE_MISSING) {
+        CallError::ArtifactMissing(status.message().to_string())
+    } else {
+        status.into()
+    }
+}
 
 /// A lease on one trial: what every call about the trial quotes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,13 +294,9 @@ impl Coordinator {
                 study: study.unwrap_or_default().into(),
                 wait_ms: wait.min(ACQUIRE_WAIT).as_millis().max(1) as u32,
             };
-            let call = || {
-                let mut c = self.client.clone();
-                let req = request.clone();
-                async move { c.acquire_trial(req).await }
-            };
-            match with_retry("acquire", None, call).await {
-                Ok(r) => return Ok(acquired(r.into_inner())),
+            let acquire = |mut c: Client, r| async move { c.acquire_trial(r).await };
+            match client::call(&self.client, "acquire", None, &request, acquire).await {
+                Ok(r) => return Ok(acquired(r)),
                 Err(s) if s.code() == Code::NotFound && !registered_again => {
                     registered_again = true;
                     self.reregister(&worker_id).await?;
@@ -267,26 +309,20 @@ impl Coordinator {
     /// Whether `study` has ended (for coordinators that do not say so in AcquireTrial).
     pub async fn study_ended(&self, study: &str) -> Result<bool, RuntimeError> {
         let request = pb::GetStudyRequest { name: study.into() };
-        let call = || {
-            let mut c = self.client.clone();
-            let req = request.clone();
-            async move { c.get_study(req).await }
-        };
-        let s = with_retry("get study", None, call).await.map_err(|s| rpc_error("GetStudy", s))?.into_inner();
+        let get_study = |mut c: Client, r| async move { c.get_study(r).await };
+        let s = client::call(&self.client, "get study", None, &request, get_study)
+            .await
+            .map_err(|s| rpc_error("GetStudy", s))?;
         Ok(s.state != pb::StudyState::Running as i32)
     }
 
     /// Extends the lease, retrying for up to a lease's length.
     pub async fn heartbeat(&self, lease: &Lease) -> Verdict {
         let request = pb::HeartbeatRequest { trial_id: lease.trial_id, lease_token: lease.token };
-        let call = || {
-            let mut c = self.client.clone();
-            let req = request;
-            async move { c.heartbeat(req).await }
-        };
-        match with_retry("heartbeat", Some(lease.ttl), call).await {
-            Ok(r) if r.get_ref().stop && r.get_ref().paused => Verdict::Pause(r.into_inner().reason),
-            Ok(r) if r.get_ref().stop => Verdict::Stop(r.into_inner().reason),
+        let heartbeat = |mut c: Client, r| async move { c.heartbeat(r).await };
+        match client::call(&self.client, "heartbeat", Some(lease.ttl), &request, heartbeat).await {
+            Ok(r) if r.stop && r.paused => Verdict::Pause(r.reason),
+            Ok(r) if r.stop => Verdict::Stop(r.reason),
             Ok(_) => Verdict::Continue,
             Err(s) => verdict_of_error("heartbeat", s),
         }
@@ -311,14 +347,10 @@ impl Coordinator {
             checkpoint: checkpoint.to_string(),
             peak_device_memory_bytes,
         };
-        let call = || {
-            let mut c = self.client.clone();
-            let req = request.clone();
-            async move { c.report_progress(req).await }
-        };
-        match with_retry("report progress", Some(lease.ttl), call).await {
-            Ok(r) if r.get_ref().decision == pb::Decision::Stop as i32 => Verdict::Stop(r.into_inner().reason),
-            Ok(r) if r.get_ref().decision == pb::Decision::Pause as i32 => Verdict::Pause(r.into_inner().reason),
+        let report = |mut c: Client, r| async move { c.report_progress(r).await };
+        match client::call(&self.client, "report progress", Some(lease.ttl), &request, report).await {
+            Ok(r) if r.decision == pb::Decision::Stop as i32 => Verdict::Stop(r.reason),
+            Ok(r) if r.decision == pb::Decision::Pause as i32 => Verdict::Pause(r.reason),
             Ok(_) => Verdict::Continue,
             Err(s) => verdict_of_error("report", s),
         }
@@ -327,19 +359,11 @@ impl Coordinator {
     /// Whether the coordinator wants this trial's model (it would be among the study's kept
     /// top K with `value`), and why. An unreachable coordinator is retried for the lease TTL;
     /// a refusal is Err.
-    pub async fn offer_artifact(&self, lease: &Lease, value: f64) -> Result<(bool, String), String> {
+    pub async fn offer_artifact(&self, lease: &Lease, value: f64) -> Result<(bool, String), CallError> {
         let request = pb::OfferArtifactRequest { trial_id: lease.trial_id, lease_token: lease.token, value };
-        let call = || {
-            let mut c = self.client.clone();
-            async move { c.offer_artifact(request).await }
-        };
-        with_retry("offer artifact", Some(FINAL_REPORT_PATIENCE), call)
-            .await
-            .map(|r| {
-                let r = r.into_inner();
-                (r.wanted, r.reason)
-            })
-            .map_err(|s| s.message().to_string())
+        let offer = |mut c: Client, r| async move { c.offer_artifact(r).await };
+        let r = client::call(&self.client, "offer artifact", Some(FINAL_REPORT_PATIENCE), &request, offer).await?;
+        Ok((r.wanted, r.reason))
     }
 
     /// Blob uploads and downloads over the same connection (their own retries and resume).
@@ -350,8 +374,9 @@ impl Coordinator {
     }
 
     /// Completes the trial with its final metrics, exported model path, peak device memory
-    /// (0: not measured) and dev/test scores, retrying an unreachable coordinator for up to ten minutes. Err is the
-    /// coordinator's refusal.
+    /// (0: not measured) and dev/test scores, retrying an unreachable coordinator for up to ten
+    /// minutes. Err is the coordinator's refusal ([`CallError::ArtifactMissing`] when a file of
+    /// the model has to be uploaded again).
     pub async fn complete(
         &self,
         lease: &Lease,
@@ -359,7 +384,7 @@ impl Coordinator {
         artifact: Option<String>,
         peak_device_memory_bytes: u64,
         scores: Scores,
-    ) -> Result<(), String> {
+    ) -> Result<(), CallError> {
         let request = pb::CompleteTrialRequest {
             trial_id: lease.trial_id,
             lease_token: lease.token,
@@ -369,16 +394,15 @@ impl Coordinator {
             predictions: scores.predictions,
             test_metrics: convert::metrics_to_proto(&scores.test),
         };
-        let call = || {
-            let mut c = self.client.clone();
-            let req = request.clone();
-            async move { c.complete_trial(req).await }
-        };
-        with_retry("complete", Some(FINAL_REPORT_PATIENCE), call).await.map(drop).map_err(|s| s.message().to_string())
+        let complete = |mut c: Client, r| async move { c.complete_trial(r).await };
+        client::call(&self.client, "complete", Some(FINAL_REPORT_PATIENCE), &request, complete)
+            .await
+            .map(drop)
+            .map_err(completion_error)
     }
 
     /// Reports a failed trial, retrying an unreachable coordinator for up to ten minutes.
-    pub async fn fail(&self, lease: &Lease, failure: Failure, message: String) -> Result<(), String> {
+    pub async fn fail(&self, lease: &Lease, failure: Failure, message: String) -> Result<(), CallError> {
         let kind = match failure {
             Failure::Retryable => pb::FailureKind::Retryable,
             Failure::Infeasible => pb::FailureKind::Infeasible,
@@ -389,18 +413,14 @@ impl Coordinator {
             error: message,
             kind: kind as i32,
         };
-        let call = || {
-            let mut c = self.client.clone();
-            let req = request.clone();
-            async move { c.fail_trial(req).await }
-        };
-        with_retry("fail", Some(FINAL_REPORT_PATIENCE), call).await.map(drop).map_err(|s| s.message().to_string())
+        let fail = |mut c: Client, r| async move { c.fail_trial(r).await };
+        Ok(client::call(&self.client, "fail", Some(FINAL_REPORT_PATIENCE), &request, fail).await.map(drop)?)
     }
 
     /// Hands the trial back (`why`: the worker is shutting down, or it cannot run it now):
     /// requeued at once without using an attempt. One quick try (the lease expires anyway
     /// when the coordinator is unreachable).
-    pub async fn release(&self, lease: &Lease, why: &str) -> Result<(), String> {
+    pub async fn release(&self, lease: &Lease, why: &str) -> Result<(), CallError> {
         let request = pb::FailTrialRequest {
             trial_id: lease.trial_id,
             lease_token: lease.token,
@@ -408,10 +428,10 @@ impl Coordinator {
             kind: pb::FailureKind::Released as i32,
         };
         let mut c = self.client.clone();
-        match tokio::time::timeout(Duration::from_secs(5), c.fail_trial(request)).await {
+        match tokio::time::timeout(RELEASE_PATIENCE, c.fail_trial(request)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(s)) => Err(s.message().to_string()),
-            Err(_) => Err("no answer within 5 s".into()),
+            Ok(Err(s)) => Err(s.into()),
+            Err(_) => Err(CallError::NoAnswer(RELEASE_PATIENCE)),
         }
     }
 }
@@ -420,12 +440,8 @@ async fn register_call(
     client: &Client,
     request: &pb::RegisterWorkerRequest,
 ) -> Result<pb::RegisterWorkerResponse, RuntimeError> {
-    let call = || {
-        let mut c = client.clone();
-        let req = request.clone();
-        async move { c.register_worker(req).await }
-    };
-    Ok(with_retry("register", None, call).await.map_err(|s| rpc_error("RegisterWorker", s))?.into_inner())
+    let register = |mut c: Client, r| async move { c.register_worker(r).await };
+    client::call(client, "register", None, request, register).await.map_err(|s| rpc_error("RegisterWorker", s))
 }
 
 fn acquired(response: pb::AcquireTrialResponse) -> Acquired {
@@ -477,6 +493,17 @@ mod tests {
             Verdict::Rejected("65 metrics".into())
         );
         assert_eq!(verdict_of_error("r", Status::unavailable("down")), Verdict::Continue);
+    }
+
+    #[test]
+    fn refused_completions_become_typed() {
+        let missing =
+            "artifact blob:sha256:ab: its file \"model.safetensors\" is missing on this coordinator; upload it again";
+        assert_eq!(completion_error(Status::failed_precondition(missing)), CallError::ArtifactMissing(missing.into()));
+        let stale = completion_error(Status::failed_precondition("stale lease"));
+        assert_eq!(stale, CallError::Status { code: Code::FailedPrecondition, message: "stale lease".into() });
+        assert_eq!(stale.to_string(), "stale lease", "shown as the coordinator's message");
+        assert_eq!(CallError::NoAnswer(RELEASE_PATIENCE).to_string(), "no answer within 5 s");
     }
 
     #[test]

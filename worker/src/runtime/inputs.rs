@@ -28,6 +28,7 @@ use tracing::{info, warn};
 
 use super::cache_prune::{self, Pruned, TreeLease};
 use crate::hub::{HubEnv, HubError};
+use crate::train::TrialConfig;
 
 /// Why an input could not be made available.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +186,52 @@ impl Inputs {
                 Ok(Resolved { path, _lease: Some(lease) })
             }
         }
+    }
+
+    /// Makes a trial's inputs local: downloads its `blob:` inputs into the cache, resolves
+    /// `hf:` models; paths stay as they are. Returns the config with local paths and the
+    /// inputs' cache leases, then brings the cache back under its size limit (this trial's
+    /// inputs are spared).
+    pub async fn resolve_trial(
+        &self,
+        remote: &Remote,
+        mut cfg: TrialConfig,
+    ) -> Result<(TrialConfig, Vec<Resolved>), InputError> {
+        let text = |p: &PathBuf| p.to_string_lossy().into_owned();
+        let model = self.resolve(remote, "task.model", &text(&cfg.model_dir)).await?;
+        let train = self.resolve(remote, "task.train_file", &text(&cfg.train_file)).await?;
+        cfg.model_dir = model.path.clone();
+        cfg.train_file = train.path.clone();
+        let mut resolved = vec![model, train];
+        // Under cross-validation the validation split is a fold of the training file.
+        if cfg.folds.is_none() {
+            let validation = self.resolve(remote, "task.validation_file", &text(&cfg.validation_file)).await?;
+            cfg.validation_file = validation.path.clone();
+            resolved.push(validation);
+        }
+        if let Some(test_file) = &cfg.test_file {
+            let test = self.resolve(remote, "task.test_file", &text(test_file)).await?;
+            cfg.test_file = Some(test.path.clone());
+            resolved.push(test);
+        }
+        match self.prune().await {
+            Some(Ok(p)) if p.trees > 0 || p.blobs > 0 => info!(
+                trees = p.trees,
+                blobs = p.blobs,
+                in_use = p.in_use,
+                "input cache pruned: {} → {}",
+                bertsweep_transfer::human_bytes(p.bytes_before),
+                bertsweep_transfer::human_bytes(p.bytes_after)
+            ),
+            Some(Ok(p)) if p.bytes_after > self.max_bytes.unwrap_or(u64::MAX) => warn!(
+                in_use = p.in_use,
+                "input cache holds {}, over --cache-max-size: everything left is in use",
+                bertsweep_transfer::human_bytes(p.bytes_after)
+            ),
+            Some(Err(e)) => warn!("pruning the input cache: {e}"),
+            _ => {}
+        }
+        Ok((cfg, resolved))
     }
 
     /// The laid-out tree of manifest `d`, downloading (or repairing) it as needed. The caller

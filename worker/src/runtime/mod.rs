@@ -8,16 +8,27 @@
 //! All talk with the coordinator goes through [`coordinator::Coordinator`], the typed client
 //! that owns retries, backoff and status classification; `client` (connection and the retry
 //! policy) and `convert` (the only protobuf ↔ worker-type mapping) sit behind it.
+//!
+//! - this file: the worker's options, [`run`] and the device loop (acquire until told to stop).
+//! - `trial`: one assignment — admission, inputs, the training thread, the report.
+//! - `observer`: the training thread's [`crate::train::TrainObserver`] — epoch reports,
+//!   checkpoints in the background, abort flags.
+//! - `publish`: the exported model to `--artifacts`.
+//! - `checkpoint_store`: where training checkpoints are stored and fetched from.
+//! - [`inputs`] and [`cache_prune`]: the study's inputs made local, the cache kept in bounds.
+//! - [`paths`], [`telemetry`]: path checks, the worker's metrics.
 
 pub mod cache_prune;
-mod checkpoints;
+mod checkpoint_store;
 mod client;
 mod convert;
 pub mod coordinator;
 pub mod inputs;
 mod observer;
 pub mod paths;
+mod publish;
 pub mod telemetry;
+mod trial;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,11 +36,10 @@ use std::sync::Arc;
 
 use tch::Device;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::info;
 
-use crate::train::run_trial;
-use coordinator::{Acquired, Assignment, Coordinator, Failure, Scores, Verdict};
-use observer::{AbortReason, LeaseState, RemoteObserver};
+use coordinator::{Acquired, Coordinator};
+use trial::{run_assignment, Ran};
 
 /// Exit status of a worker stopped by SIGTERM/SIGINT (or, in a slot, by its supervisor) before
 /// its work was done, its trial handed back: `EX_TEMPFAIL` from sysexits.h, "try again later".
@@ -114,6 +124,17 @@ pub enum RuntimeError {
         /// The coordinator's message.
         message: String,
     },
+    /// The input cache directory could not be opened or created.
+    #[error("opening --cache-dir failed: {}: {error}", dir.display())]
+    CacheDir {
+        /// `--cache-dir`.
+        dir: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A device loop's task panicked or was cancelled.
+    #[error("device loop failed: {0}")]
+    DeviceLoop(tokio::task::JoinError),
 }
 
 /// What a worker did before it stopped.
@@ -132,6 +153,7 @@ pub fn device_name(d: Device) -> String {
     }
 }
 
+/// What every device loop of this worker shares.
 struct Context {
     coordinator: Coordinator,
     inputs: inputs::Inputs,
@@ -154,10 +176,7 @@ pub async fn run(options: WorkerOptions, shutdown: watch::Receiver<bool>) -> Res
     };
     let inputs = inputs::Inputs::open(&options.cache_dir, crate::hub::HubEnv::from_env())
         .map(|i| i.with_size_limit(options.cache_max_bytes))
-        .map_err(|e| RuntimeError::Rpc {
-            what: "opening --cache-dir",
-            message: format!("{}: {e}", options.cache_dir.display()),
-        })?;
+        .map_err(|error| RuntimeError::CacheDir { dir: options.cache_dir.clone(), error })?;
     let ctx = Arc::new(Context {
         coordinator,
         inputs,
@@ -177,7 +196,7 @@ pub async fn run(options: WorkerOptions, shutdown: watch::Receiver<bool>) -> Res
                 first_error.get_or_insert(e);
             }
             Err(e) => {
-                first_error.get_or_insert(RuntimeError::Rpc { what: "device loop", message: e.to_string() });
+                first_error.get_or_insert(RuntimeError::DeviceLoop(e));
             }
         }
     }
@@ -245,375 +264,5 @@ async fn slot_loop(ctx: Arc<Context>, device: Device) -> Result<(), RuntimeError
             Ran::Stop => return Ok(()),
         }
         idle_since = std::time::Instant::now();
-    }
-}
-
-/// How long a slot whose trial was not admitted waits for memory to be freed on its device
-/// before it asks for a trial again.
-const DEFER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// What became of an assignment.
-enum Ran {
-    /// It was trained, or failed, or was released: the worker dealt with it.
-    Trained,
-    /// The supervisor did not admit it (not enough free device memory): handed back.
-    Deferred,
-    /// The supervisor said the worker has started `--max-trials`: handed back; exit.
-    Stop,
-}
-
-/// In a slot process, asks the supervisor whether the trial may start now; hands it back when
-/// it may not. `None`: go ahead.
-async fn admission(ctx: &Context, a: &Assignment, cfg: &crate::train::TrialConfig) -> Option<Ran> {
-    use crate::slots::{estimate, link::Decision};
-    let link = ctx.options.slot.as_ref()?;
-    let shape = estimate::shape(cfg.per_device_train_batch_size, cfg.max_seq_length);
-    let expected = match a.expected_peak_bytes() {
-        0 => crate::config::BertConfig::from_dir(&cfg.model_dir)
-            .map(|c| estimate::peak_bytes(&c, cfg.per_device_train_batch_size, cfg.max_seq_length, 2))
-            .unwrap_or(u64::MAX / 4),
-        measured => measured,
-    };
-    let decision = link.admit(a.lease.trial_id, a.lease.token, &a.label(), &shape, expected).await;
-    let (why, ran) = match decision {
-        Decision::Admit => return None,
-        Decision::Defer(why) => {
-            (format!("not enough free device memory beside the trials running there: {why}"), Ran::Deferred)
-        }
-        Decision::Stop => ("the worker has started --max-trials trials".to_string(), Ran::Stop),
-    };
-    info!(trial = %a.label(), "handed back: {why}");
-    if let Err(e) = ctx.coordinator.release(&a.lease, &why).await {
-        warn!("could not hand the trial back: {e}");
-    }
-    if let Ran::Deferred = ran {
-        link.defer_and_wait(DEFER_PATIENCE).await;
-    }
-    Some(ran)
-}
-
-/// Trains one assignment and reports how it ended. Never fails the worker: every problem
-/// becomes a reported trial failure.
-async fn run_assignment(ctx: &Arc<Context>, device: Device, a: Assignment) -> Ran {
-    run_admitted(ctx, device, a).await.unwrap_or(Ran::Trained)
-}
-
-/// [`run_assignment`]; `Some` when the supervisor did not admit the trial.
-async fn run_admitted(ctx: &Arc<Context>, device: Device, a: Assignment) -> Option<Ran> {
-    let label = a.label();
-    info!(trial = %label, attempt = a.attempt, device = %device_name(device), "starting: {}", a.describe_params());
-    // The study name becomes part of cache, staging and artifact paths: one plain name only.
-    if !paths::is_study_name(&a.study) {
-        let shown: String = a.study.chars().take(64).collect();
-        let why = format!("the coordinator sent the study name {shown:?}, which is not a plain study name ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}}); refusing to build paths from it");
-        fail(ctx, &a, Failure::Infeasible, why).await;
-        return None;
-    }
-    let cfg = match a.trial_config(ctx.options.group_by_length) {
-        Ok(cfg) => cfg,
-        Err(e) => {
-            fail(ctx, &a, Failure::Infeasible, e.to_string()).await;
-            return None;
-        }
-    };
-    let lease = Arc::new(LeaseState::default());
-    // Heartbeats run from before the inputs download until the trial is reported.
-    let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat_loop(ctx.clone(), a.clone(), lease.clone())));
-    // The leases keep this trial's inputs in the cache until the trial ends.
-    let (cfg, _input_leases) = match resolve_inputs(ctx, cfg).await {
-        Ok(resolved) => resolved,
-        Err(e) => {
-            let kind = if e.is_retryable() { Failure::Retryable } else { Failure::Infeasible };
-            fail(ctx, &a, kind, e.to_string()).await;
-            return None;
-        }
-    };
-    let export_dir = match &ctx.options.artifacts {
-        ArtifactSink::None => None,
-        ArtifactSink::Local(dir) => match paths::join_inside(dir, &[&a.study, &a.number.to_string()]) {
-            Ok(dir) => Some(dir),
-            Err(e) => {
-                fail(ctx, &a, Failure::Infeasible, e.to_string()).await;
-                return None;
-            }
-        },
-        ArtifactSink::Coordinator | ArtifactSink::Object(_) => {
-            Some(ctx.inputs.staging_dir(&format!("{}-{}-{}", a.study, a.number, a.lease.token)))
-        }
-    };
-    let staged = export_dir.clone().filter(|_| !matches!(ctx.options.artifacts, ArtifactSink::Local(_)));
-
-    // Checkpoints go where models go, when that store is shared and the study wants them.
-    let store = checkpoints::CheckpointStore::for_sink(
-        &ctx.options.artifacts,
-        ctx.options.local_checkpoints,
-        ctx.coordinator.remote(),
-    )
-    .filter(|_| a.checkpoints());
-    let checkpoint_staging = ctx.inputs.staging_dir(&format!("{}-{}-{}-checkpoints", a.study, a.number, a.lease.token));
-    let resume = checkpoints::fetch_resume(store.as_ref(), &a, &checkpoint_staging).await;
-    let mut observer = RemoteObserver::new(
-        tokio::runtime::Handle::current(),
-        ctx.clone(),
-        &a,
-        lease.clone(),
-        cfg.num_train_epochs,
-        device,
-    );
-    if let Some(store) = store.clone() {
-        observer = observer.with_checkpoints(store, checkpoint_staging.clone(), resume);
-    }
-    let _staging_cleanup = RemoveOnDrop(checkpoint_staging);
-    // Whether the trial ended for good (its checkpoint is then of no use to anyone).
-    let mut ended = false;
-    if let Some(ran) = admission(ctx, &a, &cfg).await {
-        return Some(ran);
-    }
-    crate::device_memory::reset_peak(device);
-    let trained = tokio::task::spawn_blocking(move || {
-        let mut observer = observer;
-        let result = run_trial(&cfg, device, &mut observer, export_dir.as_deref());
-        observer.finish();
-        result
-    })
-    .await;
-
-    crate::device_memory::release_cached(device);
-    let out_of_memory = matches!(&trained, Ok(Err(e)) if e.is_out_of_memory());
-    // Out of memory beside other trials may be their doing: hand it back, not infeasible.
-    let shared_oom = match &ctx.options.slot {
-        Some(link) => link.ended(out_of_memory).await && out_of_memory,
-        None => false,
-    };
-    // A trial that trained to the end is reported even if a shutdown arrived meanwhile.
-    let finished = matches!(&trained, Ok(Ok(o)) if !o.aborted && !o.stopped_early && o.epochs_run > 0);
-    let reason = lease.reason().filter(|r| !(finished && *r == AbortReason::Shutdown));
-    match (trained, reason) {
-        (_, Some(AbortReason::Shutdown)) => {
-            info!(trial = %label, "released: the worker is shutting down");
-            telemetry::trial_ended("released");
-            if let Err(why) = ctx.coordinator.release(&a.lease, "worker shut down").await {
-                warn!("could not release the trial: {why}");
-            }
-        }
-        (_, Some(AbortReason::LeaseLost(why))) => {
-            telemetry::trial_ended("abandoned");
-            warn!(trial = %label, "abandoned: {why}")
-        }
-        (_, Some(AbortReason::Paused(why))) => {
-            telemetry::trial_ended("paused");
-            info!(trial = %label, "paused by the coordinator ({why}); it resumes from its checkpoint when promoted")
-        }
-        (_, Some(AbortReason::Stopped(why))) => {
-            ended = true;
-            telemetry::trial_ended("stopped");
-            info!(trial = %label, "stopped by the coordinator: {why}")
-        }
-        // The coordinator refusing a report says nothing about the parameters: never infeasible.
-        (_, Some(AbortReason::Rejected(why))) => fail(ctx, &a, Failure::Retryable, why).await,
-        (Err(join), None) => fail(ctx, &a, Failure::Retryable, format!("training thread panicked: {join}")).await,
-        (Ok(Err(e)), None) if shared_oom => {
-            let why = format!(
-                "ran out of device memory beside other trials ({e:#}); handed back to run with fewer neighbours"
-            );
-            warn!(trial = %label, "{why}");
-            telemetry::trial_ended("released");
-            if let Err(e) = ctx.coordinator.release(&a.lease, &why).await {
-                warn!("could not hand the trial back: {e}");
-            }
-        }
-        (Ok(Err(e)), None) => {
-            ended = e.is_infeasible();
-            let kind = if e.is_infeasible() { Failure::Infeasible } else { Failure::Retryable };
-            fail(ctx, &a, kind, format!("{e:#}")).await;
-        }
-        (Ok(Ok(outcome)), None) if outcome.epochs_run == 0 => {
-            fail(ctx, &a, Failure::Retryable, "no epoch completed".into()).await;
-        }
-        (Ok(Ok(outcome)), None) => {
-            let value = outcome.best_metrics.get(&a.objective).copied().unwrap_or(f64::NAN);
-            let artifact = match publish(ctx, &a, outcome.artifact.clone(), value).await {
-                Ok(artifact) => artifact,
-                Err(why) => {
-                    remove_staging(staged);
-                    fail(ctx, &a, Failure::Retryable, why).await;
-                    return None;
-                }
-            };
-            let peak = crate::device_memory::peak_bytes(device).unwrap_or(0);
-            let scores =
-                Scores { predictions: convert::predictions_to_proto(&outcome), test: outcome.test_metrics.clone() };
-            let mut completed =
-                ctx.coordinator.complete(&a.lease, &outcome.best_metrics, artifact.clone(), peak, scores.clone()).await;
-            // A blob shared with a model another completion just pushed out can vanish between
-            // upload and completion: send what is missing once more.
-            if matches!(&completed, Err(why) if why.contains("missing on this coordinator")) {
-                if let Ok(again) = publish(ctx, &a, outcome.artifact.clone(), value).await {
-                    completed = ctx.coordinator.complete(&a.lease, &outcome.best_metrics, again, peak, scores).await;
-                }
-            }
-            remove_staging(staged);
-            match completed {
-                Ok(()) => {
-                    ended = true;
-                    telemetry::trial_ended("completed");
-                    info!(
-                        trial = %label,
-                        "completed: best epoch {} {} = {:.4}",
-                        outcome.best_epoch,
-                        a.objective,
-                        outcome.best_metrics.get(&a.objective).copied().unwrap_or(f64::NAN)
-                    )
-                }
-                Err(why) => error!(trial = %label, "could not report completion: {why}"),
-            }
-        }
-    }
-    if ended {
-        if let Some(store) = store {
-            store.discard_trial(&a).await;
-        }
-    }
-    None
-}
-
-/// Removes a directory when dropped (whichever way the function returns).
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Makes the study's inputs local: downloads `blob:` inputs into the cache, resolves `hf:`
-/// models; paths stay as they are. Returns the inputs' cache leases with the config, then
-/// brings the cache back under its size limit (this trial's inputs are spared).
-async fn resolve_inputs(
-    ctx: &Context,
-    mut cfg: crate::train::TrialConfig,
-) -> Result<(crate::train::TrialConfig, Vec<inputs::Resolved>), inputs::InputError> {
-    let remote = ctx.coordinator.remote();
-    let text = |p: &PathBuf| p.to_string_lossy().into_owned();
-    let model = ctx.inputs.resolve(&remote, "task.model", &text(&cfg.model_dir)).await?;
-    let train = ctx.inputs.resolve(&remote, "task.train_file", &text(&cfg.train_file)).await?;
-    cfg.model_dir = model.path.clone();
-    cfg.train_file = train.path.clone();
-    let mut resolved = vec![model, train];
-    // Under cross-validation the validation split is a fold of the training file.
-    if cfg.folds.is_none() {
-        let validation = ctx.inputs.resolve(&remote, "task.validation_file", &text(&cfg.validation_file)).await?;
-        cfg.validation_file = validation.path.clone();
-        resolved.push(validation);
-    }
-    if let Some(test_file) = &cfg.test_file {
-        let test = ctx.inputs.resolve(&remote, "task.test_file", &text(test_file)).await?;
-        cfg.test_file = Some(test.path.clone());
-        resolved.push(test);
-    }
-    match ctx.inputs.prune().await {
-        Some(Ok(p)) if p.trees > 0 || p.blobs > 0 => info!(
-            trees = p.trees,
-            blobs = p.blobs,
-            in_use = p.in_use,
-            "input cache pruned: {} → {}",
-            bertsweep_transfer::human_bytes(p.bytes_before),
-            bertsweep_transfer::human_bytes(p.bytes_after)
-        ),
-        Some(Ok(p)) if p.bytes_after > ctx.options.cache_max_bytes.unwrap_or(u64::MAX) => warn!(
-            in_use = p.in_use,
-            "input cache holds {}, over --cache-max-size: everything left is in use",
-            bertsweep_transfer::human_bytes(p.bytes_after)
-        ),
-        Some(Err(e)) => warn!("pruning the input cache: {e}"),
-        _ => {}
-    }
-    Ok((cfg, resolved))
-}
-
-/// Puts the exported model where `--artifacts` says and returns what to complete with: a
-/// local path, or (while the coordinator wants it) a `blob:` reference or an object URL.
-/// Err is why publishing failed (the trial is retried).
-async fn publish(
-    ctx: &Context,
-    a: &Assignment,
-    exported: Option<PathBuf>,
-    value: f64,
-) -> Result<Option<String>, String> {
-    let Some(dir) = exported else { return Ok(None) };
-    let sink = &ctx.options.artifacts;
-    if let ArtifactSink::Local(_) = sink {
-        return Ok(Some(std::path::absolute(&dir).unwrap_or(dir).display().to_string()));
-    }
-    let (wanted, why) = ctx.coordinator.offer_artifact(&a.lease, value).await?;
-    if !wanted {
-        info!(trial = %a.label(), "model not kept: {why}");
-        return Ok(None);
-    }
-    let source = format!("{}:trial {}", bertsweep_transfer::manifest::this_host(), a.label());
-    let started = std::time::Instant::now();
-    let artifact = match sink {
-        ArtifactSink::Object(base) => {
-            let url = format!("{base}/{}/{}", a.study, a.number);
-            bertsweep_transfer::object::upload_dir(&dir, &url, source)
-                .await
-                .map_err(|e| format!("uploading the model to {url}: {e}"))?;
-            url
-        }
-        _ => {
-            let up = ctx
-                .coordinator
-                .remote()
-                .upload_path(&dir, source)
-                .await
-                .map_err(|e| format!("uploading the model to the coordinator: {e}"))?;
-            format!("blob:sha256:{}", up.digest)
-        }
-    };
-    info!(trial = %a.label(), "model kept ({why}): {artifact} in {:.1?}", started.elapsed());
-    Ok(Some(artifact))
-}
-
-/// Aborts a task when dropped (whichever way the function returns).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn remove_staging(dir: Option<PathBuf>) {
-    if let Some(dir) = dir {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-}
-
-async fn fail(ctx: &Context, a: &Assignment, failure: Failure, message: String) {
-    warn!(trial = %a.label(), kind = ?failure, "failed: {message}");
-    telemetry::trial_ended(if matches!(failure, Failure::Infeasible) { "infeasible" } else { "failed" });
-    if let Err(why) = ctx.coordinator.fail(&a.lease, failure, message).await {
-        error!("could not report the failure: {why}");
-    }
-}
-
-/// Keeps the lease alive; flags an abort when the coordinator says stop, the lease is lost, or
-/// the worker is shutting down.
-async fn heartbeat_loop(ctx: Arc<Context>, a: Assignment, lease: Arc<LeaseState>) {
-    let mut shutdown = ctx.shutdown.clone();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(ctx.coordinator.heartbeat_interval()) => {}
-            _ = shutdown.wait_for(|s| *s) => {
-                lease.abort(AbortReason::Shutdown);
-                return;
-            }
-        }
-        match ctx.coordinator.heartbeat(&a.lease).await {
-            Verdict::Continue => {}
-            Verdict::Stop(why) => return lease.abort(AbortReason::Stopped(why)),
-            Verdict::Pause(why) => return lease.abort(AbortReason::Paused(why)),
-            Verdict::LeaseLost(why) | Verdict::Rejected(why) => return lease.abort(AbortReason::LeaseLost(why)),
-        }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
 use tracing::{info, warn};
 
-use super::checkpoints::CheckpointStore;
+use super::checkpoint_store::CheckpointStore;
 use super::coordinator::{Assignment, Lease, Verdict};
 use super::Context;
 use crate::train::{EpochDecision, TrainObserver};
@@ -45,10 +45,12 @@ impl LeaseState {
         self.aborted.store(true, Ordering::SeqCst);
     }
 
+    /// Whether training should stop (polled between batches).
     pub fn is_aborted(&self) -> bool {
         self.aborted.load(Ordering::SeqCst)
     }
 
+    /// The first reason given, if any.
     pub fn reason(&self) -> Option<AbortReason> {
         self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -78,7 +80,7 @@ pub struct RemoteObserver {
     /// from object storage; the caller deletes all of an ended trial's).
     latest_checkpoint: Option<String>,
     /// The snapshot of the epoch that just ended, until its `on_epoch` sends it off.
-    snapshot: Option<crate::resume::Snapshot>,
+    snapshot: Option<crate::training_checkpoint::Snapshot>,
     /// An epoch whose checkpoint is being written and stored (and then reported) while the
     /// next epoch trains.
     in_flight: Option<tokio::task::JoinHandle<Reported>>,
@@ -104,6 +106,7 @@ fn test_delay(epoch: usize) -> Option<std::time::Duration> {
 }
 
 impl RemoteObserver {
+    /// An observer of assignment `a`, reporting on `handle`'s runtime, training on `device`.
     pub(super) fn new(
         handle: Handle,
         ctx: Arc<Context>,
@@ -167,7 +170,12 @@ impl RemoteObserver {
 
     /// Writes `snapshot` and stores it, then reports `epoch` with it — on the runtime, while
     /// the next epoch trains.
-    fn send_off(&mut self, snapshot: crate::resume::Snapshot, epoch: usize, metrics: BTreeMap<String, f64>) {
+    fn send_off(
+        &mut self,
+        snapshot: crate::training_checkpoint::Snapshot,
+        epoch: usize,
+        metrics: BTreeMap<String, f64>,
+    ) {
         let Some((store, staging)) = self.checkpoints.clone() else { return };
         let (ctx, assignment, label, trial) =
             (self.ctx.clone(), self.assignment.clone(), self.label.clone(), self.trial);
@@ -273,7 +281,7 @@ async fn store_dir(
     staging: &std::path::Path,
 ) -> String {
     let dir = staging.join(format!("e{epoch}"));
-    if !dir.join(crate::resume::STATE_FILE).exists() {
+    if !dir.join(crate::training_checkpoint::STATE_FILE).exists() {
         return String::new();
     }
     let stored = store.put(a, epoch, &dir).await;
@@ -359,7 +367,7 @@ impl TrainObserver for RemoteObserver {
         self.settle_in_flight();
     }
 
-    fn on_snapshot(&mut self, snapshot: crate::resume::Snapshot) {
+    fn on_snapshot(&mut self, snapshot: crate::training_checkpoint::Snapshot) {
         self.snapshot = Some(snapshot);
     }
 

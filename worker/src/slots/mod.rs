@@ -45,15 +45,20 @@ pub enum SlotCount {
     Auto,
 }
 
-impl std::str::FromStr for SlotCount {
-    type Err = String;
+/// A `--slots` value that is neither a count from 1 to 64 nor `auto`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--slots {0:?}: expected a number of slots per device from 1 to 64, or auto")]
+pub struct BadSlotCount(pub String);
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl std::str::FromStr for SlotCount {
+    type Err = BadSlotCount;
+
+    fn from_str(text: &str) -> Result<Self, BadSlotCount> {
         match text.trim() {
             "auto" => Ok(SlotCount::Auto),
             n => match n.parse::<usize>() {
                 Ok(n @ 1..=64) => Ok(SlotCount::Fixed(n)),
-                _ => Err(format!("--slots {text:?}: expected a number of slots per device from 1 to 64, or auto")),
+                _ => Err(BadSlotCount(text.to_string())),
             },
         }
     }
@@ -125,7 +130,7 @@ mod tests {
         assert_eq!("3".parse::<SlotCount>().unwrap(), SlotCount::Fixed(3));
         assert_eq!("auto".parse::<SlotCount>().unwrap(), SlotCount::Auto);
         for bad in ["0", "-1", "65", "many", ""] {
-            let err = bad.parse::<SlotCount>().unwrap_err();
+            let err = bad.parse::<SlotCount>().unwrap_err().to_string();
             assert!(err.contains("1 to 64, or auto"), "{err}");
         }
         assert_eq!(SlotCount::Auto.per_device(&[Device::Cpu]), 1);

@@ -84,13 +84,29 @@ pub fn encode<T: Serialize>(message: &T) -> String {
     line
 }
 
+/// Why a line is not a message of the protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Longer than [`MAX_LINE`].
+    #[error("a line of {0} bytes (at most {MAX_LINE})")]
+    TooLong(usize),
+    /// Not JSON, or not one of the messages.
+    #[error("{error} in {excerpt:?}")]
+    NotAMessage {
+        /// What serde_json says.
+        error: serde_json::Error,
+        /// The line's first 120 characters.
+        excerpt: String,
+    },
+}
+
 /// Parses one line (without or with its newline).
-pub fn decode<T: for<'de> Deserialize<'de>>(line: &str) -> Result<T, String> {
+pub fn decode<T: for<'de> Deserialize<'de>>(line: &str) -> Result<T, DecodeError> {
     if line.len() > MAX_LINE {
-        return Err(format!("a line of {} bytes (at most {MAX_LINE})", line.len()));
+        return Err(DecodeError::TooLong(line.len()));
     }
     serde_json::from_str(line.trim_end())
-        .map_err(|e| format!("{e} in {:?}", line.chars().take(120).collect::<String>()))
+        .map_err(|error| DecodeError::NotAMessage { error, excerpt: line.chars().take(120).collect() })
 }
 
 #[cfg(test)]
@@ -132,6 +148,6 @@ mod tests {
         assert!(decode::<ToSupervisor>("hello").is_err());
         assert!(decode::<ToSupervisor>(r#"{"op":"launch_missiles"}"#).is_err());
         let long = format!(r#"{{"op":"admit","label":"{}"}}"#, "x".repeat(MAX_LINE));
-        assert!(decode::<ToSupervisor>(&long).unwrap_err().contains("at most"));
+        assert!(decode::<ToSupervisor>(&long).unwrap_err().to_string().contains("at most"));
     }
 }

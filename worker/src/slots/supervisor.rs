@@ -30,6 +30,32 @@ const QUICK_CRASH: Duration = Duration::from_secs(60);
 /// How long slots get to hand their trials back after a stop before they are killed.
 const STOP_PATIENCE: Duration = Duration::from_secs(120);
 
+/// Why a slot was given up (the other slots go on).
+#[derive(Debug, thiserror::Error)]
+enum SlotError {
+    /// Its process could not be started.
+    #[error("slot {slot}: cannot start its process: {error}")]
+    Spawn {
+        /// The slot's name.
+        slot: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// Its process kept dying soon after it started.
+    #[error("slot {slot} gave up: its process died {crashes} times in a row within {QUICK_CRASH:?} of starting (last: {how})")]
+    Crashing {
+        /// The slot's name.
+        slot: String,
+        /// Quick crashes in a row.
+        crashes: u32,
+        /// How the last one ended.
+        how: String,
+    },
+    /// The task watching it panicked.
+    #[error("a slot task failed: {0}")]
+    Task(tokio::task::JoinError),
+}
+
 /// How the supervisor runs.
 pub struct SupervisorOptions {
     /// Devices, each with `slots_per_device` slots.
@@ -116,8 +142,8 @@ pub async fn run(options: SupervisorOptions, stopping: watch::Receiver<bool>) ->
     for task in tasks {
         match task.await {
             Ok(Ok(())) => {}
-            Ok(Err(why)) => given_up.push(why),
-            Err(e) => given_up.push(format!("a slot task failed: {e}")),
+            Ok(Err(why)) => given_up.push(why.to_string()),
+            Err(e) => given_up.push(SlotError::Task(e).to_string()),
         }
     }
     let admitted = shared.admitted.load(Ordering::SeqCst);
@@ -129,7 +155,7 @@ pub async fn run(options: SupervisorOptions, stopping: watch::Receiver<bool>) ->
 }
 
 /// Starts, watches and restarts one slot's process. Err: given up after repeated crashes.
-async fn run_slot(shared: Arc<Shared>, slot: Slot) -> Result<(), String> {
+async fn run_slot(shared: Arc<Shared>, slot: Slot) -> Result<(), SlotError> {
     let mut stopping = shared.stopping.clone();
     let mut quick_crashes = 0u32;
     telemetry::slot_started(&slot.name);
@@ -140,7 +166,7 @@ async fn run_slot(shared: Arc<Shared>, slot: Slot) -> Result<(), String> {
         let started = Instant::now();
         let mut child = match spawn(&shared, &slot) {
             Ok(child) => child,
-            Err(e) => return Err(format!("slot {}: cannot start its process: {e}", slot.name)),
+            Err(error) => return Err(SlotError::Spawn { slot: slot.name.clone(), error }),
         };
         let (admitted, status) = watch_child(&shared, &slot, &mut child).await;
         shared.pids.lock().unwrap_or_else(|p| p.into_inner()).remove(&slot.id);
@@ -174,10 +200,7 @@ async fn run_slot(shared: Arc<Shared>, slot: Slot) -> Result<(), String> {
         }
         quick_crashes = if started.elapsed() >= QUICK_CRASH { 1 } else { quick_crashes + 1 };
         if quick_crashes >= MAX_QUICK_CRASHES {
-            return Err(format!(
-                "slot {} gave up: its process died {quick_crashes} times in a row within {QUICK_CRASH:?} of starting (last: {how})",
-                slot.name
-            ));
+            return Err(SlotError::Crashing { slot: slot.name.clone(), crashes: quick_crashes, how });
         }
         let backoff = Duration::from_secs(1 << quick_crashes.min(5));
         warn!(slot = %slot.name, "slot process {how}; restarting it in {backoff:?}");

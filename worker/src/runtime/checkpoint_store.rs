@@ -13,12 +13,68 @@ use std::time::Instant;
 
 use bertsweep_transfer::blob_dir::BlobDir;
 use bertsweep_transfer::manifest::{self, Entry};
-use bertsweep_transfer::remote::{materialize, Remote};
+use bertsweep_transfer::object::ObjectError;
+use bertsweep_transfer::remote::{materialize, Remote, RemoteError};
 use bertsweep_transfer::{human_bytes, Digest, InputRef, Manifest, ManifestKind};
 use tracing::{info, warn};
 
 use super::coordinator::Assignment;
+use super::paths::UnsafePath;
 use super::ArtifactSink;
+use crate::training_checkpoint::{ResumeState, FILES, STATE_FILE, TENSORS_FILE};
+
+/// Why a checkpoint could not be stored or fetched: the trial goes on (a retry would resume
+/// from the previous checkpoint), or starts from epoch 1.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A local file or directory could not be read, written, copied or moved.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The state file does not parse as a checkpoint's.
+    #[error("{} is not a checkpoint state: {message}", path.display())]
+    NotAState {
+        /// The state file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The state file's record of the tensors' sha256 is not a digest.
+    #[error("{}: {message}", path.display())]
+    BadDigest {
+        /// The state file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The trial's place on the shared filesystem cannot be built from its study name.
+    #[error(transparent)]
+    Path(#[from] UnsafePath),
+    /// The coordinator's blob store failed.
+    #[error("{0}")]
+    Remote(RemoteError),
+    /// Object storage failed.
+    #[error("{0}")]
+    Object(ObjectError),
+    /// The reference is neither a blob, an object storage URL nor a shared path.
+    #[error("{0:?} is neither a blob: reference nor an object storage URL")]
+    NotAReference(String),
+    /// A coordinator blob, and this worker stores its checkpoints elsewhere.
+    #[error("a coordinator-stored checkpoint, and this worker keeps artifacts elsewhere")]
+    ElsewhereStored,
+    /// The blob names a single file, not a checkpoint directory.
+    #[error("not a checkpoint directory")]
+    NotADirectory,
+}
+
+/// `map_err` adapter: an I/O error on `path`.
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |error| StoreError::Io { path: path.to_path_buf(), error }
+}
 
 /// The shared store a worker keeps checkpoints in.
 #[derive(Clone)]
@@ -46,27 +102,27 @@ impl CheckpointStore {
     }
 
     /// Uploads the checkpoint in `dir` (written after `epoch`) and returns its reference.
-    pub async fn put(&self, a: &Assignment, epoch: usize, dir: &Path) -> Result<String, String> {
+    pub async fn put(&self, a: &Assignment, epoch: usize, dir: &Path) -> Result<String, StoreError> {
         let started = Instant::now();
         let source = format!("{}:trial {} epoch {epoch}", bertsweep_transfer::manifest::this_host(), a.label());
         let (reference, bytes) = match self {
             CheckpointStore::Coordinator(remote) => {
                 let manifest = checkpoint_manifest(dir, source)?;
-                let up = remote.upload_manifest(dir, manifest).await.map_err(|e| e.to_string())?;
+                let up = remote.upload_manifest(dir, manifest).await.map_err(StoreError::Remote)?;
                 (format!("blob:sha256:{}", up.digest), up.manifest.total_size())
             }
             CheckpointStore::Object(base) => {
                 let url = format!("{}/e{epoch}-{}", trial_prefix(base, a), a.lease.token);
                 let manifest = checkpoint_manifest(dir, source)?;
                 let manifest =
-                    bertsweep_transfer::object::upload_dir_as(dir, &url, manifest).await.map_err(|e| e.to_string())?;
+                    bertsweep_transfer::object::upload_dir_as(dir, &url, manifest).await.map_err(StoreError::Object)?;
                 (url, manifest.total_size())
             }
             CheckpointStore::Local(base) => {
                 let target = local_trial_dir(base, a)?.join(format!("e{epoch}-{}", a.lease.token));
                 // Its manifest travels with it: deleting it later removes what this lists, only.
                 let manifest = checkpoint_manifest(dir, source)?;
-                let bytes = move_dir(dir, &target, &manifest).map_err(|e| format!("{}: {e}", target.display()))?;
+                let bytes = move_dir(dir, &target, &manifest).map_err(io(&target))?;
                 (format!("worker:{}", target.display()), bytes)
             }
         };
@@ -75,39 +131,37 @@ impl CheckpointStore {
     }
 
     /// Downloads `reference` into `dest` (which must not exist).
-    pub async fn fetch(&self, reference: &str, dest: &Path) -> Result<(), String> {
+    pub async fn fetch(&self, reference: &str, dest: &Path) -> Result<(), StoreError> {
         if let Ok(InputRef::Worker(path)) = InputRef::parse(reference) {
             // On a shared filesystem: copied, so a deletion meanwhile cannot tear it.
-            std::fs::create_dir_all(dest).map_err(|e| e.to_string())?;
-            for name in crate::resume::FILES {
-                std::fs::copy(Path::new(&path).join(name), dest.join(name))
-                    .map_err(|e| format!("{path}/{name}: {e}"))?;
+            std::fs::create_dir_all(dest).map_err(io(dest))?;
+            for name in FILES {
+                let from = Path::new(&path).join(name);
+                std::fs::copy(&from, dest.join(name)).map_err(io(&from))?;
             }
             return Ok(());
         }
         if bertsweep_transfer::object::is_object_url(reference) {
-            bertsweep_transfer::object::download_dir(reference, dest).await.map_err(|e| e.to_string())?;
+            bertsweep_transfer::object::download_dir(reference, dest).await.map_err(StoreError::Object)?;
             return Ok(());
         }
         let digest = match InputRef::parse(reference) {
             Ok(InputRef::Blob(d)) => d,
-            _ => return Err(format!("{reference:?} is neither a blob: reference nor an object storage URL")),
+            _ => return Err(StoreError::NotAReference(reference.to_string())),
         };
         let remote = match self {
             CheckpointStore::Coordinator(remote) => remote,
-            CheckpointStore::Object(_) | CheckpointStore::Local(_) => {
-                return Err("a coordinator-stored checkpoint, and this worker keeps artifacts elsewhere".into())
-            }
+            CheckpointStore::Object(_) | CheckpointStore::Local(_) => return Err(StoreError::ElsewhereStored),
         };
         let blobs_dir = dest.with_extension("blobs");
         let result = async {
-            let blobs = BlobDir::open(&blobs_dir).map_err(|e| e.to_string())?;
-            let manifest = remote.fetch_manifest(&blobs, digest).await.map_err(|e| e.to_string())?;
+            let blobs = BlobDir::open(&blobs_dir).map_err(io(&blobs_dir))?;
+            let manifest = remote.fetch_manifest(&blobs, digest).await.map_err(StoreError::Remote)?;
             if manifest.kind != ManifestKind::Dir {
-                return Err("not a checkpoint directory".to_string());
+                return Err(StoreError::NotADirectory);
             }
-            remote.fetch_files(&blobs, &manifest).await.map_err(|e| e.to_string())?;
-            materialize(&blobs, &manifest, dest).map_err(|e| e.to_string())
+            remote.fetch_files(&blobs, &manifest).await.map_err(StoreError::Remote)?;
+            materialize(&blobs, &manifest, dest).map_err(StoreError::Remote)
         }
         .await;
         let _ = std::fs::remove_dir_all(&blobs_dir);
@@ -194,29 +248,32 @@ fn is_checkpoint_dir_name(name: &str) -> bool {
 }
 
 /// `<base>/<study>/<number>/checkpoints`, built from plain path components only.
-fn local_trial_dir(base: &Path, a: &Assignment) -> Result<PathBuf, String> {
-    super::paths::join_inside(base, &[&a.study, &a.number.to_string(), "checkpoints"]).map_err(|e| e.to_string())
+fn local_trial_dir(base: &Path, a: &Assignment) -> Result<PathBuf, UnsafePath> {
+    super::paths::join_inside(base, &[&a.study, &a.number.to_string(), "checkpoints"])
 }
 
 /// The manifest of the checkpoint in `dir` without reading its tensors again: `state.json`
 /// records their sha256 (computed as they were written), so only the small state file is
 /// hashed here. The coordinator checks every blob's digest as it receives it, so a wrong
 /// record is refused, never stored.
-fn checkpoint_manifest(dir: &Path, source: String) -> Result<Manifest, String> {
-    let state_path = dir.join(crate::resume::STATE_FILE);
-    let state_bytes = std::fs::read(&state_path).map_err(|e| format!("{}: {e}", state_path.display()))?;
-    let state: crate::resume::ResumeState = serde_json::from_slice(&state_bytes)
-        .map_err(|e| format!("{} is not a checkpoint state: {e}", state_path.display()))?;
-    let tensors_sha256: Digest = state.tensors_sha256.parse().map_err(|e| format!("{}: {e}", state_path.display()))?;
-    let tensors_path = dir.join(crate::resume::TENSORS_FILE);
-    let tensors_size = std::fs::metadata(&tensors_path).map_err(|e| format!("{}: {e}", tensors_path.display()))?.len();
+fn checkpoint_manifest(dir: &Path, source: String) -> Result<Manifest, StoreError> {
+    let state_path = dir.join(STATE_FILE);
+    let state_bytes = std::fs::read(&state_path).map_err(io(&state_path))?;
+    let state: ResumeState = serde_json::from_slice(&state_bytes)
+        .map_err(|e| StoreError::NotAState { path: state_path.clone(), message: e.to_string() })?;
+    let tensors_sha256: Digest = state
+        .tensors_sha256
+        .parse()
+        .map_err(|e| StoreError::BadDigest { path: state_path.clone(), message: format!("{e}") })?;
+    let tensors_path = dir.join(TENSORS_FILE);
+    let tensors_size = std::fs::metadata(&tensors_path).map_err(io(&tensors_path))?.len();
     let mut files = vec![
         Entry {
-            path: crate::resume::STATE_FILE.to_owned(),
+            path: STATE_FILE.to_owned(),
             sha256: Digest::of(&state_bytes).to_string(),
             size: state_bytes.len() as u64,
         },
-        Entry { path: crate::resume::TENSORS_FILE.to_owned(), sha256: tensors_sha256.to_string(), size: tensors_size },
+        Entry { path: TENSORS_FILE.to_owned(), sha256: tensors_sha256.to_string(), size: tensors_size },
     ];
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Manifest { format: manifest::FORMAT, kind: ManifestKind::Dir, source, files })
@@ -229,13 +286,11 @@ fn move_dir(from: &Path, to: &Path, manifest: &Manifest) -> std::io::Result<u64>
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let bytes = crate::resume::FILES
-        .iter()
-        .map(|name| std::fs::metadata(from.join(name)).map(|m| m.len()))
-        .sum::<std::io::Result<u64>>()?;
+    let bytes =
+        FILES.iter().map(|name| std::fs::metadata(from.join(name)).map(|m| m.len())).sum::<std::io::Result<u64>>()?;
     if std::fs::rename(from, to).is_err() {
         std::fs::create_dir_all(to)?;
-        for name in crate::resume::FILES {
+        for name in FILES {
             std::fs::copy(from.join(name), to.join(name))?;
         }
     }
@@ -290,13 +345,12 @@ pub async fn fetch_resume(store: Option<&CheckpointStore>, a: &Assignment, stagi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resume::{ResumeState, STATE_FILE, TENSORS_FILE};
 
     fn write_checkpoint(dir: &Path, tensors: &[u8], recorded: &str) {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join(TENSORS_FILE), tensors).unwrap();
         let state = ResumeState {
-            format: crate::resume::FORMAT,
+            format: crate::training_checkpoint::FORMAT,
             fingerprint: "f".into(),
             epoch: 1,
             steps: 3,
@@ -398,9 +452,9 @@ mod tests {
     fn a_checkpoint_without_a_usable_state_has_no_manifest() {
         let dir = tempfile::tempdir().unwrap();
         write_checkpoint(dir.path(), b"x", "not a digest");
-        let err = checkpoint_manifest(dir.path(), "here".into()).unwrap_err();
+        let err = checkpoint_manifest(dir.path(), "here".into()).unwrap_err().to_string();
         assert!(err.contains(STATE_FILE) && !err.contains('\n'), "{err}");
         std::fs::remove_file(dir.path().join(STATE_FILE)).unwrap();
-        assert!(checkpoint_manifest(dir.path(), "here".into()).unwrap_err().contains(STATE_FILE));
+        assert!(checkpoint_manifest(dir.path(), "here".into()).unwrap_err().to_string().contains(STATE_FILE));
     }
 }

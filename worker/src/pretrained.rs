@@ -4,6 +4,10 @@
 //! `BertForSequenceClassification` / `BertForPreTraining` names (`bert.…`, `classifier.…`,
 //! `cls.…`) are accepted; everything is normalised to the `bert.`/`classifier.` form, which is
 //! exactly the variable naming of [`crate::bert`], so loading is a 1:1 copy.
+//!
+//! "Checkpoint" here means a Hugging Face pre-trained checkpoint (where every trial starts);
+//! the checkpoints a trial writes after its epochs, to resume from, are
+//! [`crate::training_checkpoint`]'s.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -12,7 +16,7 @@ use tch::{nn, Kind, Tensor};
 
 /// Why weights could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
+pub enum PretrainedError {
     /// No weight file in the model directory.
     #[error("{dir}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")]
     Missing {
@@ -69,7 +73,7 @@ pub enum CheckpointError {
     },
 }
 
-/// Float tensors of a checkpoint on the CPU, keyed by normalised name.
+/// Float tensors of a pre-trained checkpoint on the CPU, keyed by normalised name.
 pub struct Weights {
     /// Tensors by `bert.`/`classifier.` name.
     pub tensors: HashMap<String, Tensor>,
@@ -90,7 +94,7 @@ pub struct LoadReport {
 impl Weights {
     /// Reads the weights of the model directory `dir`: `model.safetensors`, a sharded
     /// `model.safetensors.index.json`, or `pytorch_model.bin`, in that order of preference.
-    pub fn from_dir(dir: &Path) -> Result<Self, CheckpointError> {
+    pub fn from_dir(dir: &Path) -> Result<Self, PretrainedError> {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
         let bin = dir.join("pytorch_model.bin");
@@ -107,7 +111,7 @@ impl Weights {
         } else if bin.is_file() {
             Ok(Weights { tensors: read_pytorch_bin(&bin)?, source: bin })
         } else {
-            Err(CheckpointError::Missing { dir: dir.to_owned() })
+            Err(PretrainedError::Missing { dir: dir.to_owned() })
         }
     }
 
@@ -117,7 +121,7 @@ impl Weights {
     /// checkpoint has no classifier; some have no pooler); they keep their initialisation, as
     /// transformers does. A classifier of another shape (other number of labels) is likewise
     /// re-initialised. Any other missing or mis-shaped tensor is an error naming the key.
-    pub fn load_into(&self, vs: &nn::VarStore) -> Result<LoadReport, CheckpointError> {
+    pub fn load_into(&self, vs: &nn::VarStore) -> Result<LoadReport, PretrainedError> {
         let mut report = LoadReport::default();
         let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         variables.sort_by(|a, b| a.0.cmp(&b.0));
@@ -128,7 +132,7 @@ impl Weights {
             match self.tensors.get(&name) {
                 Some(value) if value.size() == expected => {
                     tch::no_grad(|| var.f_copy_(value))
-                        .map_err(|source| CheckpointError::Torch { key: name.clone(), source })?;
+                        .map_err(|source| PretrainedError::Torch { key: name.clone(), source })?;
                     used.insert(name);
                 }
                 Some(_) if name.starts_with("classifier.") => {
@@ -136,7 +140,7 @@ impl Weights {
                     report.initialized.push(name);
                 }
                 Some(value) => {
-                    return Err(CheckpointError::Shape {
+                    return Err(PretrainedError::Shape {
                         path: self.source.clone(),
                         key: name,
                         expected,
@@ -144,7 +148,7 @@ impl Weights {
                     })
                 }
                 None if may_initialize => report.initialized.push(name),
-                None => return Err(CheckpointError::MissingTensor { path: self.source.clone(), key: name, expected }),
+                None => return Err(PretrainedError::MissingTensor { path: self.source.clone(), key: name, expected }),
             }
         }
         report.unused = self.tensors.keys().filter(|k| !used.contains(*k)).cloned().collect();
@@ -175,11 +179,11 @@ pub fn normalize_key(key: &str) -> Option<String> {
     Some(key)
 }
 
-fn read_error(path: &Path, message: impl ToString) -> CheckpointError {
-    CheckpointError::Read { path: path.to_owned(), message: message.to_string() }
+fn read_error(path: &Path, message: impl ToString) -> PretrainedError {
+    PretrainedError::Read { path: path.to_owned(), message: message.to_string() }
 }
 
-fn read_safetensors(path: &Path, out: &mut HashMap<String, Tensor>) -> Result<(), CheckpointError> {
+fn read_safetensors(path: &Path, out: &mut HashMap<String, Tensor>) -> Result<(), PretrainedError> {
     use safetensors::Dtype;
     let bytes = std::fs::read(path).map_err(|e| read_error(path, e))?;
     let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| read_error(path, e))?;
@@ -192,7 +196,7 @@ fn read_safetensors(path: &Path, out: &mut HashMap<String, Tensor>) -> Result<()
             Dtype::F16 => Kind::Half,
             Dtype::BF16 => Kind::BFloat16,
             Dtype::F64 => Kind::Double,
-            other => return Err(CheckpointError::Dtype { path: path.to_owned(), key, dtype: format!("{other:?}") }),
+            other => return Err(PretrainedError::Dtype { path: path.to_owned(), key, dtype: format!("{other:?}") }),
         };
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let tensor = Tensor::f_from_data_size(view.data(), &shape, kind)
@@ -203,7 +207,7 @@ fn read_safetensors(path: &Path, out: &mut HashMap<String, Tensor>) -> Result<()
     Ok(())
 }
 
-fn shard_files(index: &Path) -> Result<BTreeSet<String>, CheckpointError> {
+fn shard_files(index: &Path) -> Result<BTreeSet<String>, PretrainedError> {
     let text = std::fs::read_to_string(index).map_err(|e| read_error(index, e))?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| read_error(index, e))?;
     let map =
@@ -211,7 +215,7 @@ fn shard_files(index: &Path) -> Result<BTreeSet<String>, CheckpointError> {
     Ok(map.values().filter_map(|v| v.as_str().map(str::to_owned)).collect())
 }
 
-fn read_pytorch_bin(path: &Path) -> Result<HashMap<String, Tensor>, CheckpointError> {
+fn read_pytorch_bin(path: &Path) -> Result<HashMap<String, Tensor>, PretrainedError> {
     let named = Tensor::loadz_multi(path).map_err(|e| {
         read_error(path, format!("{e} (convert it to model.safetensors with transformers' save_pretrained)"))
     })?;
@@ -221,7 +225,7 @@ fn read_pytorch_bin(path: &Path) -> Result<HashMap<String, Tensor>, CheckpointEr
             continue;
         };
         if !tensor.is_floating_point() {
-            return Err(CheckpointError::Dtype { path: path.to_owned(), key, dtype: format!("{:?}", tensor.kind()) });
+            return Err(PretrainedError::Dtype { path: path.to_owned(), key, dtype: format!("{:?}", tensor.kind()) });
         }
         let tensor = tensor.f_to_kind(Kind::Float).map_err(|e| read_error(path, e))?;
         out.insert(name, tensor);

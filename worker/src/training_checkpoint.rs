@@ -1,6 +1,7 @@
-//! A trial's resumable state after an epoch: weights, AdamW moments, the step count (which
-//! fixes the schedule's position), the best epoch so far and its metrics, and — when the best
-//! epoch is an earlier one and a model is to be exported — its weights.
+//! Training checkpoints: a trial's resumable state after an epoch — weights, AdamW moments,
+//! the step count (which fixes the schedule's position), the best epoch so far and its
+//! metrics, and, when the best epoch is an earlier one and a model is to be exported, its
+//! weights. (The pre-trained weights every trial starts from are [`crate::pretrained`]'s.)
 //!
 //! Nothing else is needed to continue exactly: the batch order of epoch `e` and the dropout
 //! stream of epoch `e` are functions of (seed, e) alone (see [`crate::train`]), so the next
@@ -19,8 +20,8 @@ use bertsweep_evaluation::Predictions;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::optim::AdamW;
-use crate::train::TrialConfig;
+use crate::optim::{AdamW, OptimStateError};
+use crate::train::config::TrialConfig;
 
 /// The JSON file that describes a checkpoint (written last: without it there is none).
 pub const STATE_FILE: &str = "state.json";
@@ -56,7 +57,20 @@ pub enum ResumeError {
         /// What is wrong.
         message: String,
     },
+    /// The checkpoint's optimizer state does not fit the model.
+    #[error("{dir}: {error}")]
+    Optimizer {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// What is wrong with the state.
+        error: OptimStateError,
+    },
 }
+
+/// A tensor could not be copied to host memory for a checkpoint (training goes on without it).
+#[derive(Debug, thiserror::Error)]
+#[error("copying a tensor to the host: {0}")]
+pub struct HostCopyError(pub tch::TchError);
 
 /// `state.json`: where the trial stood after the checkpoint's epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,7 +198,7 @@ impl Snapshot {
         variables: &HashMap<String, Tensor>,
         optimizer: &AdamW,
         best: Option<&HashMap<String, Tensor>>,
-    ) -> Result<Snapshot, String> {
+    ) -> Result<Snapshot, HostCopyError> {
         Self::gather(state, variables, optimizer, best, true)
     }
 
@@ -196,10 +210,10 @@ impl Snapshot {
         optimizer: &AdamW,
         best: Option<&HashMap<String, Tensor>>,
         clone_cpu: bool,
-    ) -> Result<Snapshot, String> {
+    ) -> Result<Snapshot, HostCopyError> {
         let started = Instant::now();
         let _no_grad = tch::no_grad_guard();
-        let host_copy = |t: &Tensor| -> Result<Tensor, String> {
+        let host_copy = |t: &Tensor| -> Result<Tensor, HostCopyError> {
             let copied = match t.device() {
                 Device::Cpu if !clone_cpu => t.f_contiguous(),
                 Device::Cpu => Tensor::f_empty_like(t)
@@ -207,7 +221,7 @@ impl Snapshot {
                     .and_then(|c| c.f_contiguous()),
                 _ => t.f_to_device(Device::Cpu).and_then(|c| c.f_contiguous()),
             };
-            copied.map_err(|e| format!("copying a tensor to the host: {e}"))
+            copied.map_err(HostCopyError)
         };
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
         for (name, t) in variables {
@@ -267,7 +281,7 @@ pub fn save(
     let started = Instant::now();
     // Written before training goes on: CPU tensors need no copy.
     let snapshot = Snapshot::gather(state, variables, optimizer, best, false)
-        .map_err(|message| ResumeError::Invalid { dir: dir.to_path_buf(), message })?;
+        .map_err(|e| ResumeError::Invalid { dir: dir.to_path_buf(), message: e.to_string() })?;
     let written = snapshot.write(dir)?;
     Ok(Written { bytes: written.bytes, seconds: started.elapsed().as_secs_f64() })
 }
@@ -347,7 +361,9 @@ pub fn load(
         }
     }
     // The optimizer checks all its moments before it changes any; the weights go last.
-    optimizer.load_state(&tensors, state.steps).map_err(invalid)?;
+    optimizer
+        .load_state(&tensors, state.steps)
+        .map_err(|error| ResumeError::Optimizer { dir: dir.to_path_buf(), error })?;
     let _no_grad = tch::no_grad_guard();
     for (var, t) in model {
         let mut var = var.shallow_clone();
