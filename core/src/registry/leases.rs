@@ -28,11 +28,8 @@ impl Registry {
     /// (wall-clock ms) and holding no running trial; returns how many. A forgotten worker that
     /// comes back is told its id is unknown and registers again.
     pub fn expire_workers(&mut self, idle_since: i64) -> Outcome<usize> {
-        let busy: HashSet<&str> = self
-            .studies
-            .iter()
-            .flat_map(|s| s.running.iter().map(|&n| s.trials[n as usize].worker_id.as_str()))
-            .collect();
+        let busy: HashSet<&str> =
+            self.studies.iter().flat_map(|s| s.running().iter().map(|&n| s.trial(n).worker_id.as_str())).collect();
         let stale: Vec<String> = self
             .workers
             .values()
@@ -73,27 +70,29 @@ impl Registry {
         let mut wake = false;
         for si in candidates {
             let study = &mut self.studies[si];
-            if study.record.state != StudyState::Running || study.counts.running >= study.spec.budget.parallel_trials {
+            if study.record().state != StudyState::Running
+                || study.counts().running >= study.spec().budget.parallel_trials
+            {
                 continue;
             }
             let mut promoted = false;
-            let number = match study.pending.iter().next().copied().or_else(|| study.promotable()) {
+            let number = match study.pending().iter().next().copied().or_else(|| study.promotable()) {
                 Some(n) => {
-                    promoted = study.trials[n as usize].state == TrialState::Paused;
+                    promoted = study.trial(n).state == TrialState::Paused;
                     n
                 }
                 None => {
-                    let next = study.trials.len() as u32;
-                    if next >= study.spec.budget.max_trials || study.exhausted {
+                    let next = study.trials().len() as u32;
+                    if next >= study.spec().budget.max_trials || study.is_exhausted() {
                         // No rung can gain a result any more: what is still paused is done.
-                        if !study.paused.is_empty() && study.running.is_empty() {
+                        if !study.paused().is_empty() && study.running().is_empty() {
                             study.prune_unpromoted(now, &mut ops);
                             wake = true;
                         }
                         continue;
                     }
                     let Some(params) = study.next_params(next) else {
-                        study.exhausted = true;
+                        study.mark_exhausted();
                         study.maybe_finish(now, &mut ops);
                         wake = true;
                         continue;
@@ -101,61 +100,14 @@ impl Registry {
                     let trial = new_trial(self.next_trial_id, study, next, params, now);
                     self.next_trial_id += 1;
                     self.trial_index.insert(trial.id, (si, next));
-                    info!(study = %study.record.name, trial = next, params = %format_params(&trial.params), "trial sampled");
+                    info!(study = %study.record().name, trial = next, params = %format_params(&trial.params), "trial sampled");
                     study.push_trial(trial);
                     next
                 }
             };
             let token = self.next_token;
             self.next_token += 1;
-            let ttl = self.lease.ttl_ms;
-            let trial = study.trial_mut(number);
-            // A promotion continues the same attempt (nothing was lost): its curve moves to the
-            // new lease as it is.
-            if promoted {
-                for (&epoch, metrics) in &trial.intermediate {
-                    ops.push(WriteOp::Epoch {
-                        trial_id: trial.id,
-                        lease_token: token,
-                        attempt: trial.attempt,
-                        epoch,
-                        metrics: metrics.clone(),
-                    });
-                }
-            } else {
-                trial.attempt += 1;
-            }
-            trial.worker_id = worker_id.to_string();
-            trial.lease_token = token;
-            trial.lease_expires_ms = now + i64::from(ttl);
-            trial.started_ms.get_or_insert(now);
-            trial.error.clear();
-            let detail = if promoted {
-                format!("promoted from epoch {} (asha), leased to worker {worker_id}", trial.last_epoch())
-            } else {
-                format!("leased to worker {worker_id}")
-            };
-            study.transition(number, TrialState::Running, now, &detail);
-            ops.push(study.trial_op(number));
-            let trial = &study.trials[number as usize];
-            let assignment = Assignment {
-                trial_id: trial.id,
-                study: study.record.name.clone(),
-                number,
-                params: trial.params.clone(),
-                task: study.spec.task.clone(),
-                folds: study.spec.folds,
-                fold_seed: study.spec.seed,
-                objective: study.spec.objective.clone(),
-                lease_token: token,
-                lease_ttl_ms: ttl,
-                attempt: trial.attempt,
-                checkpoints: study.spec.budget.checkpoints,
-                resume_checkpoint: if study.spec.budget.checkpoints { trial.checkpoint.clone() } else { String::new() },
-                resume_epoch: if study.spec.budget.checkpoints { trial.checkpoint_epoch } else { 0 },
-                // Its own earlier attempts count too: the trial is of its shape.
-                expected_peak_bytes: study.expected_peak(&study.shape_of(number)),
-            };
+            let assignment = study.lease(number, promoted, worker_id, token, self.lease.ttl_ms, now, &mut ops);
             return Ok(Outcome::new(Some(assignment), ops, wake));
         }
         Ok(Outcome::new(None, ops, wake))
@@ -199,9 +151,9 @@ impl Registry {
         let mut reaped = 0;
         for study in &mut self.studies {
             let expired: Vec<u32> =
-                study.running.iter().copied().filter(|&n| study.trials[n as usize].lease_expires_ms < now).collect();
+                study.running().iter().copied().filter(|&n| study.trial(n).lease_expires_ms < now).collect();
             for number in expired {
-                let worker = study.trials[number as usize].worker_id.clone();
+                let worker = study.trial(number).worker_id.clone();
                 study.requeue_or_fail(
                     number,
                     format!("lease expired: worker {worker} stopped heartbeating"),
@@ -209,7 +161,7 @@ impl Registry {
                     &mut ops,
                 );
                 crate::telemetry::lease_expired();
-                if study.trials[number as usize].state == TrialState::Pending {
+                if study.trial(number).state == TrialState::Pending {
                     crate::telemetry::requeued("lease_expired");
                 }
                 reaped += 1;
@@ -220,6 +172,6 @@ impl Registry {
 
     /// Earliest lease expiry among running trials (the reaper sleeps until then).
     pub fn next_expiry(&self) -> Option<i64> {
-        self.studies.iter().flat_map(|s| s.running.iter().map(move |&n| s.trials[n as usize].lease_expires_ms)).min()
+        self.studies.iter().flat_map(|s| s.running().iter().map(move |&n| s.trial(n).lease_expires_ms)).min()
     }
 }

@@ -155,7 +155,7 @@ impl Registry {
             reg.by_name.insert(record.name.clone(), reg.studies.len());
             reg.studies.push(LiveStudy::new(record, spec));
         }
-        let index_of: HashMap<u64, usize> = reg.studies.iter().enumerate().map(|(i, s)| (s.record.id, i)).collect();
+        let index_of: HashMap<u64, usize> = reg.studies.iter().enumerate().map(|(i, s)| (s.record().id, i)).collect();
         for mut trial in snapshot.trials {
             let Some(&si) = index_of.get(&trial.study_id) else { continue };
             reg.next_trial_id = reg.next_trial_id.max(trial.id + 1);
@@ -163,15 +163,15 @@ impl Registry {
             if trial.state == TrialState::Running {
                 trial.lease_expires_ms = trial.lease_expires_ms.max(now + i64::from(lease.ttl_ms));
             }
-            trial.study = reg.studies[si].record.name.clone();
+            trial.study = reg.studies[si].record().name.clone();
             reg.trial_index.insert(trial.id, (si, trial.number));
             reg.studies[si].push_trial(trial);
         }
         for study in &mut reg.studies {
-            if study.spec.sampler == SamplerKind::Grid
-                && study.trials.len() as u64 >= study.grid_size * study.spec.trials_per_configuration() as u64
+            if study.spec().sampler == SamplerKind::Grid
+                && study.trials().len() as u64 >= study.grid_size() * study.spec().trials_per_configuration() as u64
             {
-                study.exhausted = true;
+                study.mark_exhausted();
             }
         }
         for w in snapshot.workers {
@@ -221,7 +221,7 @@ impl Registry {
     /// Looks a trial up and checks the caller's fencing token against its lease.
     fn leased(&self, trial_id: u64, token: u64) -> Result<(usize, u32)> {
         let (si, number) = self.trial_location(trial_id)?;
-        let trial = &self.studies[si].trials[number as usize];
+        let trial = &self.studies[si].trials()[number as usize];
         if token == 0 || trial.lease_token != token {
             return Err(stale(trial));
         }
@@ -246,8 +246,8 @@ impl Registry {
         info!(study = %record.name, sampler = spec.sampler.as_str(), max_trials = spec.budget.max_trials, "study created");
         let study = LiveStudy::new(record, spec);
         let summary = study.summary();
-        let ops = vec![WriteOp::Study(study.record.clone())];
-        self.by_name.insert(study.record.name.clone(), self.studies.len());
+        let ops = vec![WriteOp::Study(study.record().clone())];
+        self.by_name.insert(study.record().name.clone(), self.studies.len());
         self.studies.push(study);
         Ok(Outcome::new(summary, ops, true))
     }
@@ -257,10 +257,10 @@ impl Registry {
     pub fn stop_study(&mut self, name: &str, now: i64) -> Result<Outcome<StudySummary>> {
         let si = self.study_index(name)?;
         let study = &mut self.studies[si];
-        if study.record.state != StudyState::Running {
+        if study.record().state != StudyState::Running {
             return Err(CoordinatorError::FailedPrecondition(format!(
                 "study {name:?} is already {}; nothing to stop",
-                study.record.state
+                study.record().state
             )));
         }
         let mut ops = Vec::new();
@@ -276,25 +276,25 @@ impl Registry {
         let si = self.study_index(name)?;
         let study = &mut self.studies[si];
         let mut ops = Vec::new();
-        if study.record.state == StudyState::Running {
+        if study.record().state == StudyState::Running {
             if !force {
                 return Err(CoordinatorError::FailedPrecondition(format!(
                     "study {} is running ({} trials in progress); stop it first (`bertsweep study stop {name}`) \
                      or pass --force to stop and delete it",
                     quote(name),
-                    study.running.len()
+                    study.running().len()
                 )));
             }
             study.end(StudyState::Stopped, "deleted by user".into(), now, &mut ops);
         }
         let study = self.studies.remove(si);
         let summary = study.summary();
-        let task = &study.spec.task;
+        let task = &study.spec().task;
         let mut blobs: Vec<Digest> = task.inputs().iter().filter_map(|input| blob_of(input.reference)).collect();
-        blobs.extend(study.trials.iter().filter_map(|t| blob_of(&t.artifact)));
-        let mut checkpoints = study.dropped_checkpoints.clone();
-        checkpoints.extend(study.trials.iter().filter(|t| !t.checkpoint.is_empty()).map(|t| t.checkpoint.clone()));
-        let trial_ids: Vec<u64> = study.trials.iter().map(|t| t.id).collect();
+        blobs.extend(study.trials().iter().filter_map(|t| blob_of(&t.artifact)));
+        let mut checkpoints = study.dropped_checkpoints().to_vec();
+        checkpoints.extend(study.trials().iter().filter(|t| !t.checkpoint.is_empty()).map(|t| t.checkpoint.clone()));
+        let trial_ids: Vec<u64> = study.trials().iter().map(|t| t.id).collect();
         for id in &trial_ids {
             self.trial_index.remove(id);
         }
@@ -316,7 +316,7 @@ impl Registry {
 }
 
 fn new_trial(id: u64, study: &LiveStudy, number: u32, params: Params, now: i64) -> Trial {
-    Trial::pending(id, (study.record.id, &study.record.name), number, params, now)
+    Trial::pending(id, (study.record().id, &study.record().name), number, params, now)
 }
 
 /// The blob a trial's or study's reference names, if any ([`bertsweep_transfer::ArtifactRef`]).

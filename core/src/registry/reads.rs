@@ -10,12 +10,12 @@ impl Registry {
     pub fn evaluation_context(&self, trial_id: u64, token: u64) -> Result<(String, u64)> {
         let (si, number) = self.leased(trial_id, token)?;
         let study = &self.studies[si];
-        Ok((study.spec.objective.metric.clone(), crate::evaluation::interval_seed(study.spec.seed, number)))
+        Ok((study.spec().objective.metric.clone(), crate::evaluation::interval_seed(study.spec().seed, number)))
     }
 
     /// The seed of a study's paired comparisons (its `algorithm.seed`).
     pub fn study_seed(&self, name: &str) -> Result<u64> {
-        Ok(self.studies[self.study_index(name)?].spec.seed)
+        Ok(self.studies[self.study_index(name)?].spec().seed)
     }
 
     /// A study's summary.
@@ -30,12 +30,12 @@ impl Registry {
 
     /// A study's trials in number order.
     pub fn trials(&self, name: &str) -> Result<Vec<Trial>> {
-        Ok(self.studies[self.study_index(name)?].trials.clone())
+        Ok(self.studies[self.study_index(name)?].trials().to_vec())
     }
 
     /// Up to `limit` of a study's trials from number `from` on, and how many trials it has.
     pub fn trials_page(&self, name: &str, from: u32, limit: usize) -> Result<(Vec<Trial>, u32)> {
-        let trials = &self.studies[self.study_index(name)?].trials;
+        let trials = &self.studies[self.study_index(name)?].trials();
         let start = (from as usize).min(trials.len());
         let end = start.saturating_add(limit).min(trials.len());
         Ok((trials[start..end].to_vec(), trials.len() as u32))
@@ -46,7 +46,7 @@ impl Registry {
     /// importance inputs) while holding the lock only as long as that takes.
     pub fn with_trials<R>(&self, name: &str, f: impl FnOnce(&StudySpec, &[Trial]) -> R) -> Result<R> {
         let study = &self.studies[self.study_index(name)?];
-        Ok(f(&study.spec, &study.trials))
+        Ok(f(study.spec(), study.trials()))
     }
 
     /// Up to `limit` studies whose id is at least `from_id` (in `state` only, when given),
@@ -58,15 +58,15 @@ impl Registry {
         state: Option<StudyState>,
     ) -> (Vec<StudySummary>, Option<u64>) {
         // Studies are pushed in id order; a deleted one leaves the rest in order.
-        let start = self.studies.partition_point(|s| s.record.id < from_id);
-        let mut matching = self.studies[start..].iter().filter(|s| state.is_none_or(|state| s.record.state == state));
+        let start = self.studies.partition_point(|s| s.record().id < from_id);
+        let mut matching = self.studies[start..].iter().filter(|s| state.is_none_or(|state| s.record().state == state));
         let page = matching.by_ref().take(limit).map(LiveStudy::summary).collect();
-        (page, matching.next().map(|s| s.record.id))
+        (page, matching.next().map(|s| s.record().id))
     }
 
     /// `Some((state, reason))` when the study has ended.
     pub fn study_end(&self, name: &str) -> Result<Option<(StudyState, String)>> {
-        let record = &self.studies[self.study_index(name)?].record;
+        let record = &self.studies[self.study_index(name)?].record();
         Ok((record.state != StudyState::Running).then(|| (record.state, record.reason.clone())))
     }
 
@@ -85,10 +85,10 @@ impl Registry {
     pub fn blob_roots(&self) -> Vec<Digest> {
         let mut roots = Vec::new();
         for study in &self.studies {
-            let task = &study.spec.task;
+            let task = &study.spec().task;
             roots.extend(task.inputs().iter().filter_map(|input| blob_of(input.reference)));
-            roots.extend(study.trials.iter().filter_map(|t| blob_of(&t.artifact)));
-            roots.extend(study.trials.iter().filter_map(|t| blob_of(&t.checkpoint)));
+            roots.extend(study.trials().iter().filter_map(|t| blob_of(&t.artifact)));
+            roots.extend(study.trials().iter().filter_map(|t| blob_of(&t.checkpoint)));
         }
         roots
     }
@@ -100,11 +100,11 @@ impl Registry {
             .studies
             .iter()
             .map(|s| StudyGauges {
-                name: &s.record.name,
-                state: s.record.state,
-                counts: s.counts,
+                name: &s.record().name,
+                state: s.record().state,
+                counts: s.counts(),
                 demand: s.demand(),
-                finished_ms: s.record.finished_ms,
+                finished_ms: s.record().finished_ms,
             })
             .collect();
         (studies, self.last_seen.values().filter(|&&at| at >= seen_since).count())
@@ -112,6 +112,6 @@ impl Registry {
 
     /// The state of a study (for streams deciding when to end).
     pub fn study_state(&self, name: &str) -> Result<StudyState> {
-        Ok(self.studies[self.study_index(name)?].record.state)
+        Ok(self.studies[self.study_index(name)?].record().state)
     }
 }

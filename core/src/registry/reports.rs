@@ -29,8 +29,8 @@ impl Registry {
         let (si, number) = self.leased(trial_id, token)?;
         let ttl = self.lease.ttl_ms;
         let study = &mut self.studies[si];
-        let objective = study.spec.objective.clone();
-        let trial = &study.trials[number as usize];
+        let objective = study.spec().objective.clone();
+        let trial = &study.trial(number);
         match trial.state {
             TrialState::Running => {}
             TrialState::Stopped => return Ok(Outcome::new(Decision::Stop(trial.error.clone()), vec![], false)),
@@ -51,8 +51,14 @@ impl Registry {
         // An object storage or shared-filesystem checkpoint is deleted when the trial no longer
         // needs it: only the place the protocol gives this trial and lease may be named.
         if !checkpoint.is_empty() && blob_of(&checkpoint).is_none() {
-            bertsweep_transfer::checkpoint_location::check(&checkpoint, &study.record.name, number, epoch, Some(token))
-                .map_err(|e| CoordinatorError::InvalidArgument(e.to_string()))?;
+            bertsweep_transfer::checkpoint_location::check(
+                &checkpoint,
+                &study.record().name,
+                number,
+                epoch,
+                Some(token),
+            )
+            .map_err(|e| CoordinatorError::InvalidArgument(e.to_string()))?;
         }
         if let Some(earlier) = trial.intermediate.get(&epoch) {
             if *earlier == metrics {
@@ -100,18 +106,18 @@ impl Registry {
         study.raise_peak(number, peak_device_memory_bytes);
         // Under cross-validation a trial is judged against trials of its own fold only: folds
         // differ in difficulty, so mixing them would stop whole folds rather than configurations.
-        let this = &study.trials[number as usize];
-        let fold = (study.spec.folds > 1).then(|| this.params.get(bertsweep_proto::contract::params::FOLD));
+        let this = &study.trial(number);
+        let fold = (study.spec().folds > 1).then(|| this.params.get(bertsweep_proto::contract::params::FOLD));
         let peers: Vec<&Trial> = study
-            .trials
+            .trials()
             .iter()
             .filter(|t| fold.is_none_or(|f| t.params.get(bertsweep_proto::contract::params::FOLD) == f))
             .collect();
         let peers = peers.as_slice();
-        let mut decision = study.stopper.decide(this, epoch, value, peers, &objective);
+        let mut decision = study.stopper().decide(this, epoch, value, peers, &objective);
         if matches!(decision, Decision::Pause(_)) && this.checkpoint_epoch != epoch {
             // Nothing to resume from: this trial is judged as the stop-based rule would.
-            decision = study.stopper.fallback(this, epoch, value, peers, &objective);
+            decision = study.stopper().fallback(this, epoch, value, peers, &objective);
         }
         let mut wake = false;
         if let Decision::Pause(reason) = &decision {
@@ -138,7 +144,7 @@ impl Registry {
     /// Whether `token` holds the lease of a RUNNING trial.
     pub fn is_running(&self, trial_id: u64, token: u64) -> bool {
         self.leased(trial_id, token)
-            .is_ok_and(|(si, n)| self.studies[si].trials[n as usize].state == TrialState::Running)
+            .is_ok_and(|(si, n)| self.studies[si].trials()[n as usize].state == TrialState::Running)
     }
 
     /// Whether the trial, completing with `value`, should upload its model (see
@@ -146,11 +152,12 @@ impl Registry {
     pub fn offer_artifact(&self, trial_id: u64, token: u64, value: f64) -> Result<(bool, String)> {
         let (si, number) = self.leased(trial_id, token)?;
         let study = &self.studies[si];
-        let trial = &study.trials[number as usize];
+        let trial = &study.trial(number);
         if trial.state != TrialState::Running {
             return Err(CoordinatorError::FailedPrecondition(format!(
                 "trial {number} of study {:?} is {} and can no longer offer a model",
-                study.record.name, trial.state
+                study.record().name,
+                trial.state
             )));
         }
         if !value.is_finite() {
@@ -177,10 +184,10 @@ impl Registry {
         check_test_metrics(&test_metrics)?;
         let (si, number) = self.leased(trial_id, token)?;
         let study = &mut self.studies[si];
-        let objective = study.spec.objective.clone();
+        let objective = study.spec().objective.clone();
         check_metrics(&metrics, &objective.metric)?;
         validate_peak_device_memory(peak_device_memory_bytes).map_err(CoordinatorError::InvalidArgument)?;
-        let trial = &study.trials[number as usize];
+        let trial = &study.trial(number);
         match trial.state {
             TrialState::Running => {}
             // The same completion again (a retried call), even if its model was pushed out since.
@@ -197,13 +204,13 @@ impl Registry {
             TrialState::Completed => {
                 return Err(CoordinatorError::FailedPrecondition(format!(
                     "trial {number} of study {:?} was already completed with other metrics or artifact; it is completed once",
-                    study.record.name
+                    study.record().name
                 )))
             }
             _ => {
                 return Err(CoordinatorError::FailedPrecondition(format!(
                     "trial {} of study {:?} is {} and can no longer be completed",
-                    number, study.record.name, trial.state
+                    number, study.record().name, trial.state
                 )))
             }
         }
@@ -219,17 +226,17 @@ impl Registry {
         study.transition(number, TrialState::Completed, now, &detail);
         let mut ops = vec![study.trial_op(number)];
         let mut evicted = Vec::new();
-        if study.trials.iter().any(|t| blob_of(&t.artifact).is_some()) {
+        if study.trials().iter().any(|t| blob_of(&t.artifact).is_some()) {
             let kept = study.kept_artifact_trials();
             let losing: Vec<u32> = study
-                .trials
+                .trials()
                 .iter()
                 .filter(|t| t.state == TrialState::Completed && !kept.contains(&t.number))
                 .filter(|t| blob_of(&t.artifact).is_some())
                 .map(|t| t.number)
                 .collect();
             for n in losing {
-                evicted.extend(blob_of(&study.trials[n as usize].artifact));
+                evicted.extend(blob_of(&study.trial(n).artifact));
                 study.trial_mut(n).artifact.clear();
                 ops.push(study.trial_op(n));
             }
@@ -241,7 +248,7 @@ impl Registry {
     /// Checkpoints no trial needs any more (replaced by a later one, or their trial ended),
     /// since the last call: the caller deletes them.
     pub fn take_dropped_checkpoints(&mut self) -> Vec<String> {
-        self.studies.iter_mut().flat_map(|s| std::mem::take(&mut s.dropped_checkpoints)).collect()
+        self.studies.iter_mut().flat_map(|s| s.take_dropped_checkpoints()).collect()
     }
 
     /// Records a failure: retryable ones are requeued while attempts remain, infeasible ones
@@ -256,11 +263,13 @@ impl Registry {
     ) -> Result<Outcome<TrialState>> {
         let (si, number) = self.leased(trial_id, token)?;
         let study = &mut self.studies[si];
-        let trial = &study.trials[number as usize];
+        let trial = &study.trial(number);
         if trial.state != TrialState::Running {
             return Err(CoordinatorError::FailedPrecondition(format!(
                 "trial {} of study {:?} is {} and can no longer fail",
-                number, study.record.name, trial.state
+                number,
+                study.record().name,
+                trial.state
             )));
         }
         let mut error: String = error.trim().chars().take(4000).collect();
@@ -271,7 +280,7 @@ impl Registry {
         match kind {
             FailureKind::Retryable => {
                 study.requeue_or_fail(number, error, now, &mut ops);
-                if study.trials[number as usize].state == TrialState::Pending {
+                if study.trial(number).state == TrialState::Pending {
                     crate::telemetry::requeued("retryable_error");
                 }
             }
@@ -291,7 +300,7 @@ impl Registry {
                 crate::telemetry::requeued("released");
             }
         }
-        let state = study.trials[number as usize].state;
+        let state = study.trial(number).state;
         Ok(Outcome::new(state, ops, true))
     }
 }

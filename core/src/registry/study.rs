@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tracing::info;
 
 use super::WriteOp;
-use crate::model::{Counts, StudyRecord, StudyState, StudySummary, Trial, TrialShape, TrialState};
+use crate::model::{Assignment, Counts, StudyRecord, StudyState, StudySummary, Trial, TrialShape, TrialState};
 use crate::params::{config_key, ParamValue, Params};
 use crate::sampler::{self, Sampler};
 use crate::spec::{EarlyStopping, SamplerKind, StudySpec};
@@ -32,29 +32,29 @@ pub struct Configuration {
 
 /// A study with its live machinery.
 pub(super) struct LiveStudy {
-    pub(super) record: StudyRecord,
-    pub(super) spec: StudySpec,
-    pub(super) sampler: Box<dyn Sampler>,
-    pub(super) stopper: Box<dyn EarlyStopper>,
+    record: StudyRecord,
+    spec: StudySpec,
+    sampler: Box<dyn Sampler>,
+    stopper: Box<dyn EarlyStopper>,
     /// Index = trial number.
-    pub(super) trials: Vec<Trial>,
+    trials: Vec<Trial>,
     /// Requeued or not-yet-leased trials, lowest number first (they go out before new samples).
-    pub(super) pending: BTreeSet<u32>,
+    pending: BTreeSet<u32>,
     /// Leased trials (the reaper's scan set).
-    pub(super) running: BTreeSet<u32>,
+    running: BTreeSet<u32>,
     /// Trials waiting at an ASHA rung for promotion.
-    pub(super) paused: BTreeSet<u32>,
-    pub(super) counts: Counts,
+    paused: BTreeSet<u32>,
+    counts: Counts,
     /// The sampler has no new params left.
-    pub(super) exhausted: bool,
-    pub(super) grid_size: u64,
+    exhausted: bool,
+    grid_size: u64,
     /// The configurations as last computed, under the (trials, completed) count they were
     /// computed at. Both counts only grow and together decide the configurations (params are
     /// fixed at creation, a completed trial never changes), so a read between changes (every
     /// study row, every `best`) costs a clone of an `Arc` instead of a pass over all trials.
     configurations_cache: RefCell<Option<CachedConfigurations>>,
     /// Checkpoints replaced or left by ended trials, until the service deletes them.
-    pub(super) dropped_checkpoints: Vec<String>,
+    dropped_checkpoints: Vec<String>,
     /// The largest peak device memory reported per trial shape (peaks only grow, so the
     /// maximum is kept as they arrive): what a new lease of that shape is told to expect.
     peaks_by_shape: HashMap<TrialShape, u64>,
@@ -64,6 +64,76 @@ pub(super) struct LiveStudy {
 type CachedConfigurations = ((usize, u32), Arc<Vec<Configuration>>);
 
 impl LiveStudy {
+    /// The stored row (name, state, reason, times).
+    pub(super) fn record(&self) -> &StudyRecord {
+        &self.record
+    }
+
+    /// The validated study file.
+    pub(super) fn spec(&self) -> &StudySpec {
+        &self.spec
+    }
+
+    /// Every trial, by number.
+    pub(super) fn trials(&self) -> &[Trial] {
+        &self.trials
+    }
+
+    /// Trial `number`.
+    pub(super) fn trial(&self, number: u32) -> &Trial {
+        &self.trials[number as usize]
+    }
+
+    /// Trials waiting for a worker, lowest number first.
+    pub(super) fn pending(&self) -> &BTreeSet<u32> {
+        &self.pending
+    }
+
+    /// Leased trials.
+    pub(super) fn running(&self) -> &BTreeSet<u32> {
+        &self.running
+    }
+
+    /// Trials paused at an ASHA rung.
+    pub(super) fn paused(&self) -> &BTreeSet<u32> {
+        &self.paused
+    }
+
+    /// Trials by state.
+    pub(super) fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Whether the sampler has nothing new left.
+    pub(super) fn is_exhausted(&self) -> bool {
+        self.exhausted
+    }
+
+    /// The sampler has nothing new left (a grid walked, or no unseen configuration found).
+    pub(super) fn mark_exhausted(&mut self) {
+        self.exhausted = true;
+    }
+
+    /// Grid points (grid studies), else 0.
+    pub(super) fn grid_size(&self) -> u64 {
+        self.grid_size
+    }
+
+    /// The study's early-stopping rule.
+    pub(super) fn stopper(&self) -> &dyn EarlyStopper {
+        self.stopper.as_ref()
+    }
+
+    /// Checkpoints no trial needs any more, not yet handed to the caller.
+    pub(super) fn dropped_checkpoints(&self) -> &[String] {
+        &self.dropped_checkpoints
+    }
+
+    /// Hands the dropped checkpoints to the caller (who deletes them).
+    pub(super) fn take_dropped_checkpoints(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.dropped_checkpoints)
+    }
+
     pub(super) fn new(record: StudyRecord, spec: StudySpec) -> Self {
         let grid_size = if spec.sampler == SamplerKind::Grid { spec.grid_size() } else { 0 };
         LiveStudy {
@@ -477,5 +547,69 @@ impl LiveStudy {
         }
         ops.push(self.trial_op(number));
         self.maybe_finish(now, ops);
+    }
+
+    /// Leases trial `number` to `worker_id` under fencing token `token` (a promoted trial
+    /// continues its attempt, its curve moving to the new lease; any other starts a new
+    /// attempt): the RUNNING transition, its ops, and what the worker is handed.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn lease(
+        &mut self,
+        number: u32,
+        promoted: bool,
+        worker_id: &str,
+        token: u64,
+        ttl: u32,
+        now: i64,
+        ops: &mut Vec<WriteOp>,
+    ) -> Assignment {
+        let trial = self.trial_mut(number);
+        // A promotion continues the same attempt (nothing was lost): its curve moves to the
+        // new lease as it is.
+        if promoted {
+            for (&epoch, metrics) in &trial.intermediate {
+                ops.push(WriteOp::Epoch {
+                    trial_id: trial.id,
+                    lease_token: token,
+                    attempt: trial.attempt,
+                    epoch,
+                    metrics: metrics.clone(),
+                });
+            }
+        } else {
+            trial.attempt += 1;
+        }
+        trial.worker_id = worker_id.to_string();
+        trial.lease_token = token;
+        trial.lease_expires_ms = now + i64::from(ttl);
+        trial.started_ms.get_or_insert(now);
+        trial.error.clear();
+        let detail = if promoted {
+            format!("promoted from epoch {} (asha), leased to worker {worker_id}", trial.last_epoch())
+        } else {
+            format!("leased to worker {worker_id}")
+        };
+        self.transition(number, TrialState::Running, now, &detail);
+        ops.push(self.trial_op(number));
+        let trial = &self.trial(number);
+        let assignment = Assignment {
+            trial_id: trial.id,
+            study: self.record().name.clone(),
+            number,
+            params: trial.params.clone(),
+            task: self.spec().task.clone(),
+            folds: self.spec().folds,
+            fold_seed: self.spec().seed,
+            objective: self.spec().objective.clone(),
+            lease_token: token,
+            lease_ttl_ms: ttl,
+            attempt: trial.attempt,
+            checkpoints: self.spec().budget.checkpoints,
+            resume_checkpoint: if self.spec().budget.checkpoints { trial.checkpoint.clone() } else { String::new() },
+            resume_epoch: if self.spec().budget.checkpoints { trial.checkpoint_epoch } else { 0 },
+            // Its own earlier attempts count too: the trial is of its shape.
+            expected_peak_bytes: self.expected_peak(&self.shape_of(number)),
+        };
+        assignment
     }
 }
