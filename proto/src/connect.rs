@@ -7,6 +7,51 @@ use std::time::Duration;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
+/// The connection flags every client of the coordinator takes (the `bertsweep` CLI's verbs and
+/// `bertsweep-worker`), declared once: each also reads its `BERTSWEEP_*` variable. `global`
+/// makes them valid after any subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// Coordinator URL (https:// for TLS).
+    #[arg(long, global = true, env = "BERTSWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    pub coordinator: String,
+    /// Bearer token of a coordinator started with tokens (prefer --token-file: a command line
+    /// is visible to every local user). For `bertsweep serve`: the one token to require (an
+    /// admin's).
+    #[arg(long, global = true, env = "BERTSWEEP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token (a Kubernetes Secret, a systemd credential, …). For
+    /// `bertsweep serve`: one token (an admin's), or one `role:token` per line with the roles
+    /// worker, viewer and admin; `serve` re-reads it on SIGHUP.
+    #[arg(long, global = true, env = "BERTSWEEP_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA bundle to trust for an https:// coordinator (default: the system roots).
+    #[arg(long, global = true, env = "BERTSWEEP_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for a coordinator that requires one (mutual TLS).
+    #[arg(long, global = true, env = "BERTSWEEP_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, global = true, env = "BERTSWEEP_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
+}
+
+impl ConnectionArgs {
+    /// The token from --token or --token-file (a file's whitespace trimmed; see [`resolve_token`]).
+    pub fn token(&self) -> Result<Option<String>, TokenError> {
+        resolve_token(self.token.clone(), self.token_file.as_deref())
+    }
+
+    /// The TLS files named by --ca-cert, --client-cert and --client-key.
+    pub fn tls(&self) -> ClientTls {
+        ClientTls {
+            ca_cert: self.ca_cert.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
+}
+
 /// TLS material a client may be given (`--ca-cert`, `--client-cert`, `--client-key`).
 #[derive(Debug, Clone, Default)]
 pub struct ClientTls {

@@ -40,44 +40,20 @@ pub struct GlobalArgs {
     /// Log lines on stderr as `text` or `json` (one object per line, for log pipelines).
     #[arg(long, global = true, env = "BERTSWEEP_LOG_FORMAT", default_value = "text")]
     pub log_format: bertsweep_telemetry::logs::LogFormat,
-    /// Coordinator URL for client verbs.
-    #[arg(long, global = true, env = "BERTSWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
-    pub coordinator: String,
-    /// Bearer token: required by a coordinator started with tokens; for `serve`, the one token
-    /// to require (an admin's). Prefer --token-file: a command line is visible to every local
-    /// user.
-    #[arg(long, global = true, env = "BERTSWEEP_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// File holding the bearer token (a Kubernetes Secret, a systemd credential, …). For
-    /// `serve`: one token (an admin's), or one `role:token` per line with the roles worker,
-    /// viewer and admin; `serve` re-reads it on SIGHUP.
-    #[arg(long, global = true, env = "BERTSWEEP_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-    /// PEM CA bundle to trust for an https:// coordinator (default: the system roots).
-    #[arg(long, global = true, env = "BERTSWEEP_CA_CERT")]
-    pub ca_cert: Option<PathBuf>,
-    /// PEM client certificate, for a coordinator that requires one (mutual TLS).
-    #[arg(long, global = true, env = "BERTSWEEP_CLIENT_CERT")]
-    pub client_cert: Option<PathBuf>,
-    /// PEM private key of --client-cert.
-    #[arg(long, global = true, env = "BERTSWEEP_CLIENT_KEY")]
-    pub client_key: Option<PathBuf>,
+    /// Where the coordinator is and how to reach it (shared with `bertsweep-worker`).
+    #[command(flatten)]
+    pub connection: bertsweep_proto::connect::ConnectionArgs,
 }
 
 impl GlobalArgs {
     /// The token from --token or --token-file.
     fn token(&self) -> Result<Option<String>> {
-        Ok(bertsweep_proto::connect::resolve_token(self.token.clone(), self.token_file.as_deref())?)
+        Ok(self.connection.token()?)
     }
 
     /// A connected client for the client verbs.
     async fn client(&self) -> Result<Client> {
-        let tls = bertsweep_proto::connect::ClientTls {
-            ca_cert: self.ca_cert.clone(),
-            client_cert: self.client_cert.clone(),
-            client_key: self.client_key.clone(),
-        };
-        Client::connect(&self.coordinator, self.token()?.as_deref(), &tls).await
+        Client::connect(&self.connection.coordinator, self.token()?.as_deref(), &self.connection.tls()).await
     }
 }
 /// The verbs: `serve` runs the coordinator, the others are its gRPC clients.
@@ -325,7 +301,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let tokens = serve_tokens(&cli.global)?;
-            serve(*args, tokens, cli.global.token_file.clone()).await
+            serve(*args, tokens, cli.global.connection.token_file.clone()).await
         }
         Command::Study(cmd) => {
             let mut client = cli.global.client().await?;
@@ -420,12 +396,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Restore(args) => backup::restore(&args).await,
         Command::Health => {
-            let tls = bertsweep_proto::connect::ClientTls {
-                ca_cert: cli.global.ca_cert.clone(),
-                client_cert: cli.global.client_cert.clone(),
-                client_key: cli.global.client_key.clone(),
-            };
-            let state = client::health(&cli.global.coordinator, &tls).await?;
+            let tls = cli.global.connection.tls();
+            let state = client::health(&cli.global.connection.coordinator, &tls).await?;
             println!("{state}");
             Ok(())
         }

@@ -15,7 +15,7 @@ pub(super) fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener>
 
 /// The tokens `serve` requires: `--token` (one admin token) or the `--token-file` (either form).
 pub(super) fn serve_tokens(global: &GlobalArgs) -> Result<Option<TokenSet>> {
-    match (&global.token, &global.token_file) {
+    match (&global.connection.token, &global.connection.token_file) {
         (Some(_), Some(_)) => Err(bertsweep_proto::connect::TokenError::Both.into()),
         (Some(token), None) => {
             Ok(Some(TokenSet::admin(token).map_err(|_| anyhow::anyhow!("the token is empty; set a non-empty secret"))?))

@@ -13,24 +13,9 @@ use tracing::{info, warn};
 /// Flags of the coordinator mode.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// Coordinator URL.
-    #[arg(long, env = "BERTSWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
-    coordinator: String,
-    /// Bearer token of a coordinator started with one (prefer --token-file).
-    #[arg(long, env = "BERTSWEEP_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// File holding the bearer token (a Kubernetes Secret, a systemd credential, …).
-    #[arg(long, env = "BERTSWEEP_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// PEM CA bundle to trust for an https:// coordinator (default: the system roots).
-    #[arg(long, env = "BERTSWEEP_CA_CERT")]
-    ca_cert: Option<PathBuf>,
-    /// PEM client certificate, for a coordinator that requires one (mutual TLS).
-    #[arg(long, env = "BERTSWEEP_CLIENT_CERT")]
-    client_cert: Option<PathBuf>,
-    /// PEM private key of --client-cert.
-    #[arg(long, env = "BERTSWEEP_CLIENT_KEY")]
-    client_key: Option<PathBuf>,
+    /// Where the coordinator is and how to reach it (shared with the `bertsweep` CLI).
+    #[command(flatten)]
+    connection: bertsweep_proto::connect::ConnectionArgs,
     /// cpu, cuda, cuda:N, or all (one trial at a time on every visible GPU).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -132,19 +117,15 @@ fn run_supervisor(args: ServeArgs) -> anyhow::Result<Ended> {
             }
         }
     }
-    let token = bertsweep_proto::connect::resolve_token(args.token.clone(), args.token_file.as_deref())?;
+    let token = args.connection.token()?;
     let options = slots::supervisor::SupervisorOptions {
         devices: devices.clone(),
         slots_per_device: per_device,
         threads_per_slot: threads,
         max_trials: args.max_trials.map(|n| n as usize),
-        coordinator: args.coordinator.clone(),
+        coordinator: args.connection.coordinator.clone(),
         token,
-        tls: bertsweep_proto::connect::ClientTls {
-            ca_cert: args.ca_cert.clone(),
-            client_cert: args.client_cert.clone(),
-            client_key: args.client_key.clone(),
-        },
+        tls: args.connection.tls(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -230,15 +211,11 @@ fn run_worker(args: ServeArgs, slot: Option<slots::SlotSettings>) -> anyhow::Res
     let cache_dir = args.cache_dir.unwrap_or_else(runtime::inputs::default_cache_dir);
     std::fs::create_dir_all(&cache_dir)
         .with_context(|| format!("cannot create --cache-dir {}", cache_dir.display()))?;
-    let token = bertsweep_proto::connect::resolve_token(args.token, args.token_file.as_deref())?;
-    let tls = bertsweep_proto::connect::ClientTls {
-        ca_cert: args.ca_cert,
-        client_cert: args.client_cert,
-        client_key: args.client_key,
-    };
+    let token = args.connection.token()?;
+    let tls = args.connection.tls();
     let options = WorkerOptions {
         exit_when_idle: args.exit_when_idle,
-        coordinator: args.coordinator,
+        coordinator: args.connection.coordinator,
         token,
         tls,
         devices,
