@@ -2,6 +2,7 @@
 //! 127.0.0.1:0 over a temporary SQLite file, and gRPC clients for scripted fake workers.
 #![allow(dead_code)]
 
+pub mod dashboard_sweep;
 pub mod fuzzing;
 pub mod roles;
 
