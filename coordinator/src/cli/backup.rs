@@ -55,9 +55,7 @@ pub struct RestoreArgs {
 
 /// The list file beside a backup.
 fn list_path(file: &Path) -> PathBuf {
-    let mut name = file.as_os_str().to_owned();
-    name.push(".blobs");
-    PathBuf::from(name)
+    with_suffix(file, ".blobs")
 }
 
 /// `path` with `suffix` appended to its name.
@@ -201,17 +199,16 @@ fn prune(dir: &Path, keep: usize, blobs: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// Takes one backup into `file` (and its list), fetching the blobs into `blobs`.
-async fn take_backup(client: &mut Client, file: &Path, blobs: Option<&Path>) -> Result<()> {
-    let args = BackupArgs { file: file.to_path_buf(), blobs: blobs.map(Path::to_path_buf), keep: None };
-    let list_file = list_path(&args.file);
-    refuse_existing(&args.file)?;
+/// Takes one backup into `file` (and its list), fetching the blobs into `blobs_dir`.
+async fn take_backup(client: &mut Client, file: &Path, blobs_dir: Option<&Path>) -> Result<()> {
+    let list_file = list_path(file);
+    refuse_existing(file)?;
     refuse_existing(&list_file)?;
-    let partial_path = with_suffix(&args.file, ".partial");
+    let partial_path = with_suffix(file, ".partial");
     let mut out =
         std::fs::File::create(&partial_path).with_context(|| format!("cannot write {}", shown(&partial_path)))?;
     let partial = Partial(Some(partial_path.clone()));
-    let blob_dir = match &args.blobs {
+    let blob_dir = match blobs_dir {
         Some(dir) => Some(BlobDir::open(dir).with_context(|| format!("cannot use {} for blobs", shown(dir)))?),
         None => None,
     };
@@ -277,21 +274,21 @@ async fn take_backup(client: &mut Client, file: &Path, blobs: Option<&Path>) -> 
     let list_partial = with_suffix(&list_file, ".partial");
     let list_guard = Partial(Some(list_partial.clone()));
     write_synced(&list_partial, list.render(client.url()).as_bytes())?;
-    std::fs::rename(&partial_path, &args.file).with_context(|| format!("cannot create {}", shown(&args.file)))?;
+    std::fs::rename(&partial_path, file).with_context(|| format!("cannot create {}", shown(file)))?;
     partial.keep();
     std::fs::rename(&list_partial, &list_file).with_context(|| format!("cannot create {}", shown(&list_file)))?;
     list_guard.keep();
 
     println!(
         "backup {}: database {} (sha256 {}), {} blobs ({}) listed in {}",
-        shown(&args.file),
+        shown(file),
         human_bytes(size),
         list.database_sha256.short(),
         list.blobs.len(),
         human_bytes(total),
         shown(&list_file)
     );
-    if let Some(dir) = &args.blobs {
+    if let Some(dir) = blobs_dir {
         println!("blobs in {}: {fetched} fetched, {present} already there", shown(dir));
     } else if !list.blobs.is_empty() {
         println!("blobs not fetched: pass --blobs DIR to copy them too (a restore needs them)");

@@ -48,10 +48,11 @@ pub fn clear_backups(root: &std::path::Path) -> std::io::Result<()> {
 /// `DeleteStudy`: commits the deletion, then deletes the blobs and checkpoints nothing else
 /// refers to.
 pub async fn delete_study(shared: &Shared, name: &str, force: bool) -> Result<pb::DeleteStudyResponse, Status> {
-    let mut deleted = shared.apply(|reg, now| reg.delete_study(name, force, now)).await?;
-    let (blob_checkpoints, elsewhere): (Vec<String>, Vec<String>) =
-        deleted.checkpoints.into_iter().partition(|c| crate::registry::blob_of(c).is_some());
-    deleted.blobs.extend(blob_checkpoints.iter().filter_map(|c| crate::registry::blob_of(c)));
+    let deleted = shared.apply(|reg, now| reg.delete_study(name, force, now)).await?;
+    // Blob checkpoints are among `deleted.blobs`; the others live in object storage or on a
+    // shared path.
+    let elsewhere: Vec<String> =
+        deleted.checkpoints.into_iter().filter(|c| crate::registry::blob_of(c).is_none()).collect();
     // Object-store checkpoints, as far as this coordinator's credentials reach.
     transfer::delete_checkpoints(shared, elsewhere).await;
     let removed = shared.blobs.collect_only(|| shared.lock().blob_roots(), deleted.blobs).await;

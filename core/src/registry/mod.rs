@@ -91,7 +91,8 @@ impl<T> Outcome<T> {
 pub struct DeletedStudy {
     /// The study as it was.
     pub summary: StudySummary,
-    /// Its inputs' and kept models' blobs: deleted unless another study refers to them.
+    /// Its inputs', kept models' and checkpoints' blobs: deleted unless another study refers
+    /// to them.
     pub blobs: Vec<Digest>,
     /// Its trials' checkpoints (blobs, object URLs, shared paths), as dropped checkpoints are.
     pub checkpoints: Vec<String>,
@@ -289,9 +290,7 @@ impl Registry {
         }
         let study = self.studies.remove(si);
         let summary = study.summary();
-        let task = &study.spec().task;
-        let mut blobs: Vec<Digest> = task.inputs().iter().filter_map(|input| blob_of(input.reference)).collect();
-        blobs.extend(study.trials().iter().filter_map(|t| blob_of(&t.artifact)));
+        let blobs: Vec<Digest> = study.blob_roots().collect();
         let mut checkpoints = study.dropped_checkpoints().to_vec();
         checkpoints.extend(study.trials().iter().filter(|t| !t.checkpoint.is_empty()).map(|t| t.checkpoint.clone()));
         let trial_ids: Vec<u64> = study.trials().iter().map(|t| t.id).collect();

@@ -83,14 +83,7 @@ impl Registry {
     /// Every blob a study or trial refers to (inputs and kept models): the roots of the blob
     /// store's garbage collection.
     pub fn blob_roots(&self) -> Vec<Digest> {
-        let mut roots = Vec::new();
-        for study in &self.studies {
-            let task = &study.spec().task;
-            roots.extend(task.inputs().iter().filter_map(|input| blob_of(input.reference)));
-            roots.extend(study.trials().iter().filter_map(|t| blob_of(&t.artifact)));
-            roots.extend(study.trials().iter().filter_map(|t| blob_of(&t.checkpoint)));
-        }
-        roots
+        self.studies.iter().flat_map(LiveStudy::blob_roots).collect()
     }
 
     /// What the metrics endpoint shows: every study's name, state, trial counts and demand,

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use tracing::info;
 
-use super::WriteOp;
+use bertsweep_transfer::Digest;
+
+use super::{blob_of, WriteOp};
 use crate::model::{Assignment, Counts, StudyRecord, StudyState, StudySummary, Trial, TrialShape, TrialState};
 use crate::params::{config_key, ParamValue, Params};
 use crate::sampler::{self, Sampler};
@@ -127,6 +129,14 @@ impl LiveStudy {
     /// Checkpoints no trial needs any more, not yet handed to the caller.
     pub(super) fn dropped_checkpoints(&self) -> &[String] {
         &self.dropped_checkpoints
+    }
+
+    /// Every blob this study refers to: its inputs, its kept models and its trials'
+    /// checkpoints (roots of the blob store's collection).
+    pub(super) fn blob_roots(&self) -> impl Iterator<Item = Digest> + '_ {
+        let inputs = self.spec.task.inputs().into_iter().filter_map(|input| blob_of(input.reference));
+        let trials = self.trials.iter().flat_map(|t| [blob_of(&t.artifact), blob_of(&t.checkpoint)]).flatten();
+        inputs.chain(trials)
     }
 
     /// Hands the dropped checkpoints to the caller (who deletes them).
