@@ -454,5 +454,17 @@ async fn scheduled_backups_keep_the_newest_and_only_the_blobs_their_lists_name()
     let kept = BlobDir::open(&blobs).unwrap();
     assert!(!kept.contains(&weights[0]), "the deleted study's model went with the last backup naming it");
     assert!(kept.contains(&weights[1]));
+
+    // A list that cannot be read stops the pruning of blobs: nothing is deleted then.
+    let stray = Digest::of(b"a blob no list names");
+    let mut w = kept.writer(stray, 20).await.unwrap();
+    w.write(b"a blob no list names").await.unwrap();
+    w.finish().await.unwrap();
+    let mut dated = dated;
+    dated.sort();
+    std::fs::write(dir.join(format!("{}.blobs", dated[1])), "not a list\n").unwrap();
+    let out = run().await;
+    assert!(!out.status.success() && text(&out).contains("no blob was pruned"), "{}", text(&out));
+    assert!(kept.contains(&stray) && kept.contains(&weights[1]), "a pass that cannot read its lists deletes nothing");
     server.shutdown().await;
 }
